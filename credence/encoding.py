@@ -35,7 +35,7 @@ def b64url_decode(text: str | bytes) -> bytes:
             text = text.decode("ascii")
         except UnicodeDecodeError as exc:
             raise InvalidInput("base64url text must be ASCII") from exc
-    if not _B64URL.match(text):
+    if not _B64URL.fullmatch(text):
         raise InvalidInput("base64url text has a character outside A-Z a-z 0-9 - _ (or padding)")
     if len(text) % 4 == 1:
         raise InvalidInput(f"base64url text has an impossible length {len(text)}")
