@@ -1,0 +1,1 @@
+"""The agency node: its own records, local evaluation, signed minimal answers."""

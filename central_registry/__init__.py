@@ -1,0 +1,1 @@
+"""The central registry: membership, grants, fan-out, aggregation, the log."""

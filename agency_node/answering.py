@@ -1,0 +1,432 @@
+"""Answering queries: checks, local evaluation, signed minimal answers, the local log.
+
+This is the node's behaviour without gRPC: the servicer hands it envelopes and
+sends back what it returns. Every query, answered or refused, leaves one row in
+the node's query log; a refusal raises the domain error that says why, after
+the row is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from agency_node import database
+from agency_node.config import NodeConfig
+from agency_node.evaluation import (
+    Evaluation,
+    Evaluator,
+    RecordFacts,
+    to_blacklist_proto,
+    to_credit_proto,
+)
+from agency_node.importer import iter_subject_refs
+from agency_node.membership import MembershipFilter
+from agency_node.models import QueryLogEntry, Record, SeenQuery
+from agency_node.query_checks import (
+    CheckedQuery,
+    GrantCache,
+    QueryChecker,
+    open_single_promise,
+    timestamp,
+)
+from credence import names, payloads
+from credence.envelope import Envelope, sign, verify
+from credence.errors import CredenceError, InvalidInput, MessageTooLarge, Replayed
+from credence.keys import SigningKey
+from credence.manifest import TrustedManifest
+from credence.status import reason_for, status_for
+from credence.v1 import agency_pb2, common_pb2
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class _LogRow:
+    query_id: str
+    requester: str = ""
+    purpose: str = ""
+    kinds: str = ""
+    subject_ref: bytes | None = None
+    outcome: str = "refused"
+    status_code: str = "OK"
+    reason: str = ""
+    entry_commitment: bytes | None = None
+    log_promise: bytes | None = None
+    answer_hash: bytes | None = None
+
+
+def _kinds_text(kinds: Sequence[int]) -> str:
+    return ",".join(names.kind_name(kind) for kind in kinds if kind in (1, 2))
+
+
+class RecordReader:
+    """Reads the records of many subjects at once, skipping those the filter rules out."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._filter: MembershipFilter | None = None
+        self._generation: int | None = None
+
+    def _current_filter(self) -> MembershipFilter:
+        with self._engine.connect() as connection:
+            generation = database.record_generation(connection)
+        with self._lock:
+            if self._filter is None or generation != self._generation:
+                with Session(self._engine) as session:
+                    count = session.scalar(select(func.count()).select_from(Record)) or 0
+                    self._filter = MembershipFilter.build(iter_subject_refs(session), max(count, 1))
+                self._generation = generation
+            return self._filter
+
+    def records_for(self, refs: Collection[bytes]) -> dict[bytes, list[RecordFacts]]:
+        """Every stored record of each subject in ``refs`` (absent: none held)."""
+        membership = self._current_filter()
+        wanted = [ref for ref in set(refs) if ref in membership]
+        found: dict[bytes, list[RecordFacts]] = defaultdict(list)
+        if not wanted:
+            return found
+        columns = (
+            Record.subject_ref,
+            Record.kind,
+            Record.category,
+            Record.status,
+            Record.occurred_at,
+            Record.expires_at,
+            Record.disputed,
+            Record.days_overdue,
+        )
+        with self._engine.connect() as connection:
+            for start in range(0, len(wanted), 900):
+                chunk = wanted[start : start + 900]
+                rows = connection.execute(select(*columns).where(Record.subject_ref.in_(chunk)))
+                for ref, kind, category, status, occurred, expires, disputed, overdue in rows:
+                    found[ref].append(
+                        RecordFacts(
+                            kind=kind,
+                            category=category,
+                            status=status,
+                            occurred_at=occurred,
+                            expires_at=expires,
+                            disputed=bool(disputed),
+                            days_overdue=overdue,
+                        )
+                    )
+        return found
+
+
+class Answerer:
+    """The node's answering logic, bound to its keys, manifest, database and clock."""
+
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        manifest: TrustedManifest,
+        signing_key: SigningKey,
+        engine: Engine,
+        clock: Clock,
+    ) -> None:
+        self._config = config
+        self._manifest = manifest
+        self._key = signing_key
+        self._engine = engine
+        self._sessions = database.session_factory(engine)
+        self._clock = clock
+        self._checker = QueryChecker(
+            member_id=config.member_id, manifest=manifest, policy=config.policy, grants=GrantCache()
+        )
+        scorecard = manifest.scorecard
+        self._scorecard_version = scorecard.version
+        self._evaluator = Evaluator(scorecard, config.record_kinds)
+        self.records = RecordReader(engine)
+
+    # -- the single path -------------------------------------------------------------
+
+    def answer(self, envelope_bytes: bytes) -> Envelope:
+        """Check one signed query and return the signed answer.
+
+        Raises:
+            CredenceError: the query is refused; the refusal is logged first.
+        """
+        now = self._clock()
+        row = _LogRow(query_id="")
+        try:
+            envelope = self._open(envelope_bytes)
+            query = self._checker.open_query(envelope, now)
+            row = _LogRow(
+                query_id=query.query_id,
+                requester=query.requester,
+                purpose=names.purpose_name(query.purpose) if query.purpose in range(1, 6) else "",
+                kinds=_kinds_text(query.kinds),
+                subject_ref=bytes(query.subject.ref) or None,
+                log_promise=query.log_promise.SerializeToString() or None,
+            )
+            expires_at = timestamp(query.expires_at, "query expires_at")
+            self._claim(query.query_id, expires_at)
+            checked = self._checker.check_item(
+                query_id=query.query_id,
+                subject=query.subject,
+                grant=query.grant,
+                promise=open_single_promise(self._checker, query),
+                kinds=query.kinds,
+                purpose=query.purpose,
+                requester=query.requester,
+                issued_at=timestamp(query.issued_at, "query issued_at"),
+                now=now,
+            )
+            query_hash = hashlib.sha256(envelope.payload).digest()
+            records = self.records.records_for([checked.subject.ref]).get(checked.subject.ref, [])
+            answer = self._answer_proto(checked, query_hash, self._evaluator.evaluate(records, now))
+            answer.answered_at.FromDatetime(now)
+            payload = answer.SerializeToString()
+            signed = sign(payloads.ANSWER, payload, [self._key])
+        except CredenceError as exc:
+            self._log([_refused(row, exc)], now)
+            raise
+        self._log(
+            [
+                _LogRow(
+                    query_id=checked.query_id,
+                    requester=checked.requester,
+                    purpose=row.purpose,
+                    kinds=row.kinds,
+                    subject_ref=checked.subject.ref,
+                    outcome="answered",
+                    entry_commitment=checked.entry_commitment,
+                    log_promise=row.log_promise,
+                    answer_hash=hashlib.sha256(payload).digest(),
+                )
+            ],
+            now,
+        )
+        return signed
+
+    # -- the batch path -----------------------------------------------------------------
+
+    def answer_batch(self, envelope_bytes: bytes) -> Envelope:
+        """Check a signed batch and answer every item under one signature.
+
+        Item refusals travel inside the answer; only a batch-level failure
+        (signature, freshness, replayed batch id) raises.
+
+        Raises:
+            CredenceError: the whole batch is refused; logged first.
+        """
+        now = self._clock()
+        row = _LogRow(query_id="")
+        try:
+            envelope = self._open(envelope_bytes)
+            batch = self._open_batch(envelope, now)
+            row = _LogRow(
+                query_id=batch.batch_id,
+                requester=batch.requester,
+                purpose=names.purpose_name(batch.purpose) if batch.purpose in range(1, 6) else "",
+                kinds=_kinds_text(batch.kinds),
+            )
+            expires_at = timestamp(batch.expires_at, "batch expires_at")
+            self._claim(batch.batch_id, expires_at)
+        except CredenceError as exc:
+            self._log([_refused(row, exc)], now)
+            raise
+        issued_at = timestamp(batch.issued_at, "batch issued_at")
+        fresh = self._claim_items([item.query_id for item in batch.items], expires_at)
+        checked: list[CheckedQuery | CredenceError] = []
+        for item in batch.items:
+            if item.query_id not in fresh:
+                checked.append(Replayed(f"query {item.query_id} was already received"))
+                continue
+            try:
+                checked.append(
+                    self._checker.check_item(
+                        query_id=item.query_id,
+                        subject=item.subject,
+                        grant=item.grant,
+                        promise=item.log_promise,
+                        kinds=batch.kinds,
+                        purpose=batch.purpose,
+                        requester=batch.requester,
+                        issued_at=issued_at,
+                        now=now,
+                    )
+                )
+            except CredenceError as exc:
+                checked.append(exc)
+        found = self.records.records_for(
+            [result.subject.ref for result in checked if isinstance(result, CheckedQuery)]
+        )
+        reply = agency_pb2.BatchAnswer(
+            batch_id=batch.batch_id,
+            agency=self._config.member_id,
+            batch_hash=hashlib.sha256(envelope.payload).digest(),
+        )
+        reply.answered_at.FromDatetime(now)
+        rows: list[_LogRow] = []
+        empty = self._evaluator.evaluate([], now)
+        for item, result in zip(batch.items, checked, strict=True):
+            if isinstance(result, CredenceError):
+                code = status_for(result)
+                reply.items.append(
+                    agency_pb2.BatchAnswerItem(
+                        query_id=item.query_id,
+                        refusal=agency_pb2.ItemRefusal(
+                            code=code.value[0], reason=reason_for(result)
+                        ),
+                    )
+                )
+                rows.append(
+                    _refused(
+                        _LogRow(
+                            query_id=item.query_id,
+                            requester=row.requester,
+                            purpose=row.purpose,
+                            kinds=row.kinds,
+                            subject_ref=bytes(item.subject.ref) or None,
+                        ),
+                        result,
+                    )
+                )
+                continue
+            records = found.get(result.subject.ref)
+            evaluation = self._evaluator.evaluate(records, now) if records else empty
+            answer = self._answer_proto(result, b"", evaluation)
+            answer.answered_at.CopyFrom(reply.answered_at)
+            reply.items.append(agency_pb2.BatchAnswerItem(query_id=item.query_id, answer=answer))
+            rows.append(
+                _LogRow(
+                    query_id=item.query_id,
+                    requester=result.requester,
+                    purpose=row.purpose,
+                    kinds=row.kinds,
+                    subject_ref=result.subject.ref,
+                    outcome="answered",
+                    entry_commitment=result.entry_commitment,
+                )
+            )
+        payload = reply.SerializeToString()
+        self._log(rows, now)
+        return sign(payloads.BATCH_ANSWER, payload, [self._key])
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def _open(self, envelope_bytes: bytes) -> Envelope:
+        if len(envelope_bytes) > self._config.max_message_bytes:
+            raise MessageTooLarge(
+                f"query envelope is {len(envelope_bytes)} bytes, "
+                f"over this node's limit of {self._config.max_message_bytes}"
+            )
+        return Envelope.from_bytes(envelope_bytes, max_size=self._config.max_message_bytes)
+
+    def _open_batch(self, envelope: Envelope, now: datetime) -> agency_pb2.BatchQuery:
+        # A batch is signed with the log key: the one signature covers every promise.
+        registry = self._manifest.registry
+        verified = verify(envelope, payloads.BATCH_QUERY, self._manifest.registry_keys)
+        if registry.log_id not in verified.kids:
+            raise InvalidInput("batch is not signed by the registry's log key")
+        batch = agency_pb2.BatchQuery()
+        try:
+            batch.ParseFromString(verified.payload)
+        except Exception as exc:
+            raise InvalidInput(f"batch payload does not parse: {exc}") from exc
+        if not batch.batch_id:
+            raise InvalidInput("batch has no batch_id")
+        if len(batch.items) > payloads.MAX_BATCH_ITEMS:
+            raise MessageTooLarge(
+                f"batch has {len(batch.items)} items, over the {payloads.MAX_BATCH_ITEMS} allowed"
+            )
+        self._checker.check_window(
+            f"batch {batch.batch_id}", batch.audience, batch.issued_at, batch.expires_at, now
+        )
+        return batch
+
+    def _claim(self, query_id: str, expires_at: datetime) -> None:
+        with self._sessions.begin() as session:
+            database.remember_query(session, query_id, expires_at)
+
+    def _claim_items(self, query_ids: Sequence[str], expires_at: datetime) -> set[str]:
+        """Record many ids at once; returns those not seen before."""
+        unique = set(query_ids)
+        if len(unique) != len(query_ids):
+            seen_twice = {qid for qid in unique if query_ids.count(qid) > 1}
+            unique -= seen_twice
+        with self._sessions.begin() as session:
+            try:
+                with session.begin_nested():
+                    session.execute(
+                        insert(SeenQuery),
+                        [{"query_id": qid, "expires_at": expires_at} for qid in unique],
+                    )
+            except IntegrityError:
+                pass  # some were seen before: find which, below
+            else:
+                return unique
+            existing = set(
+                session.scalars(select(SeenQuery.query_id).where(SeenQuery.query_id.in_(unique)))
+            )
+            fresh = unique - existing
+            if fresh:
+                session.execute(
+                    insert(SeenQuery),
+                    [{"query_id": qid, "expires_at": expires_at} for qid in fresh],
+                )
+            return fresh
+
+    def _answer_proto(
+        self, checked: CheckedQuery, query_hash: bytes, evaluation: Evaluation
+    ) -> agency_pb2.Answer:
+        answer = agency_pb2.Answer(
+            query_id=checked.query_id, agency=self._config.member_id, query_hash=query_hash
+        )
+        if common_pb2.VERDICT_KIND_BLACKLIST in checked.kinds:
+            answer.blacklist.CopyFrom(to_blacklist_proto(evaluation.blacklist))
+        if common_pb2.VERDICT_KIND_CREDIT in checked.kinds:
+            answer.credit.CopyFrom(to_credit_proto(evaluation.credit, self._scorecard_version))
+        return answer
+
+    def _log(self, rows: Sequence[_LogRow], now: datetime) -> None:
+        if not rows:
+            return
+        with self._sessions.begin() as session:
+            session.execute(
+                insert(QueryLogEntry),
+                [
+                    {
+                        "query_id": row.query_id[:64],
+                        "received_at": now,
+                        "requester": row.requester[:128],
+                        "purpose": row.purpose,
+                        "kinds": row.kinds,
+                        "subject_ref": row.subject_ref,
+                        "outcome": row.outcome,
+                        "status_code": row.status_code,
+                        "reason": row.reason,
+                        "entry_commitment": row.entry_commitment,
+                        "log_promise": row.log_promise,
+                        "answer_hash": row.answer_hash,
+                    }
+                    for row in rows
+                ],
+            )
+
+
+def _refused(row: _LogRow, error: CredenceError) -> _LogRow:
+    return _LogRow(
+        query_id=row.query_id,
+        requester=row.requester,
+        purpose=row.purpose,
+        kinds=row.kinds,
+        subject_ref=row.subject_ref if row.subject_ref and len(row.subject_ref) == 32 else None,
+        outcome="refused",
+        status_code=status_for(error).name,
+        reason=reason_for(error),
+        log_promise=row.log_promise,
+    )

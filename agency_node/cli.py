@@ -1,0 +1,234 @@
+"""``credence node ...``: set up, fill and run an agency node.
+
+credence node init    --dir D --member-id ID [--kinds K,...] [--listen ADDR]
+credence node install --dir D --cert F --ca F --manifest F --root-keys F
+                      --pseudonymisation-key F
+credence node import  --dir D FILE
+credence node migrate --dir D
+credence node purge   --dir D
+credence node serve   --dir D [--listen ADDR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from agency_node import config as node_config
+from agency_node import database
+from agency_node.importer import ImportReport, import_records, purge_expired
+from agency_node.kinds import KINDS
+from agency_node.server import load_manifest, serve, utc_now
+from credence.errors import FailedPrecondition, InvalidInput
+from credence.keys import KeySet, SigningKey, private_key_pem, save_signing_key, write_private_file
+from credence.pki import (
+    generate_tls_key,
+    load_certificate_pem,
+    make_csr,
+    member_id_from_certificate,
+    validate_member_id,
+)
+from credence.subjects import PseudonymisationKey
+
+EXAMPLES = """examples:
+  credence node init --dir ./court --member-id court-1 --kinds court_judgment
+  credence node install --dir ./court --cert court-1.crt --ca ca.crt \\
+      --manifest manifest.bin --root-keys root.jwks.json --pseudonymisation-key pseudo.key
+  credence node import --dir ./court judgments.csv
+  credence node serve --dir ./court
+"""
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the ``node`` sub-commands to ``parser``."""
+    parser.epilog = EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument("--dir", type=Path, required=True, help="the node's data directory")
+        return sub
+
+    init = command(
+        "init",
+        "create the node's keys, certificate request, config and database",
+        "credence node init --dir ./court --member-id court-1 --kinds court_judgment",
+    )
+    init.add_argument("--member-id", required=True, help="the id the registry will know you by")
+    init.add_argument(
+        "--kinds",
+        default="",
+        help=f"comma-separated record kinds this agency holds ({', '.join(KINDS)})",
+    )
+    init.add_argument("--listen", default=node_config.DEFAULT_LISTEN, help="host:port to serve on")
+    init.set_defaults(handler=_init)
+
+    install = command(
+        "install",
+        "install the files the registry issued at enrolment",
+        "credence node install --dir ./court --cert court-1.crt --ca ca.crt "
+        "--manifest manifest.bin --root-keys root.jwks.json --pseudonymisation-key pseudo.key",
+    )
+    for flag, meaning in (
+        ("--cert", "this node's certificate (PEM)"),
+        ("--ca", "the federation CA certificate (PEM)"),
+        ("--manifest", "the signed federation manifest (envelope bytes)"),
+        ("--root-keys", "the registry's root keys to pin (JWK Set JSON)"),
+        ("--pseudonymisation-key", "the federation's subject-reference key (32 raw bytes)"),
+    ):
+        install.add_argument(flag, type=Path, required=True, help=meaning)
+    install.set_defaults(handler=_install)
+
+    load = command(
+        "import",
+        "import records from CSV or JSON Lines; all or nothing",
+        "credence node import --dir ./court judgments.csv",
+    )
+    load.add_argument("file", type=Path, help="a .csv, .jsonl or .ndjson file")
+    load.set_defaults(handler=_import)
+
+    command(
+        "migrate", "bring the database schema up to date", "credence node migrate --dir ./court"
+    ).set_defaults(handler=_migrate)
+    command(
+        "purge",
+        "delete records past their rehabilitation period",
+        "credence node purge --dir ./court",
+    ).set_defaults(handler=_purge)
+
+    run = command(
+        "serve", "answer the registry's queries until SIGTERM", "credence node serve --dir ./court"
+    )
+    run.add_argument("--listen", default=None, help="host:port, overriding node.toml")
+    run.set_defaults(handler=_serve)
+
+
+def _init(args: argparse.Namespace) -> int:
+    data_dir: Path = args.dir
+    member_id = validate_member_id(args.member_id)
+    kinds = tuple(kind for kind in args.kinds.split(",") if kind)
+    if unknown := sorted(set(kinds) - set(KINDS)):
+        raise InvalidInput(f"unknown record kinds {unknown} (known: {', '.join(KINDS)})")
+    if (data_dir / node_config.CONFIG_FILE).exists():
+        raise FailedPrecondition(f"{data_dir} already holds a node; refusing to overwrite its keys")
+    config = node_config.NodeConfig(
+        data_dir=data_dir, member_id=member_id, listen=args.listen, record_kinds=kinds
+    )
+    signing_key = SigningKey.generate()
+    save_signing_key(config.path(node_config.SIGNING_KEY_FILE), signing_key)
+    tls_key = generate_tls_key()
+    write_private_file(config.path(node_config.TLS_KEY_FILE), private_key_pem(tls_key))
+    config.path(node_config.TLS_CSR_FILE).write_bytes(make_csr(tls_key, member_id))
+    engine = database.create_engine_for(config.effective_database_url)
+    database.upgrade_schema(engine)
+    engine.dispose()
+    (data_dir / node_config.CONFIG_FILE).write_text(node_config.render_config(config))
+    print(f"node {member_id} initialised in {data_dir}")
+    print(f"  signing key id: {signing_key.kid}")
+    print(f"  certificate request: {config.path(node_config.TLS_CSR_FILE)}")
+    print("next: enrol with the registry, then `credence node install`")
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    config = node_config.load_config(args.dir)
+    certificate = load_certificate_pem(args.cert.read_bytes())
+    if (cert_id := member_id_from_certificate(certificate)) != config.member_id:
+        raise InvalidInput(
+            f"{args.cert} is for member {cert_id!r}, this node is {config.member_id!r}"
+        )
+    load_certificate_pem(args.ca.read_bytes())
+    KeySet.from_jwks(json.loads(args.root_keys.read_text()))
+    key = PseudonymisationKey.from_bytes(args.pseudonymisation_key.read_bytes())
+    shutil.copyfile(args.cert, config.path(node_config.TLS_CERT_FILE))
+    shutil.copyfile(args.ca, config.path(node_config.CA_CERT_FILE))
+    shutil.copyfile(args.root_keys, config.path(node_config.ROOT_KEYS_FILE))
+    write_private_file(config.path(node_config.PSEUDONYMISATION_KEY_FILE), key.secret)
+    shutil.copyfile(args.manifest, config.path(node_config.MANIFEST_FILE))
+    manifest = load_manifest(config, utc_now())
+    print(f"installed enrolment files; manifest version {manifest.version} verified")
+    return 0
+
+
+def _engine(config: node_config.NodeConfig, *, migrate: bool = False) -> Engine:
+    engine = database.create_engine_for(config.effective_database_url)
+    if migrate:
+        database.upgrade_schema(engine)
+    else:
+        database.require_current_schema(engine)
+    return engine
+
+
+def _import(args: argparse.Namespace) -> int:
+    config = node_config.load_config(args.dir)
+    path = config.path(node_config.PSEUDONYMISATION_KEY_FILE)
+    if not path.is_file():
+        raise FailedPrecondition(f"{path} is missing: run `credence node install` first")
+    if not args.file.is_file():
+        raise InvalidInput(f"{args.file} not found")
+    key = PseudonymisationKey.from_bytes(path.read_bytes())
+    engine = _engine(config)
+    progress = _progress_bar if sys.stderr.isatty() else None
+    try:
+        report: ImportReport = import_records(
+            database.session_factory(engine), args.file, key, progress=progress
+        )
+    finally:
+        engine.dispose()
+        if progress is not None:
+            print(file=sys.stderr)
+    print(
+        f"imported {report.rows} rows: {report.inserted} new, {report.updated} updated, "
+        f"{report.unchanged} unchanged"
+    )
+    return 0
+
+
+def _progress_bar(read_bytes: int, total_bytes: int) -> None:
+    share = read_bytes / total_bytes if total_bytes else 1.0
+    filled = int(share * 30)
+    print(
+        f"\r[{'#' * filled}{'.' * (30 - filled)}] {share:6.1%} of {total_bytes:,} bytes",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    config = node_config.load_config(args.dir)
+    _engine(config, migrate=True).dispose()
+    print(f"database schema is at revision {database.schema_head()}")
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    config = node_config.load_config(args.dir)
+    engine = _engine(config)
+    try:
+        with database.session_factory(engine).begin() as session:
+            purged = purge_expired(session, utc_now())
+    finally:
+        engine.dispose()
+    print(f"purged {purged} records past their rehabilitation period")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    def ready(port: int) -> None:
+        print(f"listening on port {port}", flush=True)
+
+    serve(args.dir, listen=args.listen, ready=ready)
+    return 0

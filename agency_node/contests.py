@@ -1,0 +1,95 @@
+"""Contests: a subject disputes records, the node flags them until resolved.
+
+The registry routes a subject's contest to the agency as a signed
+:class:`Contest`. The node flags every matching record disputed (verdicts then
+show the dispute), writes a dispute history row for each, and returns a signed
+receipt. Resolution (upheld, corrected, removed) is the agency's own decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Engine, select, update
+
+from agency_node import database
+from agency_node.models import Record, RecordDispute
+from credence import payloads
+from credence.envelope import Envelope, sign, verify_message
+from credence.errors import InvalidInput
+from credence.keys import SigningKey
+from credence.manifest import TrustedManifest
+from credence.v1 import agency_pb2
+
+MAX_STATEMENT_CHARS = 4000
+
+
+class ContestDesk:
+    """Receives contests routed by the registry."""
+
+    def __init__(
+        self,
+        *,
+        member_id: str,
+        manifest: TrustedManifest,
+        signing_key: SigningKey,
+        engine: Engine,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._member_id = member_id
+        self._manifest = manifest
+        self._key = signing_key
+        self._sessions = database.session_factory(engine)
+        self._clock = clock
+
+    def file(self, envelope_bytes: bytes) -> Envelope:
+        """Flag the contested records and return the signed receipt.
+
+        Raises:
+            VerificationError: the contest is not signed by the registry.
+            InvalidInput: it lacks an id or subject, or the statement is too long.
+        """
+        contest = verify_message(
+            Envelope.from_bytes(envelope_bytes),
+            payloads.CONTEST,
+            self._manifest.registry_keys,
+            agency_pb2.Contest,
+        )
+        if not contest.contest_id or len(contest.subject.ref) != 32:
+            raise InvalidInput("contest needs a contest_id and a 32-byte subject reference")
+        if len(contest.statement) > MAX_STATEMENT_CHARS:
+            raise InvalidInput(f"contest statement is over {MAX_STATEMENT_CHARS} characters")
+        now = self._clock()
+        where = [Record.subject_ref == bytes(contest.subject.ref)]
+        if contest.record_kind:
+            where.append(Record.kind == contest.record_kind)
+        with self._sessions.begin() as session:
+            record_pks = list(session.scalars(select(Record.id).where(*where)))
+            already = set(
+                session.scalars(
+                    select(RecordDispute.record_pk).where(
+                        RecordDispute.contest_id == contest.contest_id
+                    )
+                )
+            )
+            fresh = [pk for pk in record_pks if pk not in already]
+            if fresh:
+                session.execute(update(Record).where(Record.id.in_(fresh)).values(disputed=True))
+                session.add_all(
+                    RecordDispute(
+                        record_pk=pk,
+                        contest_id=contest.contest_id,
+                        state="open",
+                        note=contest.statement,
+                        at=now,
+                    )
+                    for pk in fresh
+                )
+        receipt = agency_pb2.ContestReceipt(
+            contest_id=contest.contest_id,
+            agency=self._member_id,
+            records_flagged=len(record_pks),
+        )
+        receipt.received_at.FromDatetime(now)
+        return sign(payloads.CONTEST_RECEIPT, receipt.SerializeToString(), [self._key])

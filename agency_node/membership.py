@@ -1,0 +1,66 @@
+"""An in-memory Bloom filter of the subject references a node holds records for.
+
+Screening asks about millions of subjects, most of whom an agency has never
+heard of. The filter answers "certainly not here" without a database round
+trip; "maybe" goes to the database, which has the final word. It can give
+false positives (a wasted lookup) but never false negatives, provided it is
+rebuilt whenever records are added: the node compares the database's record
+generation (bumped by every import) before each use.
+
+Subject references are HMAC-SHA256 outputs, uniformly random, so the filter
+takes its bit positions straight from the reference's bytes instead of
+hashing again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+_HASHES = 7
+_BITS_PER_ITEM = 10  # with 7 hashes: about 0.8% false positives
+_MIN_BITS = 1 << 16
+
+
+class MembershipFilter:
+    """A Bloom filter over 32-byte subject references."""
+
+    def __init__(self, expected_items: int) -> None:
+        bits = max(_MIN_BITS, expected_items * _BITS_PER_ITEM)
+        self._bits = 1 << math.ceil(math.log2(bits))  # a power of two: masking, no modulo
+        self._mask = self._bits - 1
+        self._array = bytearray(self._bits // 8)
+        self.items = 0
+
+    @classmethod
+    def build(cls, refs: Iterable[bytes], expected_items: int) -> MembershipFilter:
+        """A filter holding every reference in ``refs``."""
+        result = cls(expected_items)
+        for ref in refs:
+            result.add(ref)
+        return result
+
+    def _positions(self, ref: bytes) -> list[int]:
+        # Four bytes of the reference per position: 7 * 4 = 28 of its 32 bytes.
+        mask = self._mask
+        return [int.from_bytes(ref[i * 4 : i * 4 + 4], "little") & mask for i in range(_HASHES)]
+
+    def add(self, ref: bytes) -> None:
+        """Add one reference."""
+        array = self._array
+        for position in self._positions(ref):
+            array[position >> 3] |= 1 << (position & 7)
+        self.items += 1
+
+    def __contains__(self, ref: object) -> bool:
+        if not isinstance(ref, bytes) or len(ref) != 32:
+            return False
+        array = self._array
+        return all(
+            array[position >> 3] & (1 << (position & 7)) for position in self._positions(ref)
+        )
+
+    @property
+    def size_bytes(self) -> int:
+        """Memory held by the bit array."""
+        return len(self._array)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the agency node's database (see :mod:`agency_node.database`)."""

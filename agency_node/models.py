@@ -1,0 +1,221 @@
+"""The agency node's tables: records, their disputes, the query log, the replay cache.
+
+Times are timezone-aware UTC in Python everywhere. :class:`UTCDateTime` stores
+them as ``timestamp with time zone`` where the database has one (PostgreSQL)
+and as naive UTC where it does not (SQLite), and always hands back an aware
+UTC ``datetime``. Schema changes go through the Alembic migrations in
+:mod:`agency_node.migrations`, never ``metadata.create_all``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    false,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from credence.encoding import require_utc
+
+__all__ = [
+    "DISPUTE_STATES",
+    "QUERY_OUTCOMES",
+    "RECORD_GENERATION",
+    "Base",
+    "NodeCounter",
+    "QueryLogEntry",
+    "Record",
+    "RecordDispute",
+    "SeenQuery",
+    "UTCDateTime",
+]
+
+#: States a dispute (a subject's contest of a record) moves through.
+DISPUTE_STATES = ("open", "upheld", "corrected", "removed")
+#: The :class:`NodeCounter` bumped by every change to the set of records.
+RECORD_GENERATION = "record_generation"
+#: What the node did with a query.
+QUERY_OUTCOMES = ("answered", "refused")
+
+# Deterministic constraint names, so that later migrations can name what they
+# drop or alter on every backend (SQLite gives unnamed constraints no handle).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A UTC instant: refuses naive values, always returns aware UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC; naive for backends without a zoned timestamp type.
+
+        Raises:
+            ValueError: ``value`` is naive, a programming error.
+        """
+        if value is None:
+            return None
+        value = require_utc(value)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(
+        self,
+        value: datetime | None,
+        dialect: Dialect,  # noqa: ARG002 - the signature TypeDecorator calls
+    ) -> datetime | None:
+        """Attach UTC to a stored naive value, or convert a zoned one."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the agency node's tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Record(Base):
+    """One record about one subject, keyed by the source system's ``record_id``."""
+
+    __tablename__ = "records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_ref: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    subject_type: Mapped[str] = mapped_column(String(16))
+    record_id: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str] = mapped_column(String(32))
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The rehabilitation end, computed at import: the purge and every
+    # evaluation compare against this one column.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    days_overdue: Mapped[int | None] = mapped_column(Integer)
+    disputed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # SHA-256 of the normalised row: a re-import rewrites only rows whose hash changed.
+    content_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    disputes: Mapped[list[RecordDispute]] = relationship(
+        back_populates="record",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="RecordDispute.id",
+    )
+
+    __table_args__ = (
+        CheckConstraint(
+            "currency IS NULL OR amount_minor IS NOT NULL", name="currency_needs_amount"
+        ),
+        CheckConstraint(
+            "amount_minor IS NULL OR currency IS NOT NULL", name="amount_needs_currency"
+        ),
+    )
+
+    def __repr__(self) -> str:
+        # Leaves the subject reference out: it is still a stable pseudonym.
+        return f"Record(id={self.id!r}, record_id={self.record_id!r}, kind={self.kind!r})"
+
+
+class RecordDispute(Base):
+    """One step in a subject's contest of a record."""
+
+    __tablename__ = "record_disputes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    record_pk: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), index=True)
+    contest_id: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    record: Mapped[Record] = relationship(back_populates="disputes")
+
+    __table_args__ = (
+        CheckConstraint("state IN ('open', 'upheld', 'corrected', 'removed')", name="known_state"),
+    )
+
+
+class QueryLogEntry(Base):
+    """Every query the node received, answered or refused, and why."""
+
+    __tablename__ = "query_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Not unique: a replayed id is logged again, as refused.
+    query_id: Mapped[str] = mapped_column(String(64), index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    requester: Mapped[str] = mapped_column(String(128))
+    purpose: Mapped[str] = mapped_column(String(32))
+    #: Record kinds asked about, comma-joined.
+    kinds: Mapped[str] = mapped_column(String(256))
+    # None when the query was refused before its subject could be read.
+    subject_ref: Mapped[bytes | None] = mapped_column(LargeBinary(32), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    #: gRPC status code name, e.g. ``OK`` or ``ALREADY_EXISTS``.
+    status_code: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    entry_commitment: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    #: The registry's log promise envelope, bytes as received (re-verifiable).
+    log_promise: Mapped[bytes | None] = mapped_column(LargeBinary)
+    answer_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    #: When the background audit confirmed this entry is in the registry's log.
+    inclusion_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (CheckConstraint("outcome IN ('answered', 'refused')", name="known_outcome"),)
+
+
+class SeenQuery(Base):
+    """The replay cache: a query id is accepted once.
+
+    The primary key is the replay check: a second insert of the same id fails
+    in the database, atomically, for every process sharing it.
+    """
+
+    __tablename__ = "seen_queries"
+
+    query_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Prunable once past expiry plus the allowed clock skew: an older query is
+    # refused as expired before the replay check is reached.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class NodeCounter(Base):
+    """A named counter, e.g. :data:`RECORD_GENERATION`.
+
+    Every import that writes a record bumps the record generation in its own
+    transaction, so a server process sees that its in-memory membership
+    filter is stale, whichever process imported.
+    """
+
+    __tablename__ = "node_counters"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,318 @@
+"""Everything a node checks before it answers, as pure functions.
+
+The order is fixed and each step raises a :class:`~credence.errors.CredenceError`
+naming what failed:
+
+1. the envelope is signed by a current registry key from the manifest;
+2. the query is fresh (issued, not expired, not living longer than allowed)
+   and addressed to this node;
+3. its id was never seen before (the caller's ``claim_id`` records it);
+4. the grant verifies and covers this subject, requester, purpose and kinds;
+5. the log promise is signed by the log key and commits to this very query;
+6. the node's own policy allows the purpose and the requester.
+
+Database and clock stay outside: the replay check is a callback and ``now``
+is passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from agency_node.config import NodePolicy
+from credence import jws, log_promise, names, payloads, tokens
+from credence.encoding import format_time
+from credence.envelope import Envelope, verify
+from credence.errors import (
+    ClaimMismatch,
+    Expired,
+    InvalidInput,
+    NotYetValid,
+    PermissionDenied,
+    WrongAudience,
+)
+from credence.manifest import TrustedManifest
+from credence.subjects import SubjectRef, SubjectType
+from credence.v1 import agency_pb2, common_pb2, manifest_pb2
+
+#: Records a query id as seen; raises :class:`~credence.errors.Replayed` if it was.
+ClaimId = Callable[[str, datetime], None]
+
+_SUBJECT_TYPES = {
+    common_pb2.SUBJECT_TYPE_PERSON: SubjectType.PERSON,
+    common_pb2.SUBJECT_TYPE_ORGANISATION: SubjectType.ORGANISATION,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedQuery:
+    """A query that passed every check, with what the node logs about it."""
+
+    query_id: str
+    subject: SubjectRef
+    kinds: tuple[int, ...]
+    purpose: int
+    requester: str
+    entry_commitment: bytes
+
+
+def timestamp(value: object, what: str) -> datetime:
+    """A set protobuf Timestamp as an aware UTC datetime.
+
+    Raises:
+        InvalidInput: the field is missing.
+    """
+    from google.protobuf.timestamp_pb2 import Timestamp  # noqa: PLC0415 - typing aid only
+
+    if not isinstance(value, Timestamp) or (value.seconds == 0 and value.nanos == 0):
+        raise InvalidInput(f"{what} is missing")
+    return value.ToDatetime(tzinfo=UTC)
+
+
+class GrantCache:
+    """Remembers verified grants by token hash so a repeated grant costs no Ed25519 work.
+
+    A cached grant is only reused while it is still within its validity, and the
+    binding to the query is re-checked every time.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[bytes, tokens.Grant] = OrderedDict()
+
+    def get(self, token: str, now: datetime) -> tokens.Grant | None:
+        """The verified grant for ``token`` if cached and still valid."""
+        key = hashlib.sha256(token.encode()).digest()
+        grant = self._entries.get(key)
+        if grant is None:
+            return None
+        if not grant.not_before - payloads.CLOCK_SKEW <= now < grant.expires_at:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return grant
+
+    def put(self, token: str, grant: tokens.Grant) -> None:
+        """Remember a grant that just verified."""
+        self._entries[hashlib.sha256(token.encode()).digest()] = grant
+        if len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class QueryChecker:
+    """The node's checks, bound to its identity, manifest and policy."""
+
+    member_id: str
+    manifest: TrustedManifest
+    policy: NodePolicy
+    grants: GrantCache
+
+    # -- steps 1-2 -------------------------------------------------------------
+
+    def open_query(self, envelope: Envelope, now: datetime) -> agency_pb2.Query:
+        """Steps 1 and 2: registry signature, parse, audience and freshness.
+
+        Raises:
+            VerificationError: not signed by a current registry key.
+            InvalidInput: the payload does not parse or lacks a field.
+            WrongAudience: the query is addressed to other agencies.
+            Expired, NotYetValid: outside its validity window.
+        """
+        verified = verify(envelope, payloads.QUERY, self.manifest.registry_keys)
+        query = agency_pb2.Query()
+        try:
+            query.ParseFromString(verified.payload)
+        except Exception as exc:
+            raise InvalidInput(f"query payload does not parse: {exc}") from exc
+        if not query.query_id:
+            raise InvalidInput("query has no query_id")
+        self.check_window(query.query_id, query.audience, query.issued_at, query.expires_at, now)
+        return query
+
+    def check_window(
+        self,
+        what: str,
+        audience: Sequence[str],
+        issued: object,
+        expires: object,
+        now: datetime,
+    ) -> None:
+        """Audience and validity window of a query or batch.
+
+        Raises:
+            WrongAudience: not addressed to this node.
+            Expired, NotYetValid: outside its validity window.
+            InvalidInput: a time is missing or the lifetime is too long.
+        """
+        if audience and self.member_id not in audience:
+            raise WrongAudience(f"{what} is addressed to {', '.join(audience)}, not to this node")
+        issued_at = timestamp(issued, f"{what}: issued_at")
+        expires_at = timestamp(expires, f"{what}: expires_at")
+        if issued_at > now + payloads.CLOCK_SKEW:
+            raise NotYetValid(
+                f"{what} is issued at {format_time(issued_at)}, in the future "
+                f"(now {format_time(now)})"
+            )
+        if now >= expires_at + payloads.CLOCK_SKEW:
+            raise Expired(f"{what} expired at {format_time(expires_at)} (now {format_time(now)})")
+        if expires_at - issued_at > payloads.MAX_QUERY_LIFETIME:
+            raise InvalidInput(
+                f"{what} lives {expires_at - issued_at}, longer than the "
+                f"{payloads.MAX_QUERY_LIFETIME} allowed"
+            )
+
+    # -- steps 4-6, per subject -----------------------------------------------------
+
+    def check_item(
+        self,
+        *,
+        query_id: str,
+        subject: common_pb2.SubjectRef,
+        grant: agency_pb2.Grant,
+        promise: common_pb2.LogPromise,
+        kinds: Sequence[int],
+        purpose: int,
+        requester: str,
+        issued_at: datetime,
+        now: datetime,
+    ) -> CheckedQuery:
+        """Steps 4-6 for one subject: grant, log promise, local policy.
+
+        The promise must already be verified as signed by the log key (the
+        single path opens its envelope; a batch's signature covers it).
+
+        Raises:
+            CredenceError: the first check that fails, naming it.
+        """
+        if subject.type not in _SUBJECT_TYPES:
+            raise InvalidInput(f"query {query_id}: subject type is unspecified")
+        ref = SubjectRef(_SUBJECT_TYPES[subject.type], bytes(subject.ref))
+        if not kinds:
+            raise InvalidInput(f"query {query_id}: no verdict kind asked")
+        kind_names = [names.kind_name(kind) for kind in kinds]
+        purpose_name = names.purpose_name(purpose)
+        self.manifest.active_member(requester)
+        grant_id = self._check_grant(
+            grant,
+            ref,
+            requester=requester,
+            purpose=purpose,
+            kinds=kinds,
+            now=now,
+            purpose_name=purpose_name,
+            kind_names=kind_names,
+        )
+        entry = log_promise.LogEntry(
+            query_id=query_id,
+            requester=requester,
+            subject_type=subject.type,
+            subject_ref=ref.ref,
+            purpose=purpose,
+            kinds=tuple(kinds),
+            grant_id=grant_id,
+            issued_at=issued_at,
+        )
+        log_promise.check_promise(promise, entry, log_id=self.manifest.registry.log_id, now=now)
+        if purpose_name in self.policy.refused_purposes:
+            raise PermissionDenied(f"this agency does not answer queries for {purpose_name}")
+        if requester in self.policy.refused_requesters:
+            raise PermissionDenied(f"this agency does not answer queries from {requester!r}")
+        return CheckedQuery(
+            query_id=query_id,
+            subject=ref,
+            kinds=tuple(kinds),
+            purpose=purpose,
+            requester=requester,
+            entry_commitment=bytes(promise.entry_commitment),
+        )
+
+    def _check_grant(
+        self,
+        grant: agency_pb2.Grant,
+        ref: SubjectRef,
+        *,
+        requester: str,
+        purpose: int,
+        kinds: Sequence[int],
+        now: datetime,
+        purpose_name: str,
+        kind_names: Sequence[str],
+    ) -> str:
+        basis = grant.WhichOneof("basis")
+        if basis == "public_register":
+            if ref.subject_type is not SubjectType.ORGANISATION:
+                raise PermissionDenied("a person is never looked up on the public-register basis")
+            if set(kinds) != {common_pb2.VERDICT_KIND_BLACKLIST}:
+                raise PermissionDenied("the public-register basis covers blacklist status only")
+            if purpose != common_pb2.PURPOSE_COUNTERPARTY_VERIFICATION:
+                raise PermissionDenied(
+                    "the public-register basis covers counterparty_verification only"
+                )
+            return ""
+        if basis == "consent_token":
+            token = grant.consent_token
+            verified = self.grants.get(token, now) or self._verify_consent(token, requester, now)
+        elif basis == "mandate_token":
+            token = grant.mandate_token
+            verified = self.grants.get(token, now) or self._verify_mandate(token, requester, now)
+        else:
+            raise PermissionDenied("query carries no grant (consent, mandate or public register)")
+        self.grants.put(token, verified)
+        tokens.check_grant_for_query(
+            verified,
+            subject_ref_hex=ref.hex(),
+            requester=requester,
+            purpose=purpose_name,
+            kinds=kind_names,
+        )
+        return verified.grant_id
+
+    def _verify_consent(self, token: str, requester: str, now: datetime) -> tokens.Grant:
+        policy = {
+            names.purpose_name(purpose): tokens.PurposePolicy(
+                max_validity=limits.max_validity, max_uses=limits.max_uses
+            )
+            for purpose, limits in self.manifest.purpose_policies.items()
+        }
+        return tokens.verify_consent(
+            token,
+            registry_keys=self.manifest.registry_keys,
+            identity_keys=self.manifest.identity_verifier_keys(),
+            expected_audience=requester,
+            now=now,
+            policy=policy,
+            expected_issuer=self.manifest.registry.member_id,
+        )
+
+    def _verify_mandate(self, token: str, requester: str, now: datetime) -> tokens.Grant:
+        kid = jws.peek_header(token, max_size=tokens.MANDATE_MAX_SIZE).get("kid")
+        if not isinstance(kid, str):
+            raise InvalidInput("mandate header has no kid")
+        issuer = self.manifest.key_owner(kid)
+        if self.manifest.active_member(issuer).role != manifest_pb2.ROLE_AUTHORITY:
+            raise PermissionDenied(f"mandate is signed by {issuer!r}, which is not an authority")
+        return tokens.verify_mandate(
+            token,
+            authority_keys=self.manifest.member_keys(issuer),
+            expected_audience=requester,
+            now=now,
+            expected_issuer=issuer,
+        )
+
+
+def open_single_promise(checker: QueryChecker, query: agency_pb2.Query) -> common_pb2.LogPromise:
+    """Verify the single path's signed promise envelope (step 5's signature part).
+
+    Raises:
+        InvalidInput: the query carries no promise.
+        VerificationError: the promise is not signed by the log key.
+    """
+    if not query.HasField("log_promise"):
+        raise ClaimMismatch(f"query {query.query_id} carries no log promise")
+    log_keys = checker.manifest.registry_keys
+    return log_promise.open_promise(Envelope.from_proto(query.log_promise), log_keys)

@@ -1,0 +1,170 @@
+"""Starting and stopping a node: files to objects, the gRPC server, shutdown.
+
+``start_node`` reads the data directory once (config, keys, certificates, the
+manifest verified against the pinned root keys, the database at the current
+schema) and starts a thread-pool gRPC server over mutual TLS with health
+checking, reflection, a revocation check on every call and a message size
+limit. ``serve`` runs it until SIGTERM or SIGINT, then stops accepting and
+gives in-flight answers the configured grace period.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy import Engine
+
+from agency_node import config as node_config
+from agency_node import database
+from agency_node.answering import Answerer
+from agency_node.contests import ContestDesk
+from agency_node.service import AgencyNodeServicer
+from credence.envelope import Envelope
+from credence.errors import FailedPrecondition
+from credence.keys import KeySet, load_signing_key
+from credence.manifest import TrustedManifest, verify_manifest
+from credence.pki import load_certificate_pem
+from credence.tls import RevocationInterceptor, server_credentials
+from credence.v1 import agency_pb2, agency_pb2_grpc
+
+_log = logging.getLogger(__name__)
+
+SERVICE_NAME = agency_pb2.DESCRIPTOR.services_by_name["AgencyNodeService"].full_name
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+def _read(config: node_config.NodeConfig, name: str, hint: str) -> bytes:
+    path = config.path(name)
+    if not path.is_file():
+        raise FailedPrecondition(f"{path} is missing: {hint}")
+    return path.read_bytes()
+
+
+def load_manifest(config: node_config.NodeConfig, now: datetime) -> TrustedManifest:
+    """The node's manifest, verified against its pinned root keys.
+
+    Raises:
+        FailedPrecondition: the root keys or the manifest are missing.
+        VerificationError: the manifest does not verify.
+    """
+    hint = "install the enrolment files with `credence node install`"
+    root = KeySet.from_jwks(json.loads(_read(config, node_config.ROOT_KEYS_FILE, hint)))
+    envelope = Envelope.from_bytes(_read(config, node_config.MANIFEST_FILE, hint))
+    return verify_manifest(envelope, trusted_root=root, threshold=config.root_threshold, now=now)
+
+
+@dataclass
+class RunningNode:
+    """A started node server."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    engine: Engine
+    grace_seconds: float
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let in-flight calls finish within ``grace``, close the database."""
+        for service in (SERVICE_NAME, ""):
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.server.stop(self.grace_seconds if grace is None else grace).wait()
+        self.engine.dispose()
+
+
+def start_node(
+    data_dir: Path,
+    *,
+    clock: Clock = utc_now,
+    listen: str | None = None,
+) -> RunningNode:
+    """Read a node's data directory and start serving.
+
+    Raises:
+        InvalidInput: the config is invalid.
+        FailedPrecondition: files are missing or the schema is behind.
+        VerificationError: the manifest does not verify.
+    """
+    config = node_config.load_config(data_dir)
+    hint = "install the enrolment files with `credence node install`"
+    key_pem = _read(config, node_config.TLS_KEY_FILE, "run `credence node init`")
+    cert_pem = _read(config, node_config.TLS_CERT_FILE, hint)
+    ca_pem = _read(config, node_config.CA_CERT_FILE, hint)
+    signing_key = load_signing_key(config.path(node_config.SIGNING_KEY_FILE))
+    manifest = load_manifest(config, clock())
+    ca_cert = load_certificate_pem(ca_pem)
+
+    engine = database.create_engine_for(config.effective_database_url)
+    database.require_current_schema(engine)
+
+    answerer = Answerer(
+        config=config, manifest=manifest, signing_key=signing_key, engine=engine, clock=clock
+    )
+    contests = ContestDesk(
+        member_id=config.member_id,
+        manifest=manifest,
+        signing_key=signing_key,
+        engine=engine,
+        clock=clock,
+    )
+    servicer = AgencyNodeServicer(
+        answerer=answerer, contests=contests, manifest=manifest, ca_cert=ca_cert, clock=clock
+    )
+    limits = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="node"),
+        interceptors=[RevocationInterceptor(ca_cert, lambda: manifest.revoked_serials, clock)],
+        options=limits,
+    )
+    agency_pb2_grpc.add_AgencyNodeServiceServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_secure_port(
+        listen or config.listen, server_credentials(key_pem, cert_pem, ca_pem)
+    )
+    if port == 0:
+        raise FailedPrecondition(f"cannot listen on {listen or config.listen}")
+    server.start()
+    for service in (SERVICE_NAME, ""):
+        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    _log.info("agency node %s listening on port %d", config.member_id, port)
+    return RunningNode(server, port, health_servicer, engine, config.grace_seconds)
+
+
+def serve(data_dir: Path, *, listen: str | None = None, ready: Callable[[int], None]) -> None:
+    """Run a node until SIGTERM or SIGINT, then shut down gracefully."""
+    node = start_node(data_dir, listen=listen)
+    stopping = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        _log.info("signal %d: stopping", signum)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    ready(node.port)
+    stopping.wait()
+    node.stop()

@@ -1,0 +1,60 @@
+"""The ``credence`` command: one entry point, one sub-command group per role.
+
+``credence node ...`` runs an agency node (:mod:`agency_node.cli`). The
+groups are imported only when used, so the shared library never depends on a
+server package. Exit codes: 0 success, 1 a refusal or failed check, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from credence import __version__
+from credence.errors import CredenceError
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+# group name -> (module that defines `register(subparsers)`, one-line help)
+_GROUPS = {
+    "node": ("agency_node.cli", "run an agency node: init, install, import, serve, purge"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (every group registered)."""
+    parser = argparse.ArgumentParser(
+        prog="credence",
+        description="Credence: federated, consent-bound blacklist and credit verdicts.",
+        epilog="Example: credence node init --dir ./court --member-id court-1 "
+        "--kinds court_judgment",
+    )
+    parser.add_argument("--version", action="version", version=f"credence {__version__}")
+    groups = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
+    for name, (module_name, help_text) in _GROUPS.items():
+        module = importlib.import_module(module_name)
+        module.register(groups.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except CredenceError as exc:
+        print(f"credence: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        print("credence: interrupted", file=sys.stderr)
+        return 130
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

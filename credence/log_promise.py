@@ -1,0 +1,175 @@
+"""Log entries as salted commitments, and the registry's promise to log them.
+
+Each lookup becomes one transparency-log leaf: a SHA-256 commitment to the
+entry's fields under a random salt. The salt lets the entry's content be erased
+at expiry while every proof stays valid, and keeps a leaf from revealing who
+was looked up. The registry hands a node the salt inside a signed
+:class:`LogPromise`; the node recomputes the commitment from the query it is
+asked to answer and refuses the query if the two differ, so the registry cannot
+log one thing and ask another.
+
+Commitment encoding (version 1), every field length-prefixed with an 8-byte
+big-endian length so no two entries encode alike::
+
+    SHA-256("credence-log-entry-v1" 0x00 || salt || f(query_id) || f(requester)
+            || f(subject_type) || f(subject_ref) || f(purpose) || f(kinds)
+            || f(grant_id) || f(issued_at) || f(outcome))
+
+where ``subject_type``, ``purpose`` are the proto enum numbers as decimal
+ASCII, ``kinds`` the sorted enum numbers joined by commas, and ``issued_at``
+the whole seconds since the epoch as decimal ASCII.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from credence import payloads
+from credence.encoding import format_time, require_utc, to_epoch
+from credence.envelope import Envelope, sign, verify
+from credence.errors import ClaimMismatch, InvalidInput, NotYetValid
+from credence.keys import KeySet, SigningKey
+from credence.v1 import common_pb2
+
+_DOMAIN = b"credence-log-entry-v1\x00"
+SALT_BYTES = 16
+#: Outcome of an entry whose query went out to the nodes.
+OUTCOME_DISPATCHED = "dispatched"
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """What the log records of one lookup. Holds no raw identifier."""
+
+    query_id: str
+    requester: str
+    subject_type: int
+    subject_ref: bytes
+    purpose: int
+    kinds: tuple[int, ...]
+    grant_id: str
+    issued_at: datetime
+    outcome: str = OUTCOME_DISPATCHED
+
+
+def _field(data: bytes) -> bytes:
+    return len(data).to_bytes(8, "big") + data
+
+
+def entry_commitment(salt: bytes, entry: LogEntry) -> bytes:
+    """The 32-byte leaf committing to ``entry`` under ``salt``.
+
+    Raises:
+        InvalidInput: the salt is not :data:`SALT_BYTES` long.
+    """
+    if len(salt) != SALT_BYTES:
+        raise InvalidInput(f"log entry salt must be {SALT_BYTES} bytes, got {len(salt)}")
+    parts: Iterable[bytes] = (
+        entry.query_id.encode(),
+        entry.requester.encode(),
+        str(entry.subject_type).encode(),
+        entry.subject_ref,
+        str(entry.purpose).encode(),
+        ",".join(str(kind) for kind in sorted(entry.kinds)).encode(),
+        entry.grant_id.encode(),
+        str(to_epoch(entry.issued_at)).encode(),
+        entry.outcome.encode(),
+    )
+    digest = hashlib.sha256(_DOMAIN + salt)
+    for part in parts:
+        digest.update(_field(part))
+    return digest.digest()
+
+
+def new_salt() -> bytes:
+    """A fresh random salt for one entry."""
+    return secrets.token_bytes(SALT_BYTES)
+
+
+def make_promise(
+    entry: LogEntry,
+    salt: bytes,
+    *,
+    log_id: str,
+    promised_at: datetime,
+    max_merge_delay: timedelta,
+) -> common_pb2.LogPromise:
+    """The unsigned promise for ``entry``; the registry signs it or a batch holding it."""
+    promise = common_pb2.LogPromise(
+        log_id=log_id,
+        query_id=entry.query_id,
+        entry_commitment=entry_commitment(salt, entry),
+        salt=salt,
+    )
+    promise.promised_at.FromDatetime(require_utc(promised_at))
+    promise.max_merge_delay.FromTimedelta(max_merge_delay)
+    return promise
+
+
+def sign_promise(promise: common_pb2.LogPromise, log_key: SigningKey) -> Envelope:
+    """Sign a promise with the log key (its kid must be the promise's ``log_id``).
+
+    Raises:
+        ValueError: the key is not the log key the promise names.
+    """
+    if promise.log_id != log_key.kid:
+        raise ValueError(f"promise names log {promise.log_id}, signing key is {log_key.kid}")
+    return sign(payloads.LOG_PROMISE, promise.SerializeToString(), [log_key])
+
+
+def open_promise(envelope: Envelope, log_keys: KeySet) -> common_pb2.LogPromise:
+    """Verify a signed promise and parse it.
+
+    Raises:
+        VerificationError: the promise is not signed by a log key.
+        InvalidInput: it does not parse.
+    """
+    verified = verify(envelope, payloads.LOG_PROMISE, log_keys)
+    promise = common_pb2.LogPromise()
+    try:
+        promise.ParseFromString(verified.payload)
+    except Exception as exc:
+        raise InvalidInput(f"log promise does not parse: {exc}") from exc
+    if promise.log_id not in verified.kids:
+        raise ClaimMismatch(f"log promise names log {promise.log_id} but is signed by another key")
+    return promise
+
+
+def check_promise(
+    promise: common_pb2.LogPromise,
+    entry: LogEntry,
+    *,
+    log_id: str,
+    now: datetime,
+    skew: timedelta = payloads.CLOCK_SKEW,
+) -> None:
+    """Check that a (verified) promise commits to exactly ``entry``.
+
+    Raises:
+        ClaimMismatch: another log, another query, or a commitment to other content.
+        NotYetValid: promised in the future.
+        InvalidInput: a merge delay that is negative or longer than allowed.
+    """
+    if promise.log_id != log_id:
+        raise ClaimMismatch(f"log promise is from log {promise.log_id}, expected {log_id}")
+    if promise.query_id != entry.query_id:
+        raise ClaimMismatch(f"log promise is for query {promise.query_id}, not {entry.query_id}")
+    if entry_commitment(promise.salt, entry) != promise.entry_commitment:
+        raise ClaimMismatch(
+            f"log promise for query {entry.query_id} commits to other content than the query"
+        )
+    promised_at = promise.promised_at.ToDatetime(tzinfo=UTC)
+    if promised_at > require_utc(now) + skew:
+        raise NotYetValid(
+            f"log promise is dated {format_time(promised_at)}, in the future "
+            f"(now {format_time(now)})"
+        )
+    delay = promise.max_merge_delay.ToTimedelta()
+    if delay < timedelta(0) or delay > payloads.MAX_MERGE_DELAY:
+        raise InvalidInput(
+            f"log promise merge delay {delay} is outside 0..{payloads.MAX_MERGE_DELAY}"
+        )

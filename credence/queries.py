@@ -1,0 +1,142 @@
+"""Building the registry's signed queries: single and batch.
+
+The registry first logs each lookup (a :class:`~credence.log_promise.LogEntry`
+committed under a fresh salt), then sends the nodes a query that carries the
+promise. These pure functions make the messages; the registry's fan-out and
+the tests both use them, so a node is always tested against the exact bytes a
+registry would send.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from credence import log_promise, payloads
+from credence.envelope import Envelope, sign
+from credence.keys import SigningKey
+from credence.subjects import SubjectRef, SubjectType
+from credence.v1 import agency_pb2, common_pb2
+
+_SUBJECT_TYPE_TO_PROTO = {
+    SubjectType.PERSON: common_pb2.SUBJECT_TYPE_PERSON,
+    SubjectType.ORGANISATION: common_pb2.SUBJECT_TYPE_ORGANISATION,
+}
+
+DEFAULT_QUERY_LIFETIME = timedelta(seconds=60)
+DEFAULT_MERGE_DELAY = timedelta(minutes=5)
+
+
+def subject_to_proto(subject: SubjectRef) -> common_pb2.SubjectRef:
+    """The wire form of a subject reference."""
+    return common_pb2.SubjectRef(type=_SUBJECT_TYPE_TO_PROTO[subject.subject_type], ref=subject.ref)
+
+
+def new_query_id() -> str:
+    """A fresh, unguessable query id."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One subject to look up, with its legal basis."""
+
+    subject: SubjectRef
+    grant: agency_pb2.Grant
+    grant_id: str
+    query_id: str
+
+    def log_entry(
+        self, *, requester: str, purpose: int, kinds: Sequence[int], issued_at: datetime
+    ) -> log_promise.LogEntry:
+        """The log entry this lookup becomes."""
+        return log_promise.LogEntry(
+            query_id=self.query_id,
+            requester=requester,
+            subject_type=_SUBJECT_TYPE_TO_PROTO[self.subject.subject_type],
+            subject_ref=self.subject.ref,
+            purpose=purpose,
+            kinds=tuple(kinds),
+            grant_id=self.grant_id,
+            issued_at=issued_at,
+        )
+
+
+def public_register() -> agency_pb2.Grant:
+    """The public-register basis (organisations' blacklist status only)."""
+    return agency_pb2.Grant(public_register=agency_pb2.PublicRegisterBasis())
+
+
+def sign_query(
+    lookup: Lookup,
+    *,
+    requester: str,
+    purpose: int,
+    kinds: Sequence[int],
+    audience: Sequence[str],
+    scorecard_version: str,
+    now: datetime,
+    promise: Envelope,
+    registry_key: SigningKey,
+    lifetime: timedelta = DEFAULT_QUERY_LIFETIME,
+) -> Envelope:
+    """The signed single-path query for ``lookup`` carrying its signed promise."""
+    query = agency_pb2.Query(
+        query_id=lookup.query_id,
+        subject=subject_to_proto(lookup.subject),
+        kinds=[common_pb2.VerdictKind.ValueType(kind) for kind in kinds],
+        purpose=common_pb2.Purpose.ValueType(purpose),
+        requester=requester,
+        grant=lookup.grant,
+        nonce=secrets.token_bytes(16),
+        log_promise=promise.to_proto(),
+        audience=audience,
+        scorecard_version=scorecard_version,
+    )
+    query.issued_at.FromDatetime(now)
+    query.expires_at.FromDatetime(now + lifetime)
+    return sign(payloads.QUERY, query.SerializeToString(), [registry_key])
+
+
+def sign_batch(
+    lookups: Sequence[tuple[Lookup, common_pb2.LogPromise]],
+    *,
+    requester: str,
+    purpose: int,
+    kinds: Sequence[int],
+    audience: Sequence[str],
+    scorecard_version: str,
+    now: datetime,
+    registry_key: SigningKey,
+    lifetime: timedelta = DEFAULT_QUERY_LIFETIME,
+    batch_id: str | None = None,
+) -> Envelope:
+    """One signed batch for many lookups; the signature covers every promise.
+
+    The registry signs batches with its log key, so the one signature is both
+    the query's authority and every item's log promise.
+    """
+    batch = agency_pb2.BatchQuery(
+        batch_id=batch_id or new_query_id(),
+        kinds=[common_pb2.VerdictKind.ValueType(kind) for kind in kinds],
+        purpose=common_pb2.Purpose.ValueType(purpose),
+        requester=requester,
+        nonce=secrets.token_bytes(16),
+        audience=audience,
+        scorecard_version=scorecard_version,
+    )
+    batch.issued_at.FromDatetime(now)
+    batch.expires_at.FromDatetime(now + lifetime)
+    for lookup, promise in lookups:
+        batch.items.append(
+            agency_pb2.BatchItem(
+                query_id=lookup.query_id,
+                subject=subject_to_proto(lookup.subject),
+                grant=lookup.grant,
+                log_promise=promise,
+            )
+        )
+    return sign(payloads.BATCH_QUERY, batch.SerializeToString(), [registry_key])

@@ -1,0 +1,396 @@
+"""The agency node over real sockets and mutual TLS, in process.
+
+Each refusal is shown from the attacker's side: the right status, no answer,
+and a row in the node's query log saying why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from federation_factory import NOW, REGISTRY_ID, Federation
+from sqlalchemy import select
+
+from agency_node import database
+from agency_node.importer import import_records
+from agency_node.models import QueryLogEntry, Record
+from agency_node.server import RunningNode, start_node
+from credence import payloads, queries
+from credence.envelope import Envelope, verify_message
+from credence.keys import KeySet, SigningKey
+from credence.tls import channel_credentials
+from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2
+
+COURT = "court-1"
+LISTED_ORG = "reg:CN:LISTED001"
+CLEAR_ORG = "reg:CN:CLEAR0001"
+EXPIRED_ORG = "reg:CN:EXPIRED01"
+DISPUTED_ORG = "reg:CN:DISPUTED1"
+PERSON = "nin:P1234567"
+
+RECORDS_CSV = """\
+record_id,identifier,kind,category,amount,currency,status,occurred_at,expires_at,disputed,\
+days_overdue
+j-1,reg:CN:LISTED001,court_judgment,dishonest_debtor,125000.00,CNY,active,2025-03-01,,false,
+j-2,reg:CN:EXPIRED01,court_judgment,dishonest_debtor,9000.00,CNY,active,2019-01-01,,false,
+j-3,reg:CN:DISPUTED1,court_judgment,judgment_debt,500.00,CNY,active,2026-01-15,,true,
+j-4,nin:P1234567,court_judgment,judgment_debt,300.00,CNY,active,2026-02-01,,false,
+"""
+
+
+@pytest.fixture
+def federation() -> Federation:
+    federation = Federation.create()
+    federation.add_agency(COURT, ("court_judgment",))
+    federation.enrol("acme")
+    federation.enrol("idp")
+    federation.identity_verifiers.add("idp")
+    federation.enrol("other-co")
+    return federation
+
+
+@pytest.fixture
+def node_dir(tmp_path: Path, federation: Federation) -> Path:
+    data_dir = federation.write_node_dir(tmp_path, COURT)
+    (tmp_path / "records.csv").write_text(RECORDS_CSV)
+    engine = database.create_engine_for(database.sqlite_url_for(data_dir))
+    import_records(
+        database.session_factory(engine),
+        tmp_path / "records.csv",
+        federation.pseudonymisation_key,
+        now=NOW,
+    )
+    engine.dispose()
+    return data_dir
+
+
+@pytest.fixture
+def node(node_dir: Path) -> Iterator[RunningNode]:
+    running = start_node(node_dir, clock=lambda: NOW, listen="127.0.0.1:0")
+    yield running
+    running.stop(0)
+
+
+def _stub(
+    federation: Federation, node: RunningNode, member_id: str = REGISTRY_ID
+) -> Iterator[agency_pb2_grpc.AgencyNodeServiceStub]:
+    member = federation.members[member_id]
+    credentials = channel_credentials(
+        member.tls_key_pem, member.cert_pem, federation.ca.certificate_pem
+    )
+    with grpc.secure_channel(f"127.0.0.1:{node.port}", credentials) as channel:
+        yield agency_pb2_grpc.AgencyNodeServiceStub(channel)
+
+
+@pytest.fixture
+def registry_stub(
+    federation: Federation, node: RunningNode
+) -> Iterator[agency_pb2_grpc.AgencyNodeServiceStub]:
+    yield from _stub(federation, node)
+
+
+def _ask(
+    stub: agency_pb2_grpc.AgencyNodeServiceStub, envelope: Envelope, federation: Federation
+) -> agency_pb2.Answer:
+    response = stub.AnswerQuery(
+        agency_pb2.AnswerQueryRequest(query=envelope.to_proto()), timeout=10
+    )
+    node_key = federation.members[COURT].signing_key.public
+    answer = verify_message(
+        Envelope.from_proto(response.answer), payloads.ANSWER, KeySet([node_key]), agency_pb2.Answer
+    )
+    assert answer.query_hash == hashlib.sha256(envelope.payload).digest()
+    return answer
+
+
+def _log_rows(node_dir: Path) -> list[QueryLogEntry]:
+    engine = database.create_engine_for(database.sqlite_url_for(node_dir))
+    with database.session_factory(engine)() as session:
+        rows = list(session.scalars(select(QueryLogEntry).order_by(QueryLogEntry.id)))
+    engine.dispose()
+    return rows
+
+
+# -- answers ---------------------------------------------------------------------------
+
+
+def test_listed_organisation(
+    federation: Federation, registry_stub: agency_pb2_grpc.AgencyNodeServiceStub, node_dir: Path
+) -> None:
+    answer = _ask(registry_stub, federation.query(federation.subject(LISTED_ORG)), federation)
+    assert answer.blacklist.listed
+    assert list(answer.blacklist.categories) == ["dishonest_debtor"]
+    assert answer.blacklist.since.ToDatetime().date().isoformat() == "2025-03-01"
+    assert not answer.HasField("credit"), "credit was not asked for"
+    row = _log_rows(node_dir)[-1]
+    assert (row.outcome, row.query_id) == ("answered", answer.query_id)
+
+
+def test_answer_reveals_no_amount_or_record(
+    federation: Federation, registry_stub: agency_pb2_grpc.AgencyNodeServiceStub
+) -> None:
+    answer = _ask(registry_stub, federation.query(federation.subject(LISTED_ORG)), federation)
+    serialized = answer.SerializeToString()
+    for secret in (b"125000", b"12500000", b"j-1", b"LISTED001", b"CNY"):
+        assert secret not in serialized
+
+
+@pytest.mark.parametrize(
+    ("identifier", "listed", "disputed"),
+    [(CLEAR_ORG, False, False), (EXPIRED_ORG, False, False), (DISPUTED_ORG, True, True)],
+)
+def test_clear_expired_and_disputed(
+    federation: Federation,
+    registry_stub: agency_pb2_grpc.AgencyNodeServiceStub,
+    identifier: str,
+    listed: bool,
+    disputed: bool,
+) -> None:
+    answer = _ask(registry_stub, federation.query(federation.subject(identifier)), federation)
+    assert (answer.blacklist.listed, answer.blacklist.disputed) == (listed, disputed)
+
+
+def test_person_credit_with_consent(
+    federation: Federation, registry_stub: agency_pb2_grpc.AgencyNodeServiceStub
+) -> None:
+    person = federation.subject(PERSON)
+    grant, grant_id = federation.consent(person, identity_member="idp", requester="acme")
+    answer = _ask(
+        registry_stub,
+        federation.query(
+            person,
+            purpose=common_pb2.PURPOSE_CREDIT_ASSESSMENT,
+            kinds=[common_pb2.VERDICT_KIND_CREDIT],
+            grant=grant,
+            grant_id=grant_id,
+        ),
+        federation,
+    )
+    assert answer.credit.scorecard_version
+    assert answer.credit.partial_points < 0, "an unsatisfied judgment costs points"
+    assert answer.credit.reason_codes
+
+
+# -- refusals --------------------------------------------------------------------------
+
+
+def _refused(
+    stub: agency_pb2_grpc.AgencyNodeServiceStub,
+    envelope: Envelope,
+    code: grpc.StatusCode,
+    match: str,
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.AnswerQuery(agency_pb2.AnswerQueryRequest(query=envelope.to_proto()), timeout=10)
+    assert caught.value.code() is code, caught.value.details()
+    assert match in (caught.value.details() or "")
+
+
+def _assert_refusal_logged(node_dir: Path, code: grpc.StatusCode) -> None:
+    row = _log_rows(node_dir)[-1]
+    assert row.outcome == "refused"
+    assert row.status_code == code.name
+    assert row.answer_hash is None
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "match"),
+    [
+        ("unsigned", grpc.StatusCode.UNAUTHENTICATED, "unsigned"),
+        ("wrong_signer", grpc.StatusCode.UNAUTHENTICATED, "not trusted"),
+        ("tampered", grpc.StatusCode.UNAUTHENTICATED, "does not verify"),
+        ("expired", grpc.StatusCode.FAILED_PRECONDITION, "expired at"),
+        ("future", grpc.StatusCode.FAILED_PRECONDITION, "in the future"),
+        ("too_long", grpc.StatusCode.INVALID_ARGUMENT, "longer than"),
+        ("other_audience", grpc.StatusCode.PERMISSION_DENIED, "addressed to"),
+        ("person_public_register", grpc.StatusCode.PERMISSION_DENIED, "never looked up"),
+        ("credit_public_register", grpc.StatusCode.PERMISSION_DENIED, "blacklist status only"),
+        ("promise_mismatch", grpc.StatusCode.PERMISSION_DENIED, "commits to other content"),
+        ("suspended_requester", grpc.StatusCode.PERMISSION_DENIED, "suspended"),
+    ],
+)
+def test_refusals(
+    federation: Federation,
+    node_dir: Path,
+    tmp_path: Path,
+    case: str,
+    code: grpc.StatusCode,
+    match: str,
+) -> None:
+    org = federation.subject(LISTED_ORG)
+    if case == "suspended_requester":
+        federation.suspended.add("acme")
+        (node_dir / "manifest.bin").write_bytes(federation.manifest_envelope().to_bytes())
+    envelope = {
+        "unsigned": lambda: Envelope(payloads.QUERY, federation.query(org).payload, ()),
+        "wrong_signer": lambda: federation.query(org, registry_key=SigningKey.generate()),
+        "tampered": lambda: Envelope(
+            payloads.QUERY,
+            federation.query(org).payload.replace(b"acme", b"acmf"),
+            federation.query(org).signatures,
+        ),
+        "expired": lambda: federation.query(org, now=NOW - timedelta(minutes=10)),
+        "future": lambda: federation.query(org, now=NOW + timedelta(minutes=10)),
+        "too_long": lambda: federation.query(org, lifetime=timedelta(hours=2)),
+        "other_audience": lambda: federation.query(org, audience=["bank-9"]),
+        "person_public_register": lambda: federation.query(federation.subject(PERSON)),
+        "credit_public_register": lambda: federation.query(
+            org, kinds=[common_pb2.VERDICT_KIND_CREDIT]
+        ),
+        "promise_mismatch": lambda: federation.query(org, tamper_promise=True),
+        "suspended_requester": lambda: federation.query(org),
+    }[case]()
+    running = start_node(node_dir, clock=lambda: NOW, listen="127.0.0.1:0")
+    try:
+        for stub in _stub(federation, running):
+            _refused(stub, envelope, code, match)
+    finally:
+        running.stop(0)
+    _assert_refusal_logged(node_dir, code)
+
+
+def test_replayed_query_is_refused_and_logged(
+    federation: Federation, registry_stub: agency_pb2_grpc.AgencyNodeServiceStub, node_dir: Path
+) -> None:
+    envelope = federation.query(federation.subject(LISTED_ORG))
+    _ask(registry_stub, envelope, federation)
+    _refused(registry_stub, envelope, grpc.StatusCode.ALREADY_EXISTS, "already received")
+    rows = _log_rows(node_dir)
+    assert [row.outcome for row in rows[-2:]] == ["answered", "refused"]
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "match"),
+    [
+        ("other_subject", grpc.StatusCode.PERMISSION_DENIED, "is for subject"),
+        ("other_requester", grpc.StatusCode.PERMISSION_DENIED, "not for 'other-co'"),
+        ("other_purpose", grpc.StatusCode.PERMISSION_DENIED, "purpose"),
+        ("other_kind", grpc.StatusCode.PERMISSION_DENIED, "asks for blacklist"),
+        ("revoked_registry_key", grpc.StatusCode.UNAUTHENTICATED, "not trusted"),
+    ],
+)
+def test_grant_binding_refusals(
+    federation: Federation,
+    node_dir: Path,
+    case: str,
+    code: grpc.StatusCode,
+    match: str,
+) -> None:
+    person = federation.subject(PERSON)
+    grant, grant_id = federation.consent(person, identity_member="idp", requester="acme")
+    arguments: dict[str, object] = {
+        "purpose": common_pb2.PURPOSE_CREDIT_ASSESSMENT,
+        "kinds": [common_pb2.VERDICT_KIND_CREDIT],
+        "grant": grant,
+        "grant_id": grant_id,
+    }
+    subject = person
+    if case == "other_subject":
+        subject = federation.subject("nin:P7654321")
+    elif case == "other_requester":
+        arguments["requester"] = "other-co"
+    elif case == "other_purpose":
+        arguments["purpose"] = common_pb2.PURPOSE_TENANCY_SCREENING
+    elif case == "other_kind":
+        arguments["kinds"] = [common_pb2.VERDICT_KIND_CREDIT, common_pb2.VERDICT_KIND_BLACKLIST]
+    elif case == "revoked_registry_key":
+        # The registry rotated: the key that countersigned the grant is revoked.
+        old = federation.registry_key
+        federation.registry_key = SigningKey.generate()
+        federation.revoked_kids.add(old.kid)
+        (node_dir / "manifest.bin").write_bytes(federation.manifest_envelope().to_bytes())
+        federation.registry_key = old
+    envelope = federation.query(subject, **arguments)  # type: ignore[arg-type]
+    running = start_node(node_dir, clock=lambda: NOW, listen="127.0.0.1:0")
+    try:
+        for stub in _stub(federation, running):
+            _refused(stub, envelope, code, match)
+    finally:
+        running.stop(0)
+    _assert_refusal_logged(node_dir, code)
+
+
+def test_caller_that_is_not_the_registry(
+    federation: Federation, node: RunningNode, node_dir: Path
+) -> None:
+    envelope = federation.query(federation.subject(LISTED_ORG))
+    for stub in _stub(federation, node, member_id="acme"):
+        _refused(stub, envelope, grpc.StatusCode.PERMISSION_DENIED, "only the registry")
+
+
+def test_oversized_message_is_refused(
+    federation: Federation, registry_stub: agency_pb2_grpc.AgencyNodeServiceStub
+) -> None:
+    envelope = federation.query(federation.subject(LISTED_ORG))
+    huge = Envelope(
+        envelope.payload_type, envelope.payload + b"\x00" * (5 * 1024 * 1024), envelope.signatures
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        registry_stub.AnswerQuery(agency_pb2.AnswerQueryRequest(query=huge.to_proto()), timeout=10)
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+# -- the batch path ----------------------------------------------------------------------
+
+
+def test_batch_answers_equal_single_answers(
+    federation: Federation, registry_stub: agency_pb2_grpc.AgencyNodeServiceStub
+) -> None:
+    identifiers = [LISTED_ORG, CLEAR_ORG, EXPIRED_ORG, DISPUTED_ORG] + [
+        f"reg:CN:BULK{index:05d}" for index in range(200)
+    ]
+    lookups = [
+        queries.Lookup(
+            subject=federation.subject(identifier),
+            grant=queries.public_register(),
+            grant_id="",
+            query_id=queries.new_query_id(),
+        )
+        for identifier in identifiers
+    ]
+    # A person on the public-register basis is refused inside the batch, not the batch.
+    lookups.append(
+        queries.Lookup(
+            subject=federation.subject(PERSON),
+            grant=queries.public_register(),
+            grant_id="",
+            query_id=queries.new_query_id(),
+        )
+    )
+    batch = federation.batch(lookups)
+    responses = list(
+        registry_stub.AnswerBatch(
+            iter([agency_pb2.AnswerBatchRequest(batch=batch.to_proto())]), timeout=20
+        )
+    )
+    assert len(responses) == 1
+    node_key = federation.members[COURT].signing_key.public
+    reply = verify_message(
+        Envelope.from_proto(responses[0].answers),
+        payloads.BATCH_ANSWER,
+        KeySet([node_key]),
+        agency_pb2.BatchAnswer,
+    )
+    assert reply.batch_hash == hashlib.sha256(batch.payload).digest()
+    assert [item.query_id for item in reply.items] == [lookup.query_id for lookup in lookups]
+    assert reply.items[-1].WhichOneof("outcome") == "refusal"
+    assert reply.items[-1].refusal.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    for identifier, item in zip(identifiers[:4], reply.items[:4], strict=True):
+        single = _ask(registry_stub, federation.query(federation.subject(identifier)), federation)
+        assert item.answer.blacklist == single.blacklist
+    assert sum(item.answer.blacklist.listed for item in reply.items[:-1]) == 2
+
+
+def test_records_are_stored_without_raw_identifiers(node_dir: Path) -> None:
+    raw = (node_dir / "node.db").read_bytes()
+    assert b"LISTED001" not in raw
+    assert b"P1234567" not in raw
+    engine = database.create_engine_for(database.sqlite_url_for(node_dir))
+    with database.session_factory(engine)() as session:
+        assert len(list(session.scalars(select(Record)))) == 4
+    engine.dispose()
