@@ -308,8 +308,11 @@ class BatchItem(_message.Message):
         """Its legal basis."""
 
     @_builtins.property
-    def log_promise(self) -> _common_pb2.Envelope:
-        """Envelope of this item's LogPromise."""
+    def log_promise(self) -> _common_pb2.LogPromise:
+        """This item's log promise. Covered by the batch's registry signature
+        (made with the log key), so a batch costs one verification, not one
+        per item.
+        """
 
     def __init__(
         self,
@@ -317,7 +320,7 @@ class BatchItem(_message.Message):
         query_id: _builtins.str = ...,
         subject: _common_pb2.SubjectRef | None = ...,
         grant: Global___Grant | None = ...,
-        log_promise: _common_pb2.Envelope | None = ...,
+        log_promise: _common_pb2.LogPromise | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "log_promise", b"log_promise", "subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
