@@ -53,19 +53,19 @@ from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy import (
     Column,
+    Connection,
     Insert,
     Integer,
     MetaData,
     String,
     Table,
     delete,
-    func,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from agency_node.database import bump_record_generation, iter_all_subject_refs
+from agency_node.database import bump_record_generation, iter_all_subject_refs, record_count
 from agency_node.kinds import KINDS, STATUSES
 from agency_node.models import Record
 from credence.encoding import format_time, require_utc
@@ -499,9 +499,37 @@ def _reader_for(path: Path) -> Callable[[BinaryIO], Iterator[_RawRow]]:
 
 # --- writing ------------------------------------------------------------------
 
+#: The ``records`` columns an import writes, in the order :class:`_RowChecker` gives them.
+_COLUMNS = (
+    "subject_ref",
+    "subject_type",
+    "record_id",
+    "kind",
+    "category",
+    "amount_minor",
+    "currency",
+    "status",
+    "occurred_at",
+    "expires_at",
+    "days_overdue",
+    "disputed",
+    "content_hash",
+    "updated_at",
+)
+
 
 def _records_table() -> Table:
     return Record.__table__  # type: ignore[return-value]
+
+
+def _sqlite_time(when: datetime) -> str:
+    # What SQLAlchemy's SQLite DATETIME stores (naive UTC, microseconds),
+    # so that UTCDateTime reads it back; the input is already UTC.
+    return when.isoformat(" ", "microseconds")[:26]
+
+
+def _same_time(when: datetime) -> datetime:
+    return when
 
 
 def _dialect_insert(dialect_name: str, table: Table) -> Any:
@@ -518,10 +546,9 @@ def _upsert_statement(dialect_name: str) -> Insert:
     table = _records_table()
     insert = _dialect_insert(dialect_name, table)
     excluded = insert.excluded
-    updated = {c.name: excluded[c.name] for c in table.c if c.name not in {"id", "record_id"}}
     statement: Insert = insert.on_conflict_do_update(
         index_elements=[table.c.record_id],
-        set_=updated,
+        set_={name: excluded[name] for name in _COLUMNS if name != "record_id"},
         # An unchanged row is not rewritten, so it does not count as updated.
         where=table.c.content_hash != excluded.content_hash,
     )
@@ -529,7 +556,7 @@ def _upsert_statement(dialect_name: str) -> Insert:
 
 
 def _seen_table() -> Table:
-    # Per connection and per transaction: concurrent imports never share it.
+    # Temporary: private to the connection and gone with the transaction.
     return Table(
         "import_seen_record_ids",
         MetaData(),
@@ -539,44 +566,75 @@ def _seen_table() -> Table:
     )
 
 
+class _Prepared:
+    """A Core statement compiled once for the connection's dialect, run by the driver.
+
+    SQLAlchemy's per-parameter processing cost more than SQLite's insert
+    itself; rows arrive already in the driver's types, so it is skipped.
+    """
+
+    def __init__(self, connection: Connection, statement: Insert, keys: tuple[str, ...]) -> None:
+        compiled = statement.compile(dialect=connection.dialect, column_keys=list(keys))
+        self._connection = connection
+        self._sql = str(compiled)
+        self._keys = keys
+        self._order: list[int] | None = None
+        if compiled.positional:
+            order = [keys.index(name) for name in compiled.positiontup or ()]
+            self._order = None if order == list(range(len(keys))) else order
+            self._named = False
+        else:
+            self._named = True
+
+    def run(self, rows: list[tuple[Any, ...]]) -> int:
+        """Execute for every row; the number of rows the database changed."""
+        params: list[Any] = rows
+        if self._named:
+            params = [dict(zip(self._keys, row, strict=True)) for row in rows]
+        elif self._order is not None:
+            params = [tuple(row[i] for i in self._order) for row in rows]
+        return self._connection.exec_driver_sql(self._sql, params).rowcount
+
+
 class _Writer:
     """Writes chunks in the caller's transaction and finds duplicate record ids."""
 
     def __init__(self, session: Session) -> None:
         self._connection = session.connection()
         dialect = self._connection.dialect.name
+        self.to_db: Callable[[datetime], Any] = _sqlite_time if dialect == "sqlite" else _same_time
         self._seen = _seen_table()
         self._seen.create(self._connection)
-        self._mark = _dialect_insert(dialect, self._seen).on_conflict_do_nothing()
-        self._upsert = _upsert_statement(dialect)
+        self._mark = _Prepared(
+            self._connection,
+            _dialect_insert(dialect, self._seen).on_conflict_do_nothing(),
+            ("record_id", "row"),
+        )
+        self._upsert = _Prepared(self._connection, _upsert_statement(dialect), _COLUMNS)
         self.changed = 0
 
     def count_records(self) -> int:
-        count = self._connection.scalar(select(func.count()).select_from(_records_table()))
-        return int(count or 0)
+        return record_count(self._connection)
 
-    def mark(self, marks: list[dict[str, Any]], errors: list[RowError]) -> None:
+    def mark(self, marks: list[tuple[str, int]], errors: list[RowError]) -> None:
         """Remember the chunk's record ids; append an error for each seen before."""
-        if not marks:
+        if not marks or self._mark.run(marks) == len(marks):
             return
-        result = self._connection.execute(self._mark, marks)
-        if result.rowcount == len(marks):
-            return
-        ids = [mark["record_id"] for mark in marks]
+        ids = [record_id for record_id, _ in marks]
+        seen = self._seen.c
         rows = self._connection.execute(
-            select(self._seen.c.record_id, self._seen.c.row).where(self._seen.c.record_id.in_(ids))
+            select(seen.record_id, seen.row).where(seen.record_id.in_(ids))
         )
-        first = {record_id: row for record_id, row in rows}
-        for mark in marks:
-            original = first[mark["record_id"]]
-            if original != mark["row"]:
+        first: dict[str, int] = dict(rows)
+        for record_id, row in marks:
+            if first[record_id] != row:
                 errors.append(
-                    RowError(mark["row"], "record_id", f"duplicate of the one on row {original}")
+                    RowError(row, "record_id", f"duplicate of the one on row {first[record_id]}")
                 )
 
-    def upsert(self, values: list[dict[str, Any]]) -> None:
+    def upsert(self, values: list[tuple[Any, ...]]) -> None:
         if values:
-            self.changed += self._connection.execute(self._upsert, values).rowcount
+            self.changed += self._upsert.run(values)
 
     def close(self) -> None:
         self._seen.drop(self._connection)
@@ -619,19 +677,20 @@ def import_records(
     read = _reader_for(path)
     now = require_utc(now) if now is not None else datetime.now(UTC)
     total_bytes = path.stat().st_size
-    checker = _RowChecker(pseudonymisation_key, now)
     errors: list[RowError] = []
     dropped = 0  # errors counted but no longer listed
     rows = 0
     with path.open("rb") as stream, session_factory() as session, session.begin():
         writer = _Writer(session)
+        checker = _RowChecker(pseudonymisation_key, now, writer.to_db)
         before = writer.count_records()
-        values: list[dict[str, Any]] = []
-        marks: list[dict[str, Any]] = []
+        values: list[tuple[Any, ...]] = []
+        marks: list[tuple[str, int]] = []
 
         def flush() -> None:
             nonlocal dropped
             writer.mark(marks, errors)
+            # After the first error nothing more is written: it will all roll back.
             if not errors and not dropped:
                 writer.upsert(values)
             values.clear()
@@ -653,9 +712,11 @@ def import_records(
                 record = checker.check(row, raw, errors)
                 if record is not None:
                     values.append(record)
-                    marks.append({"record_id": record["record_id"], "row": row})
-                elif raw.get("record_id"):
-                    marks.append({"record_id": raw["record_id"], "row": row})
+                    marks.append((record[2], row))
+                else:
+                    record_id = raw.get("record_id")
+                    if record_id:
+                        marks.append((record_id, row))
                 if len(marks) >= chunk_size:
                     flush()
         except UnicodeDecodeError as exc:
