@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine, func, insert, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from agency_node import database
+from agency_node.batch_store import BatchStore, LogValues
 from agency_node.config import NodeConfig
 from agency_node.evaluation import (
     Evaluation,
@@ -30,7 +30,7 @@ from agency_node.evaluation import (
 )
 from agency_node.importer import iter_subject_refs
 from agency_node.membership import MembershipFilter
-from agency_node.models import QueryLogEntry, Record, SeenQuery
+from agency_node.models import QueryLogEntry, Record
 from agency_node.query_checks import (
     CheckedQuery,
     GrantCache,
@@ -65,7 +65,11 @@ class _LogRow:
 
 
 def _kinds_text(kinds: Sequence[int]) -> str:
-    return ",".join(names.kind_name(kind) for kind in kinds if kind in (1, 2))
+    return ",".join(names.kind_name(kind) for kind in kinds if kind in names.KIND_VALUES)
+
+
+def _purpose_text(purpose: int) -> str:
+    return names.purpose_name(purpose) if purpose in names.PURPOSE_VALUES else ""
 
 
 class RecordReader:
@@ -149,10 +153,11 @@ class Answerer:
         self._scorecard_version = scorecard.version
         self._evaluator = Evaluator(scorecard, config.record_kinds)
         self.records = RecordReader(engine)
+        self._batches = BatchStore(engine)
 
     # -- the single path -------------------------------------------------------------
 
-    def answer(self, envelope_bytes: bytes) -> Envelope:
+    def answer(self, message: common_pb2.Envelope) -> Envelope:
         """Check one signed query and return the signed answer.
 
         Raises:
@@ -161,12 +166,12 @@ class Answerer:
         now = self._clock()
         row = _LogRow(query_id="")
         try:
-            envelope = self._open(envelope_bytes)
+            envelope = self._open(message)
             query = self._checker.open_query(envelope, now)
             row = _LogRow(
                 query_id=query.query_id,
                 requester=query.requester,
-                purpose=names.purpose_name(query.purpose) if query.purpose in range(1, 6) else "",
+                purpose=_purpose_text(query.purpose),
                 kinds=_kinds_text(query.kinds),
                 subject_ref=bytes(query.subject.ref) or None,
                 log_promise=query.log_promise.SerializeToString() or None,
@@ -186,7 +191,10 @@ class Answerer:
             )
             query_hash = hashlib.sha256(envelope.payload).digest()
             records = self.records.records_for([checked.subject.ref]).get(checked.subject.ref, [])
-            answer = self._answer_proto(checked, query_hash, self._evaluator.evaluate(records, now))
+            answer = self._answer_proto(checked.kinds, self._evaluator.evaluate(records, now))
+            answer.query_id = checked.query_id
+            answer.agency = self._config.member_id
+            answer.query_hash = query_hash
             answer.answered_at.FromDatetime(now)
             payload = answer.SerializeToString()
             signed = sign(payloads.ANSWER, payload, [self._key])
@@ -213,11 +221,12 @@ class Answerer:
 
     # -- the batch path -----------------------------------------------------------------
 
-    def answer_batch(self, envelope_bytes: bytes) -> Envelope:
+    def answer_batch(self, message: common_pb2.Envelope) -> Envelope:
         """Check a signed batch and answer every item under one signature.
 
         Item refusals travel inside the answer; only a batch-level failure
-        (signature, freshness, replayed batch id) raises.
+        (signature, freshness, replayed batch id) raises. The replay claims and
+        the log rows of the whole batch are one transaction.
 
         Raises:
             CredenceError: the whole batch is refused; logged first.
@@ -225,42 +234,36 @@ class Answerer:
         now = self._clock()
         row = _LogRow(query_id="")
         try:
-            envelope = self._open(envelope_bytes)
+            envelope = self._open(message)
             batch = self._open_batch(envelope, now)
             row = _LogRow(
                 query_id=batch.batch_id,
                 requester=batch.requester,
-                purpose=names.purpose_name(batch.purpose) if batch.purpose in range(1, 6) else "",
+                purpose=_purpose_text(batch.purpose),
                 kinds=_kinds_text(batch.kinds),
             )
             expires_at = timestamp(batch.expires_at, "batch expires_at")
-            self._claim(batch.batch_id, expires_at)
+            with self._engine.begin() as connection:
+                if not self._batches.claim(connection, [batch.batch_id], expires_at):
+                    raise Replayed(f"batch {batch.batch_id} was already received")
+                fresh = self._batches.claim(
+                    connection, [item.query_id for item in batch.items], expires_at
+                )
+                reply, rows = self._answer_items(envelope, batch, fresh, now)
+                self._batches.log(connection, rows)
         except CredenceError as exc:
             self._log([_refused(row, exc)], now)
             raise
-        issued_at = timestamp(batch.issued_at, "batch issued_at")
-        fresh = self._claim_items([item.query_id for item in batch.items], expires_at)
-        checked: list[CheckedQuery | CredenceError] = []
-        for item in batch.items:
-            if item.query_id not in fresh:
-                checked.append(Replayed(f"query {item.query_id} was already received"))
-                continue
-            try:
-                checked.append(
-                    self._checker.check_item(
-                        query_id=item.query_id,
-                        subject=item.subject,
-                        grant=item.grant,
-                        promise=item.log_promise,
-                        kinds=batch.kinds,
-                        purpose=batch.purpose,
-                        requester=batch.requester,
-                        issued_at=issued_at,
-                        now=now,
-                    )
-                )
-            except CredenceError as exc:
-                checked.append(exc)
+        return sign(payloads.BATCH_ANSWER, reply.SerializeToString(), [self._key])
+
+    def _answer_items(
+        self,
+        envelope: Envelope,
+        batch: agency_pb2.BatchQuery,
+        fresh: set[str],
+        now: datetime,
+    ) -> tuple[agency_pb2.BatchAnswer, list[LogValues]]:
+        checked = self._checker.check_batch_items(batch, fresh, now)
         found = self.records.records_for(
             [result.subject.ref for result in checked if isinstance(result, CheckedQuery)]
         )
@@ -270,61 +273,57 @@ class Answerer:
             batch_hash=hashlib.sha256(envelope.payload).digest(),
         )
         reply.answered_at.FromDatetime(now)
-        rows: list[_LogRow] = []
-        empty = self._evaluator.evaluate([], now)
+        # Most subjects hold no record: their answer is one template, copied.
+        template = self._answer_proto(batch.kinds, self._evaluator.evaluate([], now))
+        template.agency = self._config.member_id
+        template.answered_at.CopyFrom(reply.answered_at)
+        stored_now = self._batches.time(now)
+        requester, purpose, kinds = batch.requester, _purpose_text(batch.purpose), ""
+        kinds = _kinds_text(batch.kinds)
+        rows: list[LogValues] = []
         for item, result in zip(batch.items, checked, strict=True):
+            entry = reply.items.add(query_id=item.query_id)
             if isinstance(result, CredenceError):
                 code = status_for(result)
-                reply.items.append(
-                    agency_pb2.BatchAnswerItem(
-                        query_id=item.query_id,
-                        refusal=agency_pb2.ItemRefusal(
-                            code=code.value[0], reason=reason_for(result)
-                        ),
-                    )
-                )
+                entry.refusal.code = code.value[0]
+                entry.refusal.reason = reason_for(result)
+                subject_ref = bytes(item.subject.ref)
                 rows.append(
-                    _refused(
-                        _LogRow(
-                            query_id=item.query_id,
-                            requester=row.requester,
-                            purpose=row.purpose,
-                            kinds=row.kinds,
-                            subject_ref=bytes(item.subject.ref) or None,
-                        ),
-                        result,
+                    (
+                        item.query_id[:64], stored_now, requester[:128], purpose, kinds,
+                        subject_ref if len(subject_ref) == 32 else None, "refused",
+                        code.name, entry.refusal.reason, None, None, None,
                     )
-                )
+                )  # fmt: skip
                 continue
             records = found.get(result.subject.ref)
-            evaluation = self._evaluator.evaluate(records, now) if records else empty
-            answer = self._answer_proto(result, b"", evaluation)
-            answer.answered_at.CopyFrom(reply.answered_at)
-            reply.items.append(agency_pb2.BatchAnswerItem(query_id=item.query_id, answer=answer))
-            rows.append(
-                _LogRow(
-                    query_id=item.query_id,
-                    requester=result.requester,
-                    purpose=row.purpose,
-                    kinds=row.kinds,
-                    subject_ref=result.subject.ref,
-                    outcome="answered",
-                    entry_commitment=result.entry_commitment,
+            if records:
+                entry.answer.CopyFrom(
+                    self._answer_proto(batch.kinds, self._evaluator.evaluate(records, now))
                 )
-            )
-        payload = reply.SerializeToString()
-        self._log(rows, now)
-        return sign(payloads.BATCH_ANSWER, payload, [self._key])
+                entry.answer.agency = self._config.member_id
+                entry.answer.answered_at.CopyFrom(reply.answered_at)
+            else:
+                entry.answer.CopyFrom(template)
+            entry.answer.query_id = item.query_id
+            rows.append(
+                (
+                    item.query_id, stored_now, requester, purpose, kinds, result.subject.ref,
+                    "answered", "OK", "", result.entry_commitment, None, None,
+                )
+            )  # fmt: skip
+        return reply, rows
 
     # -- pieces ---------------------------------------------------------------------------
 
-    def _open(self, envelope_bytes: bytes) -> Envelope:
-        if len(envelope_bytes) > self._config.max_message_bytes:
+    def _open(self, message: common_pb2.Envelope) -> Envelope:
+        # gRPC already bounds the message; this keeps the limit when called directly.
+        if (size := message.ByteSize()) > self._config.max_message_bytes:
             raise MessageTooLarge(
-                f"query envelope is {len(envelope_bytes)} bytes, "
-                f"over this node's limit of {self._config.max_message_bytes}"
+                f"query envelope is {size} bytes, over this node's limit of "
+                f"{self._config.max_message_bytes}"
             )
-        return Envelope.from_bytes(envelope_bytes, max_size=self._config.max_message_bytes)
+        return Envelope.from_proto(message)
 
     def _open_batch(self, envelope: Envelope, now: datetime) -> agency_pb2.BatchQuery:
         # A batch is signed with the log key: the one signature covers every promise.
@@ -352,43 +351,11 @@ class Answerer:
         with self._sessions.begin() as session:
             database.remember_query(session, query_id, expires_at)
 
-    def _claim_items(self, query_ids: Sequence[str], expires_at: datetime) -> set[str]:
-        """Record many ids at once; returns those not seen before."""
-        unique = set(query_ids)
-        if len(unique) != len(query_ids):
-            seen_twice = {qid for qid in unique if query_ids.count(qid) > 1}
-            unique -= seen_twice
-        with self._sessions.begin() as session:
-            try:
-                with session.begin_nested():
-                    session.execute(
-                        insert(SeenQuery),
-                        [{"query_id": qid, "expires_at": expires_at} for qid in unique],
-                    )
-            except IntegrityError:
-                pass  # some were seen before: find which, below
-            else:
-                return unique
-            existing = set(
-                session.scalars(select(SeenQuery.query_id).where(SeenQuery.query_id.in_(unique)))
-            )
-            fresh = unique - existing
-            if fresh:
-                session.execute(
-                    insert(SeenQuery),
-                    [{"query_id": qid, "expires_at": expires_at} for qid in fresh],
-                )
-            return fresh
-
-    def _answer_proto(
-        self, checked: CheckedQuery, query_hash: bytes, evaluation: Evaluation
-    ) -> agency_pb2.Answer:
-        answer = agency_pb2.Answer(
-            query_id=checked.query_id, agency=self._config.member_id, query_hash=query_hash
-        )
-        if common_pb2.VERDICT_KIND_BLACKLIST in checked.kinds:
+    def _answer_proto(self, kinds: Sequence[int], evaluation: Evaluation) -> agency_pb2.Answer:
+        answer = agency_pb2.Answer()
+        if common_pb2.VERDICT_KIND_BLACKLIST in kinds:
             answer.blacklist.CopyFrom(to_blacklist_proto(evaluation.blacklist))
-        if common_pb2.VERDICT_KIND_CREDIT in checked.kinds:
+        if common_pb2.VERDICT_KIND_CREDIT in kinds:
             answer.credit.CopyFrom(to_credit_proto(evaluation.credit, self._scorecard_version))
         return answer
 

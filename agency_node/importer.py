@@ -36,15 +36,25 @@ invalid the transaction rolls back and :class:`ImportRefused` lists the first
 :data:`MAX_LISTED_ERRORS` errors and the total. A duplicate ``record_id`` is
 caught through a temporary table keyed by it, so memory stays flat however
 large the file.
+
+Checking a row (normalising and keying its identifier above all) costs about
+as much as writing it, so on a machine with more than one CPU a worker
+process checks chunks while this one reads the file and writes the chunk
+before; at most a few chunks are in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterator, Mapping
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -63,6 +73,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agency_node.database import bump_record_generation, iter_all_subject_refs, record_count
@@ -104,6 +115,8 @@ REQUIRED_FIELDS = frozenset(
 MAX_LISTED_ERRORS = 20
 MAX_RECORD_ID = 128
 _MAX_MINOR = 2**63 - 1
+# SQLite page cache during an import, in KiB.
+_IMPORT_CACHE_KIB = 32 * 1024
 # Errors are sorted and trimmed to the listed ones whenever this many pile up.
 _ERROR_BUFFER = 1000
 # How much of a bad value an error message repeats.
@@ -237,8 +250,19 @@ def _parse_days(text: str) -> int:
 # --- one row ----------------------------------------------------------------
 
 
+#: A row as read: every field of :data:`FIELDS` in order, "" when absent.
+_Raw = tuple[str, ...]
+# Distinct timestamps repeat a lot (most records carry a date); the memo of
+# parsed and formatted times is dropped when it grows past this.
+_MEMO_LIMIT = 50_000
+
+
 class _RowChecker:
-    """Turns one row's raw fields into the column values of a ``records`` row."""
+    """Turns one row's raw fields into the column values of a ``records`` row.
+
+    This is the hot path of an import: required fields are checked inline
+    and parsed times are memoised.
+    """
 
     def __init__(
         self, key: PseudonymisationKey, now: datetime, to_db: Callable[[datetime], Any]
@@ -247,51 +271,83 @@ class _RowChecker:
         self._now = now
         self._to_db = to_db
         self._stamp = to_db(now)
+        self._times: dict[str, datetime] = {}
+        self._db_times: dict[datetime, Any] = {}
 
-    def check(
-        self, row: int, raw: Mapping[str, str | None], errors: list[RowError]
-    ) -> tuple[Any, ...] | None:
+    def check(self, row: int, raw: _Raw, errors: list[RowError]) -> tuple[Any, ...] | None:
         """The row's values in :data:`_COLUMNS` order, ready for the driver.
 
         Returns None after appending the row's errors to ``errors``.
         """
+        (
+            record_id,
+            identifier,
+            kind,
+            category,
+            amount_text,
+            currency_text,
+            status,
+            occurred_text,
+            expires_text,
+            disputed_text,
+            days_text,
+        ) = raw
         problems: list[tuple[str, str]] = []
-        get = raw.get
-        record_id = _field("record_id", get("record_id"), _parse_record_id, problems)
-        ref = self._subject(get("identifier"), problems)
-        kind = _field("kind", get("kind"), _parse_kind, problems)
-        category = _category(get("category"), kind, problems)
-        status = _field("status", get("status"), _parse_status, problems)
-        occurred_at = _field("occurred_at", get("occurred_at"), _parse_time, problems)
+        if not record_id or len(record_id) > MAX_RECORD_ID or not record_id.isprintable():
+            _field("record_id", record_id, _parse_record_id, problems)
+        ref = self._subject(identifier, problems)
+        rule = KINDS.get(kind)
+        if rule is None:
+            _field("kind", kind, _parse_kind, problems)
+            if not category:
+                problems.append(("category", "is required"))
+        elif category not in rule.categories:
+            _category(category, kind, problems)
+        if status not in STATUSES:
+            _field("status", status, _parse_status, problems)
+        occurred_at = self._time("occurred_at", occurred_text, problems)
         if occurred_at is not None and occurred_at > self._now:
             now = format_time(self._now)
             problems.append(
                 ("occurred_at", f"{format_time(occurred_at)} is in the future (now {now})")
             )
-        explicit = _field("expires_at", get("expires_at"), _parse_time, problems)
+        explicit = self._time("expires_at", expires_text, problems) if expires_text else None
         if explicit is not None and occurred_at is not None and explicit < occurred_at:
             problems.append(("expires_at", f"{format_time(explicit)} is before occurred_at"))
-        amount, currency = _money(get("amount"), get("currency"), problems)
-        disputed = _field("disputed", get("disputed"), _parse_disputed, problems) or False
-        days_overdue = _field("days_overdue", get("days_overdue"), _parse_days, problems)
-        if (
-            problems
-            or record_id is None
-            or ref is None
-            or kind is None
-            or category is None
-            or status is None
-            or occurred_at is None
-        ):
-            errors.extend(RowError(row, name, reason) for name, reason in problems)
+        amount, currency = (
+            _money(amount_text, currency_text, problems)
+            if amount_text or currency_text
+            else (None, None)
+        )
+        disputed = (
+            bool(_field("disputed", disputed_text, _parse_disputed, problems))
+            if disputed_text
+            else False
+        )
+        days_overdue = (
+            _field("days_overdue", days_text, _parse_days, problems) if days_text else None
+        )
+        if problems or ref is None or rule is None or occurred_at is None:
+            errors.extend([RowError(row, name, reason) for name, reason in problems])
             return None
-        # kinds.rehabilitation_end, inlined: its UTC checks cost more than
-        # the rest of the row, and parsing already made these aware UTC.
-        expires_at = occurred_at + KINDS[kind].rehabilitation
+        # kinds.rehabilitation_end, inlined: its UTC checks cost more than the
+        # rest of the row, and parsing already made these aware UTC.
+        expires_at = occurred_at + rule.rehabilitation
         if explicit is not None and explicit < expires_at:
             expires_at = explicit
         subject_type = ref.subject_type.value
-        to_db = self._to_db
+        occurred_db = self._db(occurred_at)
+        expires_db = self._db(expires_at)
+        # SHA-256 of the normalised row, not of the file's text: reformatting
+        # a file (another date spelling, trailing zeros) is not a change. No
+        # field can hold the separator (record ids are printable, the rest
+        # come from fixed vocabularies or formats).
+        digest = hashlib.sha256(
+            ref.ref
+            + f"{subject_type}\x1f{record_id}\x1f{kind}\x1f{category}\x1f{amount}\x1f"
+            f"{currency}\x1f{status}\x1f{occurred_db}\x1f{expires_db}\x1f{days_overdue}\x1f"
+            f"{disputed:d}".encode()
+        ).digest()
         values = (
             ref.ref,
             subject_type,
@@ -301,19 +357,14 @@ class _RowChecker:
             amount,
             currency,
             status,
-            to_db(occurred_at),
-            to_db(expires_at),
+            occurred_db,
+            expires_db,
             days_overdue,
             disputed,
         )
-        # The normalised row, not the file's text: reformatting a file (other
-        # date spelling, trailing zeros) does not count as a change.
-        digest = hashlib.sha256(repr(values).encode()).digest()
         return (*values, digest, self._stamp)
 
-    def _subject(
-        self, identifier: str | None, problems: list[tuple[str, str]]
-    ) -> SubjectRef | None:
+    def _subject(self, identifier: str, problems: list[tuple[str, str]]) -> SubjectRef | None:
         if not identifier:
             problems.append(("identifier", "is required"))
             return None
@@ -324,9 +375,29 @@ class _RowChecker:
             problems.append(("identifier", str(exc)))
             return None
 
+    def _time(self, name: str, text: str, problems: list[tuple[str, str]]) -> datetime | None:
+        when = self._times.get(text)
+        if when is None:
+            when = _field(name, text, _parse_time, problems)
+            if when is None:
+                return None
+            if len(self._times) >= _MEMO_LIMIT:
+                self._times.clear()
+            self._times[text] = when
+        return when
+
+    def _db(self, when: datetime) -> Any:
+        value = self._db_times.get(when)
+        if value is None:
+            value = self._to_db(when)
+            if len(self._db_times) >= _MEMO_LIMIT:
+                self._db_times.clear()
+            self._db_times[when] = value
+        return value
+
 
 def _field(
-    name: str, text: str | None, parse: Callable[[str], _T], problems: list[tuple[str, str]]
+    name: str, text: str, parse: Callable[[str], _T], problems: list[tuple[str, str]]
 ) -> _T | None:
     if not text:
         if name in REQUIRED_FIELDS:
@@ -339,12 +410,10 @@ def _field(
         return None
 
 
-def _category(text: str | None, kind: str | None, problems: list[tuple[str, str]]) -> str | None:
+def _category(text: str, kind: str, problems: list[tuple[str, str]]) -> str | None:
     if not text:
         problems.append(("category", "is required"))
         return None
-    if kind is None:
-        return text  # the kind's own error says what to fix first
     allowed = KINDS[kind].categories
     if text not in allowed:
         problems.append(
@@ -358,7 +427,7 @@ def _category(text: str | None, kind: str | None, problems: list[tuple[str, str]
 
 
 def _money(
-    amount_text: str | None, currency_text: str | None, problems: list[tuple[str, str]]
+    amount_text: str, currency_text: str, problems: list[tuple[str, str]]
 ) -> tuple[int | None, str | None]:
     currency = _field("currency", currency_text, _parse_currency, problems)
     if not amount_text:
@@ -400,14 +469,14 @@ def _parse_status(text: str) -> str:
 # --- reading the file -------------------------------------------------------
 
 # Each row is (line number, fields) or (line number, reason the row is unreadable).
-_RawRow = tuple[int, "dict[str, str | None] | str"]
+_RawRow = tuple[int, "_Raw | str"]
 
 
 def _header_error(reason: str) -> ImportRefused:
     return ImportRefused([RowError(1, "header", reason)], 1)
 
 
-def _csv_rows(stream: BinaryIO) -> Iterator[_RawRow]:
+def _csv_rows(stream: BinaryIO) -> Generator[_RawRow]:
     # utf-8-sig: spreadsheets often write a byte order mark.
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     try:
@@ -430,6 +499,9 @@ def _csv_rows(stream: BinaryIO) -> Iterator[_RawRow]:
         if missing:
             raise _header_error(f"required column(s) missing: {', '.join(missing)}")
         width = len(names)
+        # Where each of FIELDS sits in the file's rows (-1: column left out).
+        positions = [names.index(name) if name in names else -1 for name in FIELDS]
+        in_order = positions == list(range(len(FIELDS)))
         line = reader.line_num
         while True:
             try:
@@ -446,16 +518,21 @@ def _csv_rows(stream: BinaryIO) -> Iterator[_RawRow]:
             if len(fields) != width:
                 yield start, f"has {len(fields)} fields, the header has {width}"
                 continue
-            yield start, {name: value.strip() for name, value in zip(names, fields, strict=True)}
+            if in_order:
+                yield start, tuple([value.strip() for value in fields])
+            else:
+                yield start, tuple([fields[i].strip() if i >= 0 else "" for i in positions])
     finally:
         # Leave the caller's binary stream open for it to close; a dropped
         # wrapper would otherwise close it again and warn.
         text.detach()
 
 
-def _json_value(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value.strip() if value is not None else None
+def _json_value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | Decimal):
@@ -463,7 +540,7 @@ def _json_value(value: object) -> str | None:
     raise _Bad(f"is a JSON {type(value).__name__}, expected a string, number or boolean")
 
 
-def _jsonl_rows(stream: BinaryIO) -> Iterator[_RawRow]:
+def _jsonl_rows(stream: BinaryIO) -> Generator[_RawRow]:
     for number, line in enumerate(stream, start=1):
         if number == 1 and line.startswith(b"\xef\xbb\xbf"):
             line = line[3:]  # noqa: PLW2901 - a byte order mark is not JSON
@@ -483,12 +560,12 @@ def _jsonl_rows(stream: BinaryIO) -> Iterator[_RawRow]:
             yield number, f"has unknown field(s) {', '.join(map(_shown, unknown))}"
             continue
         try:
-            yield number, {name: _json_value(value) for name, value in document.items()}
+            yield number, tuple([_json_value(document.get(name)) for name in FIELDS])
         except _Bad as exc:
             yield number, f"a field {exc.args[0]}"
 
 
-def _reader_for(path: Path) -> Callable[[BinaryIO], Iterator[_RawRow]]:
+def _reader_for(path: Path) -> Callable[[BinaryIO], Generator[_RawRow]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return _csv_rows
@@ -612,35 +689,201 @@ class _Writer:
         )
         self._upsert = _Prepared(self._connection, _upsert_statement(dialect), _COLUMNS)
         self.changed = 0
+        self._restore: list[str] = []
+        if dialect == "sqlite":
+            self._limit_sqlite_memory()
+
+    def _limit_sqlite_memory(self) -> None:
+        # The serving engine maps the database into memory and keeps a large
+        # page cache; every page an import touches would then stay resident
+        # and memory would grow with the file. Restored by restore_settings().
+        for pragma, value in (("mmap_size", 0), ("cache_size", -_IMPORT_CACHE_KIB)):
+            current = self._connection.exec_driver_sql(f"PRAGMA {pragma}").scalar()
+            self._restore.append(f"PRAGMA {pragma}={int(current or 0)}")
+            self._connection.exec_driver_sql(f"PRAGMA {pragma}={value}")
 
     def count_records(self) -> int:
         return record_count(self._connection)
 
-    def mark(self, marks: list[tuple[str, int]], errors: list[RowError]) -> None:
-        """Remember the chunk's record ids; append an error for each seen before."""
+    def write(
+        self, values: list[tuple[Any, ...]], marks: list[tuple[str, int]], *, upsert: bool
+    ) -> list[RowError]:
+        """Remember the chunk's record ids, then upsert its rows if asked and no id repeats.
+
+        Returns:
+            An error for each record id seen on an earlier row.
+        """
+        duplicates = self._duplicates(marks)
+        if upsert and values and not duplicates:
+            self.changed += self._upsert.run(values)
+        return duplicates
+
+    def _duplicates(self, marks: list[tuple[str, int]]) -> list[RowError]:
         if not marks or self._mark.run(marks) == len(marks):
-            return
-        ids = [record_id for record_id, _ in marks]
+            return []
         seen = self._seen.c
         rows = self._connection.execute(
-            select(seen.record_id, seen.row).where(seen.record_id.in_(ids))
+            select(seen.record_id, seen.row).where(seen.record_id.in_([m[0] for m in marks]))
         )
-        first: dict[str, int] = dict(rows)
-        for record_id, row in marks:
-            if first[record_id] != row:
-                errors.append(
-                    RowError(row, "record_id", f"duplicate of the one on row {first[record_id]}")
-                )
+        first: dict[str, int] = {row[0]: row[1] for row in rows}
+        return [
+            RowError(row, "record_id", f"duplicate of the one on row {first[record_id]}")
+            for record_id, row in marks
+            if first[record_id] != row
+        ]
 
-    def upsert(self, values: list[tuple[Any, ...]]) -> None:
-        if values:
-            self.changed += self._upsert.run(values)
-
-    def close(self) -> None:
+    def drop_seen(self) -> None:
+        """Drop the temporary table (a rollback drops it too)."""
         self._seen.drop(self._connection)
+
+    def restore_settings(self) -> None:
+        """Put back the connection settings an import changed."""
+        # Best effort: a broken connection must not hide the original error.
+        with contextlib.suppress(DBAPIError):
+            for statement in self._restore:
+                self._connection.exec_driver_sql(statement)
+
+
+class _Errors:
+    """The first :data:`MAX_LISTED_ERRORS` errors by row, and how many there were."""
+
+    def __init__(self) -> None:
+        self.listed: list[RowError] = []
+        self.total = 0
+
+    def add(self, error: RowError) -> None:
+        self.listed.append(error)
+        self.total += 1
+
+    def extend(self, errors: list[RowError]) -> None:
+        self.listed.extend(errors)
+        self.total += len(errors)
+
+    def trim(self) -> None:
+        # What is dropped sorts after everything kept, so keeping the first
+        # ones of (kept + new) stays right whatever order errors come in.
+        if len(self.listed) > _ERROR_BUFFER:
+            self.listed.sort(key=_by_row)
+            del self.listed[MAX_LISTED_ERRORS:]
+
+    def refused(self) -> ImportRefused:
+        self.listed.sort(key=_by_row)
+        return ImportRefused(self.listed[:MAX_LISTED_ERRORS], self.total)
+
+
+def _by_row(error: RowError) -> int:
+    return error.row
+
+
+@dataclass(slots=True)
+class _Checked:
+    """One chunk after checking: rows to write, ids to check for repeats, errors."""
+
+    values: list[tuple[Any, ...]]
+    marks: list[tuple[str, int]]
+    errors: list[RowError]
+
+
+def _check_chunk(checker: _RowChecker, items: list[_RawRow]) -> _Checked:
+    checked = _Checked([], [], [])
+    for row, raw in items:
+        if isinstance(raw, str):
+            checked.errors.append(RowError(row, "row", raw))
+            continue
+        record = checker.check(row, raw, checked.errors)
+        if record is not None:
+            checked.values.append(record)
+            checked.marks.append((record[2], row))
+        elif raw[0]:
+            # An invalid row's id still counts for duplicates.
+            checked.marks.append((raw[0], row))
+    return checked
+
+
+_worker_checker: _RowChecker | None = None
+
+
+def _init_worker(secret: bytes, now: datetime, to_db: Callable[[datetime], Any]) -> None:
+    global _worker_checker  # noqa: PLW0603 - one checker per worker process, by design
+    _worker_checker = _RowChecker(PseudonymisationKey.from_bytes(secret), now, to_db)
+
+
+def _check_in_worker(items: list[_RawRow]) -> _Checked:
+    if _worker_checker is None:
+        raise RuntimeError("import worker was not initialised")
+    return _check_chunk(_worker_checker, items)
+
+
+def _chunks(rows: Iterator[_RawRow], chunk_size: int, errors: _Errors) -> Iterator[list[_RawRow]]:
+    chunk: list[_RawRow] = []
+    last = 1
+    try:
+        for item in rows:
+            chunk.append(item)
+            last = item[0]
+            if len(chunk) >= chunk_size:
+                yield chunk
+                chunk = []
+    except UnicodeDecodeError as exc:
+        errors.add(RowError(last + 1, "row", f"is not UTF-8 text ({exc.reason})"))
+    yield chunk
+
+
+class _Run:
+    """Checks chunks (here or in worker processes) and writes them in file order."""
+
+    def __init__(self, writer: _Writer, errors: _Errors, on_chunk: Callable[[], None]) -> None:
+        self._writer = writer
+        self._errors = errors
+        self._on_chunk = on_chunk
+        self.rows = 0
+
+    def _store(self, checked: _Checked) -> None:
+        errors = self._errors
+        errors.extend(checked.errors)
+        # After the first error nothing more is written: it will all roll back.
+        errors.extend(self._writer.write(checked.values, checked.marks, upsert=errors.total == 0))
+        errors.trim()
+        self._on_chunk()
+
+    def here(self, chunks: Iterator[list[_RawRow]], checker: _RowChecker) -> None:
+        for chunk in chunks:
+            self.rows += len(chunk)
+            self._store(_check_chunk(checker, chunk))
+
+    def in_workers(
+        self, chunks: Iterator[list[_RawRow]], pool: ProcessPoolExecutor, workers: int
+    ) -> None:
+        # Each worker has a chunk queued behind the one it is checking, while
+        # this process reads the file and writes the chunk before.
+        in_flight: deque[Future[_Checked]] = deque()
+        depth = 2 * workers
+        for chunk in chunks:
+            self.rows += len(chunk)
+            in_flight.append(pool.submit(_check_in_worker, chunk))
+            if len(in_flight) > depth:
+                self._store(in_flight.popleft().result())
+        while in_flight:
+            self._store(in_flight.popleft().result())
 
 
 # --- the import ---------------------------------------------------------------
+
+# Below this file size a worker process costs more to start than it saves.
+_PARALLEL_MIN_BYTES = 4 * 1024 * 1024
+
+
+def _worker_pool(
+    workers: int, key: PseudonymisationKey, now: datetime, to_db: Callable[[datetime], Any]
+) -> ProcessPoolExecutor:
+    # spawn, not fork: forking a process that may hold gRPC or database
+    # threads is unsafe. The key goes to the child over its private pipe.
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(key.secret, now, to_db),
+    )
 
 
 def import_records(
@@ -651,6 +894,7 @@ def import_records(
     now: datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
     chunk_size: int = 5000,
+    workers: int | None = None,
 ) -> ImportReport:
     """Validate every row of ``path`` and upsert them all, in one transaction.
 
@@ -663,6 +907,9 @@ def import_records(
             ``updated_at`` of every row written. Defaults to the clock.
         progress: called after each chunk with (bytes read, file size).
         chunk_size: rows per database round trip.
+        workers: processes that check rows while this one reads and writes;
+            0 checks here. By default one when the machine has more than
+            one CPU and the file is large enough to repay starting it.
 
     Returns:
         How many rows the file had and what happened to them.
@@ -677,65 +924,39 @@ def import_records(
     read = _reader_for(path)
     now = require_utc(now) if now is not None else datetime.now(UTC)
     total_bytes = path.stat().st_size
-    errors: list[RowError] = []
-    dropped = 0  # errors counted but no longer listed
-    rows = 0
+    errors = _Errors()
+    if workers is None:
+        workers = 1 if (os.cpu_count() or 1) > 1 and total_bytes >= _PARALLEL_MIN_BYTES else 0
     with path.open("rb") as stream, session_factory() as session, session.begin():
         writer = _Writer(session)
-        checker = _RowChecker(pseudonymisation_key, now, writer.to_db)
         before = writer.count_records()
-        values: list[tuple[Any, ...]] = []
-        marks: list[tuple[str, int]] = []
 
-        def flush() -> None:
-            nonlocal dropped
-            writer.mark(marks, errors)
-            # After the first error nothing more is written: it will all roll back.
-            if not errors and not dropped:
-                writer.upsert(values)
-            values.clear()
-            marks.clear()
-            if len(errors) > _ERROR_BUFFER:
-                # Every later error is on a later row: the first ones are final.
-                errors.sort(key=_by_row)
-                dropped += len(errors) - MAX_LISTED_ERRORS
-                del errors[MAX_LISTED_ERRORS:]
+        def on_chunk() -> None:
             if progress is not None:
                 progress(stream.tell(), total_bytes)
 
+        run = _Run(writer, errors, on_chunk)
+        rows = read(stream)
         try:
-            for row, raw in read(stream):
-                rows += 1
-                if isinstance(raw, str):
-                    errors.append(RowError(row, "row", raw))
-                    continue
-                record = checker.check(row, raw, errors)
-                if record is not None:
-                    values.append(record)
-                    marks.append((record[2], row))
-                else:
-                    record_id = raw.get("record_id")
-                    if record_id:
-                        marks.append((record_id, row))
-                if len(marks) >= chunk_size:
-                    flush()
-        except UnicodeDecodeError as exc:
-            errors.append(RowError(rows + 2, "row", f"is not UTF-8 text ({exc.reason})"))
-        flush()
-        if errors or dropped:
-            errors.sort(key=_by_row)
-            # Leaving the `with` by exception rolls the transaction back.
-            raise ImportRefused(errors[:MAX_LISTED_ERRORS], dropped + len(errors))
-        inserted = writer.count_records() - before
-        writer.close()
-        if writer.changed:
-            bump_record_generation(session)
+            chunks = _chunks(rows, chunk_size, errors)
+            if workers:
+                with _worker_pool(workers, pseudonymisation_key, now, writer.to_db) as pool:
+                    run.in_workers(chunks, pool, workers)
+            else:
+                run.here(chunks, _RowChecker(pseudonymisation_key, now, writer.to_db))
+            if errors.total:
+                # Leaving the `with` by exception rolls the transaction back.
+                raise errors.refused()
+            inserted = writer.count_records() - before
+            writer.drop_seen()
+            if writer.changed:
+                bump_record_generation(session)
+        finally:
+            # Close the reader while its file is still open, also on error.
+            rows.close()
+            writer.restore_settings()
     updated = writer.changed - inserted
-    return ImportReport(rows, inserted, updated, rows - inserted - updated)
-
-
-def _by_row(error: RowError) -> int:
-    return error.row
+    return ImportReport(run.rows, inserted, updated, run.rows - inserted - updated)
 
 
 # --- maintenance and reads ----------------------------------------------------

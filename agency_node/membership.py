@@ -20,6 +20,7 @@ from collections.abc import Iterable
 _HASHES = 7
 _BITS_PER_ITEM = 10  # with 7 hashes: about 0.8% false positives
 _MIN_BITS = 1 << 16
+_SHIFTS = tuple(32 * index for index in range(_HASHES))
 
 
 class MembershipFilter:
@@ -40,10 +41,10 @@ class MembershipFilter:
             result.add(ref)
         return result
 
-    def _positions(self, ref: bytes) -> list[int]:
-        # Four bytes of the reference per position: 7 * 4 = 28 of its 32 bytes.
-        mask = self._mask
-        return [int.from_bytes(ref[i * 4 : i * 4 + 4], "little") & mask for i in range(_HASHES)]
+    def _positions(self, ref: bytes) -> tuple[int, ...]:
+        # 32 bits of the reference per position: 7 * 32 = 224 of its 256 bits.
+        value, mask = int.from_bytes(ref, "little"), self._mask
+        return tuple((value >> shift) & mask for shift in _SHIFTS)
 
     def add(self, ref: bytes) -> None:
         """Add one reference."""

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from agency_node.config import NodePolicy
 from credence import jws, log_promise, names, payloads, tokens
@@ -29,10 +31,12 @@ from credence.encoding import format_time
 from credence.envelope import Envelope, verify
 from credence.errors import (
     ClaimMismatch,
+    CredenceError,
     Expired,
     InvalidInput,
     NotYetValid,
     PermissionDenied,
+    Replayed,
     WrongAudience,
 )
 from credence.manifest import TrustedManifest
@@ -46,6 +50,13 @@ _SUBJECT_TYPES = {
     common_pb2.SUBJECT_TYPE_PERSON: SubjectType.PERSON,
     common_pb2.SUBJECT_TYPE_ORGANISATION: SubjectType.ORGANISATION,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class _SharedChecks:
+    purpose_name: str
+    kind_names: list[str]
+    public_register_error: CredenceError | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +77,6 @@ def timestamp(value: object, what: str) -> datetime:
     Raises:
         InvalidInput: the field is missing.
     """
-    from google.protobuf.timestamp_pb2 import Timestamp  # noqa: PLC0415 - typing aid only
-
     if not isinstance(value, Timestamp) or (value.seconds == 0 and value.nanos == 0):
         raise InvalidInput(f"{what} is missing")
     return value.ToDatetime(tzinfo=UTC)
@@ -230,6 +239,101 @@ class QueryChecker:
             requester=requester,
             entry_commitment=bytes(promise.entry_commitment),
         )
+
+    def check_batch_items(
+        self, batch: agency_pb2.BatchQuery, fresh: Collection[str], now: datetime
+    ) -> list[CheckedQuery | CredenceError]:
+        """Steps 4-6 for every item of a verified batch, sharing what the items share.
+
+        ``fresh`` holds the item ids the replay check let through; any other
+        item is refused as replayed. A batch-wide failure (unknown purpose,
+        suspended requester, the node's policy) refuses every item with the
+        same reason, exactly as the single path would refuse each query.
+        """
+        issued_at = timestamp(batch.issued_at, f"batch {batch.batch_id}: issued_at")
+        try:
+            shared = self._shared_checks(batch.kinds, batch.purpose, batch.requester)
+        except CredenceError as exc:
+            return [exc for _ in batch.items]
+        encoder = log_promise.CommitmentEncoder.for_shared(
+            requester=batch.requester, purpose=batch.purpose, kinds=batch.kinds, issued_at=issued_at
+        )
+        log_id = self.manifest.registry.log_id
+        public_register = shared.public_register_error
+        results: list[CheckedQuery | CredenceError] = []
+        for item in batch.items:
+            try:
+                if item.query_id not in fresh:
+                    raise Replayed(f"query {item.query_id} was already received")
+                subject_type = _SUBJECT_TYPES.get(item.subject.type)
+                if subject_type is None:
+                    raise InvalidInput(f"query {item.query_id}: subject type is unspecified")
+                ref = SubjectRef(subject_type, bytes(item.subject.ref))
+                if item.grant.WhichOneof("basis") == "public_register":
+                    if public_register is not None:
+                        raise public_register
+                    if subject_type is not SubjectType.ORGANISATION:
+                        raise PermissionDenied(
+                            "a person is never looked up on the public-register basis"
+                        )
+                    grant_id = ""
+                else:
+                    grant_id = self._check_grant(
+                        item.grant,
+                        ref,
+                        requester=batch.requester,
+                        purpose=batch.purpose,
+                        kinds=batch.kinds,
+                        now=now,
+                        purpose_name=shared.purpose_name,
+                        kind_names=shared.kind_names,
+                    )
+                promise = item.log_promise
+                log_promise.check_promise_commitment(
+                    promise,
+                    item.query_id,
+                    encoder.commit(
+                        promise.salt, item.query_id, item.subject.type, ref.ref, grant_id
+                    )
+                    if len(promise.salt) == log_promise.SALT_BYTES
+                    else b"",
+                    log_id=log_id,
+                    now=now,
+                )
+                results.append(
+                    CheckedQuery(
+                        query_id=item.query_id,
+                        subject=ref,
+                        kinds=tuple(batch.kinds),
+                        purpose=batch.purpose,
+                        requester=batch.requester,
+                        entry_commitment=bytes(promise.entry_commitment),
+                    )
+                )
+            except CredenceError as exc:
+                results.append(exc)
+        return results
+
+    def _shared_checks(self, kinds: Sequence[int], purpose: int, requester: str) -> _SharedChecks:
+        if not kinds:
+            raise InvalidInput("no verdict kind asked")
+        kind_names = [names.kind_name(kind) for kind in kinds]
+        purpose_name = names.purpose_name(purpose)
+        self.manifest.active_member(requester)
+        if purpose_name in self.policy.refused_purposes:
+            raise PermissionDenied(f"this agency does not answer queries for {purpose_name}")
+        if requester in self.policy.refused_requesters:
+            raise PermissionDenied(f"this agency does not answer queries from {requester!r}")
+        public_register_error: CredenceError | None = None
+        if set(kinds) != {common_pb2.VERDICT_KIND_BLACKLIST}:
+            public_register_error = PermissionDenied(
+                "the public-register basis covers blacklist status only"
+            )
+        elif purpose != common_pb2.PURPOSE_COUNTERPARTY_VERIFICATION:
+            public_register_error = PermissionDenied(
+                "the public-register basis covers counterparty_verification only"
+            )
+        return _SharedChecks(purpose_name, kind_names, public_register_error)
 
     def _check_grant(
         self,

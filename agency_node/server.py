@@ -30,7 +30,9 @@ from agency_node import config as node_config
 from agency_node import database
 from agency_node.answering import Answerer
 from agency_node.contests import ContestDesk
+from agency_node.importer import purge_expired
 from agency_node.service import AgencyNodeServicer
+from credence import payloads
 from credence.envelope import Envelope
 from credence.errors import FailedPrecondition
 from credence.keys import KeySet, load_signing_key
@@ -71,6 +73,36 @@ def load_manifest(config: node_config.NodeConfig, now: datetime) -> TrustedManif
     return verify_manifest(envelope, trusted_root=root, threshold=config.root_threshold, now=now)
 
 
+class Housekeeping(threading.Thread):
+    """Purges records past rehabilitation and forgets expired query ids, on a schedule."""
+
+    def __init__(self, engine: Engine, clock: Clock, interval_seconds: float) -> None:
+        super().__init__(name="node-housekeeping", daemon=True)
+        self._sessions = database.session_factory(engine)
+        self._clock = clock
+        self._interval = interval_seconds
+        self.stopping = threading.Event()
+
+    def run_once(self) -> tuple[int, int]:
+        """One pass; returns (records purged, query ids forgotten)."""
+        now = self._clock()
+        with self._sessions.begin() as session:
+            purged = purge_expired(session, now)
+            forgotten = database.prune_seen_queries(session, now, payloads.CLOCK_SKEW)
+        if purged or forgotten:
+            _log.info("purged %d expired records, forgot %d query ids", purged, forgotten)
+        return purged, forgotten
+
+    def run(self) -> None:
+        """Run a pass now and then every interval until stopped."""
+        while not self.stopping.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                _log.exception("housekeeping pass failed; will retry")
+            self.stopping.wait(self._interval)
+
+
 @dataclass
 class RunningNode:
     """A started node server."""
@@ -80,12 +112,15 @@ class RunningNode:
     health: health.HealthServicer
     engine: Engine
     grace_seconds: float
+    housekeeping: Housekeeping
 
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight calls finish within ``grace``, close the database."""
         for service in (SERVICE_NAME, ""):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(self.grace_seconds if grace is None else grace).wait()
+        self.housekeeping.stopping.set()
+        self.housekeeping.join(timeout=30)
         self.engine.dispose()
 
 
@@ -150,8 +185,10 @@ def start_node(
     server.start()
     for service in (SERVICE_NAME, ""):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    housekeeping = Housekeeping(engine, clock, config.purge_interval_seconds)
+    housekeeping.start()
     _log.info("agency node %s listening on port %d", config.member_id, port)
-    return RunningNode(server, port, health_servicer, engine, config.grace_seconds)
+    return RunningNode(server, port, health_servicer, engine, config.grace_seconds, housekeeping)
 
 
 def serve(data_dir: Path, *, listen: str | None = None, ready: Callable[[int], None]) -> None:

@@ -56,7 +56,7 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         """Answer one signed query."""
         with grpc_errors(context):
             self._require_registry(context)
-            answer = self._answerer.answer(request.query.SerializeToString())
+            answer = self._answerer.answer(request.query)
             return agency_pb2.AnswerQueryResponse(answer=answer.to_proto())
         raise AssertionError("unreachable")  # pragma: no cover - grpc_errors aborts
 
@@ -69,7 +69,9 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         with grpc_errors(context):
             self._require_registry(context)
             for request in request_iterator:
-                answers = self._answerer.answer_batch(request.batch.SerializeToString())
+                if not context.is_active():
+                    return  # the caller gave up or its deadline passed: stop working
+                answers = self._answerer.answer_batch(request.batch)
                 yield agency_pb2.AnswerBatchResponse(answers=answers.to_proto())
 
     def FileContest(  # noqa: N802 - gRPC method name

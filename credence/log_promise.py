@@ -60,29 +60,81 @@ def _field(data: bytes) -> bytes:
     return len(data).to_bytes(8, "big") + data
 
 
+@dataclass(frozen=True, slots=True)
+class CommitmentEncoder:
+    """Computes commitments for many entries that share requester, purpose, kinds and time.
+
+    A batch of lookups differs only in query id, subject and grant, so the
+    shared fields are encoded once; :func:`entry_commitment` is the one-entry case.
+    """
+
+    requester: bytes
+    purpose: bytes
+    kinds: bytes
+    tail: bytes
+
+    @classmethod
+    def for_shared(
+        cls,
+        *,
+        requester: str,
+        purpose: int,
+        kinds: Iterable[int],
+        issued_at: datetime,
+        outcome: str = OUTCOME_DISPATCHED,
+    ) -> CommitmentEncoder:
+        """The encoder for entries with these shared fields."""
+        return cls(
+            requester=_field(requester.encode()),
+            purpose=_field(str(purpose).encode()),
+            kinds=_field(",".join(str(kind) for kind in sorted(kinds)).encode()),
+            tail=_field(str(to_epoch(issued_at)).encode()) + _field(outcome.encode()),
+        )
+
+    def commit(
+        self, salt: bytes, query_id: str, subject_type: int, subject_ref: bytes, grant_id: str
+    ) -> bytes:
+        """The 32-byte leaf for one entry.
+
+        Raises:
+            InvalidInput: the salt is not :data:`SALT_BYTES` long.
+        """
+        if len(salt) != SALT_BYTES:
+            raise InvalidInput(f"log entry salt must be {SALT_BYTES} bytes, got {len(salt)}")
+        return hashlib.sha256(
+            b"".join(
+                (
+                    _DOMAIN,
+                    salt,
+                    _field(query_id.encode()),
+                    self.requester,
+                    _field(str(subject_type).encode()),
+                    _field(subject_ref),
+                    self.purpose,
+                    self.kinds,
+                    _field(grant_id.encode()),
+                    self.tail,
+                )
+            )
+        ).digest()
+
+
 def entry_commitment(salt: bytes, entry: LogEntry) -> bytes:
     """The 32-byte leaf committing to ``entry`` under ``salt``.
 
     Raises:
         InvalidInput: the salt is not :data:`SALT_BYTES` long.
     """
-    if len(salt) != SALT_BYTES:
-        raise InvalidInput(f"log entry salt must be {SALT_BYTES} bytes, got {len(salt)}")
-    parts: Iterable[bytes] = (
-        entry.query_id.encode(),
-        entry.requester.encode(),
-        str(entry.subject_type).encode(),
-        entry.subject_ref,
-        str(entry.purpose).encode(),
-        ",".join(str(kind) for kind in sorted(entry.kinds)).encode(),
-        entry.grant_id.encode(),
-        str(to_epoch(entry.issued_at)).encode(),
-        entry.outcome.encode(),
+    encoder = CommitmentEncoder.for_shared(
+        requester=entry.requester,
+        purpose=entry.purpose,
+        kinds=entry.kinds,
+        issued_at=entry.issued_at,
+        outcome=entry.outcome,
     )
-    digest = hashlib.sha256(_DOMAIN + salt)
-    for part in parts:
-        digest.update(_field(part))
-    return digest.digest()
+    return encoder.commit(
+        salt, entry.query_id, entry.subject_type, entry.subject_ref, entry.grant_id
+    )
 
 
 def new_salt() -> bytes:
@@ -154,22 +206,48 @@ def check_promise(
         NotYetValid: promised in the future.
         InvalidInput: a merge delay that is negative or longer than allowed.
     """
+    check_promise_commitment(
+        promise,
+        entry.query_id,
+        entry_commitment(promise.salt, entry) if len(promise.salt) == SALT_BYTES else b"",
+        log_id=log_id,
+        now=now,
+        skew=skew,
+    )
+
+
+def check_promise_commitment(
+    promise: common_pb2.LogPromise,
+    query_id: str,
+    expected_commitment: bytes,
+    *,
+    log_id: str,
+    now: datetime,
+    skew: timedelta = payloads.CLOCK_SKEW,
+) -> None:
+    """Check a (verified) promise against a commitment the caller computed.
+
+    Raises:
+        ClaimMismatch: another log, another query, or a commitment to other content.
+        NotYetValid: promised in the future.
+        InvalidInput: a merge delay that is negative or longer than allowed.
+    """
     if promise.log_id != log_id:
         raise ClaimMismatch(f"log promise is from log {promise.log_id}, expected {log_id}")
-    if promise.query_id != entry.query_id:
-        raise ClaimMismatch(f"log promise is for query {promise.query_id}, not {entry.query_id}")
-    if entry_commitment(promise.salt, entry) != promise.entry_commitment:
+    if promise.query_id != query_id:
+        raise ClaimMismatch(f"log promise is for query {promise.query_id}, not {query_id}")
+    if not expected_commitment or expected_commitment != promise.entry_commitment:
         raise ClaimMismatch(
-            f"log promise for query {entry.query_id} commits to other content than the query"
+            f"log promise for query {query_id} commits to other content than the query"
         )
-    promised_at = promise.promised_at.ToDatetime(tzinfo=UTC)
-    if promised_at > require_utc(now) + skew:
+    if promise.promised_at.seconds > to_epoch(now + skew):
+        promised_at = promise.promised_at.ToDatetime(tzinfo=UTC)
         raise NotYetValid(
             f"log promise is dated {format_time(promised_at)}, in the future "
             f"(now {format_time(now)})"
         )
-    delay = promise.max_merge_delay.ToTimedelta()
-    if delay < timedelta(0) or delay > payloads.MAX_MERGE_DELAY:
+    delay = promise.max_merge_delay.seconds
+    if delay < 0 or delay > payloads.MAX_MERGE_DELAY.total_seconds():
         raise InvalidInput(
-            f"log promise merge delay {delay} is outside 0..{payloads.MAX_MERGE_DELAY}"
+            f"log promise merge delay {delay}s is outside 0..{payloads.MAX_MERGE_DELAY}"
         )

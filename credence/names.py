@@ -25,6 +25,9 @@ _KIND_VALUES = {name: value for value, name in _KINDS.items()}
 
 PURPOSE_NAMES = frozenset(_PURPOSE_VALUES)
 KIND_NAMES = frozenset(_KIND_VALUES)
+#: Enum numbers with a name (everything but UNSPECIFIED and unknown numbers).
+PURPOSE_VALUES = frozenset(_PURPOSES)
+KIND_VALUES = frozenset(_KINDS)
 
 
 def purpose_name(value: int) -> str:

@@ -10,7 +10,7 @@ registry would send.
 from __future__ import annotations
 
 import secrets
-import uuid
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,8 +36,15 @@ def subject_to_proto(subject: SubjectRef) -> common_pb2.SubjectRef:
 
 
 def new_query_id() -> str:
-    """A fresh, unguessable query id."""
-    return uuid.uuid4().hex
+    """A fresh, unguessable query id that sorts by creation time.
+
+    48 bits of milliseconds since the epoch, then 80 random bits (the layout of
+    a UUIDv7, in hex). Ids that arrive in time order land at the end of every
+    index that holds them (replay cache, query logs) instead of dirtying pages
+    all over it.
+    """
+    millis = time.time_ns() // 1_000_000
+    return f"{millis:012x}{secrets.token_hex(10)}"
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,13 @@ def test_node_in_its_own_process_answers_and_stops_gracefully(
     )
     assert answer.blacklist.listed
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=15) == 0
+    try:
+        code = process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate(timeout=10)
+        pytest.fail(f"node did not stop within 30 s of SIGTERM; its stderr:\n{stderr}")
+    assert code == 0
 
 
 def test_import_with_one_bad_row_changes_nothing(

@@ -53,7 +53,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("record_id", name=op.f("uq_records_record_id")),
     )
     op.create_index(op.f("ix_records_subject_ref"), "records", ["subject_ref"])
-    op.create_index(op.f("ix_records_expires_at"), "records", ["expires_at"])
 
     op.create_table(
         "record_disputes",

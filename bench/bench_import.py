@@ -1,0 +1,199 @@
+"""Import throughput and peak memory: ``python -m bench.bench_import --rows 1000000``.
+
+Generates a realistic CSV in a temporary directory (mostly Chinese resident
+identity numbers and unified social credit codes with valid check characters,
+some generic ``nin:`` and ``reg:CN:`` identifiers; several records for some
+subjects), imports it into a fresh SQLite database and prints rows per second
+and peak memory against the targets of issue 3: at least 50,000 rows/s and
+under 200 MB whatever the file size.
+
+By default the importer checks rows in one worker process on a machine
+with more than one CPU (``--workers 0`` checks them in this process).
+
+Peak memory is reported two ways: the process's peak resident set
+(``ru_maxrss``: Python, SQLite's page cache, libraries; the worker's
+separately) and, in a second
+import into another fresh database, tracemalloc's peak of Python allocations
+(tracemalloc slows Python down, so that run is not timed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import resource
+import sys
+import tempfile
+import time
+import tracemalloc
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from agency_node.database import create_engine_for, session_factory, upgrade_schema
+from agency_node.importer import ImportReport, import_records
+from agency_node.kinds import KINDS
+from credence.subjects import PseudonymisationKey
+
+TARGET_ROWS_PER_S = 50_000
+TARGET_PEAK_MB = 200
+NOW = datetime(2026, 11, 28, tzinfo=UTC)
+
+_RID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_RID_CHECK = "10X98765432"
+_USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+_REGIONS = ("110105", "310101", "440305", "330106", "510104", "350102")
+_CURRENCIES = ("CNY",) * 8 + ("USD", "HKD", "JPY", "EUR")
+
+
+def _cn_rid(rng: random.Random) -> str:
+    birth = date(1950, 1, 1) + timedelta(days=rng.randrange(365 * 55))
+    body = f"{rng.choice(_REGIONS)}{birth:%Y%m%d}{rng.randrange(1000):03d}"
+    total = sum(int(d) * w for d, w in zip(body, _RID_WEIGHTS, strict=True))
+    return f"cn-rid:{body}{_RID_CHECK[total % 11]}"
+
+
+def _cn_uscc(rng: random.Random) -> str:
+    body = "91" + rng.choice(_REGIONS) + "".join(rng.choice(_USCC_ALPHABET) for _ in range(9))
+    total = sum(_USCC_ALPHABET.index(c) * w for c, w in zip(body, _USCC_WEIGHTS, strict=True))
+    return f"cn-uscc:{body}{_USCC_ALPHABET[-total % 31]}"
+
+
+def _identifier(rng: random.Random) -> str:
+    pick = rng.random()
+    if pick < 0.45:
+        return _cn_rid(rng)
+    if pick < 0.80:
+        return _cn_uscc(rng)
+    if pick < 0.90:
+        return f"nin:{rng.randrange(10**11):011d}"
+    return f"reg:CN:{rng.randrange(10**9):09d}"
+
+
+def generate_csv(path: Path, rows: int, seed: int = 1) -> None:
+    """Write ``rows`` valid records to ``path``, streaming."""
+    rng = random.Random(seed)
+    kinds = list(KINDS)
+    categories = {kind: sorted(rule.categories) for kind, rule in KINDS.items()}
+    identifier = _identifier(rng)
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(
+            [
+                "record_id",
+                "identifier",
+                "kind",
+                "category",
+                "amount",
+                "currency",
+                "status",
+                "occurred_at",
+                "expires_at",
+                "disputed",
+                "days_overdue",
+            ]
+        )
+        for n in range(rows):
+            # About 1.4 records per subject.
+            if rng.random() < 0.7:
+                identifier = _identifier(rng)
+            kind = rng.choice(kinds)
+            occurred = NOW - timedelta(days=rng.randrange(1, 365 * 4), seconds=rng.randrange(86400))
+            occurred_text = (
+                occurred.date().isoformat()
+                if rng.random() < 0.7
+                else occurred.astimezone().isoformat(timespec="seconds")
+            )
+            currency = (
+                rng.choice(_CURRENCIES) if kind != "fraud_flag" and rng.random() < 0.85 else ""
+            )
+            amount = ""
+            if currency == "JPY":
+                amount = str(rng.randrange(1000, 50_000_000))
+            elif currency:
+                amount = f"{rng.randrange(10, 500_000)}.{rng.randrange(100):02d}"
+            writer.writerow(
+                [
+                    f"SRC-{n:09d}",
+                    identifier,
+                    kind,
+                    rng.choice(categories[kind]),
+                    amount,
+                    currency,
+                    rng.choice(("active", "active", "active", "settled")),
+                    occurred_text,
+                    "",
+                    "true" if rng.random() < 0.02 else "",
+                    str(rng.randrange(1, 400)) if kind == "late_payment" else "",
+                ]
+            )
+
+
+def _run_import(
+    workdir: Path, name: str, source: Path, key: PseudonymisationKey, workers: int | None
+) -> ImportReport:
+    engine = create_engine_for(f"sqlite:///{workdir / name}")
+    try:
+        upgrade_schema(engine)
+        return import_records(session_factory(engine), source, key, now=NOW, workers=workers)
+    finally:
+        engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--no-tracemalloc", action="store_true", help="skip the second import")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="checking processes (default: importer's choice)"
+    )
+    args = parser.parse_args(argv)
+
+    key = PseudonymisationKey.generate()
+    with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
+        workdir = Path(tmp)
+        source = workdir / "records.csv"
+        started = time.perf_counter()
+        generate_csv(source, args.rows)
+        size_mb = source.stat().st_size / 1e6
+        took = time.perf_counter() - started
+        print(f"generated {args.rows:,} rows ({size_mb:.0f} MB) in {took:.1f} s")
+        baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+        started = time.perf_counter()
+        report = _run_import(workdir, "timed.db", source, key, args.workers)
+        elapsed = time.perf_counter() - started
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # A worker process that checked rows, if the importer started one.
+        worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        rate = report.rows / elapsed
+        db_mb = (workdir / "timed.db").stat().st_size / 1e6
+        print(f"imported {report} in {elapsed:.1f} s; database {db_mb:.0f} MB")
+        print(
+            f"rows/s: {rate:,.0f} (target {TARGET_ROWS_PER_S:,}: {rate / TARGET_ROWS_PER_S:.2f}x)"
+        )
+        print(
+            f"peak RSS: {peak_rss_mb:.0f} MB (before import {baseline_mb:.0f} MB; target "
+            f"{TARGET_PEAK_MB} MB: {peak_rss_mb / TARGET_PEAK_MB:.2f}x)"
+        )
+        if worker_mb:
+            both = peak_rss_mb + worker_mb
+            print(
+                f"worker process peak RSS: {worker_mb:.0f} MB; both processes at most "
+                f"{both:.0f} MB ({both / TARGET_PEAK_MB:.2f}x target)"
+            )
+        if not args.no_tracemalloc:
+            tracemalloc.start()
+            _run_import(workdir, "traced.db", source, key, args.workers)
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            print(
+                f"tracemalloc peak (Python allocations): {peak / 1e6:.1f} MB "
+                f"(target {TARGET_PEAK_MB} MB: {peak / 1e6 / TARGET_PEAK_MB:.2f}x)"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The agency node's database: migrations, schema checks, types, replay cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, delete, insert, inspect, select
+from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.orm import Session, sessionmaker
+
+from agency_node import database
+from agency_node.models import Base, QueryLogEntry, Record, RecordDispute, SeenQuery
+from credence.errors import FailedPrecondition, Replayed
+
+NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+TABLES = {"records", "record_disputes", "query_log", "seen_queries", "node_counters"}
+
+
+@pytest.fixture
+def make_engine(tmp_path: Path) -> Iterator[Callable[[bool], Engine]]:
+    engines: list[Engine] = []
+
+    def _make(migrate: bool = True) -> Engine:
+        engine = database.create_engine_for(database.sqlite_url_for(tmp_path))
+        engines.append(engine)
+        if migrate:
+            database.upgrade_schema(engine)
+        return engine
+
+    yield _make
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
+def engine(make_engine: Callable[[bool], Engine]) -> Engine:
+    return make_engine(True)
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return database.session_factory(engine)
+
+
+def _record(record_id: str = "r1", **overrides: object) -> Record:
+    fields: dict[str, object] = {
+        "subject_ref": bytes(32),
+        "subject_type": "person",
+        "record_id": record_id,
+        "kind": "court_judgment",
+        "category": "judgment_debt",
+        "status": "active",
+        "occurred_at": NOW - timedelta(days=10),
+        "expires_at": NOW + timedelta(days=10),
+        "content_hash": bytes(32),
+        "updated_at": NOW,
+    }
+    fields.update(overrides)
+    return Record(**fields)
+
+
+# --- schema -----------------------------------------------------------------
+
+
+def test_sqlite_url_is_node_db_in_the_data_directory(tmp_path: Path) -> None:
+    assert database.sqlite_url_for(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'node.db'}"
+
+
+def test_migrations_create_the_schema_from_empty(make_engine: Callable[[bool], Engine]) -> None:
+    engine = make_engine(False)
+    assert set(inspect(engine).get_table_names()) == set()
+    database.upgrade_schema(engine)
+    assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
+    assert database.schema_revision(engine) == database.schema_head()
+    assert database.schema_is_current(engine)
+    database.require_current_schema(engine)
+
+
+def test_upgrade_is_idempotent(engine: Engine) -> None:
+    database.upgrade_schema(engine)
+    assert database.schema_is_current(engine)
+
+
+def test_migrations_match_the_models(engine: Engine) -> None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_unmigrated_database_is_refused_with_the_fix(
+    make_engine: Callable[[bool], Engine], tmp_path: Path
+) -> None:
+    engine = make_engine(False)
+    assert not database.schema_is_current(engine)
+    expected = (
+        f"database schema is at revision none (never migrated), the code needs "
+        f"{database.schema_head()}: run `credence node migrate --dir {tmp_path.resolve()}`"
+    )
+    with pytest.raises(FailedPrecondition) as caught:
+        database.require_current_schema(engine)
+    assert str(caught.value) == expected
+
+
+def test_database_at_another_revision_is_refused(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0000'")
+    with pytest.raises(FailedPrecondition, match="at revision 0000, the code needs 0001"):
+        database.require_current_schema(engine)
+
+
+def test_sqlite_connections_are_tuned(engine: Engine) -> None:
+    with engine.connect() as connection:
+
+        def pragma(name: str) -> object:
+            return connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+
+        assert pragma("journal_mode") == "wal"
+        assert pragma("foreign_keys") == 1
+        assert pragma("synchronous") == 1  # NORMAL
+        assert pragma("busy_timeout") == 10_000
+        assert pragma("cache_size") == -64 * 1024
+
+
+def test_rollback_undoes_every_statement(sessions: sessionmaker[Session]) -> None:
+    # pysqlite's own transaction handling is replaced; prove a rollback is whole.
+    session = sessions()
+    session.begin()
+    session.add(_record("r1"))
+    session.flush()
+    session.rollback()
+    session.close()
+    with sessions() as session:
+        assert session.scalars(select(Record)).all() == []
+
+
+# --- types --------------------------------------------------------------------
+
+
+def test_times_come_back_aware_utc(sessions: sessionmaker[Session]) -> None:
+    shanghai = timezone(timedelta(hours=8))
+    occurred = datetime(2025, 3, 1, 8, 30, 15, 123456, tzinfo=shanghai)
+    with sessions.begin() as session:
+        session.add(_record(occurred_at=occurred))
+    with sessions() as session:
+        stored = session.scalars(select(Record)).one()
+    assert stored.occurred_at == occurred
+    assert stored.occurred_at.tzinfo is UTC
+    assert stored.occurred_at.hour == 0
+
+
+def test_naive_time_is_refused(sessions: sessionmaker[Session]) -> None:
+    with pytest.raises(StatementError, match="must be timezone-aware"), sessions.begin() as session:
+        session.add(_record(occurred_at=datetime(2025, 3, 1)))
+
+
+def test_record_id_is_unique(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        session.add(_record("r1"))
+    with pytest.raises(IntegrityError), sessions.begin() as session:
+        session.add(_record("r1"))
+
+
+def test_disputes_cascade_when_a_record_is_deleted(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        record = _record()
+        record.disputes.append(RecordDispute(contest_id="c1", state="open", note="", at=NOW))
+        session.add(record)
+    with sessions.begin() as session:
+        # A Core delete: the database's ON DELETE CASCADE must do the work.
+        session.execute(delete(Record).execution_options(synchronize_session=False))
+    with sessions() as session:
+        assert session.scalars(select(RecordDispute)).all() == []
+
+
+def test_dispute_state_is_checked(sessions: sessionmaker[Session]) -> None:
+    record = _record()
+    record.disputes.append(RecordDispute(contest_id="c1", state="maybe", note="", at=NOW))
+    with pytest.raises(IntegrityError, match="known_state"), sessions.begin() as session:
+        session.add(record)
+
+
+def test_query_log_keeps_refusals_and_replays(sessions: sessionmaker[Session]) -> None:
+    entry = {
+        "query_id": "q1",
+        "received_at": NOW,
+        "requester": "bank-a",
+        "purpose": "credit_check",
+        "kinds": "blacklist,credit",
+        "outcome": "refused",
+        "status_code": "ALREADY_EXISTS",
+        "reason": "query q1 was already received",
+    }
+    with sessions.begin() as session:
+        session.execute(insert(QueryLogEntry), [entry, entry])
+    with sessions() as session:
+        rows = session.scalars(select(QueryLogEntry)).all()
+    assert [row.query_id for row in rows] == ["q1", "q1"]
+    assert rows[0].subject_ref is None
+    assert rows[0].inclusion_checked_at is None
+
+
+# --- replay cache -------------------------------------------------------------
+
+
+def test_replayed_query_id_is_refused_by_the_primary_key(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        session.execute(insert(SeenQuery).values(query_id="q1", expires_at=NOW))
+    with pytest.raises(IntegrityError), sessions.begin() as session:
+        session.execute(insert(SeenQuery).values(query_id="q1", expires_at=NOW))
+
+
+def test_remember_query_raises_replayed_and_keeps_the_transaction(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        database.remember_query(session, "q1", NOW)
+    with sessions.begin() as session:
+        with pytest.raises(Replayed, match="query q1 was already received"):
+            database.remember_query(session, "q1", NOW)
+        # The refusal can still be logged in the same transaction.
+        database.remember_query(session, "q2", NOW)
+    with sessions() as session:
+        assert sorted(session.scalars(select(SeenQuery.query_id))) == ["q1", "q2"]
+
+
+def test_replay_check_holds_across_engines(
+    make_engine: Callable[[bool], Engine], sessions: sessionmaker[Session]
+) -> None:
+    other = database.session_factory(make_engine(False))
+    with sessions.begin() as session:
+        database.remember_query(session, "q1", NOW)
+    with pytest.raises(Replayed), other.begin() as session:
+        database.remember_query(session, "q1", NOW)
+
+
+def test_prune_forgets_only_ids_past_expiry_and_skew(sessions: sessionmaker[Session]) -> None:
+    skew = timedelta(minutes=5)
+    with sessions.begin() as session:
+        database.remember_query(session, "old", NOW - timedelta(minutes=6))
+        database.remember_query(session, "edge", NOW - timedelta(minutes=4))
+        database.remember_query(session, "live", NOW + timedelta(minutes=1))
+    with sessions.begin() as session:
+        assert database.prune_seen_queries(session, NOW, skew) == 1
+    with sessions() as session:
+        assert sorted(session.scalars(select(SeenQuery.query_id))) == ["edge", "live"]
+
+
+# --- record generation and refs ----------------------------------------------
+
+
+def test_record_generation_starts_at_zero_and_bumps(engine: Engine) -> None:
+    with engine.connect() as connection:
+        assert database.record_generation(connection) == 0
+    with engine.begin() as connection:
+        database.bump_record_generation(connection)
+    with engine.connect() as connection:
+        assert database.record_generation(connection) == 1
+
+
+def test_subject_refs_are_distinct(sessions: sessionmaker[Session], engine: Engine) -> None:
+    with sessions.begin() as session:
+        session.add_all(
+            [
+                _record("r1", subject_ref=b"a" * 32),
+                _record("r2", subject_ref=b"a" * 32),
+                _record("r3", subject_ref=b"b" * 32),
+            ]
+        )
+    with engine.connect() as connection:
+        assert database.record_count(connection) == 3
+        assert sorted(database.iter_all_subject_refs(connection, batch=1)) == [
+            b"a" * 32,
+            b"b" * 32,
+        ]
