@@ -275,8 +275,6 @@ class Answerer:
         reply.answered_at.FromDatetime(now)
         # Most subjects hold no record: their answer is one template, copied.
         template = self._answer_proto(batch.kinds, self._evaluator.evaluate([], now))
-        template.agency = self._config.member_id
-        template.answered_at.CopyFrom(reply.answered_at)
         stored_now = self._batches.time(now)
         requester, purpose, kinds = batch.requester, _purpose_text(batch.purpose), ""
         kinds = _kinds_text(batch.kinds)
@@ -301,11 +299,8 @@ class Answerer:
                 entry.answer.CopyFrom(
                     self._answer_proto(batch.kinds, self._evaluator.evaluate(records, now))
                 )
-                entry.answer.agency = self._config.member_id
-                entry.answer.answered_at.CopyFrom(reply.answered_at)
             else:
                 entry.answer.CopyFrom(template)
-            entry.answer.query_id = item.query_id
             rows.append(
                 (
                     item.query_id, stored_now, requester, purpose, kinds, result.subject.ref,

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import IntegrityError
 
 from agency_node.models import QueryLogEntry, SeenQuery, UTCDateTime
 
@@ -74,6 +75,19 @@ class BatchStore:
         for query_id in query_ids:
             counts[query_id] = counts.get(query_id, 0) + 1
         unique = [query_id for query_id, count in counts.items() if count == 1]
+        if not unique:
+            return set()
+        stored = self._time(expires_at)
+        # The common case has no replay at all: one insert, no lookup first.
+        try:
+            with connection.begin_nested():
+                connection.exec_driver_sql(
+                    self._insert_seen, [(query_id, stored) for query_id in unique]
+                )
+        except IntegrityError:
+            pass  # some were seen before: the savepoint undid the insert; find which
+        else:
+            return set(unique)
         seen: set[str] = set()
         for start in range(0, len(unique), 900):
             chunk = unique[start : start + 900]
@@ -82,7 +96,6 @@ class BatchStore:
             )
         fresh = [query_id for query_id in unique if query_id not in seen]
         if fresh:
-            stored = self._time(expires_at)
             connection.exec_driver_sql(
                 self._insert_seen, [(query_id, stored) for query_id in fresh]
             )

@@ -172,13 +172,15 @@ class QueryLogEntry(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Not unique: a replayed id is logged again, as refused.
     query_id: Mapped[str] = mapped_column(String(64), index=True)
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     requester: Mapped[str] = mapped_column(String(128))
     purpose: Mapped[str] = mapped_column(String(32))
     #: Record kinds asked about, comma-joined.
     kinds: Mapped[str] = mapped_column(String(256))
     # None when the query was refused before its subject could be read.
-    subject_ref: Mapped[bytes | None] = mapped_column(LargeBinary(32), index=True)
+    # Not indexed: references are random, so an index would dirty a page per logged
+    # query; the node never searches its log by subject.
+    subject_ref: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     outcome: Mapped[str] = mapped_column(String(16))
     #: gRPC status code name, e.g. ``OK`` or ``ALREADY_EXISTS``.
     status_code: Mapped[str] = mapped_column(String(32))
@@ -204,8 +206,13 @@ class SeenQuery(Base):
 
     query_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     # Prunable once past expiry plus the allowed clock skew: an older query is
-    # refused as expired before the replay check is reached.
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # refused as expired before the replay check is reached. Not indexed: the
+    # hourly prune scans a table that pruning keeps small, while every batch
+    # writes a thousand rows.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    # On SQLite, one B-tree keyed by query id instead of a rowid table plus an index.
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's own dict
 
 
 class NodeCounter(Base):

@@ -258,17 +258,22 @@ class QueryChecker:
         encoder = log_promise.CommitmentEncoder.for_shared(
             requester=batch.requester, purpose=batch.purpose, kinds=batch.kinds, issued_at=issued_at
         )
-        log_id = self.manifest.registry.log_id
+        rules = log_promise.PromiseRules.at(self.manifest.registry.log_id, now)
         public_register = shared.public_register_error
+        kinds = tuple(batch.kinds)
+        requester, purpose = batch.requester, batch.purpose
+        salt_bytes = log_promise.SALT_BYTES
         results: list[CheckedQuery | CredenceError] = []
         for item in batch.items:
+            query_id = item.query_id
             try:
-                if item.query_id not in fresh:
-                    raise Replayed(f"query {item.query_id} was already received")
-                subject_type = _SUBJECT_TYPES.get(item.subject.type)
+                if query_id not in fresh:
+                    raise Replayed(f"query {query_id} was already received")
+                subject = item.subject
+                subject_type = _SUBJECT_TYPES.get(subject.type)
                 if subject_type is None:
-                    raise InvalidInput(f"query {item.query_id}: subject type is unspecified")
-                ref = SubjectRef(subject_type, bytes(item.subject.ref))
+                    raise InvalidInput(f"query {query_id}: subject type is unspecified")
+                ref = SubjectRef(subject_type, subject.ref)
                 if item.grant.WhichOneof("basis") == "public_register":
                     if public_register is not None:
                         raise public_register
@@ -281,34 +286,24 @@ class QueryChecker:
                     grant_id = self._check_grant(
                         item.grant,
                         ref,
-                        requester=batch.requester,
-                        purpose=batch.purpose,
-                        kinds=batch.kinds,
+                        requester=requester,
+                        purpose=purpose,
+                        kinds=kinds,
                         now=now,
                         purpose_name=shared.purpose_name,
                         kind_names=shared.kind_names,
                     )
                 promise = item.log_promise
-                log_promise.check_promise_commitment(
+                salt = promise.salt
+                rules.check(
                     promise,
-                    item.query_id,
-                    encoder.commit(
-                        promise.salt, item.query_id, item.subject.type, ref.ref, grant_id
-                    )
-                    if len(promise.salt) == log_promise.SALT_BYTES
+                    query_id,
+                    encoder.commit(salt, query_id, subject.type, ref.ref, grant_id)
+                    if len(salt) == salt_bytes
                     else b"",
-                    log_id=log_id,
-                    now=now,
                 )
                 results.append(
-                    CheckedQuery(
-                        query_id=item.query_id,
-                        subject=ref,
-                        kinds=tuple(batch.kinds),
-                        purpose=batch.purpose,
-                        requester=batch.requester,
-                        entry_commitment=bytes(promise.entry_commitment),
-                    )
+                    CheckedQuery(query_id, ref, kinds, purpose, requester, promise.entry_commitment)
                 )
             except CredenceError as exc:
                 results.append(exc)

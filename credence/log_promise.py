@@ -56,8 +56,17 @@ class LogEntry:
     outcome: str = OUTCOME_DISPATCHED
 
 
+# Length prefixes of short fields, precomputed: every entry encodes several.
+_SHORT_PREFIXES = tuple(length.to_bytes(8, "big") for length in range(256))
+
+
 def _field(data: bytes) -> bytes:
-    return len(data).to_bytes(8, "big") + data
+    length = len(data)
+    prefix = _SHORT_PREFIXES[length] if length < 256 else length.to_bytes(8, "big")
+    return prefix + data
+
+
+_SUBJECT_TYPE_FIELDS = {value: _field(str(value).encode()) for value in range(3)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +117,7 @@ class CommitmentEncoder:
                     salt,
                     _field(query_id.encode()),
                     self.requester,
-                    _field(str(subject_type).encode()),
+                    _SUBJECT_TYPE_FIELDS.get(subject_type) or _field(str(subject_type).encode()),
                     _field(subject_ref),
                     self.purpose,
                     self.kinds,
@@ -206,48 +215,55 @@ def check_promise(
         NotYetValid: promised in the future.
         InvalidInput: a merge delay that is negative or longer than allowed.
     """
-    check_promise_commitment(
-        promise,
-        entry.query_id,
-        entry_commitment(promise.salt, entry) if len(promise.salt) == SALT_BYTES else b"",
-        log_id=log_id,
-        now=now,
-        skew=skew,
-    )
+    expected = entry_commitment(promise.salt, entry) if len(promise.salt) == SALT_BYTES else b""
+    PromiseRules.at(log_id, now, skew).check(promise, entry.query_id, expected)
 
 
-def check_promise_commitment(
-    promise: common_pb2.LogPromise,
-    query_id: str,
-    expected_commitment: bytes,
-    *,
-    log_id: str,
-    now: datetime,
-    skew: timedelta = payloads.CLOCK_SKEW,
-) -> None:
-    """Check a (verified) promise against a commitment the caller computed.
+@dataclass(frozen=True, slots=True)
+class PromiseRules:
+    """What every promise checked at one moment must satisfy; build once per batch."""
 
-    Raises:
-        ClaimMismatch: another log, another query, or a commitment to other content.
-        NotYetValid: promised in the future.
-        InvalidInput: a merge delay that is negative or longer than allowed.
-    """
-    if promise.log_id != log_id:
-        raise ClaimMismatch(f"log promise is from log {promise.log_id}, expected {log_id}")
-    if promise.query_id != query_id:
-        raise ClaimMismatch(f"log promise is for query {promise.query_id}, not {query_id}")
-    if not expected_commitment or expected_commitment != promise.entry_commitment:
-        raise ClaimMismatch(
-            f"log promise for query {query_id} commits to other content than the query"
+    log_id: str
+    now: datetime
+    latest_seconds: int
+    max_delay_seconds: int
+
+    @classmethod
+    def at(cls, log_id: str, now: datetime, skew: timedelta = payloads.CLOCK_SKEW) -> PromiseRules:
+        """The rules for promises from log ``log_id`` checked at ``now``."""
+        return cls(
+            log_id=log_id,
+            now=now,
+            latest_seconds=to_epoch(now + skew),
+            max_delay_seconds=int(payloads.MAX_MERGE_DELAY.total_seconds()),
         )
-    if promise.promised_at.seconds > to_epoch(now + skew):
-        promised_at = promise.promised_at.ToDatetime(tzinfo=UTC)
-        raise NotYetValid(
-            f"log promise is dated {format_time(promised_at)}, in the future "
-            f"(now {format_time(now)})"
-        )
-    delay = promise.max_merge_delay.seconds
-    if delay < 0 or delay > payloads.MAX_MERGE_DELAY.total_seconds():
-        raise InvalidInput(
-            f"log promise merge delay {delay}s is outside 0..{payloads.MAX_MERGE_DELAY}"
-        )
+
+    def check(
+        self, promise: common_pb2.LogPromise, query_id: str, expected_commitment: bytes
+    ) -> None:
+        """Check a (verified) promise against the commitment the caller computed.
+
+        Raises:
+            ClaimMismatch: another log, another query, or a commitment to other content.
+            NotYetValid: promised in the future.
+            InvalidInput: a merge delay that is negative or longer than allowed.
+        """
+        if promise.log_id != self.log_id:
+            raise ClaimMismatch(f"log promise is from log {promise.log_id}, expected {self.log_id}")
+        if promise.query_id != query_id:
+            raise ClaimMismatch(f"log promise is for query {promise.query_id}, not {query_id}")
+        if not expected_commitment or expected_commitment != promise.entry_commitment:
+            raise ClaimMismatch(
+                f"log promise for query {query_id} commits to other content than the query"
+            )
+        if promise.promised_at.seconds > self.latest_seconds:
+            promised_at = promise.promised_at.ToDatetime(tzinfo=UTC)
+            raise NotYetValid(
+                f"log promise is dated {format_time(promised_at)}, in the future "
+                f"(now {format_time(self.now)})"
+            )
+        delay = promise.max_merge_delay.seconds
+        if not 0 <= delay <= self.max_delay_seconds:
+            raise InvalidInput(
+                f"log promise merge delay {delay}s is outside 0..{payloads.MAX_MERGE_DELAY}"
+            )

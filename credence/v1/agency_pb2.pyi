@@ -439,7 +439,10 @@ class BatchAnswerItem(_message.Message):
     """The item's query id."""
     @_builtins.property
     def answer(self) -> Global___Answer:
-        """The same minimal answer the single path gives."""
+        """The same blacklist and credit content the single path gives; query_id,
+        agency and answered_at are left empty here and carried once, by this
+        item and by the BatchAnswer.
+        """
 
     @_builtins.property
     def refusal(self) -> Global___ItemRefusal:

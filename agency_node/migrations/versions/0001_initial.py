@@ -99,16 +99,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_query_log")),
     )
     op.create_index(op.f("ix_query_log_query_id"), "query_log", ["query_id"])
-    op.create_index(op.f("ix_query_log_received_at"), "query_log", ["received_at"])
-    op.create_index(op.f("ix_query_log_subject_ref"), "query_log", ["subject_ref"])
 
     op.create_table(
         "seen_queries",
         sa.Column("query_id", sa.String(length=64), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("query_id", name=op.f("pk_seen_queries")),
+        sqlite_with_rowid=False,
     )
-    op.create_index(op.f("ix_seen_queries_expires_at"), "seen_queries", ["expires_at"])
 
     counters = op.create_table(
         "node_counters",
