@@ -14,12 +14,15 @@ from pathlib import Path
 import grpc
 import pytest
 from federation_factory import NOW, REGISTRY_ID, Federation
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import select
 
 from agency_node import database
 from agency_node.importer import import_records
 from agency_node.models import QueryLogEntry, Record
 from agency_node.server import RunningNode, start_node
+from agency_node.service import AgencyNodeServicer
 from credence import payloads, queries
 from credence.envelope import Envelope, verify_message
 from credence.keys import KeySet, SigningKey
@@ -394,3 +397,54 @@ def test_records_are_stored_without_raw_identifiers(node_dir: Path) -> None:
     with database.session_factory(engine)() as session:
         assert len(list(session.scalars(select(Record)))) == 4
     engine.dispose()
+
+
+def test_health_and_reflection(federation: Federation, node: RunningNode) -> None:
+    registry = federation.members[REGISTRY_ID]
+    credentials = channel_credentials(
+        registry.tls_key_pem, registry.cert_pem, federation.ca.certificate_pem
+    )
+    with grpc.secure_channel(f"127.0.0.1:{node.port}", credentials) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="credence.v1.AgencyNodeService"), timeout=5
+        )
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = list(
+            reflection.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+            )
+        )
+    services = {service.name for service in replies[0].list_services_response.service}
+    assert "credence.v1.AgencyNodeService" in services
+
+
+def test_every_rpc_of_the_proto_is_implemented() -> None:
+    service = agency_pb2.DESCRIPTOR.services_by_name["AgencyNodeService"]
+    for method in service.methods:
+        implementation = getattr(AgencyNodeServicer, method.name)
+        base = getattr(agency_pb2_grpc.AgencyNodeServiceServicer, method.name)
+        assert implementation is not base, f"{method.name} is not implemented"
+
+
+def test_consent_bound_by_a_revoked_identity_key_is_refused(
+    federation: Federation, node_dir: Path
+) -> None:
+    person = federation.subject(PERSON)
+    grant, grant_id = federation.consent(person, identity_member="idp", requester="acme")
+    federation.revoked_kids.add(federation.members["idp"].signing_key.kid)
+    (node_dir / "manifest.bin").write_bytes(federation.manifest_envelope().to_bytes())
+    envelope = federation.query(
+        person,
+        purpose=common_pb2.PURPOSE_CREDIT_ASSESSMENT,
+        kinds=[common_pb2.VERDICT_KIND_CREDIT],
+        grant=grant,
+        grant_id=grant_id,
+    )
+    running = start_node(node_dir, clock=lambda: NOW, listen="127.0.0.1:0")
+    try:
+        for stub in _stub(federation, running):
+            _refused(stub, envelope, grpc.StatusCode.UNAUTHENTICATED, "not among the trusted keys")
+    finally:
+        running.stop(0)
+    _assert_refusal_logged(node_dir, grpc.StatusCode.UNAUTHENTICATED)
