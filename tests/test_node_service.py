@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -405,11 +406,13 @@ def test_health_and_reflection(federation: Federation, node: RunningNode) -> Non
         registry.tls_key_pem, registry.cert_pem, federation.ca.certificate_pem
     )
     with grpc.secure_channel(f"127.0.0.1:{node.port}", credentials) as channel:
-        status = health_pb2_grpc.HealthStub(channel).Check(
+        # The typeshed stubs of these two services are incomplete: call them untyped.
+        health_stub: Any = health_pb2_grpc.HealthStub(channel)
+        status = health_stub.Check(
             health_pb2.HealthCheckRequest(service="credence.v1.AgencyNodeService"), timeout=5
         )
         assert status.status == health_pb2.HealthCheckResponse.SERVING
-        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        reflection: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = list(
             reflection.ServerReflectionInfo(
                 iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
