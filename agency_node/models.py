@@ -9,14 +9,12 @@ UTC ``datetime``. Schema changes go through the Alembic migrations in
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    DateTime,
-    Dialect,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -26,9 +24,8 @@ from sqlalchemy import (
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-from sqlalchemy.types import TypeDecorator
 
-from credence.encoding import require_utc
+from credence.storage import NAMING_CONVENTION, UTCDateTime
 
 __all__ = [
     "DISPUTE_STATES",
@@ -50,49 +47,9 @@ RECORD_GENERATION = "record_generation"
 #: What the node did with a query.
 QUERY_OUTCOMES = ("answered", "refused")
 
+
 # Deterministic constraint names, so that later migrations can name what they
 # drop or alter on every backend (SQLite gives unnamed constraints no handle).
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A UTC instant: refuses naive values, always returns aware UTC."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        """Convert to UTC; naive for backends without a zoned timestamp type.
-
-        Raises:
-            ValueError: ``value`` is naive, a programming error.
-        """
-        if value is None:
-            return None
-        value = require_utc(value)
-        if dialect.name == "sqlite":
-            return value.replace(tzinfo=None)
-        return value
-
-    def process_result_value(
-        self,
-        value: datetime | None,
-        dialect: Dialect,  # noqa: ARG002 - the signature TypeDecorator calls
-    ) -> datetime | None:
-        """Attach UTC to a stored naive value, or convert a zoned one."""
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
-
 class Base(DeclarativeBase):
     """Declarative base of the agency node's tables."""
 
