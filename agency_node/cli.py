@@ -22,7 +22,6 @@ from sqlalchemy import Engine
 from agency_node import config as node_config
 from agency_node import database
 from agency_node.importer import ImportReport, import_records, purge_expired
-from agency_node.kinds import KINDS
 from agency_node.server import load_manifest, serve, utc_now
 from credence.errors import FailedPrecondition, InvalidInput
 from credence.keys import KeySet, SigningKey, private_key_pem, save_signing_key, write_private_file
@@ -33,6 +32,7 @@ from credence.pki import (
     member_id_from_certificate,
     validate_member_id,
 )
+from credence.record_kinds import KINDS
 from credence.subjects import PseudonymisationKey
 
 EXAMPLES = """examples:

@@ -180,7 +180,7 @@ def render_config(config: NodeConfig) -> str:
             f"listen = {_toml_string(config.listen)}",
             "# Empty: the SQLite file node.db in this directory.",
             f"database_url = {_toml_string(config.database_url)}",
-            "# The record kinds this agency holds (see agency_node/kinds.py).",
+            "# The record kinds this agency holds (see credence/record_kinds.py).",
             f"record_kinds = {_toml_list(config.record_kinds)}",
             f"max_message_bytes = {config.max_message_bytes}",
             f"grace_seconds = {config.grace_seconds}",

@@ -10,17 +10,17 @@ individual records never leave this module.
 When a record counts:
 
 * A record stops counting at the earlier of its ``expires_at`` and the end of
-  its kind's rehabilitation period (:mod:`agency_node.kinds`), so a stored
+  its kind's rehabilitation period (:mod:`credence.record_kinds`), so a stored
   expiry can never extend a record's life. It counts while
   ``occurred_at <= now < end``: a record dated in the future does not count yet,
   and an expired record never counts for anything. A record of a kind not in
-  :data:`~agency_node.kinds.KINDS` has no rehabilitation rule and never counts.
+  :data:`~credence.record_kinds.KINDS` has no rehabilitation rule and never counts.
 * An ``overturned`` record was found wrong and never counts.
 * Credit reads every other record: a ``settled`` default or a ``closed``
   account is still history until its rehabilitation ends, as a credit file
   would show it.
 * A blacklist lists only on records of a kind that lists and whose status is
-  in :data:`~agency_node.kinds.ACTIVE_STATUSES`: settling a debt lifts the
+  in :data:`~credence.record_kinds.ACTIVE_STATUSES`: settling a debt lifts the
   listing at once.
 
 Credit is evaluated for every scorecard characteristic that reads a kind the
@@ -37,9 +37,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from agency_node.kinds import ACTIVE_STATUSES, KINDS
 from credence.encoding import require_utc
 from credence.errors import InvalidInput
+from credence.record_kinds import ACTIVE_STATUSES, KINDS
 from credence.scorecard import MAX_REASON_CODES, reason_costs, validate_scorecard
 from credence.v1 import agency_pb2, manifest_pb2
 

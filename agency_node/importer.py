@@ -10,9 +10,9 @@ record_id       yes       the source system's key (natural key: a re-import
                           updates the record in place); 1 to 128 printable
 identifier      yes       ``<scheme>:<value>`` (:mod:`credence.subjects`);
                           only its subject reference is stored
-kind            yes       one of :data:`agency_node.kinds.KINDS`
+kind            yes       one of :data:`credence.record_kinds.KINDS`
 category        yes       a category allowed for the kind
-status          yes       one of :data:`agency_node.kinds.STATUSES`
+status          yes       one of :data:`credence.record_kinds.STATUSES`
 occurred_at     yes       ISO 8601 date (midnight UTC) or date-time with a
                           UTC offset; not in the future
 expires_at      no        as occurred_at; can only shorten the kind's period
@@ -77,10 +77,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agency_node.database import bump_record_generation, iter_all_subject_refs, record_count
-from agency_node.kinds import KINDS, STATUSES
 from agency_node.models import Record
 from credence.encoding import format_time, require_utc
 from credence.errors import InvalidIdentifier, InvalidInput
+from credence.record_kinds import KINDS, STATUSES
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for
 
 __all__ = [

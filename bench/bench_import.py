@@ -32,7 +32,7 @@ from pathlib import Path
 
 from agency_node.database import create_engine_for, session_factory, upgrade_schema
 from agency_node.importer import ImportReport, import_records
-from agency_node.kinds import KINDS
+from credence.record_kinds import KINDS
 from credence.subjects import PseudonymisationKey
 
 TARGET_ROWS_PER_S = 50_000

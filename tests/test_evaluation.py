@@ -23,8 +23,8 @@ from agency_node.evaluation import (
     to_blacklist_proto,
     to_credit_proto,
 )
-from agency_node.kinds import KINDS
 from credence.errors import InvalidInput
+from credence.record_kinds import KINDS
 from credence.scorecard import aggregate_credit, default_scorecard
 
 NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)

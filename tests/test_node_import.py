@@ -23,9 +23,9 @@ from agency_node.importer import (
     iter_subject_refs,
     purge_expired,
 )
-from agency_node.kinds import rehabilitation_end
 from agency_node.models import Record, RecordDispute
 from credence.errors import InvalidInput
+from credence.record_kinds import rehabilitation_end
 from credence.subjects import PseudonymisationKey, ref_for
 
 NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)

@@ -1,5 +1,8 @@
 """The record kinds an agency may hold, and how long each one counts.
 
+Shared: nodes validate and evaluate records with it, the registry derives
+which verdict kinds an agency contributes to from the record kinds it holds.
+
 Every record has a kind. The kind decides whether the record can list a subject
 on a blacklist, which categories it may carry, and its rehabilitation period:
 the time after which the record no longer counts for anything and is purged.
@@ -103,3 +106,7 @@ def rehabilitation_end(kind: str, occurred_at: datetime, explicit: datetime | No
     if explicit is not None:
         end = min(end, require_utc(explicit, "expires_at"))
     return end
+
+
+#: Record kinds that can put a subject on a blacklist.
+LISTING_KINDS = frozenset(name for name, rule in KINDS.items() if rule.lists)

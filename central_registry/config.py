@@ -1,0 +1,252 @@
+"""The registry's configuration: ``registry.toml`` in its data directory, parsed once.
+
+``credence registry init`` writes it; ``CREDENCE_REGISTRY_LISTEN``,
+``CREDENCE_REGISTRY_HTTP_LISTEN`` and ``CREDENCE_REGISTRY_DATABASE_URL``
+override it for deployment. The result is a frozen :class:`RegistryConfig`.
+
+Files in the data directory:
+
+=========================  ===================================================
+``registry.toml``          this configuration
+``root.key``               the root key that signs manifests (0600)
+``signing.key``            the registry key: queries, verdicts, consents, log
+``ca.key`` / ``ca.crt``    the federation CA (key 0600)
+``tls.key`` / ``tls.crt``  the registry's own mutual-TLS identity
+``pseudonymisation.key``   the federation's subject-reference key (0600)
+``registry.db``            the SQLite database, unless ``database_url`` is set
+=========================  ===================================================
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from credence import names
+from credence.errors import InvalidInput
+
+CONFIG_FILE = "registry.toml"
+ROOT_KEY_FILE = "root.key"
+SIGNING_KEY_FILE = "signing.key"
+CA_KEY_FILE = "ca.key"
+CA_CERT_FILE = "ca.crt"
+TLS_KEY_FILE = "tls.key"
+TLS_CERT_FILE = "tls.crt"
+PSEUDONYMISATION_KEY_FILE = "pseudonymisation.key"
+DATABASE_FILE = "registry.db"
+
+
+@dataclass(frozen=True)
+class PurposeRules:
+    """Fair-use limits of one purpose: the registry applies them, nodes check again."""
+
+    max_validity: timedelta
+    max_uses: int
+    kinds: frozenset[str]
+
+
+#: Defaults: who may ask what, for how long and how often.
+DEFAULT_PURPOSES: dict[str, PurposeRules] = {
+    "counterparty_verification": PurposeRules(timedelta(days=30), 10, frozenset({"blacklist"})),
+    "credit_assessment": PurposeRules(timedelta(days=30), 3, frozenset({"blacklist", "credit"})),
+    "tenancy_screening": PurposeRules(timedelta(days=14), 1, frozenset({"blacklist", "credit"})),
+    "employment_screening": PurposeRules(timedelta(days=14), 1, frozenset({"blacklist"})),
+    "legal_mandate": PurposeRules(timedelta(days=90), 1000, frozenset({"blacklist", "credit"})),
+}
+
+#: The purposes a member of each role may request unless approved otherwise.
+DEFAULT_ROLE_PURPOSES: dict[str, frozenset[str]] = {
+    "company": frozenset({"counterparty_verification", "credit_assessment"}),
+    "authority": frozenset({"legal_mandate", "counterparty_verification"}),
+    "agency": frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Per-requester limits, refused with RESOURCE_EXHAUSTED and when to retry."""
+
+    requests_per_second: float = 200.0
+    burst: int = 400
+    distinct_subjects_per_day: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """Everything a registry process needs, read once at start."""
+
+    data_dir: Path
+    member_id: str = "registry"
+    federation_id: str = "credence"
+    listen: str = "127.0.0.1:7700"
+    http_listen: str = "127.0.0.1:7780"
+    database_url: str = ""
+    max_message_bytes: int = 16 * 1024 * 1024
+    grace_seconds: float = 5.0
+    manifest_validity: timedelta = timedelta(days=30)
+    member_certificate_validity: timedelta = timedelta(days=30)
+    fanout_deadline_seconds: float = 2.0
+    batch_deadline_seconds: float = 20.0
+    fanout_concurrency: int = 64
+    query_lifetime: timedelta = timedelta(seconds=60)
+    verdict_lifetime: timedelta = timedelta(hours=24)
+    max_embargo: timedelta = timedelta(days=90)
+    log_merge_delay: timedelta = timedelta(minutes=5)
+    node_batch_size: int = 1000
+    purposes: Mapping[str, PurposeRules] = field(default_factory=lambda: dict(DEFAULT_PURPOSES))
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+
+    def path(self, name: str) -> Path:
+        """A file in the data directory."""
+        return self.data_dir / name
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured URL, or the SQLite file in the data directory."""
+        return self.database_url or f"sqlite:///{(self.data_dir / DATABASE_FILE).resolve()}"
+
+
+def _get(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    value = table.get(key, default)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise InvalidInput(f"{CONFIG_FILE}: '{key}' has the wrong type ({value!r})")
+    return value
+
+
+def _purposes(table: Mapping[str, Any]) -> dict[str, PurposeRules]:
+    purposes = dict(DEFAULT_PURPOSES)
+    for name, rules in table.items():
+        if name not in names.PURPOSE_NAMES:
+            raise InvalidInput(
+                f"{CONFIG_FILE}: unknown purpose [purposes.{name}] "
+                f"(known: {', '.join(sorted(names.PURPOSE_NAMES))})"
+            )
+        if not isinstance(rules, dict):
+            raise InvalidInput(f"{CONFIG_FILE}: [purposes.{name}] must be a table")
+        kinds = frozenset(_get(rules, "kinds", list, sorted(purposes[name].kinds)))
+        if unknown := kinds - names.KIND_NAMES:
+            raise InvalidInput(f"{CONFIG_FILE}: [purposes.{name}] unknown kinds {sorted(unknown)}")
+        days = _get(rules, "max_validity_days", (int, float), 30)
+        uses = _get(rules, "max_uses", int, 1)
+        if days <= 0 or uses < 1:
+            raise InvalidInput(
+                f"{CONFIG_FILE}: [purposes.{name}] needs max_validity_days > 0 and max_uses >= 1"
+            )
+        purposes[name] = PurposeRules(timedelta(days=days), uses, kinds)
+    return purposes
+
+
+def parse_config(
+    text: str, data_dir: Path, environ: Mapping[str, str] | None = None
+) -> RegistryConfig:
+    """Parse ``registry.toml`` text and apply environment overrides.
+
+    Raises:
+        InvalidInput: malformed TOML, or a value of the wrong type or range.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{CONFIG_FILE} is not valid TOML: {exc}") from exc
+    main = document.get("registry", {})
+    limits = document.get("rate_limits", {})
+    if not isinstance(main, dict) or not isinstance(limits, dict):
+        raise InvalidInput(f"{CONFIG_FILE}: [registry] and [rate_limits] must be tables")
+
+    def seconds(key: str, default: int) -> timedelta:
+        return timedelta(seconds=_get(main, key, (int, float), default))
+
+    config = RegistryConfig(
+        data_dir=data_dir,
+        member_id=_get(main, "member_id", str, "registry"),
+        federation_id=_get(main, "federation_id", str, "credence"),
+        listen=environ.get("CREDENCE_REGISTRY_LISTEN")
+        or _get(main, "listen", str, "127.0.0.1:7700"),
+        http_listen=environ.get("CREDENCE_REGISTRY_HTTP_LISTEN")
+        or _get(main, "http_listen", str, "127.0.0.1:7780"),
+        database_url=environ.get("CREDENCE_REGISTRY_DATABASE_URL")
+        or _get(main, "database_url", str, ""),
+        max_message_bytes=_get(main, "max_message_bytes", int, 16 * 1024 * 1024),
+        grace_seconds=float(_get(main, "grace_seconds", (int, float), 5.0)),
+        manifest_validity=timedelta(days=_get(main, "manifest_validity_days", (int, float), 30)),
+        member_certificate_validity=timedelta(
+            days=_get(main, "member_certificate_days", (int, float), 30)
+        ),
+        fanout_deadline_seconds=float(_get(main, "fanout_deadline_seconds", (int, float), 2.0)),
+        batch_deadline_seconds=float(_get(main, "batch_deadline_seconds", (int, float), 20.0)),
+        fanout_concurrency=_get(main, "fanout_concurrency", int, 64),
+        query_lifetime=seconds("query_lifetime_seconds", 60),
+        verdict_lifetime=seconds("verdict_lifetime_seconds", 86400),
+        max_embargo=timedelta(days=_get(main, "max_embargo_days", (int, float), 90)),
+        log_merge_delay=seconds("log_merge_delay_seconds", 300),
+        node_batch_size=_get(main, "node_batch_size", int, 1000),
+        purposes=_purposes(_get(document, "purposes", dict, {})),
+        rate_limits=RateLimits(
+            requests_per_second=float(_get(limits, "requests_per_second", (int, float), 200.0)),
+            burst=_get(limits, "burst", int, 400),
+            distinct_subjects_per_day=_get(limits, "distinct_subjects_per_day", int, 1_000_000),
+        ),
+    )
+    if not 1 <= config.node_batch_size <= 5000:
+        raise InvalidInput(f"{CONFIG_FILE}: node_batch_size must be 1..5000")
+    if config.fanout_deadline_seconds <= 0 or config.fanout_concurrency < 1:
+        raise InvalidInput(f"{CONFIG_FILE}: fan-out deadline and concurrency must be positive")
+    return config
+
+
+def load_config(data_dir: Path, environ: Mapping[str, str] | None = None) -> RegistryConfig:
+    """Read ``registry.toml`` from a data directory.
+
+    Raises:
+        InvalidInput: no config (run ``credence registry init``) or an invalid one.
+    """
+    path = Path(data_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise InvalidInput(f"{path} not found: run `credence registry init --dir {data_dir}` first")
+    return parse_config(path.read_text(encoding="utf-8"), Path(data_dir), environ)
+
+
+def render_config(config: RegistryConfig) -> str:
+    """The ``registry.toml`` that ``init`` writes."""
+    lines = [
+        "# Credence registry. Environment overrides: CREDENCE_REGISTRY_LISTEN,",
+        "# CREDENCE_REGISTRY_HTTP_LISTEN, CREDENCE_REGISTRY_DATABASE_URL.",
+        "[registry]",
+        f'member_id = "{config.member_id}"',
+        f'federation_id = "{config.federation_id}"',
+        f'listen = "{config.listen}"',
+        f'http_listen = "{config.http_listen}"',
+        "# Empty: the SQLite file registry.db in this directory.",
+        f'database_url = "{config.database_url}"',
+        f"manifest_validity_days = {config.manifest_validity.days}",
+        f"member_certificate_days = {config.member_certificate_validity.days}",
+        f"fanout_deadline_seconds = {config.fanout_deadline_seconds}",
+        f"batch_deadline_seconds = {config.batch_deadline_seconds}",
+        f"fanout_concurrency = {config.fanout_concurrency}",
+        f"query_lifetime_seconds = {int(config.query_lifetime.total_seconds())}",
+        f"verdict_lifetime_seconds = {int(config.verdict_lifetime.total_seconds())}",
+        f"max_embargo_days = {config.max_embargo.days}",
+        f"node_batch_size = {config.node_batch_size}",
+        "",
+        "[rate_limits]",
+        f"requests_per_second = {config.rate_limits.requests_per_second}",
+        f"burst = {config.rate_limits.burst}",
+        f"distinct_subjects_per_day = {config.rate_limits.distinct_subjects_per_day}",
+        "",
+        "# Fair-use limits per purpose (nodes check them again).",
+    ]
+    for name, rules in sorted(config.purposes.items()):
+        kinds = ", ".join(f'"{kind}"' for kind in sorted(rules.kinds))
+        lines += [
+            f"[purposes.{name}]",
+            f"max_validity_days = {rules.max_validity.days}",
+            f"max_uses = {rules.max_uses}",
+            f"kinds = [{kinds}]",
+        ]
+    return "\n".join(lines) + "\n"
