@@ -33,7 +33,6 @@ from agency_node.membership import MembershipFilter
 from agency_node.models import QueryLogEntry, Record
 from agency_node.query_checks import (
     CheckedQuery,
-    GrantCache,
     QueryChecker,
     open_single_promise,
     timestamp,
@@ -41,6 +40,7 @@ from agency_node.query_checks import (
 from credence import names, payloads
 from credence.envelope import Envelope, sign, verify
 from credence.errors import CredenceError, InvalidInput, MessageTooLarge, Replayed
+from credence.grant_cache import GrantCache
 from credence.keys import SigningKey
 from credence.manifest import TrustedManifest
 from credence.status import reason_for, status_for

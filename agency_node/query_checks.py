@@ -17,8 +17,6 @@ is passed in.
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +37,7 @@ from credence.errors import (
     Replayed,
     WrongAudience,
 )
+from credence.grant_cache import GrantCache
 from credence.manifest import TrustedManifest
 from credence.subjects import SubjectRef, SubjectType
 from credence.v1 import agency_pb2, common_pb2, manifest_pb2
@@ -80,36 +79,6 @@ def timestamp(value: object, what: str) -> datetime:
     if not isinstance(value, Timestamp) or (value.seconds == 0 and value.nanos == 0):
         raise InvalidInput(f"{what} is missing")
     return value.ToDatetime(tzinfo=UTC)
-
-
-class GrantCache:
-    """Remembers verified grants by token hash so a repeated grant costs no Ed25519 work.
-
-    A cached grant is only reused while it is still within its validity, and the
-    binding to the query is re-checked every time.
-    """
-
-    def __init__(self, capacity: int = 10_000) -> None:
-        self._capacity = capacity
-        self._entries: OrderedDict[bytes, tokens.Grant] = OrderedDict()
-
-    def get(self, token: str, now: datetime) -> tokens.Grant | None:
-        """The verified grant for ``token`` if cached and still valid."""
-        key = hashlib.sha256(token.encode()).digest()
-        grant = self._entries.get(key)
-        if grant is None:
-            return None
-        if not grant.not_before - payloads.CLOCK_SKEW <= now < grant.expires_at:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return grant
-
-    def put(self, token: str, grant: tokens.Grant) -> None:
-        """Remember a grant that just verified."""
-        self._entries[hashlib.sha256(token.encode()).digest()] = grant
-        if len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
 
 
 @dataclass(frozen=True)

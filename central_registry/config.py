@@ -92,7 +92,7 @@ class RegistryConfig:
     member_certificate_validity: timedelta = timedelta(days=30)
     fanout_deadline_seconds: float = 2.0
     batch_deadline_seconds: float = 20.0
-    fanout_concurrency: int = 64
+    fanout_concurrency: int = 256
     query_lifetime: timedelta = timedelta(seconds=60)
     verdict_lifetime: timedelta = timedelta(hours=24)
     max_embargo: timedelta = timedelta(days=90)
@@ -180,7 +180,7 @@ def parse_config(
         ),
         fanout_deadline_seconds=float(_get(main, "fanout_deadline_seconds", (int, float), 2.0)),
         batch_deadline_seconds=float(_get(main, "batch_deadline_seconds", (int, float), 20.0)),
-        fanout_concurrency=_get(main, "fanout_concurrency", int, 64),
+        fanout_concurrency=_get(main, "fanout_concurrency", int, 256),
         query_lifetime=seconds("query_lifetime_seconds", 60),
         verdict_lifetime=seconds("verdict_lifetime_seconds", 86400),
         max_embargo=timedelta(days=_get(main, "max_embargo_days", (int, float), 90)),

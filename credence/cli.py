@@ -22,6 +22,7 @@ EXIT_USAGE = 2
 # group name -> (module that defines `register(subparsers)`, one-line help)
 _GROUPS = {
     "node": ("agency_node.cli", "run an agency node: init, install, import, serve, purge"),
+    "registry": ("central_registry.cli", "run the central registry and manage its members"),
 }
 
 

@@ -18,6 +18,7 @@ CONTEST_RECEIPT = "application/vnd.credence.contest-receipt.v1+proto"
 LOG_PROMISE = "application/vnd.credence.log-promise.v1+proto"
 TREE_HEAD = "application/vnd.credence.tree-head.v1+proto"
 VERDICT = "application/vnd.credence.verdict.v1+proto"
+VERDICT_BATCH = "application/vnd.credence.verdict-batch.v1+proto"
 MANIFEST = "application/vnd.credence.manifest.v1+proto"
 
 #: A query is valid for at most this long after it is issued.

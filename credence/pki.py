@@ -226,6 +226,21 @@ def _csr_member_uris(csr: x509.CertificateSigningRequest) -> list[str]:
     return list(san.get_values_for_type(x509.UniformResourceIdentifier))
 
 
+def check_csr(csr_pem: bytes, member_id: str) -> None:
+    """Check a CSR before it is stored: readable, self-signed, naming exactly this member.
+
+    Raises:
+        InvalidInput: unreadable, altered, or naming another (or no) member.
+    """
+    uri = member_uri(member_id)
+    csr = _load_csr(csr_pem)
+    uris = _csr_member_uris(csr)
+    if uris != [uri]:
+        named = ", ".join(uris) or "no SAN URI"
+        raise InvalidInput(f"CSR names {named}, but the enrolling member is {uri}")
+    _require_p256(csr.public_key(), "CSR key")
+
+
 def _host_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
     names: list[x509.GeneralName] = []
     for host in hosts:

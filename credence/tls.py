@@ -51,11 +51,15 @@ def _check_key_pair(key_pem: bytes, cert_pem: bytes) -> None:
 
 
 def server_credentials(
-    key_pem: bytes, cert_pem: bytes, ca_cert_pem: bytes
+    key_pem: bytes, cert_pem: bytes, ca_cert_pem: bytes, *, require_client_auth: bool = True
 ) -> grpc.ServerCredentials:
-    """Server credentials that require a client certificate from the federation CA.
+    """Server credentials that ask for a client certificate from the federation CA.
 
-    Works for ``grpc.server`` and ``grpc.aio.server`` alike.
+    Works for ``grpc.server`` and ``grpc.aio.server`` alike. With
+    ``require_client_auth=False`` a client may connect without a certificate
+    (the registry's enrolment and subject-access services); a certificate it
+    does present must still chain to the CA, and every member-only handler
+    reads and re-verifies it with :func:`peer_member_id`.
 
     Raises:
         InvalidInput: the key or certificate is unreadable or encrypted, the
@@ -64,7 +68,9 @@ def server_credentials(
     _check_key_pair(key_pem, cert_pem)
     load_certificate_pem(ca_cert_pem)
     return grpc.ssl_server_credentials(
-        [(key_pem, cert_pem)], root_certificates=ca_cert_pem, require_client_auth=True
+        [(key_pem, cert_pem)],
+        root_certificates=ca_cert_pem,
+        require_client_auth=require_client_auth,
     )
 
 

@@ -336,20 +336,46 @@ class ScreenBatchRequest(_message.Message):
 Global___ScreenBatchRequest: _TypeAlias = ScreenBatchRequest  # noqa: Y015
 
 @_typing.final
+class VerdictBatch(_message.Message):
+    """Many verdicts under one registry signature
+    (payload type application/vnd.credence.verdict-batch.v1+proto). Screening
+    signs once per batch: one Ed25519 signature per row would cost more CPU
+    than everything else the registry does for the row.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERDICTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def verdicts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Verdict]:
+        """The verdicts; rows point into this list."""
+
+    def __init__(
+        self,
+        *,
+        verdicts: _abc.Iterable[Global___Verdict] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["verdicts", b"verdicts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerdictBatch: _TypeAlias = VerdictBatch  # noqa: Y015
+
+@_typing.final
 class ScreenResult(_message.Message):
     """The outcome of one screened row."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ROW_KEY_FIELD_NUMBER: _builtins.int
-    VERDICT_FIELD_NUMBER: _builtins.int
+    VERDICT_INDEX_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
     row_key: _builtins.str
     """The caller's row key."""
-    @_builtins.property
-    def verdict(self) -> _common_pb2.Envelope:
-        """Envelope of the row's Verdict."""
-
+    verdict_index: _builtins.int
+    """Index of the row's verdict in the response's signed VerdictBatch."""
     @_builtins.property
     def refusal(self) -> _agency_pb2.ItemRefusal:
         """Why this row was refused."""
@@ -358,14 +384,14 @@ class ScreenResult(_message.Message):
         self,
         *,
         row_key: _builtins.str = ...,
-        verdict: _common_pb2.Envelope | None = ...,
+        verdict_index: _builtins.int = ...,
         refusal: _agency_pb2.ItemRefusal | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "refusal", b"refusal", "verdict", b"verdict"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "refusal", b"refusal", "verdict_index", b"verdict_index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "refusal", b"refusal", "row_key", b"row_key", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "refusal", b"refusal", "row_key", b"row_key", "verdict_index", b"verdict_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["verdict", "refusal"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["verdict_index", "refusal"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
@@ -378,18 +404,26 @@ class ScreenBatchResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    VERDICTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScreenResult]:
         """Results as they are ready, in any order."""
+
+    @_builtins.property
+    def verdicts(self) -> _common_pb2.Envelope:
+        """Envelope of the VerdictBatch the results' verdict_index values point into;
+        absent when every result is a refusal.
+        """
 
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___ScreenResult] | None = ...,
+        verdicts: _common_pb2.Envelope | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["verdicts", b"verdicts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results", "verdicts", b"verdicts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -678,7 +712,7 @@ class GetEnrolmentRequest(_message.Message):
     """The member asking."""
     proof: _builtins.bytes
     """Ed25519 signature by the enrolled signing key over
-    PAE("application/vnd.credence.enrolment-status.v1", member_id || at).
+    PAE("application/vnd.credence.enrolment-status.v1", "<member_id>|<at seconds>").
     """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp:
@@ -709,12 +743,17 @@ class GetEnrolmentResponse(_message.Message):
     CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     CA_CERT_PEM_FIELD_NUMBER: _builtins.int
     MANIFEST_FIELD_NUMBER: _builtins.int
+    PSEUDONYMISATION_KEY_FIELD_NUMBER: _builtins.int
     state: _manifest_pb2.MemberState.ValueType
     """Pending, active or suspended."""
     certificate_pem: _builtins.str
     """The member's certificate once approved."""
     ca_cert_pem: _builtins.str
     """The federation CA."""
+    pseudonymisation_key: _builtins.bytes
+    """The federation's pseudonymisation key (32 bytes), given to active members
+    only, over this TLS channel.
+    """
     @_builtins.property
     def manifest(self) -> _common_pb2.Envelope:
         """Envelope of the current Manifest."""
@@ -726,10 +765,11 @@ class GetEnrolmentResponse(_message.Message):
         certificate_pem: _builtins.str = ...,
         ca_cert_pem: _builtins.str = ...,
         manifest: _common_pb2.Envelope | None = ...,
+        pseudonymisation_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_cert_pem", b"ca_cert_pem", "certificate_pem", b"certificate_pem", "manifest", b"manifest", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_cert_pem", b"ca_cert_pem", "certificate_pem", b"certificate_pem", "manifest", b"manifest", "pseudonymisation_key", b"pseudonymisation_key", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

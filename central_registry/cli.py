@@ -1,0 +1,250 @@
+"""``credence registry ...``: run the central registry and manage membership.
+
+credence registry init    --dir D [--federation-id ID] [--listen ADDR] [--http-listen ADDR]
+credence registry serve   --dir D [--listen ADDR] [--http-listen ADDR]
+credence registry migrate --dir D
+credence registry members list      --dir D [--state pending|active|suspended] [--json]
+credence registry members approve   --dir D ID [--purposes P,...] [--kinds K,...]
+[--identity-verifier]
+credence registry members suspend   --dir D ID
+credence registry members reinstate --dir D ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from central_registry import config as registry_config
+from central_registry import database, membership, store
+from central_registry.keyring import create_keys, load_keys
+from central_registry.publishing import publish
+from central_registry.server import serve, utc_now
+from credence.errors import InvalidInput
+from credence.scorecard import default_scorecard
+from credence.storage import session_factory
+
+EXAMPLES = """examples:
+  credence registry init --dir ./registry --federation-id demo
+  credence registry serve --dir ./registry
+  credence registry members list --dir ./registry --state pending
+  credence registry members approve --dir ./registry court-1
+  credence registry members suspend --dir ./registry shop-7
+"""
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the ``registry`` sub-commands to ``parser``."""
+    parser.epilog = EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        group: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        help_text: str,
+        example: str,
+    ) -> argparse.ArgumentParser:
+        sub = group.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument("--dir", type=Path, required=True, help="the registry's data directory")
+        return sub
+
+    init = command(
+        commands,
+        "init",
+        "create the root key, CA, registry keys, config, database and first manifest",
+        "credence registry init --dir ./registry --federation-id demo",
+    )
+    init.add_argument("--federation-id", default="credence", help="the federation's name")
+    init.add_argument("--listen", default="127.0.0.1:7700", help="gRPC host:port")
+    init.add_argument("--http-listen", default="127.0.0.1:7780", help="HTTP host:port")
+    init.set_defaults(handler=_init)
+
+    run = command(
+        commands,
+        "serve",
+        "serve gRPC and the HTTP side until SIGTERM",
+        "credence registry serve --dir ./registry",
+    )
+    run.add_argument("--listen", default=None, help="gRPC host:port, overriding registry.toml")
+    run.add_argument("--http-listen", default=None, help="HTTP host:port")
+    run.set_defaults(handler=_serve)
+
+    command(
+        commands, "migrate", "bring the database schema up to date",
+        "credence registry migrate --dir ./registry",
+    ).set_defaults(handler=_migrate)  # fmt: skip
+
+    members = commands.add_parser(
+        "members", help="list, approve, suspend and reinstate members", description=EXAMPLES
+    )
+    member_commands = members.add_subparsers(dest="member_command", metavar="ACTION", required=True)
+    listing = command(
+        member_commands, "list", "list members", "credence registry members list --dir ./registry"
+    )
+    listing.add_argument("--state", choices=("pending", "active", "suspended"), default=None)
+    listing.add_argument("--json", action="store_true", help="one JSON object per member")
+    listing.set_defaults(handler=_list)
+    approve = command(
+        member_commands,
+        "approve",
+        "approve a pending member: issue its certificate, publish the manifest",
+        "credence registry members approve --dir ./registry court-1",
+    )
+    approve.add_argument("member_id")
+    approve.add_argument("--purposes", default=None, help="comma-separated purposes it may ask")
+    approve.add_argument("--kinds", default=None, help="comma-separated verdict kinds it may ask")
+    approve.add_argument(
+        "--identity-verifier", action="store_true", help="it may bind subjects' personal keys"
+    )
+    approve.set_defaults(handler=_approve)
+    for name, state, meaning in (
+        ("suspend", "suspended", "refuse a member everywhere at once"),
+        ("reinstate", "active", "let a suspended member take part again"),
+    ):
+        action = command(
+            member_commands, name, meaning, f"credence registry members {name} --dir ./registry ID"
+        )
+        action.add_argument("member_id")
+        action.set_defaults(handler=_set_state, state=state)
+
+
+def _split(text: str | None) -> list[str] | None:
+    return None if text is None else [part for part in text.split(",") if part]
+
+
+def _engine(config: registry_config.RegistryConfig) -> Engine:
+    engine = database.create_engine_for(config.effective_database_url)
+    database.upgrade_schema(engine)
+    return engine
+
+
+def _init(args: argparse.Namespace) -> int:
+    data_dir: Path = args.dir
+    if (data_dir / registry_config.CONFIG_FILE).exists():
+        raise InvalidInput(f"{data_dir} already holds a registry; refusing to overwrite it")
+    config = registry_config.RegistryConfig(
+        data_dir=data_dir,
+        federation_id=args.federation_id,
+        listen=args.listen,
+        http_listen=args.http_listen,
+    )
+    now = utc_now()
+    keys = create_keys(config, now)
+    (data_dir / registry_config.CONFIG_FILE).write_text(registry_config.render_config(config))
+    engine = _engine(config)
+    try:
+        with session_factory(engine).begin() as session:
+            envelope = publish(
+                session, config=config, keys=keys, scorecard=default_scorecard(), now=now
+            )
+    finally:
+        engine.dispose()
+    print(f"registry initialised in {data_dir} (federation {config.federation_id})")
+    print(f"  root key id (pin it in every member): {keys.root.kid}")
+    print(f"  registry signing key id / log id:     {keys.signing.kid}")
+    print(f"  manifest version 1, {len(envelope.payload)} bytes")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    def ready(port: int, http_port: int) -> None:
+        print(f"listening on port {port}, http on port {http_port}", flush=True)
+
+    serve(args.dir, listen=args.listen, http_listen=args.http_listen, ready=ready)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    config = registry_config.load_config(args.dir)
+    _engine(config).dispose()
+    print(f"database schema is at revision {database.schema_head()}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    config = registry_config.load_config(args.dir)
+    engine = _engine(config)
+    try:
+        with session_factory(engine)() as session:
+            members = store.list_members(session, args.state)
+            rows = [
+                {
+                    "member_id": member.member_id,
+                    "role": member.role,
+                    "state": member.state,
+                    "endpoint": member.endpoint,
+                    "record_kinds": list(member.record_kind_names),
+                    "purposes": list(member.allowed_purpose_names),
+                    "kinds": list(member.allowed_kind_names),
+                    "identity_verifier": member.identity_verifier,
+                }
+                for member in members
+            ]
+    finally:
+        engine.dispose()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    elif not rows:
+        print("no members" + (f" in state {args.state}" if args.state else ""))
+    else:
+        print(f"{'member':<24} {'role':<10} {'state':<10} endpoint / rights")
+        for row in rows:
+            rights = row["endpoint"] or ",".join(row["purposes"])  # type: ignore[arg-type]
+            print(f"{row['member_id']:<24} {row['role']:<10} {row['state']:<10} {rights}")
+    return 0
+
+
+def _approve(args: argparse.Namespace) -> int:
+    config = registry_config.load_config(args.dir)
+    keys = load_keys(config)
+    engine = _engine(config)
+    try:
+        with session_factory(engine).begin() as session:
+            envelope = membership.approve(
+                session,
+                args.member_id,
+                config=config,
+                keys=keys,
+                scorecard=default_scorecard(),
+                now=utc_now(),
+                purposes=_split(args.purposes),
+                kinds=_split(args.kinds),
+                identity_verifier=args.identity_verifier,
+            )
+    finally:
+        engine.dispose()
+    print(f"approved {args.member_id}; published manifest ({len(envelope.payload)} bytes)")
+    return 0
+
+
+def _set_state(args: argparse.Namespace) -> int:
+    config = registry_config.load_config(args.dir)
+    keys = load_keys(config)
+    engine = _engine(config)
+    try:
+        with session_factory(engine).begin() as session:
+            membership.set_state(
+                session,
+                args.member_id,
+                args.state,
+                config=config,
+                keys=keys,
+                scorecard=default_scorecard(),
+                now=utc_now(),
+            )
+    finally:
+        engine.dispose()
+    print(f"{args.member_id} is now {args.state}; published a new manifest", file=sys.stdout)
+    return 0

@@ -1,0 +1,233 @@
+"""Grants at the registry: bindings, consents, mandates, revocation, and their use.
+
+Every function takes the caller's session (the caller owns the transaction),
+the current manifest and ``now``; none reads the clock or the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from central_registry import store
+from central_registry.config import RegistryConfig
+from credence import jws, names, tokens
+from credence.errors import InvalidInput, PermissionDenied
+from credence.keys import KeySet, SigningKey, VerifyKey
+from credence.manifest import TrustedManifest
+from credence.subject_proofs import SubjectProof, verify_subject_proof
+from credence.v1 import manifest_pb2
+
+
+@dataclass(frozen=True)
+class GrantPolicy:
+    """What grant checks need besides the token: the manifest and the fair-use rules."""
+
+    manifest: TrustedManifest
+    config: RegistryConfig
+
+    def purpose_policies(self) -> dict[str, tokens.PurposePolicy]:
+        """The fair-use caps in the form the token module checks."""
+        return {
+            name: tokens.PurposePolicy(max_validity=rules.max_validity, max_uses=rules.max_uses)
+            for name, rules in self.config.purposes.items()
+        }
+
+
+def register_binding(
+    session: Session, token: str, *, caller: str, policy: GrantPolicy, now: datetime
+) -> tokens.VerifiedBinding:
+    """Keep a binding of a subject's personal key, made by the calling identity member.
+
+    Raises:
+        PermissionDenied: the caller is not an active identity verifier, or the
+            binding names another issuer than the caller.
+        VerificationError: the binding does not verify under the caller's keys.
+    """
+    member = policy.manifest.active_member(caller)
+    if not member.identity_verifier:
+        raise PermissionDenied(f"{caller!r} is not an identity-verifying member")
+    binding = tokens.verify_binding(
+        token, identity_keys=policy.manifest.member_keys(caller), now=now
+    )
+    if binding.issuer != caller:
+        raise PermissionDenied(f"binding is issued by {binding.issuer!r}, not by the caller")
+    store.add_binding(
+        session,
+        subject_ref_hex=binding.subject_ref,
+        subject_kid=binding.subject_key.kid,
+        identity_member=caller,
+        token=token,
+        now=now,
+        expires_at=binding.expires_at,
+    )
+    return binding
+
+
+def issue_consent(
+    session: Session,
+    request_token: str,
+    binding_token: str,
+    *,
+    registry_key: SigningKey,
+    policy: GrantPolicy,
+    now: datetime,
+) -> tuple[str, str]:
+    """Countersign a subject's consent request; returns (consent token, grant id).
+
+    Raises:
+        VerificationError: the request or binding does not verify.
+        PermissionDenied: the request goes beyond the purpose's fair-use caps,
+            or asks for kinds the purpose does not allow.
+    """
+    token = tokens.countersign_consent(
+        request_token,
+        binding_token,
+        registry_key=registry_key,
+        registry_id=policy.config.member_id,
+        identity_keys=policy.manifest.identity_verifier_keys(),
+        now=now,
+        policy=policy.purpose_policies(),
+    )
+    consent = tokens.verify_consent(
+        token,
+        registry_keys=KeySet([registry_key.public]),
+        identity_keys=policy.manifest.identity_verifier_keys(),
+        expected_audience=None,
+        now=now,
+        policy=policy.purpose_policies(),
+    )
+    _check_purpose_kinds(consent.purpose, consent.scope, policy)
+    store.add_grant(
+        session,
+        grant_id=consent.grant_id,
+        kind="consent",
+        subject_ref_hex=consent.subject_ref,
+        requester=consent.requester,
+        purpose=consent.purpose,
+        scope=consent.scope,
+        issued_at=consent.issued_at,
+        not_before=consent.not_before,
+        expires_at=consent.expires_at,
+        max_uses=consent.max_uses,
+        data_life_seconds=int(consent.data_life.total_seconds()),
+        token=token,
+    )
+    return token, consent.grant_id
+
+
+def verify_mandate_token(
+    token: str, *, requester: str, policy: GrantPolicy, now: datetime
+) -> tokens.VerifiedMandate:
+    """Verify a mandate against the keys of the authority that signed it.
+
+    Raises:
+        PermissionDenied: the signer is not an active authority.
+        VerificationError: the mandate does not verify or is not for ``requester``.
+    """
+    kid = jws.peek_header(token, max_size=tokens.MANDATE_MAX_SIZE).get("kid")
+    if not isinstance(kid, str):
+        raise InvalidInput("mandate header has no kid")
+    issuer = policy.manifest.key_owner(kid)
+    if policy.manifest.active_member(issuer).role != manifest_pb2.ROLE_AUTHORITY:
+        raise PermissionDenied(f"mandate is signed by {issuer!r}, which is not an authority")
+    return tokens.verify_mandate(
+        token,
+        authority_keys=policy.manifest.member_keys(issuer),
+        expected_audience=requester,
+        now=now,
+        max_embargo=policy.config.max_embargo,
+        expected_issuer=issuer,
+    )
+
+
+def register_mandate(
+    session: Session, token: str, *, caller: str, policy: GrantPolicy, now: datetime
+) -> str:
+    """Keep an authority's mandate so that lookups under it are logged and counted.
+
+    Raises:
+        PermissionDenied: the caller is not the authority that signed it.
+        VerificationError: the mandate does not verify.
+    """
+    kid = jws.peek_header(token, max_size=tokens.MANDATE_MAX_SIZE).get("kid")
+    if not isinstance(kid, str) or policy.manifest.key_owner(kid) != caller:
+        raise PermissionDenied("only the authority that signed a mandate may register it")
+    claims_aud = _unverified_claims(token, tokens.MANDATE_MAX_SIZE).get("aud")
+    mandate = verify_mandate_token(token, requester=str(claims_aud), policy=policy, now=now)
+    _check_purpose_kinds(mandate.purpose, mandate.scope, policy)
+    store.add_grant(
+        session,
+        grant_id=mandate.grant_id,
+        kind="mandate",
+        subject_ref_hex=mandate.subject_ref,
+        requester=mandate.requester,
+        purpose=mandate.purpose,
+        scope=mandate.scope,
+        issued_at=mandate.issued_at,
+        not_before=mandate.not_before,
+        expires_at=mandate.expires_at,
+        max_uses=None,
+        data_life_seconds=None,
+        token=token,
+        legal_basis=f"{mandate.legal_basis.statute} / {mandate.legal_basis.case}",
+        embargo_until=mandate.embargo_until,
+    )
+    return mandate.grant_id
+
+
+def _unverified_claims(token: str, max_size: int) -> dict[str, object]:
+    """Claims read before verification, only to find which keys verify the token."""
+    return jws.parse_json_object(jws.parse_compact(token, max_size=max_size).payload, "token")
+
+
+def _check_purpose_kinds(purpose: str, scope: tuple[str, ...], policy: GrantPolicy) -> None:
+    rules = policy.config.purposes.get(purpose)
+    if rules is None or purpose not in names.PURPOSE_NAMES:
+        raise PermissionDenied(f"purpose {purpose!r} is not one this federation allows")
+    if extra := sorted(set(scope) - rules.kinds):
+        raise PermissionDenied(
+            f"purpose {purpose} allows {', '.join(sorted(rules.kinds))}, not {', '.join(extra)}"
+        )
+
+
+def subject_keys(session: Session, subject_ref_hex: str, now: datetime) -> KeySet:
+    """The personal keys currently bound to a subject."""
+    keys = [
+        _bound_key(binding.binding_token)
+        for binding in store.bindings_for(session, subject_ref_hex, now)
+    ]
+    return KeySet(keys)
+
+
+def _bound_key(binding_token: str) -> VerifyKey:
+    # The binding verified when it was registered; only its subject key is read here.
+    claims = _unverified_claims(binding_token, tokens.BINDING_MAX_SIZE)
+    sjwk = claims.get("sjwk")
+    if not isinstance(sjwk, dict):
+        raise InvalidInput("stored binding lacks the subject key 'sjwk'")
+    return VerifyKey.from_jwk(sjwk)
+
+
+def check_subject_proof(
+    session: Session, token: str, *, action: str, registry_id: str, now: datetime
+) -> SubjectProof:
+    """Verify a subject's proof against the keys bound to the subject it names.
+
+    Raises:
+        VerificationError: no bound key signed it, or it is stale, for another
+            action, or for another registry.
+    """
+    claims = _unverified_claims(token, 4096)
+    subject = claims.get("sub")
+    if not isinstance(subject, str):
+        raise InvalidInput("subject proof lacks 'sub'")
+    return verify_subject_proof(
+        token,
+        subject_keys=subject_keys(session, subject, now),
+        registry_id=registry_id,
+        action=action,
+        now=now,
+    )

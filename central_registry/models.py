@@ -1,0 +1,268 @@
+"""The central registry's tables: members, manifests, bindings, grants, the log.
+
+Times are timezone-aware UTC in Python everywhere (:class:`UTCDateTime`).
+Lists (record kinds, purposes, scopes) are stored comma-joined, which keeps
+the schema portable; the ``*_names`` properties split them back. Schema
+changes go through the Alembic migrations in :mod:`central_registry.migrations`,
+never ``metadata.create_all``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    false,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from credence.storage import NAMING_CONVENTION, UTCDateTime
+
+__all__ = [
+    "GRANT_KINDS",
+    "LOG_OUTCOMES",
+    "MEMBER_ROLES",
+    "MEMBER_STATES",
+    "Base",
+    "Binding",
+    "Grant",
+    "LogEntry",
+    "Manifest",
+    "Member",
+    "RevokedSerial",
+    "SubjectUsage",
+    "join_names",
+    "split_names",
+]
+
+#: Roles a member can enrol with.
+MEMBER_ROLES = ("agency", "company", "authority")
+#: States a member moves through: pending -> active <-> suspended.
+MEMBER_STATES = ("pending", "active", "suspended")
+#: How a grant came about: the subject's consent or an authority's mandate.
+GRANT_KINDS = ("consent", "mandate")
+#: What the registry did with a query.
+LOG_OUTCOMES = ("dispatched", "refused")
+
+
+def join_names(names: Iterable[str]) -> str:
+    """Store a list of names comma-joined.
+
+    Raises:
+        TypeError: ``names`` is one string rather than a list of them.
+        ValueError: a name is empty or contains a comma (a programming error:
+            names are enum names such as ``credit_assessment``).
+    """
+    if isinstance(names, str):
+        raise TypeError(f"expected a list of names, got the string {names!r}")
+    names = tuple(names)
+    for name in names:
+        if not name or "," in name:
+            raise ValueError(f"cannot store {name!r} in a comma-joined list")
+    return ",".join(names)
+
+
+def split_names(text: str) -> tuple[str, ...]:
+    """The names of a comma-joined list; ``""`` is the empty list."""
+    return tuple(text.split(",")) if text else ()
+
+
+# Deterministic constraint names, so that later migrations can name what they
+# drop or alter on every backend (SQLite gives unnamed constraints no handle).
+class Base(DeclarativeBase):
+    """Declarative base of the central registry's tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Member(Base):
+    """One federation member, from enrolment on."""
+
+    __tablename__ = "members"
+
+    member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    endpoint: Mapped[str] = mapped_column(String(256))
+    #: Raw 32-byte Ed25519 public key.
+    signing_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    signing_kid: Mapped[str] = mapped_column(String(64))
+    #: Record kinds an agency holds, comma-joined; empty for other roles.
+    record_kinds: Mapped[str] = mapped_column(Text, default="", server_default="")
+    identity_verifier: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: Purposes the member may request under, comma-joined; set at approval.
+    allowed_purposes: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: Verdict kinds the member may request, comma-joined; set at approval.
+    allowed_kinds: Mapped[str] = mapped_column(Text, default="", server_default="")
+    csr_pem: Mapped[str] = mapped_column(Text)
+    certificate_pem: Mapped[str | None] = mapped_column(Text)
+    #: Lower-case hex, no prefix, as in the manifest's revoked serials.
+    certificate_serial: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint("role IN ('agency', 'company', 'authority')", name="known_role"),
+        CheckConstraint("state IN ('pending', 'active', 'suspended')", name="known_state"),
+    )
+
+    @property
+    def record_kind_names(self) -> tuple[str, ...]:
+        """The record kinds held, split."""
+        return split_names(self.record_kinds)
+
+    @property
+    def allowed_purpose_names(self) -> tuple[str, ...]:
+        """The purposes allowed, split."""
+        return split_names(self.allowed_purposes)
+
+    @property
+    def allowed_kind_names(self) -> tuple[str, ...]:
+        """The verdict kinds allowed, split."""
+        return split_names(self.allowed_kinds)
+
+    def __repr__(self) -> str:
+        return f"Member(member_id={self.member_id!r}, role={self.role!r}, state={self.state!r})"
+
+
+class RevokedSerial(Base):
+    """A certificate serial that every party must refuse."""
+
+    __tablename__ = "revoked_serials"
+
+    serial: Mapped[str] = mapped_column(String(40), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(64))
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Manifest(Base):
+    """One published version of the signed manifest."""
+
+    __tablename__ = "manifests"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: The signed envelope bytes, served as they are.
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Binding(Base):
+    """A subject's personal public key bound to its reference by an identity verifier."""
+
+    __tablename__ = "bindings"
+
+    subject_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject_kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    identity_member: Mapped[str] = mapped_column(String(64))
+    binding_token: Mapped[str] = mapped_column(Text)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Grant(Base):
+    """A consent or mandate the registry issued; ``grant_id`` is the token's ``jti``."""
+
+    __tablename__ = "grants"
+
+    grant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    subject_ref: Mapped[str] = mapped_column(String(64), index=True)
+    requester: Mapped[str] = mapped_column(String(64), index=True)
+    purpose: Mapped[str] = mapped_column(String(64))
+    #: Verdict kinds covered, comma-joined.
+    scope: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: None: unlimited within the validity (mandates).
+    max_uses: Mapped[int | None] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    data_life_seconds: Mapped[int | None] = mapped_column(Integer)
+    token: Mapped[str] = mapped_column(Text)
+    #: A mandate's "statute / case".
+    legal_basis: Mapped[str | None] = mapped_column(Text)
+    embargo_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('consent', 'mandate')", name="known_kind"),
+        CheckConstraint("max_uses IS NULL OR max_uses > 0", name="positive_max_uses"),
+    )
+
+    @property
+    def scope_names(self) -> tuple[str, ...]:
+        """The verdict kinds covered, split."""
+        return split_names(self.scope)
+
+    def __repr__(self) -> str:
+        # Leaves the subject reference and token out.
+        return f"Grant(grant_id={self.grant_id!r}, kind={self.kind!r}, uses={self.uses!r})"
+
+
+class LogEntry(Base):
+    """One entry of the transparency log: every query, dispatched or refused.
+
+    ``idx`` is the 0-based leaf index, assigned in order inside the appending
+    transaction; the primary key makes sure no two appends share one.
+    """
+
+    __tablename__ = "log_entries"
+
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    query_id: Mapped[str] = mapped_column(String(64), unique=True)
+    requester: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[int] = mapped_column(Integer)
+    subject_ref: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    purpose: Mapped[int] = mapped_column(Integer)
+    #: Verdict kind numbers, comma-joined.
+    kinds: Mapped[str] = mapped_column(String(256))
+    grant_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    #: ``consent <id>``, ``mandate <statute / case>`` or ``public register``.
+    basis: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    salt: Mapped[bytes] = mapped_column(LargeBinary(16))
+    commitment: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    embargo_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint("outcome IN ('dispatched', 'refused')", name="known_outcome"),
+        CheckConstraint("idx >= 0", name="non_negative_idx"),
+    )
+
+    @property
+    def kind_values(self) -> tuple[int, ...]:
+        """The verdict kind numbers, split."""
+        return tuple(int(kind) for kind in split_names(self.kinds))
+
+    def __repr__(self) -> str:
+        return f"LogEntry(idx={self.idx!r}, query_id={self.query_id!r}, outcome={self.outcome!r})"
+
+
+class SubjectUsage(Base):
+    """That ``requester`` looked ``subject_ref`` up on ``day``: the distinct-subjects limit.
+
+    The primary key makes noting a subject twice a no-op, so counting the
+    rows of a requester's day counts distinct subjects.
+    """
+
+    __tablename__ = "subject_usage"
+
+    requester: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: ``YYYY-MM-DD`` (UTC).
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    subject_ref: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+
+    # On SQLite, one B-tree keyed by the primary key instead of a rowid table plus an index.
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's own dict

@@ -1,0 +1,411 @@
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from central_registry.aggregation import aggregate
+from central_registry.outcomes import AgencyOutcome
+from credence.scorecard import Aggregator, default_scorecard
+from credence.v1 import agency_pb2, common_pb2, registry_pb2
+
+BL = common_pb2.VERDICT_KIND_BLACKLIST
+CR = common_pb2.VERDICT_KIND_CREDIT
+BOTH = (BL, CR)
+ANSWERED = common_pb2.COVERAGE_STATE_ANSWERED
+TIMEOUT = common_pb2.COVERAGE_STATE_TIMEOUT
+UNAVAILABLE = common_pb2.COVERAGE_STATE_UNAVAILABLE
+REFUSED = common_pb2.COVERAGE_STATE_REFUSED
+INVALID = common_pb2.COVERAGE_STATE_INVALID_ANSWER
+CLEAR = common_pb2.BLACKLIST_STATUS_CLEAR
+LISTED = common_pb2.BLACKLIST_STATUS_LISTED
+INCOMPLETE = common_pb2.BLACKLIST_STATUS_INCOMPLETE
+
+AGGREGATOR = Aggregator(default_scorecard())
+VERSION = AGGREGATOR.version
+NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
+SUBJECT = common_pb2.SubjectRef(type=common_pb2.SUBJECT_TYPE_PERSON, ref=bytes(range(32)))
+PROMISE = common_pb2.Envelope(
+    payload_type="application/vnd.credence.log-promise.v1+proto",
+    payload=b"promise",
+    signatures=[common_pb2.Signature(keyid="log", sig=b"s" * 64)],
+)
+
+
+def digest(member: str) -> bytes:
+    return hashlib.sha256(member.encode()).digest()
+
+
+def answered(
+    member: str,
+    *,
+    listed: bool = False,
+    categories: Sequence[str] = (),
+    disputed: bool = False,
+    points: int = 0,
+    codes: Sequence[str] = (),
+    credit_disputed: bool = False,
+    parts: Sequence[int] = BOTH,
+    version: str = VERSION,
+) -> AgencyOutcome:
+    answer = agency_pb2.Answer(query_id="q-1", agency=member)
+    if BL in parts:
+        answer.blacklist.CopyFrom(
+            agency_pb2.BlacklistAssertion(listed=listed, categories=categories, disputed=disputed)
+        )
+    if CR in parts:
+        answer.credit.CopyFrom(
+            agency_pb2.CreditContribution(
+                partial_points=points,
+                reason_codes=codes,
+                scorecard_version=version,
+                disputed=credit_disputed,
+            )
+        )
+    return AgencyOutcome(member, ANSWERED, answer=answer, answer_hash=digest(member))
+
+
+def fitted(outcome: AgencyOutcome, kinds: Sequence[int]) -> AgencyOutcome:
+    if outcome.answer is None:
+        return outcome
+    answer = agency_pb2.Answer()
+    answer.CopyFrom(outcome.answer)
+    if BL not in kinds:
+        answer.ClearField("blacklist")
+    if CR not in kinds:
+        answer.ClearField("credit")
+    return replace(outcome, answer=answer)
+
+
+def failed(member: str, state: int, reason: str = "") -> AgencyOutcome:
+    return AgencyOutcome(member, state, reason=reason or f"{member} did not answer")
+
+
+def build(
+    outcomes: Sequence[AgencyOutcome],
+    kinds: Sequence[int] = BOTH,
+    *,
+    contributors: Mapping[int, Set[str]] | None = None,
+    log_promise: common_pb2.Envelope | None = PROMISE,
+    fit: bool = True,
+) -> registry_pb2.Verdict:
+    """Aggregate; ``fit`` drops the parts of each answer that were not asked, as a node does."""
+    if fit:
+        outcomes = [fitted(outcome, kinds) for outcome in outcomes]
+    return aggregate(
+        verdict_id="v-1",
+        query_id="q-1",
+        subject=SUBJECT,
+        requester="acme",
+        purpose=common_pb2.PURPOSE_CREDIT_ASSESSMENT,
+        kinds=kinds,
+        grant_id="g-1",
+        outcomes=outcomes,
+        aggregator=AGGREGATOR,
+        scorecard_version=VERSION,
+        log_promise=log_promise,
+        issued_at=NOW,
+        expires_at=NOW + timedelta(hours=1),
+        contributors=contributors,
+    )
+
+
+def states(verdict: registry_pb2.Verdict) -> list[int]:
+    return [agency.state for agency in verdict.coverage.agencies]
+
+
+# --------------------------------------------------------------- blacklist
+
+
+@dataclass(frozen=True)
+class BlacklistCase:
+    name: str
+    outcomes: tuple[AgencyOutcome, ...]
+    status: int
+
+
+BLACKLIST_CASES = [
+    BlacklistCase("all answered, none lists", (answered("a"), answered("b"), answered("c")), CLEAR),
+    BlacklistCase(
+        "one times out", (answered("a"), failed("b", TIMEOUT), answered("c")), INCOMPLETE
+    ),
+    BlacklistCase("one refused", (answered("a"), failed("b", REFUSED)), INCOMPLETE),
+    BlacklistCase("one unavailable", (failed("a", UNAVAILABLE), answered("b")), INCOMPLETE),
+    BlacklistCase("one invalid answer", (answered("a"), failed("b", INVALID)), INCOMPLETE),
+    BlacklistCase(
+        "one lists, one times out",
+        (answered("a", listed=True, categories=["fraud"]), failed("b", TIMEOUT)),
+        LISTED,
+    ),
+    BlacklistCase("all listing", (answered("a", listed=True), answered("b", listed=True)), LISTED),
+    BlacklistCase("nobody answered", (failed("a", TIMEOUT), failed("b", TIMEOUT)), INCOMPLETE),
+    BlacklistCase("no agency at all", (), INCOMPLETE),
+]
+
+
+@pytest.mark.parametrize("case", BLACKLIST_CASES, ids=lambda case: case.name)
+def test_blacklist_status_table(case: BlacklistCase) -> None:
+    verdict = build(case.outcomes, kinds=[BL])
+    assert verdict.blacklist.status == case.status
+    assert not verdict.HasField("credit")
+    if case.status != LISTED:
+        assert list(verdict.blacklist.categories) == []
+        assert verdict.blacklist.listing_agencies == 0
+
+
+def test_listing_categories_are_the_sorted_union_and_disputed_is_any() -> None:
+    verdict = build(
+        [
+            answered("a", listed=True, categories=["tax_fraud", "dishonest_debtor"]),
+            answered("b"),
+            answered("c", listed=True, categories=["dishonest_debtor", "bankrupt"], disputed=True),
+        ],
+        kinds=[BL],
+    )
+    assert verdict.blacklist == registry_pb2.BlacklistVerdict(
+        status=LISTED,
+        categories=["bankrupt", "dishonest_debtor", "tax_fraud"],
+        disputed=True,
+        listing_agencies=2,
+    )
+
+
+def test_a_disputed_flag_on_a_non_listing_answer_does_not_count() -> None:
+    verdict = build([answered("a", listed=True), answered("b", disputed=True)], kinds=[BL])
+    assert not verdict.blacklist.disputed
+
+
+def test_incomplete_carries_no_categories_even_when_an_answer_sent_some() -> None:
+    verdict = build([answered("a", categories=["fraud"]), failed("b", TIMEOUT)], kinds=[BL])
+    assert verdict.blacklist == registry_pb2.BlacklistVerdict(status=INCOMPLETE)
+
+
+# ------------------------------------------------------------------ credit
+
+
+@pytest.mark.parametrize(
+    ("points", "score", "band"),
+    [
+        ((0, 0), 680, "fair"),
+        ((-200, -130), 350, "very poor"),
+        ((-2000, -5000), 350, "very poor"),
+        ((90, 60), 830, "very good"),
+        ((5000, 5000), 950, "excellent"),
+        ((-131, 0), 549, "very poor"),
+        ((-130, 0), 550, "poor"),
+    ],
+)
+def test_credit_score_is_base_plus_points_clamped_with_band(
+    points: tuple[int, int], score: int, band: str
+) -> None:
+    verdict = build([answered("a", points=points[0]), answered("b", points=points[1])], [CR])
+    assert (verdict.credit.score, verdict.credit.band) == (score, band)
+    assert not verdict.credit.provisional
+    assert not verdict.HasField("blacklist")
+
+
+def test_reason_codes_are_at_most_four_ranked_by_cost() -> None:
+    verdict = build(
+        [
+            answered("a", points=-500, codes=["L01", "J02", "H01"]),
+            answered("b", points=-500, codes=["F01", "T01", "B01"]),
+        ],
+        [CR],
+    )
+    # Costs: F01 250, B01 220, J02 200, T01 80, H01 90, L01 20.
+    assert list(verdict.credit.reason_codes) == ["F01", "B01", "J02", "H01"]
+
+
+def test_fewer_answers_than_the_scorecard_requires_is_provisional() -> None:
+    verdict = build([answered("a", points=-120, codes=["J01"])], [CR])
+    assert verdict.credit.score == 560
+    assert verdict.credit.provisional
+
+
+def test_fewer_answers_than_contributors_is_provisional_even_above_the_requirement() -> None:
+    verdict = build([answered("a"), answered("b"), failed("c", TIMEOUT)], [CR])
+    assert verdict.credit.provisional
+    assert not build([answered("a"), answered("b"), answered("c")], [CR]).credit.provisional
+
+
+def test_no_credit_answer_at_all_gives_the_base_score_provisionally() -> None:
+    verdict = build([failed("a", TIMEOUT), failed("b", REFUSED)], [CR])
+    assert verdict.credit == registry_pb2.CreditVerdict(score=680, band="fair", provisional=True)
+
+
+def test_credit_disputed_is_any_answering_agency_disputed() -> None:
+    assert build([answered("a"), answered("b", credit_disputed=True)], [CR]).credit.disputed
+    assert not build([answered("a"), answered("b")], [CR]).credit.disputed
+
+
+def test_an_unknown_reason_code_invalidates_only_that_answer() -> None:
+    verdict = build(
+        [answered("a", points=-80, codes=["T01"]), answered("b", points=-300, codes=["ZZ99"])]
+    )
+    assert states(verdict) == [ANSWERED, INVALID]
+    assert verdict.coverage.agencies[1].reason == (
+        "credit answer: reason code 'ZZ99' is not in scorecard 'credence-scorecard-v1'"
+    )
+    assert (verdict.credit.score, verdict.credit.provisional) == (600, True)
+    assert list(verdict.credit.reason_codes) == ["T01"]
+    # An answer the verdict cannot use counts for the blacklist no more than for credit.
+    assert verdict.blacklist.status == INCOMPLETE
+    assert list(verdict.answer_hashes) == [digest("a")]
+
+
+# ------------------------------------------------------ answers out of shape
+
+
+@pytest.mark.parametrize(
+    ("outcome", "kinds", "reason"),
+    [
+        (answered("b", parts=[CR]), BOTH, "answer lacks the blacklist part that was asked"),
+        (answered("b", parts=[BL]), BOTH, "answer lacks the credit part that was asked"),
+        (answered("b", parts=BOTH), [BL], "answer carries a credit part that was not asked"),
+        (answered("b", parts=BOTH), [CR], "answer carries a blacklist part that was not asked"),
+        (
+            answered("b", version="credence-scorecard-v0"),
+            BOTH,
+            "credit answer is under scorecard 'credence-scorecard-v0', not 'credence-scorecard-v1'",
+        ),
+        (AgencyOutcome("b", ANSWERED), BOTH, "answered without an answer message"),
+    ],
+)
+def test_an_answer_that_contradicts_the_asked_kinds_is_invalid(
+    outcome: AgencyOutcome, kinds: Sequence[int], reason: str
+) -> None:
+    verdict = build([answered("a", parts=kinds), outcome], kinds, fit=False)
+    assert states(verdict) == [ANSWERED, INVALID]
+    assert verdict.coverage.agencies[1].reason == reason
+    assert verdict.coverage.answered == 1
+    assert list(verdict.answer_hashes) == [digest("a")]
+
+
+def test_an_invalid_listing_answer_does_not_list() -> None:
+    verdict = build(
+        [answered("a", parts=[BL]), answered("b", listed=True, parts=[BL])], BOTH, fit=False
+    )
+    assert verdict.blacklist.status == INCOMPLETE
+
+
+# ---------------------------------------------------------------- coverage
+
+
+def test_coverage_lists_every_agency_in_order_with_state_reason_and_hash() -> None:
+    verdict = build(
+        [
+            answered("a"),
+            failed("b", TIMEOUT, "no answer within 250 ms"),
+            answered("c", listed=True),
+            failed("d", REFUSED, "PERMISSION_DENIED: grant revoked"),
+        ]
+    )
+    assert verdict.coverage == common_pb2.Coverage(
+        agencies=[
+            common_pb2.AgencyCoverage(member_id="a", state=ANSWERED, answer_hash=digest("a")),
+            common_pb2.AgencyCoverage(
+                member_id="b", state=TIMEOUT, reason="no answer within 250 ms"
+            ),
+            common_pb2.AgencyCoverage(member_id="c", state=ANSWERED, answer_hash=digest("c")),
+            common_pb2.AgencyCoverage(
+                member_id="d", state=REFUSED, reason="PERMISSION_DENIED: grant revoked"
+            ),
+        ],
+        answered=2,
+        expected=4,
+    )
+    assert list(verdict.answer_hashes) == [digest("a"), digest("c")]
+
+
+def test_verdict_carries_the_lookup_fields() -> None:
+    verdict = build([answered("a"), answered("b")])
+    assert verdict.verdict_id == "v-1"
+    assert verdict.query_id == "q-1"
+    assert verdict.subject == SUBJECT
+    assert verdict.requester == "acme"
+    assert verdict.purpose == common_pb2.PURPOSE_CREDIT_ASSESSMENT
+    assert list(verdict.kinds) == [BL, CR]
+    assert verdict.grant_id == "g-1"
+    assert verdict.scorecard_version == VERSION
+    assert verdict.log_promise == PROMISE
+    assert verdict.issued_at.ToDatetime(tzinfo=UTC) == NOW
+    assert verdict.expires_at.ToDatetime(tzinfo=UTC) == NOW + timedelta(hours=1)
+    assert not build([answered("a")], log_promise=None).HasField("log_promise")
+
+
+# ------------------------------------------------------------ contributors
+
+
+def test_contributors_restrict_each_kind_to_its_own_agencies() -> None:
+    contributors: dict[int, frozenset[str]] = {
+        BL: frozenset({"bl", "both"}),
+        CR: frozenset({"cr", "both"}),
+    }
+    verdict = build(
+        [
+            answered("bl", points=0),
+            answered("both", points=-120, codes=["J01"]),
+            failed("cr", TIMEOUT),
+        ],
+        contributors=contributors,
+    )
+    # The credit-only agency's timeout leaves the blacklist complete...
+    assert verdict.blacklist.status == CLEAR
+    # ...while the blacklist-only agency's empty credit answer does not count.
+    assert verdict.credit.score == 560
+    assert verdict.credit.provisional
+    assert verdict.coverage.expected == 3
+
+
+def test_without_contributors_every_outcome_counts_for_every_kind() -> None:
+    verdict = build([answered("bl"), answered("both"), failed("cr", TIMEOUT)])
+    assert verdict.blacklist.status == INCOMPLETE
+
+
+# ------------------------------------------------------- programming errors
+
+
+def test_a_scorecard_version_other_than_the_aggregators_is_refused() -> None:
+    with pytest.raises(ValueError, match="'credence-scorecard-v0' is not the aggregator's"):
+        aggregate(
+            verdict_id="v-1",
+            query_id="q-1",
+            subject=SUBJECT,
+            requester="acme",
+            purpose=common_pb2.PURPOSE_CREDIT_ASSESSMENT,
+            kinds=BOTH,
+            grant_id="",
+            outcomes=[],
+            aggregator=AGGREGATOR,
+            scorecard_version="credence-scorecard-v0",
+            log_promise=None,
+            issued_at=NOW,
+            expires_at=NOW + timedelta(hours=1),
+        )
+
+
+def test_an_agency_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="same agency twice"):
+        build([answered("a"), failed("a", TIMEOUT)])
+
+
+def test_expiry_before_issue_is_refused() -> None:
+    with pytest.raises(ValueError, match="is not after issued_at"):
+        aggregate(
+            verdict_id="v-1",
+            query_id="q-1",
+            subject=SUBJECT,
+            requester="acme",
+            purpose=common_pb2.PURPOSE_CREDIT_ASSESSMENT,
+            kinds=BOTH,
+            grant_id="",
+            outcomes=[],
+            aggregator=AGGREGATOR,
+            scorecard_version=VERSION,
+            log_promise=None,
+            issued_at=NOW,
+            expires_at=NOW,
+        )
