@@ -29,6 +29,7 @@ from agency_node.evaluation import (
     to_credit_proto,
 )
 from agency_node.importer import iter_subject_refs
+from agency_node.manifest_holder import ManifestHolder
 from agency_node.membership import MembershipFilter
 from agency_node.models import QueryLogEntry, Record
 from agency_node.query_checks import (
@@ -135,25 +136,38 @@ class Answerer:
         self,
         *,
         config: NodeConfig,
-        manifest: TrustedManifest,
+        manifests: ManifestHolder,
         signing_key: SigningKey,
         engine: Engine,
         clock: Clock,
     ) -> None:
         self._config = config
-        self._manifest = manifest
+        self._manifests = manifests
         self._key = signing_key
         self._engine = engine
         self._sessions = database.session_factory(engine)
         self._clock = clock
-        self._checker = QueryChecker(
-            member_id=config.member_id, manifest=manifest, policy=config.policy, grants=GrantCache()
-        )
-        scorecard = manifest.scorecard
-        self._scorecard_version = scorecard.version
-        self._evaluator = Evaluator(scorecard, config.record_kinds)
+        self._grants = GrantCache()
         self.records = RecordReader(engine)
         self._batches = BatchStore(engine)
+        self._adopt(manifests.current)
+
+    def _adopt(self, manifest: TrustedManifest) -> None:
+        """Bind the checks and the scorecard to ``manifest`` (a new version replaces all)."""
+        scorecard = manifest.scorecard
+        self._manifest = manifest
+        self._checker = QueryChecker(
+            member_id=self._config.member_id,
+            manifest=manifest,
+            policy=self._config.policy,
+            grants=self._grants,
+        )
+        self._scorecard_version = scorecard.version
+        self._evaluator = Evaluator(scorecard, self._config.record_kinds)
+
+    def _refresh(self) -> None:
+        if self._manifests.current is not self._manifest:
+            self._adopt(self._manifests.current)
 
     # -- the single path -------------------------------------------------------------
 
@@ -163,6 +177,7 @@ class Answerer:
         Raises:
             CredenceError: the query is refused; the refusal is logged first.
         """
+        self._refresh()
         now = self._clock()
         row = _LogRow(query_id="")
         try:
@@ -231,6 +246,7 @@ class Answerer:
         Raises:
             CredenceError: the whole batch is refused; logged first.
         """
+        self._refresh()
         now = self._clock()
         row = _LogRow(query_id="")
         try:

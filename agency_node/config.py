@@ -68,6 +68,8 @@ class NodeConfig:
     workers: int = 8
     purge_interval_seconds: int = 3600
     root_threshold: int = 1
+    registry: str = ""
+    manifest_refresh_seconds: int = 10
     policy: NodePolicy = field(default_factory=NodePolicy)
 
     def path(self, name: str) -> Path:
@@ -136,6 +138,8 @@ def parse_config(text: str, data_dir: Path, environ: Mapping[str, str] | None = 
         workers=_expect(node, "workers", int, 8),
         purge_interval_seconds=_expect(node, "purge_interval_seconds", int, 3600),
         root_threshold=_expect(node, "root_threshold", int, 1),
+        registry=_expect(node, "registry", str, ""),
+        manifest_refresh_seconds=_expect(node, "manifest_refresh_seconds", int, 10),
         policy=NodePolicy(
             refused_purposes=refused_purposes,
             refused_requesters=frozenset(_string_list(policy, "refused_requesters")),
@@ -187,6 +191,9 @@ def render_config(config: NodeConfig) -> str:
             f"workers = {config.workers}",
             f"purge_interval_seconds = {config.purge_interval_seconds}",
             f"root_threshold = {config.root_threshold}",
+            "# host:port of the registry: where newer manifests come from (set by enrol).",
+            f"registry = {_toml_string(config.registry)}",
+            f"manifest_refresh_seconds = {config.manifest_refresh_seconds}",
             "",
             "[policy]",
             "# Purposes and requesters this agency refuses to answer, whatever the grant.",

@@ -14,12 +14,12 @@ from datetime import datetime
 from sqlalchemy import Engine, select, update
 
 from agency_node import database
+from agency_node.manifest_holder import ManifestHolder
 from agency_node.models import Record, RecordDispute
 from credence import payloads
 from credence.envelope import Envelope, sign, verify_message
 from credence.errors import InvalidInput
 from credence.keys import SigningKey
-from credence.manifest import TrustedManifest
 from credence.v1 import agency_pb2
 
 MAX_STATEMENT_CHARS = 4000
@@ -32,13 +32,13 @@ class ContestDesk:
         self,
         *,
         member_id: str,
-        manifest: TrustedManifest,
+        manifests: ManifestHolder,
         signing_key: SigningKey,
         engine: Engine,
         clock: Callable[[], datetime],
     ) -> None:
         self._member_id = member_id
-        self._manifest = manifest
+        self._manifests = manifests
         self._key = signing_key
         self._sessions = database.session_factory(engine)
         self._clock = clock
@@ -53,7 +53,7 @@ class ContestDesk:
         contest = verify_message(
             Envelope.from_bytes(envelope_bytes),
             payloads.CONTEST,
-            self._manifest.registry_keys,
+            self._manifests.current.registry_keys,
             agency_pb2.Contest,
         )
         if not contest.contest_id or len(contest.subject.ref) != 32:

@@ -31,6 +31,7 @@ from agency_node import database
 from agency_node.answering import Answerer
 from agency_node.contests import ContestDesk
 from agency_node.importer import purge_expired
+from agency_node.manifest_holder import ManifestHolder
 from agency_node.service import AgencyNodeServicer
 from credence import payloads
 from credence.envelope import Envelope
@@ -38,8 +39,8 @@ from credence.errors import FailedPrecondition
 from credence.keys import KeySet, load_signing_key
 from credence.manifest import TrustedManifest, verify_manifest
 from credence.pki import load_certificate_pem
-from credence.tls import RevocationInterceptor, server_credentials
-from credence.v1 import agency_pb2, agency_pb2_grpc
+from credence.tls import RevocationInterceptor, channel_credentials, server_credentials
+from credence.v1 import agency_pb2, agency_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 _log = logging.getLogger(__name__)
 
@@ -103,6 +104,51 @@ class Housekeeping(threading.Thread):
             self.stopping.wait(self._interval)
 
 
+class ManifestRefresher(threading.Thread):
+    """Fetches the registry's manifest on a schedule and adopts a newer one.
+
+    Members join, are suspended and rotate keys between node restarts; a node
+    learns of it from the registry's signed manifest, verified against the one
+    it holds. A registry that is down only delays the next update.
+    """
+
+    def __init__(
+        self,
+        holder: ManifestHolder,
+        *,
+        registry: str,
+        credentials: grpc.ChannelCredentials,
+        clock: Clock,
+        interval_seconds: float,
+    ) -> None:
+        super().__init__(name="node-manifest", daemon=True)
+        self._holder = holder
+        self._channel = grpc.secure_channel(registry, credentials)
+        self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
+        self._clock = clock
+        self._interval = interval_seconds
+        self.stopping = threading.Event()
+
+    def run_once(self) -> bool:
+        """Fetch once; returns whether a newer manifest was adopted."""
+        response = self._stub.GetManifest(
+            registry_pb2.GetManifestRequest(have_version=self._holder.current.version), timeout=5
+        )
+        return self._holder.offer(Envelope.from_proto(response.manifest), self._clock())
+
+    def run(self) -> None:
+        """Fetch every interval until stopped."""
+        while not self.stopping.wait(self._interval):
+            try:
+                self.run_once()
+            except grpc.RpcError as exc:
+                _log.warning("manifest refresh: registry unreachable (%s)", exc.code().name)
+            except Exception:
+                _log.exception("manifest refresh failed; keeping version %d",
+                               self._holder.current.version)  # fmt: skip
+        self._channel.close()
+
+
 @dataclass
 class RunningNode:
     """A started node server."""
@@ -113,14 +159,17 @@ class RunningNode:
     engine: Engine
     grace_seconds: float
     housekeeping: Housekeeping
+    refresher: ManifestRefresher | None = None
 
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight calls finish within ``grace``, close the database."""
         for service in (SERVICE_NAME, ""):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(self.grace_seconds if grace is None else grace).wait()
-        self.housekeeping.stopping.set()
-        self.housekeeping.join(timeout=30)
+        for worker in (self.housekeeping, self.refresher):
+            if worker is not None:
+                worker.stopping.set()
+                worker.join(timeout=30)
         self.engine.dispose()
 
 
@@ -143,7 +192,9 @@ def start_node(
     cert_pem = _read(config, node_config.TLS_CERT_FILE, hint)
     ca_pem = _read(config, node_config.CA_CERT_FILE, hint)
     signing_key = load_signing_key(config.path(node_config.SIGNING_KEY_FILE))
-    manifest = load_manifest(config, clock())
+    manifests = ManifestHolder(
+        load_manifest(config, clock()), config.path(node_config.MANIFEST_FILE)
+    )
     ca_cert = load_certificate_pem(ca_pem)
 
     engine = database.create_engine_for(config.effective_database_url)
@@ -151,17 +202,17 @@ def start_node(
     database.upgrade_schema(engine)
 
     answerer = Answerer(
-        config=config, manifest=manifest, signing_key=signing_key, engine=engine, clock=clock
+        config=config, manifests=manifests, signing_key=signing_key, engine=engine, clock=clock
     )
     contests = ContestDesk(
         member_id=config.member_id,
-        manifest=manifest,
+        manifests=manifests,
         signing_key=signing_key,
         engine=engine,
         clock=clock,
     )
     servicer = AgencyNodeServicer(
-        answerer=answerer, contests=contests, manifest=manifest, ca_cert=ca_cert, clock=clock
+        answerer=answerer, contests=contests, manifests=manifests, ca_cert=ca_cert, clock=clock
     )
     limits = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -169,7 +220,9 @@ def start_node(
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="node"),
-        interceptors=[RevocationInterceptor(ca_cert, lambda: manifest.revoked_serials, clock)],
+        interceptors=[
+            RevocationInterceptor(ca_cert, lambda: manifests.current.revoked_serials, clock)
+        ],
         options=limits,
     )
     agency_pb2_grpc.add_AgencyNodeServiceServicer_to_server(servicer, server)
@@ -188,8 +241,20 @@ def start_node(
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     housekeeping = Housekeeping(engine, clock, config.purge_interval_seconds)
     housekeeping.start()
+    refresher = None
+    if config.registry:
+        refresher = ManifestRefresher(
+            manifests,
+            registry=config.registry,
+            credentials=channel_credentials(key_pem, cert_pem, ca_pem),
+            clock=clock,
+            interval_seconds=config.manifest_refresh_seconds,
+        )
+        refresher.start()
     _log.info("agency node %s listening on port %d", config.member_id, port)
-    return RunningNode(server, port, health_servicer, engine, config.grace_seconds, housekeeping)
+    return RunningNode(
+        server, port, health_servicer, engine, config.grace_seconds, housekeeping, refresher
+    )
 
 
 def serve(data_dir: Path, *, listen: str | None = None, ready: Callable[[int], None]) -> None:

@@ -16,8 +16,8 @@ from cryptography import x509
 
 from agency_node.answering import Answerer
 from agency_node.contests import ContestDesk
+from agency_node.manifest_holder import ManifestHolder
 from credence.errors import PermissionDenied
-from credence.manifest import TrustedManifest
 from credence.status import grpc_errors
 from credence.tls import peer_member_id
 from credence.v1 import agency_pb2, agency_pb2_grpc
@@ -31,21 +31,20 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         *,
         answerer: Answerer,
         contests: ContestDesk,
-        manifest: TrustedManifest,
+        manifests: ManifestHolder,
         ca_cert: x509.Certificate,
         clock: Callable[[], datetime],
     ) -> None:
         self._answerer = answerer
         self._contests = contests
-        self._manifest = manifest
+        self._manifests = manifests
         self._ca_cert = ca_cert
         self._clock = clock
 
     def _require_registry(self, context: grpc.ServicerContext) -> None:
-        caller = peer_member_id(
-            context, self._ca_cert, self._clock(), self._manifest.revoked_serials
-        )
-        if caller != self._manifest.registry.member_id:
+        manifest = self._manifests.current
+        caller = peer_member_id(context, self._ca_cert, self._clock(), manifest.revoked_serials)
+        if caller != manifest.registry.member_id:
             raise PermissionDenied(
                 f"only the registry may query this node; {caller!r} is not the registry"
             )
