@@ -12,9 +12,11 @@ credence node serve   --dir D [--listen ADDR]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -23,8 +25,16 @@ from agency_node import config as node_config
 from agency_node import database
 from agency_node.importer import ImportReport, import_records, purge_expired
 from agency_node.server import load_manifest, serve, utc_now
-from credence.errors import FailedPrecondition, InvalidInput
-from credence.keys import KeySet, SigningKey, private_key_pem, save_signing_key, write_private_file
+from credence import client_enrol
+from credence.errors import AlreadyExists, FailedPrecondition, InvalidInput
+from credence.keys import (
+    KeySet,
+    SigningKey,
+    load_signing_key,
+    private_key_pem,
+    save_signing_key,
+    write_private_file,
+)
 from credence.pki import (
     generate_tls_key,
     load_certificate_pem,
@@ -91,6 +101,31 @@ def register(parser: argparse.ArgumentParser) -> None:
         install.add_argument(flag, type=Path, required=True, help=meaning)
     install.set_defaults(handler=_install)
 
+    enrol = command(
+        "enrol",
+        "ask the registry to admit this node, wait for approval, install what it issues",
+        "credence node enrol --dir ./court --registry 127.0.0.1:7700 --public 127.0.0.1:7702 "
+        "--ca ca.crt --root-keys root.jwks.json --wait 600",
+    )
+    enrol.add_argument(
+        "--registry", required=True, help="the registry's members' host:port (manifest updates)"
+    )
+    enrol.add_argument(
+        "--public", required=True, help="the registry's public host:port (enrolment)"
+    )
+    enrol.add_argument("--ca", type=Path, required=True, help="the federation CA (PEM)")
+    enrol.add_argument(
+        "--root-keys", type=Path, required=True, help="the registry root keys to pin (JWK Set)"
+    )
+    enrol.add_argument("--display-name", default="", help="a human-readable name")
+    enrol.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        help="seconds to wait for the operator's approval (0: enrol and return)",
+    )
+    enrol.set_defaults(handler=_enrol)
+
     load = command(
         "import",
         "import records from CSV or JSON Lines; all or nothing",
@@ -139,6 +174,52 @@ def _init(args: argparse.Namespace) -> int:
     print(f"  signing key id: {signing_key.kid}")
     print(f"  certificate request: {config.path(node_config.TLS_CSR_FILE)}")
     print("next: enrol with the registry, then `credence node install`")
+    return 0
+
+
+def _enrol(args: argparse.Namespace) -> int:
+    config = node_config.load_config(args.dir)
+    signing_key = load_signing_key(config.path(node_config.SIGNING_KEY_FILE))
+    ca_pem = args.ca.read_bytes()
+    root_jwks = args.root_keys.read_text()
+    KeySet.from_jwks(json.loads(root_jwks))
+    try:
+        client_enrol.enrol(
+            args.public,
+            ca_pem,
+            member_id=config.member_id,
+            display_name=args.display_name or config.member_id,
+            role="agency",
+            csr_pem=config.path(node_config.TLS_CSR_FILE).read_bytes(),
+            signing_key=signing_key,
+            endpoint=config.listen,
+            record_kinds=config.record_kinds,
+        )
+        print(f"enrolled {config.member_id}; waiting for the registry operator's approval")
+    except AlreadyExists:
+        print(f"{config.member_id} is enrolled already; checking its approval")
+    deadline = time.monotonic() + args.wait
+    while True:
+        result = client_enrol.collect_enrolment(
+            args.public, ca_pem, member_id=config.member_id, signing_key=signing_key
+        )
+        if result.state == "active" or time.monotonic() >= deadline:
+            break
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    if result.state != "active":
+        print(f"state: {result.state}; run this again once the operator has approved it")
+        return 0 if result.state == "pending" else 1
+    config.path(node_config.TLS_CERT_FILE).write_bytes(result.certificate_pem)
+    config.path(node_config.CA_CERT_FILE).write_bytes(result.ca_pem)
+    config.path(node_config.ROOT_KEYS_FILE).write_text(root_jwks)
+    write_private_file(
+        config.path(node_config.PSEUDONYMISATION_KEY_FILE), result.pseudonymisation_key
+    )
+    write_private_file(config.path(node_config.MANIFEST_FILE), result.manifest)
+    manifest = load_manifest(config, utc_now())
+    updated = dataclasses.replace(config, registry=args.registry)
+    (args.dir / node_config.CONFIG_FILE).write_text(node_config.render_config(updated))
+    print(f"approved: certificate, CA, manifest version {manifest.version} and keys installed")
     return 0
 
 

@@ -66,7 +66,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         "credence registry init --dir ./registry --federation-id demo",
     )
     init.add_argument("--federation-id", default="credence", help="the federation's name")
-    init.add_argument("--listen", default="127.0.0.1:7700", help="gRPC host:port")
+    init.add_argument("--listen", default="127.0.0.1:7700", help="members' gRPC host:port")
+    init.add_argument(
+        "--public-listen",
+        default="127.0.0.1:7702",
+        help="public gRPC host:port (enrolment, subject access)",
+    )
     init.add_argument("--http-listen", default="127.0.0.1:7780", help="HTTP host:port")
     init.set_defaults(handler=_init)
 
@@ -76,7 +81,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         "serve gRPC and the HTTP side until SIGTERM",
         "credence registry serve --dir ./registry",
     )
-    run.add_argument("--listen", default=None, help="gRPC host:port, overriding registry.toml")
+    run.add_argument("--listen", default=None, help="members' host:port, overriding the config")
+    run.add_argument("--public-listen", default=None, help="public host:port")
     run.add_argument("--http-listen", default=None, help="HTTP host:port")
     run.set_defaults(handler=_serve)
 
@@ -137,6 +143,7 @@ def _init(args: argparse.Namespace) -> int:
         data_dir=data_dir,
         federation_id=args.federation_id,
         listen=args.listen,
+        public_listen=args.public_listen,
         http_listen=args.http_listen,
     )
     now = utc_now()
@@ -158,10 +165,19 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    def ready(port: int, http_port: int) -> None:
-        print(f"listening on port {port}, http on port {http_port}", flush=True)
+    def ready(port: int, public_port: int, http_port: int) -> None:
+        print(
+            f"listening on port {port} (members), {public_port} (public), http {http_port}",
+            flush=True,
+        )
 
-    serve(args.dir, listen=args.listen, http_listen=args.http_listen, ready=ready)
+    serve(
+        args.dir,
+        listen=args.listen,
+        public_listen=args.public_listen,
+        http_listen=args.http_listen,
+        ready=ready,
+    )
     return 0
 
 

@@ -1,7 +1,8 @@
 """The registry's configuration: ``registry.toml`` in its data directory, parsed once.
 
 ``credence registry init`` writes it; ``CREDENCE_REGISTRY_LISTEN``,
-``CREDENCE_REGISTRY_HTTP_LISTEN`` and ``CREDENCE_REGISTRY_DATABASE_URL``
+``CREDENCE_REGISTRY_PUBLIC_LISTEN``, ``CREDENCE_REGISTRY_HTTP_LISTEN`` and
+``CREDENCE_REGISTRY_DATABASE_URL``
 override it for deployment. The result is a frozen :class:`RegistryConfig`.
 
 Files in the data directory:
@@ -84,6 +85,7 @@ class RegistryConfig:
     member_id: str = "registry"
     federation_id: str = "credence"
     listen: str = "127.0.0.1:7700"
+    public_listen: str = "127.0.0.1:7702"
     http_listen: str = "127.0.0.1:7780"
     database_url: str = ""
     max_message_bytes: int = 16 * 1024 * 1024
@@ -168,6 +170,8 @@ def parse_config(
         federation_id=_get(main, "federation_id", str, "credence"),
         listen=environ.get("CREDENCE_REGISTRY_LISTEN")
         or _get(main, "listen", str, "127.0.0.1:7700"),
+        public_listen=environ.get("CREDENCE_REGISTRY_PUBLIC_LISTEN")
+        or _get(main, "public_listen", str, "127.0.0.1:7702"),
         http_listen=environ.get("CREDENCE_REGISTRY_HTTP_LISTEN")
         or _get(main, "http_listen", str, "127.0.0.1:7780"),
         database_url=environ.get("CREDENCE_REGISTRY_DATABASE_URL")
@@ -216,11 +220,15 @@ def render_config(config: RegistryConfig) -> str:
     """The ``registry.toml`` that ``init`` writes."""
     lines = [
         "# Credence registry. Environment overrides: CREDENCE_REGISTRY_LISTEN,",
-        "# CREDENCE_REGISTRY_HTTP_LISTEN, CREDENCE_REGISTRY_DATABASE_URL.",
+        "# CREDENCE_REGISTRY_PUBLIC_LISTEN, CREDENCE_REGISTRY_HTTP_LISTEN,",
+        "# CREDENCE_REGISTRY_DATABASE_URL.",
         "[registry]",
         f'member_id = "{config.member_id}"',
         f'federation_id = "{config.federation_id}"',
+        "# Members' port: mutual TLS, lookups, grants, manifest, log.",
         f'listen = "{config.listen}"',
+        "# Public TLS port without client certificates: enrolment and subject access.",
+        f'public_listen = "{config.public_listen}"',
         f'http_listen = "{config.http_listen}"',
         "# Empty: the SQLite file registry.db in this directory.",
         f'database_url = "{config.database_url}"',

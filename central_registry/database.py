@@ -12,10 +12,12 @@ caller owns ``with session.begin():``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 
-from credence.storage import Migrations, create_engine_for, session_factory
+from credence import storage
+from credence.storage import Migrations, session_factory
 
 __all__ = [
     "DB_FILE_NAME",
@@ -65,3 +67,13 @@ def require_current_schema(engine: Engine) -> None:
         FailedPrecondition: the schema differs; the message says what to run.
     """
     _SCHEMA.require_current(engine)
+
+
+def create_engine_for(url: str, **kwargs: Any) -> Engine:
+    """An engine for the registry's database whose SQLite transactions begin IMMEDIATE.
+
+    Nearly every registry transaction reads before it writes (the next log
+    index, a grant's uses), and several run at once; on SQLite they must take
+    the write lock up front to queue instead of failing.
+    """
+    return storage.immediate_writer(storage.create_engine_for(url, **kwargs))

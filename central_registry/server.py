@@ -1,9 +1,11 @@
 """Starting and stopping the registry: gRPC (grpc.aio) and the HTTP side.
 
-One TLS port serves four things: ``RegistryService`` (members, certificate
-required and re-verified per call), ``EnrolmentService`` and
-``SubjectAccessService`` (no certificate needed), plus health checking and
-reflection. The HTTP side serves the manifest and the JWKS. ``serve`` runs
+Two TLS ports: the members' port requires a client certificate from the
+federation CA and serves ``RegistryService`` (the certificate re-verified per
+call); the public port asks for none and serves ``EnrolmentService`` and
+``SubjectAccessService``, which authenticate by signatures. Both serve health
+checking and reflection. (grpc cannot ask for a certificate without requiring
+it, hence two ports.) The HTTP side serves the manifest and the JWKS. ``serve`` runs
 until SIGTERM or SIGINT, then stops accepting, lets in-flight lookups finish
 within the grace period, and closes the node channels and the database.
 :class:`RegistryThread` runs the same in a background thread for tests.
@@ -44,9 +46,10 @@ from credence.v1 import registry_pb2, registry_pb2_grpc
 _log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-SERVICES = tuple(
+MEMBER_SERVICES = (registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,)
+PUBLIC_SERVICES = tuple(
     registry_pb2.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("RegistryService", "EnrolmentService", "SubjectAccessService")
+    for name in ("EnrolmentService", "SubjectAccessService")
 )
 
 
@@ -60,7 +63,9 @@ class RunningRegistry:
     """A started registry (on the current event loop)."""
 
     server: grpc.aio.Server
+    public_server: grpc.aio.Server
     port: int
+    public_port: int
     http: HttpSide
     health: health.aio.HealthServicer
     fanout: FanOut
@@ -69,10 +74,11 @@ class RunningRegistry:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting; finish in-flight calls within ``grace``; close everything."""
-        for service in (*SERVICES, ""):
+        for service in (*MEMBER_SERVICES, *PUBLIC_SERVICES, ""):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.http.stop()
-        await self.server.stop(self.grace_seconds if grace is None else grace)
+        grace = self.grace_seconds if grace is None else grace
+        await asyncio.gather(self.server.stop(grace), self.public_server.stop(grace))
         await self.fanout.close()
         self.engine.dispose()
 
@@ -82,6 +88,7 @@ async def start_registry(
     *,
     clock: Clock = utc_now,
     listen: str | None = None,
+    public_listen: str | None = None,
     http_listen: str | None = None,
 ) -> RunningRegistry:
     """Read a registry's data directory and start serving on the running loop.
@@ -109,12 +116,11 @@ async def start_registry(
         config=config, keys=keys, engine=engine, manifests=manifests, fanout=fanout, clock=clock
     )
     ca_cert = load_certificate_pem(keys.ca.certificate_pem)
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
-        ]
-    )
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+    ]
+    members = grpc.aio.server(options=options)
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(
         RegistryServicer(
             config=config,
@@ -125,65 +131,76 @@ async def start_registry(
             ca_cert=ca_cert,
             clock=clock,
         ),
-        server,
+        members,
     )
+    public = grpc.aio.server(options=options)
     registry_pb2_grpc.add_EnrolmentServiceServicer_to_server(
-        EnrolmentServicer(keys=keys, engine=engine, clock=clock), server
+        EnrolmentServicer(keys=keys, engine=engine, clock=clock), public
     )
     registry_pb2_grpc.add_SubjectAccessServiceServicer_to_server(
         # Contests (ContestRecords, ListMyContests) arrive with the transparency
         # issue; until then the generated base answers UNIMPLEMENTED.
         SubjectAccessServicer(config=config, engine=engine, clock=clock),  # type: ignore[abstract]
-        server,
+        public,
     )
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    address = listen or config.listen
-    port = server.add_secure_port(
-        address,
-        server_credentials(
+    ports = []
+    for server, services, address, require_client_auth in (
+        (members, MEMBER_SERVICES, listen or config.listen, True),
+        (public, PUBLIC_SERVICES, public_listen or config.public_listen, False),
+    ):
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        credentials = server_credentials(
             keys.tls_key_pem,
             keys.tls_cert_pem,
             keys.ca.certificate_pem,
-            require_client_auth=False,
-        ),
-    )
-    if port == 0:
-        raise FailedPrecondition(f"cannot listen on {address}")
-    await server.start()
+            require_client_auth=require_client_auth,
+        )
+        port = server.add_secure_port(address, credentials)
+        if port == 0:
+            raise FailedPrecondition(f"cannot listen on {address}")
+        ports.append(port)
+        await server.start()
     http = HttpSide(
         http_listen or config.http_listen,
         manifest=lambda: manifests.current().envelope,
         jwks=lambda: manifests.current().registry_keys,
     )
     http.start()
-    for service in (*SERVICES, ""):
+    for service in (*MEMBER_SERVICES, *PUBLIC_SERVICES, ""):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    _log.info("registry %s listening on port %d, http %d", config.member_id, port, http.port)
+    _log.info(
+        "registry %s listening on port %d (members), %d (public), http %d",
+        config.member_id, ports[0], ports[1], http.port,
+    )  # fmt: skip
     return RunningRegistry(
-        server, port, http, health_servicer, fanout, engine, config.grace_seconds
-    )
+        members, public, ports[0], ports[1], http, health_servicer, fanout, engine,
+        config.grace_seconds,
+    )  # fmt: skip
 
 
 def serve(
     data_dir: Path,
     *,
     listen: str | None = None,
+    public_listen: str | None = None,
     http_listen: str | None = None,
-    ready: Callable[[int, int], None],
+    ready: Callable[[int, int, int], None],
 ) -> None:
     """Run the registry until SIGTERM or SIGINT, then shut down gracefully."""
 
     async def main() -> None:
-        registry = await start_registry(data_dir, listen=listen, http_listen=http_listen)
+        registry = await start_registry(
+            data_dir, listen=listen, public_listen=public_listen, http_listen=http_listen
+        )
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
-        ready(registry.port, registry.http.port)
+        ready(registry.port, registry.public_port, registry.http.port)
         await stopping.wait()
         _log.info("stopping: finishing in-flight lookups")
         await registry.stop()
@@ -200,13 +217,20 @@ class RegistryThread:
         *,
         clock: Clock = utc_now,
         listen: str = "127.0.0.1:0",
+        public_listen: str = "127.0.0.1:0",
         http_listen: str = "127.0.0.1:0",
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="registry-loop")
         self._thread.start()
         future: Future[RunningRegistry] = asyncio.run_coroutine_threadsafe(
-            start_registry(data_dir, clock=clock, listen=listen, http_listen=http_listen),
+            start_registry(
+                data_dir,
+                clock=clock,
+                listen=listen,
+                public_listen=public_listen,
+                http_listen=http_listen,
+            ),
             self._loop,
         )
         try:
@@ -221,6 +245,11 @@ class RegistryThread:
     def port(self) -> int:
         """The gRPC port."""
         return self.running.port
+
+    @property
+    def public_port(self) -> int:
+        """The public (enrolment, subject access) gRPC port."""
+        return self.running.public_port
 
     @property
     def http_port(self) -> int:

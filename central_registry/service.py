@@ -45,6 +45,9 @@ class _Members:
     def caller(self, context: Context) -> str:
         manifest = self._manifests.current()
         member_id = peer_member_id(context, self._ca_cert, self._clock(), manifest.revoked_serials)
+        if member_id not in manifest.members:
+            # Approved a moment ago (the CLI publishes from another process)?
+            manifest = self._manifests.refresh()
         try:
             manifest.active_member(member_id)
         except NotFound:

@@ -95,7 +95,25 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) ->
 
 
 def _on_sqlite_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # A deferred transaction that reads and then writes fails at once with
+    # "database is locked" when another writer got there first (no busy wait
+    # can help: it would deadlock). Writers that read first ask for IMMEDIATE.
+    immediate = connection.get_execution_options().get(IMMEDIATE_OPTION, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+#: Execution option: begin SQLite transactions with BEGIN IMMEDIATE.
+IMMEDIATE_OPTION = "credence_sqlite_immediate"
+
+
+def immediate_writer(engine: Engine) -> Engine:
+    """The same engine (same pool), but SQLite transactions take the write lock up front.
+
+    For code whose transactions read and then write (log appends, grant uses):
+    concurrent writers then wait their turn (up to the busy timeout) instead of
+    failing. Other databases ignore the option.
+    """
+    return engine.execution_options(**{IMMEDIATE_OPTION: True})
 
 
 def create_engine_for(url: str, **kwargs: Any) -> Engine:

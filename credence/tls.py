@@ -53,13 +53,13 @@ def _check_key_pair(key_pem: bytes, cert_pem: bytes) -> None:
 def server_credentials(
     key_pem: bytes, cert_pem: bytes, ca_cert_pem: bytes, *, require_client_auth: bool = True
 ) -> grpc.ServerCredentials:
-    """Server credentials that ask for a client certificate from the federation CA.
+    """Server credentials for a port, with or without mutual TLS.
 
     Works for ``grpc.server`` and ``grpc.aio.server`` alike. With
-    ``require_client_auth=False`` a client may connect without a certificate
-    (the registry's enrolment and subject-access services); a certificate it
-    does present must still chain to the CA, and every member-only handler
-    reads and re-verifies it with :func:`peer_member_id`.
+    ``require_client_auth=True`` (members' ports) the client must present a
+    certificate from the federation CA. With ``False`` (the registry's public
+    port for enrolment and subject access) grpc does not even ask for one, so
+    no member-only service may be served on such a port.
 
     Raises:
         InvalidInput: the key or certificate is unreadable or encrypted, the

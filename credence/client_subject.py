@@ -1,0 +1,127 @@
+"""A subject's own view of the registry: who looked me up, my grants, revoking one.
+
+Subjects hold no certificate: the channel checks the registry against the
+federation CA, and each call carries a short-lived proof signed with the
+subject's personal key (:func:`credence.subject_proofs.sign_subject_proof`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+import grpc
+
+from credence.client_errors import rpc_errors
+from credence.keys import SigningKey
+from credence.pki import load_certificate_pem
+from credence.subject_proofs import sign_subject_proof
+from credence.v1 import registry_pb2, registry_pb2_grpc
+
+__all__ = ["SubjectClient"]
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class SubjectClient:
+    """A subject's connection to the registry's SubjectAccessService.
+
+    Args:
+        address: the registry's ``host:port``.
+        ca_pem: the federation CA certificate.
+        subject_key: the personal key bound to the subject reference.
+        subject_ref_hex: the subject reference, 64 hex digits.
+        registry_id: the registry's member id (the proofs' audience).
+        timeout: the deadline of each call in seconds.
+        clock: the time the proofs are signed at.
+
+    Raises:
+        InvalidInput: the CA certificate is unreadable.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        ca_pem: bytes,
+        *,
+        subject_key: SigningKey,
+        subject_ref_hex: str,
+        registry_id: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        load_certificate_pem(ca_pem)
+        self._key = subject_key
+        self._ref = subject_ref_hex
+        self._registry_id = registry_id
+        self._timeout = timeout
+        self._clock = clock
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+        self._channel = grpc.secure_channel(address, credentials)
+        self._stub = registry_pb2_grpc.SubjectAccessServiceStub(self._channel)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _proof(self, action: str, target: str = "") -> str:
+        return sign_subject_proof(
+            subject_key=self._key,
+            subject_ref_hex=self._ref,
+            registry_id=self._registry_id,
+            action=action,
+            now=self._clock(),
+            target=target,
+        )
+
+    def lookups(self) -> list[registry_pb2.LookupRecord]:
+        """Every lookup of the subject (mandated ones once their embargo ends).
+
+        Raises:
+            InvalidInput: the subject reference is not 64 hex digits.
+            Unauthenticated: the key is not bound to the subject reference.
+            CredenceError: refused otherwise, or the registry could not be reached.
+        """
+        request = registry_pb2.ListMyLookupsRequest(subject_proof=self._proof("list-lookups"))
+        with rpc_errors():
+            return list(self._stub.ListMyLookups(request, timeout=self._timeout).lookups)
+
+    def grants(self) -> list[registry_pb2.GrantRecord]:
+        """The subject's consents and mandates.
+
+        Raises:
+            CredenceError: as :meth:`lookups`.
+        """
+        request = registry_pb2.ListMyGrantsRequest(subject_proof=self._proof("list-grants"))
+        with rpc_errors():
+            return list(self._stub.ListMyGrants(request, timeout=self._timeout).grants)
+
+    def revoke(self, grant_id: str) -> datetime:
+        """Revoke one of the subject's grants; later lookups with it are refused.
+
+        Returns:
+            When the revocation took effect.
+
+        Raises:
+            NotFound: no such grant of this subject.
+            CredenceError: as :meth:`lookups`.
+        """
+        request = registry_pb2.RevokeGrantRequest(
+            subject_proof=self._proof("revoke-grant", target=grant_id), grant_id=grant_id
+        )
+        with rpc_errors():
+            response = self._stub.RevokeGrant(request, timeout=self._timeout)
+        return response.revoked_at.ToDatetime(tzinfo=UTC)
