@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from central_registry.models import LogEntry
-from credence.errors import AlreadyExists, Unavailable
+from central_registry.transparency import append_leaves
+from credence.errors import AlreadyExists, InvalidInput, Unavailable
 
 _ATTEMPTS = 5
 OUTCOME_DISPATCHED = "dispatched"
@@ -43,6 +44,17 @@ class LogRow:
     salt: bytes
     commitment: bytes
     embargo_until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome not in (OUTCOME_DISPATCHED, OUTCOME_REFUSED):
+            raise InvalidInput(f"log outcome must be dispatched or refused, got {self.outcome!r}")
+        for name, value, size in (
+            ("subject reference", self.subject_ref, 32),
+            ("salt", self.salt, 16),
+            ("commitment", self.commitment, 32),
+        ):
+            if len(value) != size:
+                raise InvalidInput(f"log entry {name} must be {size} bytes, got {len(value)}")
 
 
 def append_entries(session: Session, rows: Sequence[LogRow]) -> int:
@@ -79,15 +91,23 @@ def append_entries(session: Session, rows: Sequence[LogRow]) -> int:
         try:
             with session.begin_nested():
                 session.execute(insert(LogEntry), values)
+                # The tree grows in the same transaction: it always matches the log.
+                append_leaves(session, first, [row.commitment for row in rows])
         except IntegrityError:
-            taken = session.scalar(
-                select(func.count())
-                .select_from(LogEntry)
-                .where(LogEntry.query_id.in_([row.query_id for row in rows[:900]]))
-            )
-            if taken:
+            duplicate = session.execute(
+                select(LogEntry.idx, LogEntry.query_id)
+                .where(
+                    or_(
+                        LogEntry.query_id.in_([row.query_id for row in rows]),
+                        LogEntry.commitment.in_([row.commitment for row in rows]),
+                    )
+                )
+                .limit(1)
+            ).first()
+            if duplicate is not None:
                 raise AlreadyExists(
-                    "a query id of this batch is in the log already: log each query once"
+                    f"log entry {duplicate.idx} already holds query {duplicate.query_id} or "
+                    f"its commitment: log each query once, with a fresh salt"
                 ) from None
             continue
         return first

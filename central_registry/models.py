@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Integer,
@@ -266,3 +267,56 @@ class SubjectUsage(Base):
 
     # On SQLite, one B-tree keyed by the primary key instead of a rowid table plus an index.
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's own dict
+
+
+class MerkleNode(Base):
+    """The hash of one complete subtree of the log: 2**level leaves from leaf idx * 2**level.
+
+    Level 0 holds the leaf hashes. Storing every complete subtree makes an
+    append and each proof cost O(log n) reads; the tree is never rehashed.
+    """
+
+    __tablename__ = "merkle_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's own dict
+
+
+class TreeHead(Base):
+    """A signed tree head the registry published (kept for consistency checks)."""
+
+    __tablename__ = "tree_heads"
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: The signed TreeHead envelope, bytes as served.
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+#: States of a contest, from filing to the agency's resolution.
+CONTEST_STATES = ("open", "upheld", "corrected", "removed")
+
+
+class Contest(Base):
+    """A subject's contest of records held by one agency."""
+
+    __tablename__ = "contests"
+
+    contest_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject_ref: Mapped[str] = mapped_column(String(64), index=True)
+    agency: Mapped[str] = mapped_column(String(64))
+    record_kind: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    statement: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    records_flagged: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    filed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolution_note: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+    __table_args__ = (
+        CheckConstraint("state IN ('open', 'upheld', 'corrected', 'removed')", name="known_state"),
+    )

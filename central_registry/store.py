@@ -13,7 +13,7 @@ a subject counted once per day.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import date, datetime
 
 from sqlalchemy import Insert, and_, delete, func, insert, or_, select, update
@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 
 from central_registry.models import (
     GRANT_KINDS,
-    LOG_OUTCOMES,
     MEMBER_ROLES,
     Base,
     Binding,
@@ -45,7 +44,6 @@ from credence.errors import (
     NotYetValid,
     ResourceExhausted,
     Revoked,
-    Unavailable,
 )
 from credence.keys import VerifyKey
 
@@ -53,7 +51,6 @@ __all__ = [
     "add_binding",
     "add_enrolment",
     "add_grant",
-    "append_log_entry",
     "approve_member",
     "bindings_for",
     "entries_for_subject",
@@ -570,88 +567,6 @@ def grants_for_subject(session: Session, subject_ref_hex: str) -> list[Grant]:
 
 
 # --- transparency log -------------------------------------------------------
-
-
-def append_log_entry(
-    session: Session,
-    *,
-    query_id: str,
-    requester: str,
-    subject_type: int,
-    subject_ref: bytes,
-    purpose: int,
-    kinds: Sequence[int],
-    grant_id: str,
-    basis: str,
-    outcome: str,
-    reason: str,
-    issued_at: datetime,
-    salt: bytes,
-    commitment: bytes,
-    embargo_until: datetime | None = None,
-) -> int:
-    """Append one entry to the log and return its leaf index (0, 1, 2, ...).
-
-    The index is the largest so far plus one, computed inside the INSERT; the
-    primary key refuses a second writer computing the same one, which then
-    tries again in a savepoint, so indexes stay dense and unique.
-
-    Raises:
-        InvalidInput: unknown outcome, or the reference, salt or commitment has
-            the wrong length.
-        AlreadyExists: the query id or the commitment is in the log already.
-        Unavailable: other appends won the index every time; retry the lookup.
-    """
-    if outcome not in LOG_OUTCOMES:
-        raise InvalidInput(f"log outcome must be one of {', '.join(LOG_OUTCOMES)}, got {outcome!r}")
-    for name, value, size in (
-        ("subject reference", subject_ref, 32),
-        ("salt", salt, 16),
-        ("commitment", commitment, 32),
-    ):
-        if len(value) != size:
-            raise InvalidInput(f"log entry {name} must be {size} bytes, got {len(value)}")
-    next_idx = select(func.coalesce(func.max(LogEntry.idx) + 1, 0)).scalar_subquery()
-    statement = (
-        insert(LogEntry)
-        .values(
-            idx=next_idx,
-            query_id=query_id,
-            requester=requester,
-            subject_type=subject_type,
-            subject_ref=bytes(subject_ref),
-            purpose=purpose,
-            kinds=",".join(str(int(kind)) for kind in kinds),
-            grant_id=grant_id,
-            basis=basis,
-            outcome=outcome,
-            reason=reason,
-            issued_at=require_utc(issued_at),
-            salt=bytes(salt),
-            commitment=bytes(commitment),
-            embargo_until=None if embargo_until is None else require_utc(embargo_until),
-        )
-        .returning(LogEntry.idx)
-    )
-    for _ in range(_APPEND_ATTEMPTS):
-        try:
-            with session.begin_nested():
-                return int(session.execute(statement).scalar_one())
-        except IntegrityError:
-            duplicate = session.scalar(
-                select(LogEntry.idx).where(
-                    or_(LogEntry.query_id == query_id, LogEntry.commitment == bytes(commitment))
-                )
-            )
-            if duplicate is not None:
-                raise AlreadyExists(
-                    f"log entry {duplicate} already holds query {query_id} or its commitment: "
-                    f"log each query once, with a fresh salt"
-                ) from None
-    raise Unavailable(
-        f"could not append to the log after {_APPEND_ATTEMPTS} attempts "
-        f"(concurrent appends): retry the lookup"
-    )
 
 
 def log_size(session: Session) -> int:

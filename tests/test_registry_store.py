@@ -15,6 +15,7 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from central_registry import database, store
+from central_registry.log_store import LogRow, append_entries
 from central_registry.models import Base
 from credence.errors import (
     AlreadyExists,
@@ -37,6 +38,9 @@ TABLES = {
     "grants",
     "log_entries",
     "subject_usage",
+    "merkle_nodes",
+    "tree_heads",
+    "contests",
 }
 REF_A = "aa" * 32
 REF_B = "bb" * 32
@@ -123,22 +127,26 @@ def _append(
     subject_ref: bytes = b"\x01" * 32,
     embargo_until: datetime | None = None,
 ) -> int:
-    return store.append_log_entry(
+    return append_entries(
         session,
-        query_id=query_id,
-        requester="company-x",
-        subject_type=1,
-        subject_ref=subject_ref,
-        purpose=2,
-        kinds=[1, 2],
-        grant_id="g1",
-        basis="consent g1",
-        outcome="dispatched",
-        reason="",
-        issued_at=NOW,
-        salt=hashlib.sha256(query_id.encode()).digest()[:16],
-        commitment=hashlib.sha256(b"commitment " + query_id.encode()).digest(),
-        embargo_until=embargo_until,
+        [
+            LogRow(
+                query_id=query_id,
+                requester="company-x",
+                subject_type=1,
+                subject_ref=subject_ref,
+                purpose=2,
+                kinds="1,2",
+                grant_id="g1",
+                basis="consent g1",
+                outcome="dispatched",
+                reason="",
+                issued_at=NOW,
+                salt=hashlib.sha256(query_id.encode()).digest()[:16],
+                commitment=hashlib.sha256(b"commitment " + query_id.encode()).digest(),
+                embargo_until=embargo_until,
+            )
+        ],
     )
 
 
@@ -154,7 +162,7 @@ def test_migrations_create_the_schema_from_empty(make_engine: Callable[[bool], E
     assert set(inspect(engine).get_table_names()) == set()
     database.upgrade_schema(engine)
     assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
-    assert database.schema_revision(engine) == database.schema_head() == "0001"
+    assert database.schema_revision(engine) == database.schema_head() == "0002"
     database.require_current_schema(engine)
     database.upgrade_schema(engine)  # idempotent
     assert database.schema_is_current(engine)
@@ -172,7 +180,7 @@ def test_unmigrated_database_is_refused_with_the_fix(
     engine = make_engine(False)
     assert not database.schema_is_current(engine)
     expected = (
-        "database schema is at revision none (never migrated), the code needs 0001: "
+        "database schema is at revision none (never migrated), the code needs 0002: "
         f"run `credence registry migrate --dir {tmp_path.resolve()}`"
     )
     with pytest.raises(FailedPrecondition) as caught:

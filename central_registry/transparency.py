@@ -1,0 +1,122 @@
+"""The transparency log in SQL: Merkle subtrees, signed tree heads, proofs.
+
+Each log entry's leaf is its 32-byte salted commitment; the leaf hash is
+``SHA-256(0x00 || commitment)`` (RFC 9162). Appends store every complete
+subtree they finish (:func:`credence.merkle.append`), in the same transaction
+as the entries, so the tree always matches the log and no append or proof ever
+rehashes it. Tree heads are signed with the log key (the registry signing key)
+and kept, so anyone can ask for a consistency proof between two heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from central_registry.models import LogEntry, MerkleNode, TreeHead
+from credence import merkle, payloads
+from credence.envelope import Envelope, sign
+from credence.errors import InvalidInput, NotFound
+from credence.keys import SigningKey
+from credence.v1 import registry_pb2
+
+
+class SqlSubtrees:
+    """A :class:`credence.merkle.SubtreeStore` over the ``merkle_nodes`` table.
+
+    Reads are cached for the life of the object (one transaction); writes are
+    buffered and inserted in one statement by :meth:`flush`.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._cache: dict[tuple[int, int], bytes] = {}
+        self._pending: list[dict[str, object]] = []
+
+    def get(self, level: int, index: int) -> bytes:
+        """The hash of the complete subtree at (level, index).
+
+        Raises:
+            NotFound: the tree has no such subtree (a caller bug or a damaged table).
+        """
+        key = (level, index)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._session.scalar(
+                select(MerkleNode.hash).where(MerkleNode.level == level, MerkleNode.idx == index)
+            )
+            if cached is None:
+                raise NotFound(f"the log has no complete subtree at level {level}, index {index}")
+            self._cache[key] = cached
+        return cached
+
+    def put(self, level: int, index: int, value: bytes) -> None:
+        """Remember a new complete subtree; written by :meth:`flush`."""
+        self._cache[(level, index)] = value
+        self._pending.append({"level": level, "idx": index, "hash": value})
+
+    def flush(self) -> None:
+        """Insert every subtree put since the last flush."""
+        if self._pending:
+            self._session.execute(insert(MerkleNode), self._pending)
+            self._pending = []
+
+
+def append_leaves(session: Session, first_index: int, commitments: Sequence[bytes]) -> None:
+    """Add the leaves of entries ``first_index...`` to the tree (caller's transaction)."""
+    store = SqlSubtrees(session)
+    for offset, commitment in enumerate(commitments):
+        merkle.append(store, first_index + offset, merkle.leaf_hash(commitment))
+    store.flush()
+
+
+def log_size(session: Session) -> int:
+    """How many leaves the tree holds."""
+    return int(session.scalar(select(func.coalesce(func.max(LogEntry.idx) + 1, 0))) or 0)
+
+
+def tree_head(session: Session, *, log_key: SigningKey, now: datetime) -> Envelope:
+    """The signed head of the current tree; signs a new one when the log has grown."""
+    size = log_size(session)
+    latest = session.get(TreeHead, size)
+    if latest is not None:
+        return Envelope.from_bytes(latest.envelope)
+    root = merkle.root(SqlSubtrees(session), size)
+    head = registry_pb2.TreeHead(log_id=log_key.kid, tree_size=size, root_hash=root)
+    head.timestamp.FromDatetime(now)
+    envelope = sign(payloads.TREE_HEAD, head.SerializeToString(), [log_key])
+    session.add(TreeHead(tree_size=size, root=root, signed_at=now, envelope=envelope.to_bytes()))
+    return envelope
+
+
+def inclusion_proof(session: Session, commitment: bytes, tree_size: int) -> tuple[int, list[bytes]]:
+    """The leaf index and RFC 9162 audit path of ``commitment`` in a tree of ``tree_size``.
+
+    Raises:
+        InvalidInput: a tree size larger than the log, or a malformed commitment.
+        NotFound: the commitment is not in the first ``tree_size`` leaves.
+    """
+    if len(commitment) != 32:
+        raise InvalidInput(f"a log leaf is a 32-byte commitment, got {len(commitment)} bytes")
+    size = log_size(session)
+    if not 0 < tree_size <= size:
+        raise InvalidInput(f"tree size {tree_size} is not in 1..{size} (the log's size)")
+    index = session.scalar(select(LogEntry.idx).where(LogEntry.commitment == commitment))
+    if index is None or index >= tree_size:
+        raise NotFound(f"that entry is not in the log's first {tree_size} entries")
+    return index, merkle.inclusion_proof(SqlSubtrees(session), index, tree_size)
+
+
+def consistency_proof(session: Session, first: int, second: int) -> list[bytes]:
+    """The RFC 9162 consistency proof between tree sizes ``first`` and ``second``.
+
+    Raises:
+        InvalidInput: sizes out of order or beyond the log.
+    """
+    size = log_size(session)
+    if not 0 <= first <= second <= size:
+        raise InvalidInput(f"need 0 <= first <= second <= {size}, got {first} and {second}")
+    return merkle.consistency_proof(SqlSubtrees(session), first, second)
