@@ -217,7 +217,7 @@ def _enrol(args: argparse.Namespace) -> int:
     )
     write_private_file(config.path(node_config.MANIFEST_FILE), result.manifest)
     manifest = load_manifest(config, utc_now())
-    updated = dataclasses.replace(config, registry=args.registry)
+    updated = dataclasses.replace(config, registry=args.registry, registry_public=args.public)
     (args.dir / node_config.CONFIG_FILE).write_text(node_config.render_config(updated))
     print(f"approved: certificate, CA, manifest version {manifest.version} and keys installed")
     return 0

@@ -69,7 +69,10 @@ class NodeConfig:
     purge_interval_seconds: int = 3600
     root_threshold: int = 1
     registry: str = ""
+    registry_public: str = ""
     manifest_refresh_seconds: int = 10
+    audit_interval_seconds: int = 30
+    audit_merge_delay_seconds: int = 300
     policy: NodePolicy = field(default_factory=NodePolicy)
 
     def path(self, name: str) -> Path:
@@ -139,7 +142,10 @@ def parse_config(text: str, data_dir: Path, environ: Mapping[str, str] | None = 
         purge_interval_seconds=_expect(node, "purge_interval_seconds", int, 3600),
         root_threshold=_expect(node, "root_threshold", int, 1),
         registry=_expect(node, "registry", str, ""),
+        registry_public=_expect(node, "registry_public", str, ""),
         manifest_refresh_seconds=_expect(node, "manifest_refresh_seconds", int, 10),
+        audit_interval_seconds=_expect(node, "audit_interval_seconds", int, 30),
+        audit_merge_delay_seconds=_expect(node, "audit_merge_delay_seconds", int, 300),
         policy=NodePolicy(
             refused_purposes=refused_purposes,
             refused_requesters=frozenset(_string_list(policy, "refused_requesters")),
@@ -193,7 +199,12 @@ def render_config(config: NodeConfig) -> str:
             f"root_threshold = {config.root_threshold}",
             "# host:port of the registry: where newer manifests come from (set by enrol).",
             f"registry = {_toml_string(config.registry)}",
+            "# host:port of the registry's public port: its transparency log (set by enrol).",
+            f"registry_public = {_toml_string(config.registry_public)}",
             f"manifest_refresh_seconds = {config.manifest_refresh_seconds}",
+            "# How often to check the registry's log, and how long an entry may take to appear.",
+            f"audit_interval_seconds = {config.audit_interval_seconds}",
+            f"audit_merge_delay_seconds = {config.audit_merge_delay_seconds}",
             "",
             "[policy]",
             "# Purposes and requesters this agency refuses to answer, whatever the grant.",

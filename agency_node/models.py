@@ -184,3 +184,27 @@ class NodeCounter(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditAlarm(Base):
+    """Evidence that the registry's log failed a check: a missing entry or a bad proof."""
+
+    __tablename__ = "audit_alarms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: "missing_entry", "bad_inclusion_proof", "inconsistent_log", "bad_tree_head".
+    kind: Mapped[str] = mapped_column(String(32))
+    query_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    detail: Mapped[str] = mapped_column(Text)
+
+
+class SeenTreeHead(Base):
+    """The newest signed tree head the node verified, kept to check the next one against."""
+
+    __tablename__ = "seen_tree_heads"
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -65,7 +65,7 @@ class _FloorNode(agency_pb2_grpc.AgencyNodeServiceServicer):
         self._key = key
 
     async def AnswerQuery(  # noqa: N802 - the gRPC method name
-        self, request: agency_pb2.AnswerQueryRequest, context: Any
+        self, request: agency_pb2.AnswerQueryRequest, _context: Any
     ) -> agency_pb2.AnswerQueryResponse:
         answer = agency_pb2.Answer(
             agency=self._name, query_hash=hashlib.sha256(request.query.payload).digest()
@@ -74,7 +74,7 @@ class _FloorNode(agency_pb2_grpc.AgencyNodeServiceServicer):
         return agency_pb2.AnswerQueryResponse(answer=envelope.to_proto())
 
     async def AnswerBatch(  # noqa: N802 - the gRPC method name
-        self, request_iterator: AsyncIterator[agency_pb2.AnswerBatchRequest], context: Any
+        self, request_iterator: AsyncIterator[agency_pb2.AnswerBatchRequest], _context: Any
     ) -> AsyncIterator[agency_pb2.AnswerBatchResponse]:
         async for request in request_iterator:
             # Parsing the batch is unavoidable: the answer names every item.
@@ -87,6 +87,12 @@ class _FloorNode(agency_pb2_grpc.AgencyNodeServiceServicer):
             )
             envelope = sign(payloads.BATCH_ANSWER, answer.SerializeToString(), [self._key])
             yield agency_pb2.AnswerBatchResponse(answers=envelope.to_proto())
+
+    async def FileContest(  # noqa: N802 - the gRPC method name
+        self, _request: agency_pb2.FileContestRequest, context: Any
+    ) -> agency_pb2.FileContestResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a floor node takes no contests")
+        raise AssertionError("abort raises")
 
 
 async def _serve(directory: Path, name: str) -> None:
@@ -212,7 +218,9 @@ class _BatchStream:
     """One persistent AnswerBatch stream to a node; answers come back in order."""
 
     def __init__(self, stub: agency_pb2_grpc.AgencyNodeServiceStub) -> None:
-        self._call: Any = stub.AnswerBatch()
+        # The generated stub is typed for the sync stack; an aio call takes no iterator.
+        open_stream: Any = stub.AnswerBatch
+        self._call: Any = open_stream()
         self._pending: deque[asyncio.Future[agency_pb2.AnswerBatchResponse]] = deque()
         self._lock = asyncio.Lock()
         self._reader = asyncio.create_task(self._read())

@@ -3,7 +3,8 @@
 Two TLS ports: the members' port requires a client certificate from the
 federation CA and serves ``RegistryService`` (the certificate re-verified per
 call); the public port asks for none and serves ``EnrolmentService`` and
-``SubjectAccessService``, which authenticate by signatures. Both serve health
+``SubjectAccessService`` (authenticated by signatures) and
+``TransparencyLogService`` (tree heads and proofs reveal no personal data). Both serve health
 checking and reflection. (grpc cannot ask for a certificate without requiring
 it, hence two ports.) The HTTP side serves the manifest and the JWKS. ``serve`` runs
 until SIGTERM or SIGINT, then stops accepting, lets in-flight lookups finish
@@ -36,7 +37,12 @@ from central_registry.http_side import HttpSide
 from central_registry.keyring import load_keys
 from central_registry.lookups import Lookups
 from central_registry.manifest_cache import ManifestCache
-from central_registry.service import EnrolmentServicer, RegistryServicer, SubjectAccessServicer
+from central_registry.service import (
+    EnrolmentServicer,
+    RegistryServicer,
+    SubjectAccessServicer,
+    TransparencyLogServicer,
+)
 from credence.errors import FailedPrecondition
 from credence.keys import KeySet
 from credence.pki import load_certificate_pem
@@ -49,7 +55,7 @@ Clock = Callable[[], datetime]
 MEMBER_SERVICES = (registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,)
 PUBLIC_SERVICES = tuple(
     registry_pb2.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("EnrolmentService", "SubjectAccessService")
+    for name in ("EnrolmentService", "SubjectAccessService", "TransparencyLogService")
 )
 
 
@@ -142,6 +148,9 @@ async def start_registry(
         # issue; until then the generated base answers UNIMPLEMENTED.
         SubjectAccessServicer(config=config, engine=engine, clock=clock),  # type: ignore[abstract]
         public,
+    )
+    registry_pb2_grpc.add_TransparencyLogServiceServicer_to_server(
+        TransparencyLogServicer(keys=keys, engine=engine, clock=clock), public
     )
     health_servicer = health.aio.HealthServicer()
     ports = []

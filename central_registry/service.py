@@ -17,7 +17,7 @@ from typing import Any
 import grpc.aio
 from cryptography import x509
 
-from central_registry import grants, membership, store
+from central_registry import grants, membership, store, transparency
 from central_registry.config import RegistryConfig
 from central_registry.grants import GrantPolicy
 from central_registry.keyring import RegistryKeys
@@ -346,6 +346,65 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
                 response = registry_pb2.RevokeGrantResponse()
                 response.revoked_at.FromDatetime(revoked_at)
                 return response
+
+            return await asyncio.to_thread(run)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class TransparencyLogServicer(registry_pb2_grpc.TransparencyLogServiceServicer):
+    """Tree heads and proofs for nodes and auditors; they reveal no personal data."""
+
+    def __init__(self, *, keys: RegistryKeys, engine: Any, clock: Clock) -> None:
+        self._keys = keys
+        self._sessions = session_factory(engine)
+        self._clock = clock
+
+    async def GetTreeHead(  # noqa: N802
+        self,
+        request: registry_pb2.GetTreeHeadRequest,  # noqa: ARG002 - there is one current head
+        context: Context,
+    ) -> registry_pb2.GetTreeHeadResponse:
+        """The signed head of the current tree."""
+        async with grpc_errors_async(context):
+
+            def run() -> registry_pb2.GetTreeHeadResponse:
+                with self._sessions.begin() as session:
+                    head = transparency.tree_head(
+                        session, log_key=self._keys.signing, now=self._clock()
+                    )
+                return registry_pb2.GetTreeHeadResponse(tree_head=head.to_proto())
+
+            return await asyncio.to_thread(run)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def GetInclusionProof(  # noqa: N802
+        self, request: registry_pb2.GetInclusionProofRequest, context: Context
+    ) -> registry_pb2.GetInclusionProofResponse:
+        """The audit path of one entry in a tree of the asked size."""
+        async with grpc_errors_async(context):
+
+            def run() -> registry_pb2.GetInclusionProofResponse:
+                with self._sessions() as session:
+                    index, path = transparency.inclusion_proof(
+                        session, bytes(request.entry_commitment), request.tree_size
+                    )
+                return registry_pb2.GetInclusionProofResponse(
+                    leaf_index=index, tree_size=request.tree_size, path=path
+                )
+
+            return await asyncio.to_thread(run)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def GetConsistencyProof(  # noqa: N802
+        self, request: registry_pb2.GetConsistencyProofRequest, context: Context
+    ) -> registry_pb2.GetConsistencyProofResponse:
+        """The proof that the tree of ``second`` leaves extends the tree of ``first``."""
+        async with grpc_errors_async(context):
+
+            def run() -> registry_pb2.GetConsistencyProofResponse:
+                with self._sessions() as session:
+                    path = transparency.consistency_proof(session, request.first, request.second)
+                return registry_pb2.GetConsistencyProofResponse(path=path)
 
             return await asyncio.to_thread(run)
         raise AssertionError("unreachable")  # pragma: no cover

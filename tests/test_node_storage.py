@@ -18,7 +18,15 @@ from agency_node.models import Base, QueryLogEntry, Record, RecordDispute, SeenQ
 from credence.errors import FailedPrecondition, Replayed
 
 NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
-TABLES = {"records", "record_disputes", "query_log", "seen_queries", "node_counters"}
+TABLES = {
+    "records",
+    "record_disputes",
+    "query_log",
+    "seen_queries",
+    "node_counters",
+    "audit_alarms",
+    "seen_tree_heads",
+}
 
 
 @pytest.fixture
@@ -109,7 +117,7 @@ def test_unmigrated_database_is_refused_with_the_fix(
 def test_database_at_another_revision_is_refused(engine: Engine) -> None:
     with engine.begin() as connection:
         connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0000'")
-    with pytest.raises(FailedPrecondition, match="at revision 0000, the code needs 0001"):
+    with pytest.raises(FailedPrecondition, match="at revision 0000, the code needs 0002"):
         database.require_current_schema(engine)
 
 

@@ -1,0 +1,133 @@
+"""Checking the registry's transparency log from outside: heads, inclusion, consistency.
+
+Nodes (in the background) and auditors (``credence audit``) use the same
+checks. A tree head is only trusted once its signature by the log key from
+the manifest verifies; a proof's tree size always comes from such a head,
+never from the prover (an inclusion proof for a small tree can verify against
+a larger size). Every check raises; none returns a bool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import grpc
+
+from credence import merkle, payloads
+from credence.envelope import Envelope, verify_message
+from credence.errors import ClaimMismatch, InvalidInput, RolledBack
+from credence.keys import KeySet
+from credence.v1 import registry_pb2, registry_pb2_grpc
+
+
+@dataclass(frozen=True)
+class TrustedHead:
+    """A tree head whose signature verified."""
+
+    tree_size: int
+    root_hash: bytes
+    log_id: str
+    envelope: Envelope
+
+    def to_bytes(self) -> bytes:
+        """The signed head, to save (``--since-head FILE``)."""
+        return self.envelope.to_bytes()
+
+
+def open_tree_head(envelope: Envelope, log_keys: KeySet) -> TrustedHead:
+    """Verify a signed tree head.
+
+    Raises:
+        VerificationError: not signed by a log key, or naming another log.
+        InvalidInput: malformed.
+    """
+    head = verify_message(envelope, payloads.TREE_HEAD, log_keys, registry_pb2.TreeHead)
+    if head.log_id not in log_keys:
+        raise ClaimMismatch(f"tree head names log {head.log_id}, not one of the log's keys")
+    if len(head.root_hash) != 32:
+        raise InvalidInput("tree head root is not a 32-byte hash")
+    return TrustedHead(head.tree_size, bytes(head.root_hash), head.log_id, envelope)
+
+
+def check_inclusion(
+    head: TrustedHead, commitment: bytes, proof: registry_pb2.GetInclusionProofResponse
+) -> int:
+    """Check that ``commitment`` is a leaf of the tree ``head`` signs; returns its index.
+
+    Raises:
+        ClaimMismatch: the proof is for another tree size or does not verify.
+    """
+    if proof.tree_size != head.tree_size:
+        raise ClaimMismatch(
+            f"inclusion proof is for tree size {proof.tree_size}, the head signs {head.tree_size}"
+        )
+    merkle.verify_inclusion(
+        merkle.leaf_hash(commitment), proof.leaf_index, head.tree_size, list(proof.path),
+        head.root_hash,
+    )  # fmt: skip
+    return int(proof.leaf_index)
+
+
+def check_consistency(old: TrustedHead, new: TrustedHead, path: list[bytes]) -> None:
+    """Check that ``new`` extends ``old`` (append-only, nothing rewritten).
+
+    Raises:
+        RolledBack: the new head is smaller than the old one.
+        ClaimMismatch: the proof does not verify.
+    """
+    if new.tree_size < old.tree_size:
+        raise RolledBack(
+            f"the log shrank from {old.tree_size} to {new.tree_size} entries: it was rewritten"
+        )
+    merkle.verify_consistency(old.tree_size, new.tree_size, old.root_hash, new.root_hash, path)
+
+
+class LogClient:
+    """The registry's TransparencyLogService over TLS (the public port)."""
+
+    def __init__(
+        self, address: str, credentials: grpc.ChannelCredentials, timeout: float = 10
+    ) -> None:
+        self._channel = grpc.secure_channel(address, credentials)
+        self._stub = registry_pb2_grpc.TransparencyLogServiceStub(self._channel)
+        self._timeout = timeout
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def tree_head(self, log_keys: KeySet) -> TrustedHead:
+        """The current signed head, verified."""
+        response = self._stub.GetTreeHead(registry_pb2.GetTreeHeadRequest(), timeout=self._timeout)
+        return open_tree_head(Envelope.from_proto(response.tree_head), log_keys)
+
+    def inclusion(
+        self, commitment: bytes, tree_size: int
+    ) -> registry_pb2.GetInclusionProofResponse:
+        """The registry's inclusion proof (check it with :func:`check_inclusion`)."""
+        return self._stub.GetInclusionProof(
+            registry_pb2.GetInclusionProofRequest(entry_commitment=commitment, tree_size=tree_size),
+            timeout=self._timeout,
+        )
+
+    def consistency(self, first: int, second: int) -> list[bytes]:
+        """The registry's consistency proof (check it with :func:`check_consistency`)."""
+        response = self._stub.GetConsistencyProof(
+            registry_pb2.GetConsistencyProofRequest(first=first, second=second),
+            timeout=self._timeout,
+        )
+        return list(response.path)
+
+
+@contextmanager
+def log_client(
+    address: str, credentials: grpc.ChannelCredentials, timeout: float = 10
+) -> Iterator[LogClient]:
+    """A :class:`LogClient` closed on exit."""
+    client = LogClient(address, credentials, timeout)
+    try:
+        yield client
+    finally:
+        client.close()
