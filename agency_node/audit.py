@@ -16,14 +16,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import grpc
 from sqlalchemy import Engine, select, update
 
-from agency_node.manifest_holder import ManifestHolder
+from agency_node import config as node_config
+from agency_node import database
+from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.models import AuditAlarm, QueryLogEntry, SeenTreeHead
 from credence.envelope import Envelope
-from credence.errors import CredenceError
+from credence.errors import CredenceError, FailedPrecondition
 from credence.keys import KeySet
 from credence.log_audit import (
     LogClient,
@@ -81,6 +84,10 @@ class LogAuditor:
         self._client = client
         self._clock = clock
         self._merge_delay = merge_delay
+
+    def close(self) -> None:
+        """Close the connection to the registry's log."""
+        self._client.close()
 
     def run_once(self, *, everything: bool = False) -> AuditReport:
         """One pass; ``everything`` re-checks already verified entries too (``credence audit``)."""
@@ -207,3 +214,47 @@ class AuditThread(threading.Thread):
                 _log.exception("log audit pass failed")
                 continue
             self._on_status(report.ok)
+        self._auditor.close()
+
+
+def audit_node(
+    data_dir: Path, *, clock: Clock, everything: bool = True
+) -> tuple[AuditReport, list[tuple[str, str, str]]]:
+    """``credence audit node``: check every answered query of a node against the log.
+
+    Returns:
+        This pass's report and every alarm the node has recorded.
+
+    Raises:
+        FailedPrecondition: the node is not enrolled (no registry address).
+    """
+    config = node_config.load_config(data_dir)
+    if not config.registry_public:
+        raise FailedPrecondition(
+            f"{data_dir} knows no registry log address: enrol it with `credence node enrol`"
+        )
+    manifests = ManifestHolder(
+        load_manifest(config, clock()), config.path(node_config.MANIFEST_FILE)
+    )
+    ca_pem = config.path(node_config.CA_CERT_FILE).read_bytes()
+    engine = database.create_engine_for(config.effective_database_url)
+    auditor = LogAuditor(
+        engine=engine,
+        manifests=manifests,
+        client=LogClient(
+            config.registry_public, grpc.ssl_channel_credentials(root_certificates=ca_pem)
+        ),
+        clock=clock,
+        merge_delay=timedelta(seconds=config.audit_merge_delay_seconds),
+    )
+    try:
+        report = auditor.run_once(everything=everything)
+        with session_factory(engine)() as session:
+            alarms = [
+                (alarm.kind, alarm.query_id, alarm.detail)
+                for alarm in session.scalars(select(AuditAlarm).order_by(AuditAlarm.id))
+            ]
+    finally:
+        auditor.close()
+        engine.dispose()
+    return report, alarms

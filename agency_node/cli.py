@@ -24,7 +24,8 @@ from sqlalchemy import Engine
 from agency_node import config as node_config
 from agency_node import database
 from agency_node.importer import ImportReport, import_records, purge_expired
-from agency_node.server import load_manifest, serve, utc_now
+from agency_node.manifest_holder import load_manifest
+from agency_node.server import serve, utc_now
 from credence import client_enrol
 from credence.errors import AlreadyExists, FailedPrecondition, InvalidInput
 from credence.keys import (

@@ -8,13 +8,16 @@ call: a call never sees half of an update.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from datetime import datetime
 from pathlib import Path
 
+from agency_node.config import MANIFEST_FILE, ROOT_KEYS_FILE, NodeConfig
 from credence.envelope import Envelope
-from credence.keys import write_private_file
+from credence.errors import FailedPrecondition
+from credence.keys import KeySet, write_private_file
 from credence.manifest import TrustedManifest, verify_manifest
 
 _log = logging.getLogger(__name__)
@@ -56,3 +59,22 @@ class ManifestHolder:
             self._current = manifest
             _log.info("adopted federation manifest version %d", manifest.version)
             return True
+
+
+def load_manifest(config: NodeConfig, now: datetime) -> TrustedManifest:
+    """The node's manifest file, verified against its pinned root keys.
+
+    Raises:
+        FailedPrecondition: the root keys or the manifest are missing.
+        VerificationError: the manifest does not verify.
+    """
+    paths = [config.path(ROOT_KEYS_FILE), config.path(MANIFEST_FILE)]
+    for path in paths:
+        if not path.is_file():
+            raise FailedPrecondition(
+                f"{path} is missing: enrol the node (`credence node enrol`) or install "
+                "the enrolment files (`credence node install`)"
+            )
+    root = KeySet.from_jwks(json.loads(paths[0].read_text()))
+    envelope = Envelope.from_bytes(paths[1].read_bytes())
+    return verify_manifest(envelope, trusted_root=root, threshold=config.root_threshold, now=now)

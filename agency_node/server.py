@@ -10,14 +10,13 @@ gives in-flight answers the configured grace period.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -29,15 +28,16 @@ from sqlalchemy import Engine
 from agency_node import config as node_config
 from agency_node import database
 from agency_node.answering import Answerer
+from agency_node.audit import AUDIT_SERVICE, AuditThread, LogAuditor
 from agency_node.contests import ContestDesk
 from agency_node.importer import purge_expired
-from agency_node.manifest_holder import ManifestHolder
+from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.service import AgencyNodeServicer
 from credence import payloads
 from credence.envelope import Envelope
 from credence.errors import FailedPrecondition
-from credence.keys import KeySet, load_signing_key
-from credence.manifest import TrustedManifest, verify_manifest
+from credence.keys import load_signing_key
+from credence.log_audit import LogClient
 from credence.pki import load_certificate_pem
 from credence.tls import RevocationInterceptor, channel_credentials, server_credentials
 from credence.v1 import agency_pb2, agency_pb2_grpc, registry_pb2, registry_pb2_grpc
@@ -59,19 +59,6 @@ def _read(config: node_config.NodeConfig, name: str, hint: str) -> bytes:
     if not path.is_file():
         raise FailedPrecondition(f"{path} is missing: {hint}")
     return path.read_bytes()
-
-
-def load_manifest(config: node_config.NodeConfig, now: datetime) -> TrustedManifest:
-    """The node's manifest, verified against its pinned root keys.
-
-    Raises:
-        FailedPrecondition: the root keys or the manifest are missing.
-        VerificationError: the manifest does not verify.
-    """
-    hint = "install the enrolment files with `credence node install`"
-    root = KeySet.from_jwks(json.loads(_read(config, node_config.ROOT_KEYS_FILE, hint)))
-    envelope = Envelope.from_bytes(_read(config, node_config.MANIFEST_FILE, hint))
-    return verify_manifest(envelope, trusted_root=root, threshold=config.root_threshold, now=now)
 
 
 class Housekeeping(threading.Thread):
@@ -160,13 +147,14 @@ class RunningNode:
     grace_seconds: float
     housekeeping: Housekeeping
     refresher: ManifestRefresher | None = None
+    auditor: AuditThread | None = None
 
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight calls finish within ``grace``, close the database."""
         for service in (SERVICE_NAME, ""):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(self.grace_seconds if grace is None else grace).wait()
-        for worker in (self.housekeeping, self.refresher):
+        for worker in (self.housekeeping, self.refresher, self.auditor):
             if worker is not None:
                 worker.stopping.set()
                 worker.join(timeout=30)
@@ -251,10 +239,38 @@ def start_node(
             interval_seconds=config.manifest_refresh_seconds,
         )
         refresher.start()
+    auditor = None
+    health_servicer.set(AUDIT_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    if config.registry_public:
+        client = LogClient(
+            config.registry_public, grpc.ssl_channel_credentials(root_certificates=ca_pem)
+        )
+
+        def audit_status(ok: bool) -> None:
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if ok
+                else (health_pb2.HealthCheckResponse.NOT_SERVING)
+            )
+            health_servicer.set(AUDIT_SERVICE, status)
+
+        auditor = AuditThread(
+            LogAuditor(
+                engine=engine,
+                manifests=manifests,
+                client=client,
+                clock=clock,
+                merge_delay=timedelta(seconds=config.audit_merge_delay_seconds),
+            ),
+            interval_seconds=config.audit_interval_seconds,
+            on_status=audit_status,
+        )
+        auditor.start()
     _log.info("agency node %s listening on port %d", config.member_id, port)
     return RunningNode(
-        server, port, health_servicer, engine, config.grace_seconds, housekeeping, refresher
-    )
+        server, port, health_servicer, engine, config.grace_seconds, housekeeping, refresher,
+        auditor,
+    )  # fmt: skip
 
 
 def serve(data_dir: Path, *, listen: str | None = None, ready: Callable[[int], None]) -> None:

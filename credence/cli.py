@@ -23,6 +23,7 @@ EXIT_USAGE = 2
 _GROUPS = {
     "node": ("agency_node.cli", "run an agency node: init, install, import, serve, purge"),
     "registry": ("central_registry.cli", "run the central registry and manage its members"),
+    "audit": ("credence.audit_cli", "check the registry's transparency log from outside"),
 }
 
 
