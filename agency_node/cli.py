@@ -19,14 +19,17 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 from sqlalchemy import Engine
 
 from agency_node import config as node_config
-from agency_node import database
+from agency_node import database, disputes
 from agency_node.importer import ImportReport, import_records, purge_expired
 from agency_node.manifest_holder import load_manifest
 from agency_node.server import serve, utc_now
 from credence import client_enrol
+from credence.client_errors import rpc_errors
+from credence.envelope import Envelope
 from credence.errors import AlreadyExists, FailedPrecondition, InvalidInput
 from credence.keys import (
     KeySet,
@@ -45,6 +48,8 @@ from credence.pki import (
 )
 from credence.record_kinds import KINDS
 from credence.subjects import PseudonymisationKey
+from credence.tls import channel_credentials
+from credence.v1 import registry_pb2, registry_pb2_grpc
 
 EXAMPLES = """examples:
   credence node init --dir ./court --member-id court-1 --kinds court_judgment
@@ -126,6 +131,35 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="seconds to wait for the operator's approval (0: enrol and return)",
     )
     enrol.set_defaults(handler=_enrol)
+
+    dispute_parser = commands.add_parser(
+        "disputes",
+        help="list and resolve subjects' contests of records",
+        description="list and resolve subjects' contests of records",
+    )
+    dispute_commands = dispute_parser.add_subparsers(
+        dest="dispute_command", metavar="ACTION", required=True
+    )
+    listing = dispute_commands.add_parser(
+        "list",
+        help="open contests and their records",
+        epilog="example:\n  credence node disputes list --dir ./court",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    listing.add_argument("--dir", type=Path, required=True, help="the node's data directory")
+    listing.set_defaults(handler=_disputes_list)
+    resolving = dispute_commands.add_parser(
+        "resolve",
+        help="resolve a contest (upheld, corrected, removed) and tell the registry",
+        epilog="example:\n  credence node disputes resolve --dir ./court CONTEST_ID "
+        "--outcome corrected --note 'debt was paid in 2025'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    resolving.add_argument("--dir", type=Path, required=True, help="the node's data directory")
+    resolving.add_argument("contest_id")
+    resolving.add_argument("--outcome", required=True, choices=("upheld", "corrected", "removed"))
+    resolving.add_argument("--note", default="", help="what the subject is told")
+    resolving.set_defaults(handler=_disputes_resolve)
 
     load = command(
         "import",
@@ -221,6 +255,59 @@ def _enrol(args: argparse.Namespace) -> int:
     updated = dataclasses.replace(config, registry=args.registry, registry_public=args.public)
     (args.dir / node_config.CONFIG_FILE).write_text(node_config.render_config(updated))
     print(f"approved: certificate, CA, manifest version {manifest.version} and keys installed")
+    return 0
+
+
+def _disputes_list(args: argparse.Namespace) -> int:
+    config = node_config.load_config(args.dir)
+    engine = _engine(config)
+    try:
+        with database.session_factory(engine)() as session:
+            rows = disputes.open_disputes(session)
+    finally:
+        engine.dispose()
+    if not rows:
+        print("no open disputes")
+    for row in rows:
+        print(
+            f"{row.contest_id}  {row.records} record(s) [{', '.join(row.kinds)}]  "
+            f"filed {row.filed_at:%Y-%m-%d %H:%M}Z: {row.statement[:60]}"
+        )
+    return 0
+
+
+def _disputes_resolve(args: argparse.Namespace) -> int:
+    config = node_config.load_config(args.dir)
+    if not config.registry:
+        raise FailedPrecondition("the node knows no registry: enrol it with `credence node enrol`")
+    credentials = channel_credentials(
+        config.path(node_config.TLS_KEY_FILE).read_bytes(),
+        config.path(node_config.TLS_CERT_FILE).read_bytes(),
+        config.path(node_config.CA_CERT_FILE).read_bytes(),
+    )
+
+    def report(envelope: Envelope) -> None:
+        with grpc.secure_channel(config.registry, credentials) as channel, rpc_errors():
+            registry_pb2_grpc.RegistryServiceStub(channel).ReportContestOutcome(
+                registry_pb2.ReportContestOutcomeRequest(resolution=envelope.to_proto()),
+                timeout=10,
+            )
+
+    engine = _engine(config)
+    try:
+        touched = disputes.resolve(
+            engine,
+            args.contest_id,
+            args.outcome,
+            note=args.note,
+            member_id=config.member_id,
+            signing_key=load_signing_key(config.path(node_config.SIGNING_KEY_FILE)),
+            now=utc_now(),
+            report=report,
+        )
+    finally:
+        engine.dispose()
+    print(f"contest {args.contest_id} {args.outcome}: {touched} record(s); the registry is told")
     return 0
 
 

@@ -144,9 +144,9 @@ async def start_registry(
         EnrolmentServicer(keys=keys, engine=engine, clock=clock), public
     )
     registry_pb2_grpc.add_SubjectAccessServiceServicer_to_server(
-        # Contests (ContestRecords, ListMyContests) arrive with the transparency
-        # issue; until then the generated base answers UNIMPLEMENTED.
-        SubjectAccessServicer(config=config, engine=engine, clock=clock),  # type: ignore[abstract]
+        SubjectAccessServicer(
+            config=config, keys=keys, manifests=manifests, engine=engine, clock=clock
+        ),
         public,
     )
     registry_pb2_grpc.add_TransparencyLogServiceServicer_to_server(

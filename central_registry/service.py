@@ -16,17 +16,20 @@ from typing import Any
 
 import grpc.aio
 from cryptography import x509
+from sqlalchemy.orm import Session
 
-from central_registry import grants, membership, store, transparency
+from central_registry import contests, grants, membership, store, transparency
 from central_registry.config import RegistryConfig
 from central_registry.grants import GrantPolicy
 from central_registry.keyring import RegistryKeys
 from central_registry.lookups import Lookups
 from central_registry.manifest_cache import ManifestCache
 from credence import names
+from credence.envelope import Envelope
 from credence.errors import NotFound, PermissionDenied
 from credence.status import grpc_errors_async
 from credence.storage import session_factory
+from credence.subject_proofs import SubjectProof
 from credence.tls import peer_member_id
 from credence.v1 import registry_pb2, registry_pb2_grpc
 
@@ -192,6 +195,26 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             finally:
                 reader.cancel()
 
+    async def ReportContestOutcome(  # noqa: N802
+        self, request: registry_pb2.ReportContestOutcomeRequest, context: Context
+    ) -> registry_pb2.ReportContestOutcomeResponse:
+        """An agency reports how it resolved a contest; the subject sees it."""
+        async with grpc_errors_async(context):
+            caller = self._members.caller(context)
+
+            def run() -> None:
+                with self._sessions.begin() as session:
+                    contests.resolve(
+                        session,
+                        Envelope.from_proto(request.resolution),
+                        caller=caller,
+                        manifest=self._manifests.current(),
+                    )
+
+            await asyncio.to_thread(run)
+            return registry_pb2.ReportContestOutcomeResponse()
+        raise AssertionError("unreachable")  # pragma: no cover
+
 
 class EnrolmentServicer(registry_pb2_grpc.EnrolmentServiceServicer):
     """Self-enrolment and collecting the certificate, without a certificate."""
@@ -243,10 +266,97 @@ class EnrolmentServicer(registry_pb2_grpc.EnrolmentServiceServicer):
 class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
     """A subject's own view, authenticated by the subject's personal key."""
 
-    def __init__(self, *, config: RegistryConfig, engine: Any, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        config: RegistryConfig,
+        keys: RegistryKeys,
+        manifests: ManifestCache,
+        engine: Any,
+        clock: Clock,
+    ) -> None:
         self._config = config
+        self._keys = keys
+        self._manifests = manifests
         self._sessions = session_factory(engine)
         self._clock = clock
+
+    def _proof(self, session: Session, token: str, action: str) -> SubjectProof:
+        return grants.check_subject_proof(
+            session, token, action=action, registry_id=self._config.member_id, now=self._clock()
+        )
+
+    async def ContestRecords(  # noqa: N802
+        self, request: registry_pb2.ContestRecordsRequest, context: Context
+    ) -> registry_pb2.ContestRecordsResponse:
+        """Route a contest to the agency holding the records; they are flagged disputed."""
+        async with grpc_errors_async(context):
+            now = self._clock()
+
+            def check() -> tuple[SubjectProof, Any, Envelope, str]:
+                with self._sessions() as session:
+                    proof = self._proof(session, request.subject_proof, "contest")
+                contest, envelope, endpoint = contests.signed_contest(
+                    proof,
+                    request.subject_proof,
+                    request,
+                    manifest=self._manifests.current(),
+                    keys=self._keys,
+                    now=now,
+                )
+                return proof, contest, envelope, endpoint
+
+            proof, contest, envelope, endpoint = await asyncio.to_thread(check)
+            flagged = await contests.deliver(
+                envelope,
+                contest,
+                agency_id=request.agency,
+                endpoint=endpoint,
+                manifest=self._manifests.current(),
+                keys=self._keys,
+            )
+
+            def keep() -> None:
+                with self._sessions.begin() as session:
+                    contests.record_contest(
+                        session,
+                        contest,
+                        agency_id=request.agency,
+                        subject_ref_hex=proof.subject_ref,
+                        records_flagged=flagged,
+                        now=now,
+                    )
+
+            await asyncio.to_thread(keep)
+            return registry_pb2.ContestRecordsResponse(
+                contest_id=contest.contest_id, records_flagged=flagged
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def ListMyContests(  # noqa: N802
+        self, request: registry_pb2.ListMyContestsRequest, context: Context
+    ) -> registry_pb2.ListMyContestsResponse:
+        """The subject's contests and how each was resolved."""
+        async with grpc_errors_async(context):
+
+            def run() -> registry_pb2.ListMyContestsResponse:
+                response = registry_pb2.ListMyContestsResponse()
+                with self._sessions() as session:
+                    proof = self._proof(session, request.subject_proof, "list-contests")
+                    for row in contests.contests_for(session, proof.subject_ref):
+                        record = response.contests.add(
+                            contest_id=row.contest_id,
+                            agency=row.agency,
+                            record_kind=row.record_kind,
+                            state=row.state,
+                        )
+                        record.filed_at.FromDatetime(row.filed_at)
+                        if row.resolved_at is not None:
+                            record.resolved_at.FromDatetime(row.resolved_at)
+                return response
+
+            return await asyncio.to_thread(run)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def ListMyLookups(  # noqa: N802
         self, request: registry_pb2.ListMyLookupsRequest, context: Context

@@ -1193,6 +1193,89 @@ class ListMyContestsResponse(_message.Message):
 Global___ListMyContestsResponse: _TypeAlias = ListMyContestsResponse  # noqa: Y015
 
 @_typing.final
+class ContestResolution(_message.Message):
+    """An agency's signed resolution of a contest
+    (payload type application/vnd.credence.contest-resolution.v1+proto).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTEST_ID_FIELD_NUMBER: _builtins.int
+    AGENCY_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    contest_id: _builtins.str
+    """The contest."""
+    agency: _builtins.str
+    """The agency that resolved it."""
+    outcome: _builtins.str
+    """"upheld", "corrected" or "removed"."""
+    note: _builtins.str
+    """What the agency tells the subject."""
+    @_builtins.property
+    def resolved_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was resolved."""
+
+    def __init__(
+        self,
+        *,
+        contest_id: _builtins.str = ...,
+        agency: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        note: _builtins.str = ...,
+        resolved_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resolved_at", b"resolved_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "contest_id", b"contest_id", "note", b"note", "outcome", b"outcome", "resolved_at", b"resolved_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContestResolution: _TypeAlias = ContestResolution  # noqa: Y015
+
+@_typing.final
+class ReportContestOutcomeRequest(_message.Message):
+    """Request of RegistryService.ReportContestOutcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resolution(self) -> _common_pb2.Envelope:
+        """Envelope of a ContestResolution signed by the agency."""
+
+    def __init__(
+        self,
+        *,
+        resolution: _common_pb2.Envelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resolution", b"resolution"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resolution", b"resolution"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportContestOutcomeRequest: _TypeAlias = ReportContestOutcomeRequest  # noqa: Y015
+
+@_typing.final
+class ReportContestOutcomeResponse(_message.Message):
+    """Response of RegistryService.ReportContestOutcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportContestOutcomeResponse: _TypeAlias = ReportContestOutcomeResponse  # noqa: Y015
+
+@_typing.final
 class TreeHead(_message.Message):
     """---------------------------------------------------------- transparency log
 

@@ -68,6 +68,11 @@ class RegistryServiceStub:
                 request_serializer=credence_dot_v1_dot_registry__pb2.ScreenBatchRequest.SerializeToString,
                 response_deserializer=credence_dot_v1_dot_registry__pb2.ScreenBatchResponse.FromString,
                 _registered_method=True)
+        self.ReportContestOutcome = channel.unary_unary(
+                '/credence.v1.RegistryService/ReportContestOutcome',
+                request_serializer=credence_dot_v1_dot_registry__pb2.ReportContestOutcomeRequest.SerializeToString,
+                response_deserializer=credence_dot_v1_dot_registry__pb2.ReportContestOutcomeResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -119,6 +124,13 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportContestOutcome(self, request, context):
+        """An agency reports how it resolved a subject's contest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -151,6 +163,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ScreenBatch,
                     request_deserializer=credence_dot_v1_dot_registry__pb2.ScreenBatchRequest.FromString,
                     response_serializer=credence_dot_v1_dot_registry__pb2.ScreenBatchResponse.SerializeToString,
+            ),
+            'ReportContestOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportContestOutcome,
+                    request_deserializer=credence_dot_v1_dot_registry__pb2.ReportContestOutcomeRequest.FromString,
+                    response_serializer=credence_dot_v1_dot_registry__pb2.ReportContestOutcomeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -319,6 +336,33 @@ class RegistryService:
             '/credence.v1.RegistryService/ScreenBatch',
             credence_dot_v1_dot_registry__pb2.ScreenBatchRequest.SerializeToString,
             credence_dot_v1_dot_registry__pb2.ScreenBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportContestOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credence.v1.RegistryService/ReportContestOutcome',
+            credence_dot_v1_dot_registry__pb2.ReportContestOutcomeRequest.SerializeToString,
+            credence_dot_v1_dot_registry__pb2.ReportContestOutcomeResponse.FromString,
             options,
             channel_credentials,
             insecure,

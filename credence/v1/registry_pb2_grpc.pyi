@@ -49,6 +49,8 @@ class RegistryServiceStub:
     """One subject, one signed verdict."""
     ScreenBatch: _grpc.StreamStreamMultiCallable[_registry_pb2.ScreenBatchRequest, _registry_pb2.ScreenBatchResponse]
     """Screening: subjects stream in, verdicts stream back as they are ready."""
+    ReportContestOutcome: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ReportContestOutcomeRequest, _registry_pb2.ReportContestOutcomeResponse]
+    """An agency reports how it resolved a subject's contest."""
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -71,6 +73,8 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """One subject, one signed verdict."""
     ScreenBatch: _aio.StreamStreamMultiCallable[_registry_pb2.ScreenBatchRequest, _registry_pb2.ScreenBatchResponse]  # type: ignore[assignment]
     """Screening: subjects stream in, verdicts stream back as they are ready."""
+    ReportContestOutcome: _aio.UnaryUnaryMultiCallable[_registry_pb2.ReportContestOutcomeRequest, _registry_pb2.ReportContestOutcomeResponse]  # type: ignore[assignment]
+    """An agency reports how it resolved a subject's contest."""
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """----------------------------------------------------------------- services
@@ -126,6 +130,14 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_registry_pb2.ScreenBatchResponse], _abc.AsyncIterator[_registry_pb2.ScreenBatchResponse]]:
         """Screening: subjects stream in, verdicts stream back as they are ready."""
+
+    @_abc_1.abstractmethod
+    def ReportContestOutcome(
+        self,
+        request: _registry_pb2.ReportContestOutcomeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ReportContestOutcomeResponse, _abc.Awaitable[_registry_pb2.ReportContestOutcomeResponse]]:
+        """An agency reports how it resolved a subject's contest."""
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
