@@ -24,6 +24,7 @@ _GROUPS = {
     "node": ("agency_node.cli", "run an agency node: init, install, import, serve, purge"),
     "registry": ("central_registry.cli", "run the central registry and manage its members"),
     "audit": ("credence.audit_cli", "check the registry's transparency log from outside"),
+    "me": ("credence.me_cli", "a subject: who looked me up, my grants, revoke, contest"),
 }
 
 

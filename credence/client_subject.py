@@ -125,3 +125,34 @@ class SubjectClient:
         with rpc_errors():
             response = self._stub.RevokeGrant(request, timeout=self._timeout)
         return response.revoked_at.ToDatetime(tzinfo=UTC)
+
+    def contest(self, agency: str, statement: str, record_kind: str = "") -> tuple[str, int]:
+        """Contest the records ``agency`` holds about the subject.
+
+        Returns:
+            The contest id and how many records the agency flagged disputed.
+
+        Raises:
+            InvalidInput: an empty statement, or a kind the agency does not hold.
+            Unavailable: the agency's node could not be reached (try again).
+            CredenceError: as :meth:`lookups`.
+        """
+        request = registry_pb2.ContestRecordsRequest(
+            subject_proof=self._proof("contest", target=agency),
+            agency=agency,
+            record_kind=record_kind,
+            statement=statement,
+        )
+        with rpc_errors():
+            response = self._stub.ContestRecords(request, timeout=self._timeout)
+        return response.contest_id, int(response.records_flagged)
+
+    def contests(self) -> list[registry_pb2.ContestRecord]:
+        """The subject's contests and their outcomes.
+
+        Raises:
+            CredenceError: as :meth:`lookups`.
+        """
+        request = registry_pb2.ListMyContestsRequest(subject_proof=self._proof("list-contests"))
+        with rpc_errors():
+            return list(self._stub.ListMyContests(request, timeout=self._timeout).contests)
