@@ -177,7 +177,8 @@ class LogAuditor:
         if not report.problems:
             return
         with self._sessions.begin() as session:
-            known = set(session.execute(select(AuditAlarm.kind, AuditAlarm.query_id)).tuples())
+            rows = session.execute(select(AuditAlarm.kind, AuditAlarm.query_id))
+            known = {(kind, query_id) for kind, query_id in rows}
             for kind, query_id, detail in report.problems:
                 _log.error("registry log audit failed (%s): %s", kind, detail)
                 if (kind, query_id) not in known or not query_id:

@@ -169,28 +169,78 @@ def _screen(requester: Requester, subjects: Sequence[SubjectRef], message_size: 
     return len(rows) / elapsed
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds spent by this process, the registry and the nodes between two marks."""
+
+    def __init__(self, directory: Path) -> None:
+        processes = json.loads((directory / dev_federation.PROCESSES_FILE).read_text())
+        self._pids = {str(entry["name"]): int(entry["pid"]) for entry in processes}
+        self._last = self._read()
+
+    def _read(self) -> dict[str, float]:
+        times = {"client (bench)": sum(os.times()[:2]), "registry": 0.0, "nodes": 0.0}
+        for name, pid in self._pids.items():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            seconds = (int(fields[11]) + int(fields[12])) / _TICKS
+            times[name if name == "registry" else f"node {name}"] = seconds
+            if name != "registry":
+                times["nodes"] += seconds
+        return times
+
+    def report(self, what: str, units: int, unit: str, *, per_node: bool = False) -> None:
+        """Print the CPU spent since the last mark, per ``unit``."""
+        now = self._read()
+        spent = {name: now[name] - self._last.get(name, 0.0) for name in now}
+        self._last = now
+        groups = ", ".join(
+            f"{name} {spent[name] * 1e6 / units:,.0f} us"
+            for name in ("client (bench)", "registry", "nodes")
+        )
+        progress(f"  CPU per {unit} ({what}): {groups}")
+        if per_node:
+            nodes = ", ".join(
+                f"{name[5:]} {seconds * 1e6 / units:,.0f}"
+                for name, seconds in spent.items()
+                if name.startswith("node ")
+            )
+            progress(f"    per node (us): {nodes}")
+
+
 def measure_ours(
     ours: _Ours,
     args: argparse.Namespace,
     singles: Sequence[SubjectRef],
     screened: Sequence[SubjectRef],
+    cpu: CpuMeter,
 ) -> tuple[Figures, int]:
     """Our three workloads; also how many agencies a verdict's coverage expects."""
+    time.sleep(2.0)
+    cpu.report("idle federation, 2 s", 2, "wall second", per_node=True)
     with ours.requester() as requester:
         progress(f"ours: warm-up ({WARM_UP} verdicts)")
         for subject in singles[:WARM_UP]:
             verified = requester.verify_organisation(subject)
         expected = int(verified.verdict.coverage.expected)
         progress(f"ours: {args.single} sequential verdicts (c=1); coverage expects {expected}")
+        cpu.report("warm-up", WARM_UP, "verdict")
         latencies = _single(requester, singles, args.single)
+        cpu.report("c=1", args.single, "verdict", per_node=True)
         progress(f"ours: {args.rate_calls} verdicts at c={args.concurrency}")
         rate, refused = _concurrent(ours, singles, args.concurrency, args.rate_calls)
         if refused:
             progress(f"  WARNING: {refused} calls refused by the rate limit (RESOURCE_EXHAUSTED)")
+        cpu.report(f"c={args.concurrency}", args.rate_calls + args.concurrency, "verdict")
         progress(
             f"ours: ScreenBatch of {len(screened):,} organisations, {args.message_size}/message"
         )
         subjects_per_s = _screen(requester, screened, args.message_size)
+        cpu.report("ScreenBatch", len(screened), "subject", per_node=True)
     figures = Figures(
         p50_ms=statistics.median(latencies) * 1000,
         p99_ms=percentile(latencies, 0.99) * 1000,
@@ -476,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
             ours_setup = _Ours.load(document)
             progress("computing subject references")
             singles, screened = _workload(ours_setup.key, args.subjects, args.screen, args.seed)
-            ours, expected = measure_ours(ours_setup, args, singles, screened)
+            cpu = CpuMeter(directory)
+            ours, expected = measure_ours(ours_setup, args, singles, screened, cpu)
             if args.profile:
                 profile_registry(directory, ours_setup, singles, screened[:20_000], args)
         finally:

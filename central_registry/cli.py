@@ -92,7 +92,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     ).set_defaults(handler=_migrate)  # fmt: skip
 
     members = commands.add_parser(
-        "members", help="list, approve, suspend and reinstate members", description=EXAMPLES
+        "members",
+        help="list, approve, suspend and reinstate members",
+        description=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     member_commands = members.add_subparsers(dest="member_command", metavar="ACTION", required=True)
     listing = command(

@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from central_registry import store
 from central_registry.config import RegistryConfig
+from central_registry.models import UsedSubjectProof
 from credence import jws, names, tokens
-from credence.errors import InvalidInput, PermissionDenied
+from credence.errors import InvalidInput, PermissionDenied, Replayed
 from credence.keys import KeySet, SigningKey, VerifyKey
 from credence.manifest import TrustedManifest
 from credence.subject_proofs import SubjectProof, verify_subject_proof
@@ -219,15 +221,26 @@ def check_subject_proof(
     Raises:
         VerificationError: no bound key signed it, or it is stale, for another
             action, or for another registry.
+        Replayed: the same proof was presented before.
     """
     claims = _unverified_claims(token, 4096)
     subject = claims.get("sub")
     if not isinstance(subject, str):
         raise InvalidInput("subject proof lacks 'sub'")
-    return verify_subject_proof(
+    proof = verify_subject_proof(
         token,
         subject_keys=subject_keys(session, subject, now),
         registry_id=registry_id,
         action=action,
         now=now,
     )
+    # Accepted once: a captured proof cannot be replayed while it lives.
+    try:
+        with session.begin_nested():
+            session.add(UsedSubjectProof(jti=proof.jti, expires_at=proof.expires_at))
+            session.flush()
+    except IntegrityError:
+        raise Replayed(
+            f"subject proof {proof.jti} was used before: sign a fresh one for each request"
+        ) from None
+    return proof

@@ -194,11 +194,15 @@ class Lookups:
             now=now,
         )
         if row is not None:
+            self._append_refusals([row])
+
+    def _append_refusals(self, rows: Sequence[LogRow]) -> None:
+        if rows:
             try:
                 with self._sessions.begin() as session:
-                    append_entries(session, [row])
+                    append_entries(session, rows)
             except CredenceError:
-                _log.exception("could not log a refused lookup")
+                _log.exception("could not log refused lookups")
 
     def _use_grant(self, allowed: Allowed, now: datetime) -> None:
         if allowed.grant_id:
@@ -323,9 +327,25 @@ class Lookups:
             CredenceError: the whole message is refused (rate limit, rights).
         """
         now = self._clock()
-        self._limit_rate(requester)
-        policy = self._policy()
-        asked = check_asked(policy, requester, message.purpose, tuple(message.kinds))
+        try:
+            self._limit_rate(requester)
+            policy = self._policy()
+            asked = check_asked(policy, requester, message.purpose, tuple(message.kinds))
+        except CredenceError as exc:
+            # Refused as a whole: every identifiable row is still logged as refused.
+            rows = [
+                row
+                for item in message.items
+                if (
+                    row := self._refusal_row(
+                        requester, item.subject, purpose=message.purpose,
+                        kinds=message.kinds, error=exc, now=now,
+                    )
+                )
+                is not None
+            ]  # fmt: skip
+            await asyncio.to_thread(self._append_refusals, rows)
+            raise
         accepted: list[tuple[registry_pb2.ScreenItem, Lookup, Allowed]] = []
         refused: list[tuple[str, CredenceError]] = []
         refusal_rows: list[LogRow] = []

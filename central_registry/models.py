@@ -320,3 +320,14 @@ class Contest(Base):
     __table_args__ = (
         CheckConstraint("state IN ('open', 'upheld', 'corrected', 'removed')", name="known_state"),
     )
+
+
+class UsedSubjectProof(Base):
+    """A subject proof's id, kept until it expires: each proof is accepted once."""
+
+    __tablename__ = "used_subject_proofs"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's own dict

@@ -294,7 +294,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
             now = self._clock()
 
             def check() -> tuple[SubjectProof, Any, Envelope, str]:
-                with self._sessions() as session:
+                with self._sessions.begin() as session:
                     proof = self._proof(session, request.subject_proof, "contest")
                 contest, envelope, endpoint = contests.signed_contest(
                     proof,
@@ -341,7 +341,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
 
             def run() -> registry_pb2.ListMyContestsResponse:
                 response = registry_pb2.ListMyContestsResponse()
-                with self._sessions() as session:
+                with self._sessions.begin() as session:
                     proof = self._proof(session, request.subject_proof, "list-contests")
                     for row in contests.contests_for(session, proof.subject_ref):
                         record = response.contests.add(
@@ -366,7 +366,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
 
             def run() -> registry_pb2.ListMyLookupsResponse:
                 now = self._clock()
-                with self._sessions() as session:
+                with self._sessions.begin() as session:
                     proof = grants.check_subject_proof(
                         session,
                         request.subject_proof,
@@ -402,7 +402,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
 
             def run() -> registry_pb2.ListMyGrantsResponse:
                 now = self._clock()
-                with self._sessions() as session:
+                with self._sessions.begin() as session:
                     proof = grants.check_subject_proof(
                         session,
                         request.subject_proof,

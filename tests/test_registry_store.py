@@ -41,6 +41,7 @@ TABLES = {
     "merkle_nodes",
     "tree_heads",
     "contests",
+    "used_subject_proofs",
 }
 REF_A = "aa" * 32
 REF_B = "bb" * 32

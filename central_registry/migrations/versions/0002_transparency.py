@@ -1,4 +1,4 @@
-"""The verifiable log's Merkle tree and signed tree heads; subjects' contests.
+"""The verifiable log's Merkle tree and signed tree heads; contests; used subject proofs.
 
 Revision ID: 0002
 Revises: 0001
@@ -55,10 +55,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("contest_id", name=op.f("pk_contests")),
     )
     op.create_index(op.f("ix_contests_subject_ref"), "contests", ["subject_ref"])
+    op.create_table(
+        "used_subject_proofs",
+        sa.Column("jti", sa.String(length=64), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("jti", name=op.f("pk_used_subject_proofs")),
+        sqlite_with_rowid=False,
+    )
 
 
 def downgrade() -> None:
     """Drop the tables this revision added."""
+    op.drop_table("used_subject_proofs")
     op.drop_index(op.f("ix_contests_subject_ref"), table_name="contests")
     op.drop_table("contests")
     op.drop_table("tree_heads")

@@ -1,0 +1,184 @@
+"""A small federation in one process: the registry and nodes as threads, real TLS sockets.
+
+Built through the same command line an operator uses (``credence registry init``,
+``credence node init|enrol``, ``members approve``), then served in-process so a
+test can reach inside (patch the registry, read a node's database).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from agency_node.server import RunningNode, start_node
+from central_registry.server import RegistryThread
+from credence import client_enrol, synthetic, tokens
+from credence.cli import main
+from credence.client import MemberCredentials, Requester
+from credence.keys import KeySet, SigningKey, load_signing_key, private_key_pem
+from credence.pki import generate_tls_key, make_csr
+from credence.subjects import PseudonymisationKey, SubjectRef, ref_for
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run(*args: str | Path) -> None:
+    code = main([str(arg) for arg in args])
+    assert code == 0, f"credence {' '.join(map(str, args))} exited {code}"
+
+
+def _set(config: Path, **values: object) -> None:
+    text = config.read_text()
+    for key, value in values.items():
+        rendered = json.dumps(value)
+        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {rendered}", text)
+        assert count == 1, f"{key} not in {config}"
+    config.write_text(text)
+
+
+@dataclass
+class Member:
+    member_id: str
+    credentials: MemberCredentials
+
+
+@dataclass
+class InProcessFederation:
+    root: Path
+    registry: RegistryThread
+    nodes: dict[str, RunningNode] = field(default_factory=dict)
+    members: dict[str, Member] = field(default_factory=dict)
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.registry.port}"
+
+    @property
+    def public(self) -> str:
+        return f"127.0.0.1:{self.registry.public_port}"
+
+    @property
+    def ca_pem(self) -> bytes:
+        return (self.registry_dir / "ca.crt").read_bytes()
+
+    @property
+    def root_keys(self) -> KeySet:
+        return KeySet([load_signing_key(self.registry_dir / "root.key").public])
+
+    @property
+    def pseudonymisation(self) -> PseudonymisationKey:
+        return PseudonymisationKey.from_bytes(
+            (self.registry_dir / "pseudonymisation.key").read_bytes()
+        )
+
+    def subject(self, identifier: str) -> SubjectRef:
+        return ref_for(self.pseudonymisation, identifier)
+
+    def requester(self, member_id: str) -> Requester:
+        return Requester(
+            self.address, self.members[member_id].credentials, root_keys=self.root_keys
+        )
+
+    def node_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def enrol_member(self, member_id: str, role: str, *approve: str) -> Member:
+        tls_key, signing_key = generate_tls_key(), SigningKey.generate()
+        client_enrol.enrol(
+            self.public, self.ca_pem, member_id=member_id, display_name=member_id, role=role,
+            csr_pem=make_csr(tls_key, member_id), signing_key=signing_key,
+        )  # fmt: skip
+        run("registry", "members", "approve", "--dir", self.registry_dir, member_id, *approve)
+        result = client_enrol.collect_enrolment(
+            self.public, self.ca_pem, member_id=member_id, signing_key=signing_key
+        )
+        member = Member(
+            member_id,
+            MemberCredentials(
+                member_id,
+                private_key_pem(tls_key),
+                result.certificate_pem,
+                result.ca_pem,
+                signing_key,
+            ),
+        )
+        self.members[member_id] = member
+        return member
+
+    def add_agency(self, profile: synthetic.AgencyProfile, subjects: int = 60) -> RunningNode:
+        node_dir = self.node_dir(profile.name)
+        listen = f"127.0.0.1:{free_port()}"
+        run("node", "init", "--dir", node_dir, "--member-id", profile.name,
+            "--kinds", ",".join(profile.record_kinds), "--listen", listen)  # fmt: skip
+        (self.root / "root.jwks.json").write_text(json.dumps(self.root_keys.to_jwks()))
+        enrol = ("node", "enrol", "--dir", node_dir, "--registry", self.address,
+                 "--public", self.public, "--ca", self.registry_dir / "ca.crt",
+                 "--root-keys", self.root / "root.jwks.json")  # fmt: skip
+        run(*enrol)
+        run("registry", "members", "approve", "--dir", self.registry_dir, profile.name)
+        run(*enrol, "--wait", "10")
+        _set(
+            node_dir / "node.toml",
+            audit_interval_seconds=1,
+            audit_merge_delay_seconds=0,
+            manifest_refresh_seconds=1,
+        )
+        records = node_dir / "records.csv"
+        records.write_text(synthetic.agency_csv(profile, subjects, 7, datetime.now(UTC).date()))
+        run("node", "import", "--dir", node_dir, records)
+        node = start_node(node_dir)
+        self.nodes[profile.name] = node
+        return node
+
+    def consent(
+        self, identifier: str, *, requester: str, idp: str, purpose: str = "credit_assessment",
+        scope: tuple[str, ...] = ("blacklist", "credit"),
+    ) -> tuple[str, str, SigningKey, str]:  # fmt: skip
+        """(consent token, grant id, the subject's key, the binding token)."""
+        now = datetime.now(UTC)
+        subject = self.subject(identifier)
+        subject_key = SigningKey.generate()
+        idp_key = self.members[idp].credentials.signing_key
+        assert idp_key is not None
+        binding = tokens.issue_binding(
+            subject_ref_hex=subject.hex(), subject_key=subject_key.public, member_id=idp,
+            member_key=idp_key, now=now, validity=timedelta(days=30),
+        )  # fmt: skip
+        with self.requester(idp) as client:
+            client.register_binding(binding)
+        request = tokens.sign_consent_request(
+            tokens.ConsentTerms(
+                subject_ref=subject.hex(), requester=requester, purpose=purpose, scope=scope,
+                not_before=now - timedelta(minutes=1), expires_at=now + timedelta(days=10),
+                max_uses=3, data_life=timedelta(days=1),
+            ),
+            subject_key,
+            now,
+        )  # fmt: skip
+        with self.requester(requester) as client:
+            token, grant_id = client.issue_consent(request, binding)
+        return token, grant_id, subject_key, binding
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop(0)
+        self.registry.stop()
+
+
+def start(root: Path) -> InProcessFederation:
+    registry_dir = root / "registry"
+    run("registry", "init", "--dir", registry_dir, "--listen", "127.0.0.1:0",
+        "--public-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")  # fmt: skip
+    return InProcessFederation(root, RegistryThread(registry_dir))
