@@ -25,6 +25,7 @@ _GROUPS = {
     "registry": ("central_registry.cli", "run the central registry and manage its members"),
     "audit": ("credence.audit_cli", "check the registry's transparency log from outside"),
     "me": ("credence.me_cli", "a subject: who looked me up, my grants, revoke, contest"),
+    "dev": ("credence.dev_cli", "a whole federation on loopback: up, status, down"),
 }
 
 
