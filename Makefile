@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/credence/v1/*.proto)
 
-.PHONY: install proto check-protos lint test bench clean
+.PHONY: install demo proto check-protos lint test bench clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# A local federation, a short verified story, and everything down again.
+demo: $(STAMP)
+	$(BIN)/python -m credence.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
