@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from agency_node import database
@@ -31,7 +31,7 @@ from agency_node.evaluation import (
 from agency_node.importer import iter_subject_refs
 from agency_node.manifest_holder import ManifestHolder
 from agency_node.membership import MembershipFilter
-from agency_node.models import QueryLogEntry, Record
+from agency_node.models import Record
 from agency_node.query_checks import (
     CheckedQuery,
     QueryChecker,
@@ -174,51 +174,54 @@ class Answerer:
     def answer(self, message: common_pb2.Envelope) -> Envelope:
         """Check one signed query and return the signed answer.
 
+        The replay claim and the log row (answered or refused) are one
+        transaction: one commit per query.
+
         Raises:
             CredenceError: the query is refused; the refusal is logged first.
         """
         self._refresh()
         now = self._clock()
         row = _LogRow(query_id="")
-        try:
-            envelope = self._open(message)
-            query = self._checker.open_query(envelope, now)
-            row = _LogRow(
-                query_id=query.query_id,
-                requester=query.requester,
-                purpose=_purpose_text(query.purpose),
-                kinds=_kinds_text(query.kinds),
-                subject_ref=bytes(query.subject.ref) or None,
-                log_promise=query.log_promise.SerializeToString() or None,
-            )
-            expires_at = timestamp(query.expires_at, "query expires_at")
-            self._claim(query.query_id, expires_at)
-            checked = self._checker.check_item(
-                query_id=query.query_id,
-                subject=query.subject,
-                grant=query.grant,
-                promise=open_single_promise(self._checker, query),
-                kinds=query.kinds,
-                purpose=query.purpose,
-                requester=query.requester,
-                issued_at=timestamp(query.issued_at, "query issued_at"),
-                now=now,
-            )
-            query_hash = hashlib.sha256(envelope.payload).digest()
-            records = self.records.records_for([checked.subject.ref]).get(checked.subject.ref, [])
-            answer = self._answer_proto(checked.kinds, self._evaluator.evaluate(records, now))
-            answer.query_id = checked.query_id
-            answer.agency = self._config.member_id
-            answer.query_hash = query_hash
-            answer.answered_at.FromDatetime(now)
-            payload = answer.SerializeToString()
-            signed = sign(payloads.ANSWER, payload, [self._key])
-        except CredenceError as exc:
-            self._log([_refused(row, exc)], now)
-            raise
-        self._log(
-            [
-                _LogRow(
+        refusal: CredenceError | None = None
+        with self._engine.begin() as connection:
+            try:
+                envelope = self._open(message)
+                query = self._checker.open_query(envelope, now)
+                row = _LogRow(
+                    query_id=query.query_id,
+                    requester=query.requester,
+                    purpose=_purpose_text(query.purpose),
+                    kinds=_kinds_text(query.kinds),
+                    subject_ref=bytes(query.subject.ref) or None,
+                    log_promise=query.log_promise.SerializeToString() or None,
+                )
+                expires_at = timestamp(query.expires_at, "query expires_at")
+                if not self._batches.claim(connection, [query.query_id], expires_at):
+                    raise Replayed(
+                        f"query {query.query_id} was already received; send a new query id"
+                    )
+                checked = self._checker.check_item(
+                    query_id=query.query_id,
+                    subject=query.subject,
+                    grant=query.grant,
+                    promise=open_single_promise(self._checker, query),
+                    kinds=query.kinds,
+                    purpose=query.purpose,
+                    requester=query.requester,
+                    issued_at=timestamp(query.issued_at, "query issued_at"),
+                    now=now,
+                )
+                records = self.records.records_for([checked.subject.ref])
+                evaluation = self._evaluator.evaluate(records.get(checked.subject.ref, []), now)
+                answer = self._answer_proto(checked.kinds, evaluation)
+                answer.query_id = checked.query_id
+                answer.agency = self._config.member_id
+                answer.query_hash = hashlib.sha256(envelope.payload).digest()
+                answer.answered_at.FromDatetime(now)
+                payload = answer.SerializeToString()
+                signed = sign(payloads.ANSWER, payload, [self._key])
+                logged = _LogRow(
                     query_id=checked.query_id,
                     requester=checked.requester,
                     purpose=row.purpose,
@@ -229,9 +232,11 @@ class Answerer:
                     log_promise=row.log_promise,
                     answer_hash=hashlib.sha256(payload).digest(),
                 )
-            ],
-            now,
-        )
+            except CredenceError as exc:
+                refusal, logged = exc, _refused(row, exc)
+            self._batches.log(connection, [self._values(logged, now)])
+        if refusal is not None:
+            raise refusal
         return signed
 
     # -- the batch path -----------------------------------------------------------------
@@ -358,10 +363,6 @@ class Answerer:
         )
         return batch
 
-    def _claim(self, query_id: str, expires_at: datetime) -> None:
-        with self._sessions.begin() as session:
-            database.remember_query(session, query_id, expires_at)
-
     def _answer_proto(self, kinds: Sequence[int], evaluation: Evaluation) -> agency_pb2.Answer:
         answer = agency_pb2.Answer()
         if common_pb2.VERDICT_KIND_BLACKLIST in kinds:
@@ -370,30 +371,17 @@ class Answerer:
             answer.credit.CopyFrom(to_credit_proto(evaluation.credit, self._scorecard_version))
         return answer
 
+    def _values(self, row: _LogRow, now: datetime) -> LogValues:
+        return (
+            row.query_id[:64], self._batches.time(now), row.requester[:128], row.purpose,
+            row.kinds, row.subject_ref, row.outcome, row.status_code, row.reason,
+            row.entry_commitment, row.log_promise, row.answer_hash,
+        )  # fmt: skip
+
     def _log(self, rows: Sequence[_LogRow], now: datetime) -> None:
-        if not rows:
-            return
-        with self._sessions.begin() as session:
-            session.execute(
-                insert(QueryLogEntry),
-                [
-                    {
-                        "query_id": row.query_id[:64],
-                        "received_at": now,
-                        "requester": row.requester[:128],
-                        "purpose": row.purpose,
-                        "kinds": row.kinds,
-                        "subject_ref": row.subject_ref,
-                        "outcome": row.outcome,
-                        "status_code": row.status_code,
-                        "reason": row.reason,
-                        "entry_commitment": row.entry_commitment,
-                        "log_promise": row.log_promise,
-                        "answer_hash": row.answer_hash,
-                    }
-                    for row in rows
-                ],
-            )
+        if rows:
+            with self._engine.begin() as connection:
+                self._batches.log(connection, [self._values(row, now) for row in rows])
 
 
 def _refused(row: _LogRow, error: CredenceError) -> _LogRow:

@@ -637,7 +637,9 @@ def _seen_table() -> Table:
     return Table(
         "import_seen_record_ids",
         MetaData(),
-        Column("record_id", String(MAX_RECORD_ID), primary_key=True),
+        # No length: invalid rows' ids (too long ones too) are marked for the
+        # duplicate check, and PostgreSQL, unlike SQLite, enforces a length.
+        Column("record_id", String(), primary_key=True),
         Column("row", Integer, nullable=False),
         prefixes=["TEMPORARY"],
     )

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from central_registry.models import LogEntry
-from central_registry.transparency import append_leaves
+from central_registry.transparency import append_leaves, lock_log
 from credence.errors import AlreadyExists, InvalidInput, Unavailable
 
 _ATTEMPTS = 5
@@ -66,6 +66,7 @@ def append_entries(session: Session, rows: Sequence[LogRow]) -> int:
     """
     if not rows:
         return int(session.scalar(select(func.coalesce(func.max(LogEntry.idx) + 1, 0))) or 0)
+    lock_log(session)
     for _ in range(_ATTEMPTS):
         first = int(session.scalar(select(func.coalesce(func.max(LogEntry.idx) + 1, 0))) or 0)
         values = [

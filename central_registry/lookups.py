@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine
 
 from central_registry import store
@@ -126,10 +128,17 @@ class Lookups:
         self._rate.take(requester, time.monotonic())
 
     def _log_rows(
-        self, rows: Sequence[LogRow], requester: str, now: datetime, subjects: Sequence[bytes]
+        self,
+        rows: Sequence[LogRow],
+        requester: str,
+        now: datetime,
+        subjects: Sequence[bytes],
+        grant_ids: Sequence[str] = (),
     ) -> int:
-        """Append log rows and count distinct subjects, in one transaction."""
+        """Count grant uses, append log rows and count distinct subjects: one transaction."""
         with self._sessions.begin() as session:
+            for grant_id in grant_ids:
+                store.use_grant(session, grant_id, now)
             first = append_entries(session, rows)
             if subjects:
                 day = now.strftime("%Y-%m-%d")
@@ -228,7 +237,6 @@ class Lookups:
             allowed = check_grant(
                 policy, asked, subject, request.grant, cache=self._grants, now=now
             )
-            await asyncio.to_thread(self._use_grant, allowed, now)
             lookup = Lookup(
                 subject=subject,
                 grant=request.grant,
@@ -240,7 +248,15 @@ class Lookups:
             )
             salt = log_promise.new_salt()
             row = self._dispatch_row(entry, salt, allowed)
-            await asyncio.to_thread(self._log_rows, [row], requester, now, [subject.ref])
+            # The grant's use and the log entry land together, or neither does.
+            await asyncio.to_thread(
+                self._log_rows,
+                [row],
+                requester,
+                now,
+                [subject.ref],
+                [allowed.grant_id] if allowed.grant_id else [],
+            )
         except CredenceError as exc:
             await asyncio.to_thread(self._log_refusal, requester, request, exc, now)
             raise
@@ -349,6 +365,8 @@ class Lookups:
         accepted: list[tuple[registry_pb2.ScreenItem, Lookup, Allowed]] = []
         refused: list[tuple[str, CredenceError]] = []
         refusal_rows: list[LogRow] = []
+        # One draw of randomness per message, not one per row (each draw costs a syscall).
+        query_ids = iter(queries.new_query_ids(len(message.items)))
         for item in message.items:
             try:
                 subject = subject_from_proto(item.subject)
@@ -374,7 +392,7 @@ class Lookups:
                 subject=subject,
                 grant=item.grant,
                 grant_id=allowed.grant_id,
-                query_id=queries.new_query_id(),
+                query_id=next(query_ids),
             )
             accepted.append((item, lookup, allowed))
         encoder = log_promise.CommitmentEncoder.for_shared(
@@ -382,20 +400,26 @@ class Lookups:
         )
         promises: list[common_pb2.LogPromise] = []
         rows = list(refusal_rows)
-        for _, lookup, allowed in accepted:
-            salt = log_promise.new_salt()
+        salts = log_promise.new_salts(len(accepted))
+        promised_at = Timestamp()
+        promised_at.FromDatetime(now)
+        merge_delay = Duration()
+        merge_delay.FromTimedelta(self._config.log_merge_delay)
+        log_id = self._keys.signing.kid
+        for (_, lookup, allowed), salt in zip(accepted, salts, strict=True):
             commitment = encoder.commit(
                 salt, lookup.query_id, _subject_type(lookup), lookup.subject.ref, lookup.grant_id
             )
-            promise = common_pb2.LogPromise(
-                log_id=self._keys.signing.kid,
-                query_id=lookup.query_id,
-                entry_commitment=commitment,
-                salt=salt,
+            promises.append(
+                common_pb2.LogPromise(
+                    log_id=log_id,
+                    query_id=lookup.query_id,
+                    entry_commitment=commitment,
+                    salt=salt,
+                    promised_at=promised_at,
+                    max_merge_delay=merge_delay,
+                )
             )
-            promise.promised_at.FromDatetime(now)
-            promise.max_merge_delay.FromTimedelta(self._config.log_merge_delay)
-            promises.append(promise)
             rows.append(
                 LogRow(
                     query_id=lookup.query_id,
@@ -474,9 +498,10 @@ class Lookups:
             outcomes = await self._fanout.batch(
                 targets, envelope, [lookup.query_id for _, lookup, _ in chunk]
             )
+            verdict_ids = iter(queries.new_query_ids(len(chunk)))
             return [
                 aggregate(
-                    verdict_id=queries.new_query_id(),
+                    verdict_id=next(verdict_ids),
                     query_id=lookup.query_id,
                     subject=queries.subject_to_proto(lookup.subject),
                     requester=asked.requester,

@@ -77,6 +77,7 @@ class RunningRegistry:
     fanout: FanOut
     engine: Engine
     grace_seconds: float
+    manifests: ManifestCache
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting; finish in-flight calls within ``grace``; close everything."""
@@ -86,6 +87,7 @@ class RunningRegistry:
         grace = self.grace_seconds if grace is None else grace
         await asyncio.gather(self.server.stop(grace), self.public_server.stop(grace))
         await self.fanout.close()
+        self.manifests.close()
         self.engine.dispose()
 
 
@@ -108,7 +110,7 @@ async def start_registry(
     engine = database.create_engine_for(config.effective_database_url)
     database.upgrade_schema(engine)
     manifests = ManifestCache(engine, KeySet([keys.root.public]), clock)
-    manifests.current()
+    manifests.start()
     fanout = FanOut(
         key_pem=keys.tls_key_pem,
         cert_pem=keys.tls_cert_pem,
@@ -187,7 +189,7 @@ async def start_registry(
     )  # fmt: skip
     return RunningRegistry(
         members, public, ports[0], ports[1], http, health_servicer, fanout, engine,
-        config.grace_seconds,
+        config.grace_seconds, manifests,
     )  # fmt: skip
 
 

@@ -23,6 +23,22 @@ from credence.errors import InvalidInput, NotFound
 from credence.keys import SigningKey
 from credence.v1 import registry_pb2
 
+# The key of the PostgreSQL advisory lock that serialises log writers: ASCII "credence".
+_LOG_LOCK_KEY = 0x63726564656E6365
+
+
+def lock_log(session: Session) -> None:
+    """Make the caller's transaction the log's only writer until it ends.
+
+    Appends take the next dense indexes from the log's size, and tree heads
+    are keyed by it; concurrent writers must take turns. SQLite already
+    serialises them (the registry begins its transactions IMMEDIATE); on
+    PostgreSQL a transaction-scoped advisory lock does, where otherwise each
+    writer would wait on the other's uncommitted rows and then have to retry.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(_LOG_LOCK_KEY)))
+
 
 class SqlSubtrees:
     """A :class:`credence.merkle.SubtreeStore` over the ``merkle_nodes`` table.
@@ -80,6 +96,7 @@ def log_size(session: Session) -> int:
 
 def tree_head(session: Session, *, log_key: SigningKey, now: datetime) -> Envelope:
     """The signed head of the current tree; signs a new one when the log has grown."""
+    lock_log(session)
     size = log_size(session)
     latest = session.get(TreeHead, size)
     if latest is not None:

@@ -25,6 +25,10 @@ _GROUPS = {
     "registry": ("central_registry.cli", "run the central registry and manage its members"),
     "audit": ("credence.audit_cli", "check the registry's transparency log from outside"),
     "me": ("credence.me_cli", "a subject: who looked me up, my grants, revoke, contest"),
+    "verify": ("credence.requester_cli", "one subject's signed verdict (organisation, or person)"),
+    "screen": ("credence.requester_cli", "screen a CSV of organisations (resumable)"),
+    "verdict": ("credence.requester_cli", "check a saved verdict file offline"),
+    "consent": ("credence.requester_cli", "consent: the subject requests, the requester issues"),
     "dev": ("credence.dev_cli", "a whole federation on loopback: up, status, down"),
 }
 

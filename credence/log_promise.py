@@ -151,6 +151,12 @@ def new_salt() -> bytes:
     return secrets.token_bytes(SALT_BYTES)
 
 
+def new_salts(count: int) -> list[bytes]:
+    """``count`` fresh salts from one draw of randomness."""
+    pool = secrets.token_bytes(SALT_BYTES * count)
+    return [pool[index * SALT_BYTES : (index + 1) * SALT_BYTES] for index in range(count)]
+
+
 def make_promise(
     entry: LogEntry,
     salt: bytes,

@@ -43,8 +43,14 @@ def new_query_id() -> str:
     index that holds them (replay cache, query logs) instead of dirtying pages
     all over it.
     """
-    millis = time.time_ns() // 1_000_000
-    return f"{millis:012x}{secrets.token_hex(10)}"
+    return new_query_ids(1)[0]
+
+
+def new_query_ids(count: int) -> list[str]:
+    """``count`` fresh query ids (as :func:`new_query_id`) from one draw of randomness."""
+    millis = f"{time.time_ns() // 1_000_000:012x}"
+    randomness = secrets.token_hex(10 * count)
+    return [millis + randomness[index * 20 : index * 20 + 20] for index in range(count)]
 
 
 @dataclass(frozen=True)

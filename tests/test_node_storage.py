@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agency_node import database
+from agency_node.batch_store import BatchStore
 from agency_node.models import Base, QueryLogEntry, Record, RecordDispute, SeenQuery
 from credence.errors import FailedPrecondition, Replayed
 
@@ -30,11 +31,17 @@ TABLES = {
 
 
 @pytest.fixture
-def make_engine(tmp_path: Path) -> Iterator[Callable[[bool], Engine]]:
+def sqlite_url(tmp_path: Path) -> str:
+    return database.sqlite_url_for(tmp_path)
+
+
+# database_url (conftest.py) runs every test using these once on SQLite, once on PostgreSQL.
+@pytest.fixture
+def make_engine(database_url: str) -> Iterator[Callable[[bool], Engine]]:
     engines: list[Engine] = []
 
     def _make(migrate: bool = True) -> Engine:
-        engine = database.create_engine_for(database.sqlite_url_for(tmp_path))
+        engine = database.create_engine_for(database_url)
         engines.append(engine)
         if migrate:
             database.upgrade_schema(engine)
@@ -101,13 +108,15 @@ def test_migrations_match_the_models(engine: Engine) -> None:
 
 
 def test_unmigrated_database_is_refused_with_the_fix(
-    make_engine: Callable[[bool], Engine], tmp_path: Path
+    make_engine: Callable[[bool], Engine], tmp_path: Path, backend: str
 ) -> None:
     engine = make_engine(False)
     assert not database.schema_is_current(engine)
+    # Only a SQLite file names its data directory; a server URL does not.
+    data_dir = tmp_path.resolve() if backend == "sqlite" else "<data dir>"
     expected = (
         f"database schema is at revision none (never migrated), the code needs "
-        f"{database.schema_head()}: run `credence node migrate --dir {tmp_path.resolve()}`"
+        f"{database.schema_head()}: run `credence node migrate --dir {data_dir}`"
     )
     with pytest.raises(FailedPrecondition) as caught:
         database.require_current_schema(engine)
@@ -121,7 +130,8 @@ def test_database_at_another_revision_is_refused(engine: Engine) -> None:
         database.require_current_schema(engine)
 
 
-def test_sqlite_connections_are_tuned(engine: Engine) -> None:
+def test_sqlite_connections_are_tuned(tmp_path: Path) -> None:
+    engine = database.create_engine_for(database.sqlite_url_for(tmp_path))
     with engine.connect() as connection:
 
         def pragma(name: str) -> object:
@@ -132,6 +142,7 @@ def test_sqlite_connections_are_tuned(engine: Engine) -> None:
         assert pragma("synchronous") == 1  # NORMAL
         assert pragma("busy_timeout") == 10_000
         assert pragma("cache_size") == -64 * 1024
+    engine.dispose()
 
 
 def test_rollback_undoes_every_statement(sessions: sessionmaker[Session]) -> None:
@@ -285,3 +296,48 @@ def test_subject_refs_are_distinct(sessions: sessionmaker[Session], engine: Engi
             b"a" * 32,
             b"b" * 32,
         ]
+
+
+# --- the batch path's driver-level writes -----------------------------------------
+
+
+def test_batch_claim_refuses_replays_and_repeats_and_keeps_the_rest(engine: Engine) -> None:
+    store = BatchStore(engine)
+    with engine.begin() as connection:
+        assert store.claim(connection, ["q1", "q2"], NOW) == {"q1", "q2"}
+    with engine.begin() as connection:
+        # q1 replayed, q3 twice in one batch: both refused; q4 is new.
+        assert store.claim(connection, ["q1", "q3", "q3", "q4"], NOW) == {"q4"}
+    with engine.connect() as connection:
+        stored = connection.execute(select(SeenQuery.query_id, SeenQuery.expires_at)).all()
+    assert sorted(stored) == [("q1", NOW), ("q2", NOW), ("q4", NOW)]
+
+
+def test_batch_log_rows_read_back_through_the_model(engine: Engine) -> None:
+    store = BatchStore(engine)
+    row = (
+        "q1",
+        store.time(NOW),
+        "bank-a",
+        "credit_check",
+        "blacklist",
+        b"r" * 32,
+        "answered",
+        "OK",
+        "",
+        b"c" * 32,
+        b"promise",
+        b"h" * 32,
+    )
+    with engine.begin() as connection:
+        store.log(
+            connection, [row, (*row[:6], "refused", "ALREADY_EXISTS", "replay", None, None, None)]
+        )
+    with Session(engine) as session:
+        entries = session.scalars(select(QueryLogEntry).order_by(QueryLogEntry.id)).all()
+    assert [(e.outcome, e.received_at, e.subject_ref) for e in entries] == [
+        ("answered", NOW, b"r" * 32),
+        ("refused", NOW, b"r" * 32),
+    ]
+    assert entries[0].received_at.tzinfo is UTC
+    assert (entries[0].log_promise, entries[1].log_promise) == (b"promise", None)

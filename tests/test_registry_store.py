@@ -48,11 +48,17 @@ REF_B = "bb" * 32
 
 
 @pytest.fixture
-def make_engine(tmp_path: Path) -> Iterator[Callable[[bool], Engine]]:
+def sqlite_url(tmp_path: Path) -> str:
+    return database.sqlite_url_for(tmp_path)
+
+
+# database_url (conftest.py) runs every test using these once on SQLite, once on PostgreSQL.
+@pytest.fixture
+def make_engine(database_url: str) -> Iterator[Callable[[bool], Engine]]:
     engines: list[Engine] = []
 
     def _make(migrate: bool = True) -> Engine:
-        engine = database.create_engine_for(database.sqlite_url_for(tmp_path))
+        engine = database.create_engine_for(database_url)
         engines.append(engine)
         if migrate:
             database.upgrade_schema(engine)
@@ -176,13 +182,15 @@ def test_migrations_match_the_models(make_engine: Callable[[bool], Engine]) -> N
 
 
 def test_unmigrated_database_is_refused_with_the_fix(
-    make_engine: Callable[[bool], Engine], tmp_path: Path
+    make_engine: Callable[[bool], Engine], tmp_path: Path, backend: str
 ) -> None:
     engine = make_engine(False)
     assert not database.schema_is_current(engine)
+    # Only a SQLite file names its data directory; a server URL does not.
+    data_dir = tmp_path.resolve() if backend == "sqlite" else "<data dir>"
     expected = (
         "database schema is at revision none (never migrated), the code needs 0002: "
-        f"run `credence registry migrate --dir {tmp_path.resolve()}`"
+        f"run `credence registry migrate --dir {data_dir}`"
     )
     with pytest.raises(FailedPrecondition) as caught:
         database.require_current_schema(engine)

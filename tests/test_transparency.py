@@ -105,10 +105,10 @@ def test_a_registry_that_skips_the_log_is_caught(
 
     def skip_secret(
         self: Lookups, rows: Sequence[LogRow], requester: str, now: datetime,
-        subjects: Sequence[bytes],
+        subjects: Sequence[bytes], grant_ids: Sequence[str] = (),
     ) -> int:  # fmt: skip
         kept = [row for row in rows if row.subject_ref != secret.ref]
-        return original(self, kept, requester, now, subjects)
+        return original(self, kept, requester, now, subjects, grant_ids)
 
     monkeypatch.setattr(Lookups, "_log_rows", skip_secret)
     with federation.requester("acme") as acme:
