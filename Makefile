@@ -41,5 +41,9 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m credence.demo
 
+# The registry with 8 agency node processes (see README, Benchmarks).
+bench: $(STAMP)
+	$(BIN)/python -m bench.bench_registry $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
