@@ -28,7 +28,7 @@ from credence import names
 from credence.envelope import Envelope
 from credence.errors import NotFound, PermissionDenied
 from credence.status import grpc_errors_async
-from credence.storage import session_factory
+from credence.storage import reader, session_factory
 from credence.subject_proofs import SubjectProof
 from credence.tls import peer_member_id
 from credence.v1 import registry_pb2, registry_pb2_grpc
@@ -494,7 +494,7 @@ class TransparencyLogServicer(registry_pb2_grpc.TransparencyLogServiceServicer):
         async with grpc_errors_async(context):
 
             def run() -> registry_pb2.GetInclusionProofResponse:
-                with self._sessions() as session:
+                with reader(self._sessions()) as session:
                     index, path = transparency.inclusion_proof(
                         session, bytes(request.entry_commitment), request.tree_size
                     )
@@ -512,7 +512,7 @@ class TransparencyLogServicer(registry_pb2_grpc.TransparencyLogServiceServicer):
         async with grpc_errors_async(context):
 
             def run() -> registry_pb2.GetConsistencyProofResponse:
-                with self._sessions() as session:
+                with reader(self._sessions()) as session:
                     path = transparency.consistency_proof(session, request.first, request.second)
                 return registry_pb2.GetConsistencyProofResponse(path=path)
 

@@ -10,6 +10,7 @@ and kept, so anyone can ask for a consistency proof between two heads.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -40,6 +41,43 @@ def lock_log(session: Session) -> None:
         session.execute(select(func.pg_advisory_xact_lock(_LOG_LOCK_KEY)))
 
 
+class _NodeCache:
+    """Committed subtree hashes of one database, shared by every session of the process.
+
+    A complete subtree's hash never changes once committed, and every proof
+    reads the same upper levels: caching them turns most proof reads into
+    dictionary lookups. Bounded; the oldest entries go first.
+    """
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self._capacity = capacity
+        self._entries: dict[tuple[int, int], bytes] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int]) -> bytes | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple[int, int], value: bytes) -> None:
+        with self._lock:
+            if len(self._entries) >= self._capacity:
+                for old in list(self._entries)[: self._capacity // 10]:
+                    del self._entries[old]
+            self._entries[key] = value
+
+
+_CACHES: dict[str, _NodeCache] = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def _committed_nodes(session: Session) -> _NodeCache:
+    url = session.get_bind().engine.url.render_as_string(hide_password=True)
+    with _CACHES_LOCK:
+        cache = _CACHES.get(url)
+        if cache is None:
+            cache = _CACHES[url] = _NodeCache()
+        return cache
+
+
 class SqlSubtrees:
     """A :class:`credence.merkle.SubtreeStore` over the ``merkle_nodes`` table.
 
@@ -51,6 +89,7 @@ class SqlSubtrees:
         self._session = session
         self._cache: dict[tuple[int, int], bytes] = {}
         self._pending: list[dict[str, object]] = []
+        self._committed = _committed_nodes(session)
 
     def get(self, level: int, index: int) -> bytes:
         """The hash of the complete subtree at (level, index).
@@ -59,13 +98,17 @@ class SqlSubtrees:
             NotFound: the tree has no such subtree (a caller bug or a damaged table).
         """
         key = (level, index)
-        cached = self._cache.get(key)
+        cached = self._cache.get(key) or self._committed.get(key)
         if cached is None:
             cached = self._session.scalar(
                 select(MerkleNode.hash).where(MerkleNode.level == level, MerkleNode.idx == index)
             )
             if cached is None:
                 raise NotFound(f"the log has no complete subtree at level {level}, index {index}")
+            # Read from the table, so committed (or this transaction's own, which the
+            # instance cache already holds): a complete subtree never changes again.
+            if key not in self._cache:
+                self._committed.put(key, cached)
             self._cache[key] = cached
         return cached
 

@@ -106,6 +106,16 @@ def _on_sqlite_begin(connection: Connection) -> None:
 IMMEDIATE_OPTION = "credence_sqlite_immediate"
 
 
+def reader(session: Session) -> Session:
+    """Mark a fresh session as read-only work: on SQLite it begins DEFERRED.
+
+    A read on an :func:`immediate_writer` engine would otherwise take the
+    write lock and queue behind appends. Call before the session's first query.
+    """
+    session.connection(execution_options={IMMEDIATE_OPTION: False})
+    return session
+
+
 def immediate_writer(engine: Engine) -> Engine:
     """The same engine (same pool), but SQLite transactions take the write lock up front.
 
