@@ -99,6 +99,7 @@ class RegistryConfig:
     verdict_lifetime: timedelta = timedelta(hours=24)
     max_embargo: timedelta = timedelta(days=90)
     log_merge_delay: timedelta = timedelta(minutes=5)
+    log_retention: timedelta = timedelta(days=730)
     node_batch_size: int = 1000
     purposes: Mapping[str, PurposeRules] = field(default_factory=lambda: dict(DEFAULT_PURPOSES))
     rate_limits: RateLimits = field(default_factory=RateLimits)
@@ -189,6 +190,7 @@ def parse_config(
         verdict_lifetime=seconds("verdict_lifetime_seconds", 86400),
         max_embargo=timedelta(days=_get(main, "max_embargo_days", (int, float), 90)),
         log_merge_delay=seconds("log_merge_delay_seconds", 300),
+        log_retention=timedelta(days=_get(main, "log_retention_days", (int, float), 730)),
         node_batch_size=_get(main, "node_batch_size", int, 1000),
         purposes=_purposes(_get(document, "purposes", dict, {})),
         rate_limits=RateLimits(
@@ -240,6 +242,8 @@ def render_config(config: RegistryConfig) -> str:
         f"query_lifetime_seconds = {int(config.query_lifetime.total_seconds())}",
         f"verdict_lifetime_seconds = {int(config.verdict_lifetime.total_seconds())}",
         f"max_embargo_days = {config.max_embargo.days}",
+        "# Log entries' content is erased after this; their leaves (and proofs) remain.",
+        f"log_retention_days = {config.log_retention.days}",
         f"node_batch_size = {config.node_batch_size}",
         "",
         "[rate_limits]",

@@ -31,7 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
 
 from central_registry import config as registry_config
-from central_registry import database
+from central_registry import database, transparency
 from central_registry.fanout import FanOut
 from central_registry.http_side import HttpSide
 from central_registry.keyring import load_keys
@@ -46,6 +46,7 @@ from central_registry.service import (
 from credence.errors import FailedPrecondition
 from credence.keys import KeySet
 from credence.pki import load_certificate_pem
+from credence.storage import session_factory
 from credence.tls import server_credentials
 from credence.v1 import registry_pb2, registry_pb2_grpc
 
@@ -78,6 +79,7 @@ class RunningRegistry:
     engine: Engine
     grace_seconds: float
     manifests: ManifestCache
+    housekeeping: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting; finish in-flight calls within ``grace``; close everything."""
@@ -86,6 +88,8 @@ class RunningRegistry:
         self.http.stop()
         grace = self.grace_seconds if grace is None else grace
         await asyncio.gather(self.server.stop(grace), self.public_server.stop(grace))
+        if self.housekeeping is not None:
+            self.housekeeping.cancel()
         await self.fanout.close()
         self.manifests.close()
         self.engine.dispose()
@@ -187,10 +191,32 @@ async def start_registry(
         "registry %s listening on port %d (members), %d (public), http %d",
         config.member_id, ports[0], ports[1], http.port,
     )  # fmt: skip
-    return RunningRegistry(
+    running = RunningRegistry(
         members, public, ports[0], ports[1], http, health_servicer, fanout, engine,
         config.grace_seconds, manifests,
     )  # fmt: skip
+    running.housekeeping = asyncio.ensure_future(_housekeeping(engine, config, clock))
+    return running
+
+
+async def _housekeeping(
+    engine: Engine, config: registry_config.RegistryConfig, clock: Clock
+) -> None:
+    """Erase expired log entries' content, hourly (their leaves and proofs remain)."""
+    sessions = session_factory(engine)
+
+    def erase() -> int:
+        with sessions.begin() as session:
+            return transparency.erase_expired(session, clock() - config.log_retention)
+
+    while True:
+        try:
+            erased = await asyncio.to_thread(erase)
+            if erased:
+                _log.info("erased the content of %d expired log entries", erased)
+        except Exception:
+            _log.exception("log housekeeping failed; will retry")
+        await asyncio.sleep(3600)
 
 
 def serve(

@@ -14,9 +14,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
-from central_registry import database, store
+from central_registry import database, store, transparency
 from central_registry.log_store import LogRow, append_entries
 from central_registry.models import Base
+from credence import merkle
 from credence.errors import (
     AlreadyExists,
     Expired,
@@ -597,3 +598,27 @@ def test_distinct_subjects_per_day(sessions: sessionmaker[Session]) -> None:
         assert store.note_subject_uses(session, "company-x", "2026-11-29", []) == 1
         with pytest.raises(ValueError, match="day must be YYYY-MM-DD"):
             store.note_subject_use(session, "company-x", "28/11/2026", a)
+
+
+def test_expired_entries_lose_their_content_but_not_their_leaves(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        for index in range(5):
+            _append(session, f"old-{index}")
+        head_before = transparency.tree_head(session, log_key=SigningKey.generate(), now=NOW)
+    commitment = hashlib.sha256(b"commitment old-2").digest()
+    with sessions.begin() as session:
+        assert transparency.erase_expired(session, NOW + timedelta(seconds=1)) == 5
+        assert transparency.erase_expired(session, NOW + timedelta(seconds=1)) == 0
+    with sessions() as session:
+        entry = store.log_entry(session, 2)
+        assert (entry.requester, entry.basis, entry.grant_id) == ("", "", "")
+        assert entry.subject_ref == bytes(32)
+        assert entry.salt == bytes(16)
+        assert entry.commitment == commitment, "the leaf stays"
+        assert store.entries_for_subject(session, b"\x01" * 32, NOW) == []
+        index, path = transparency.inclusion_proof(session, commitment, 5)
+        root = merkle.root(transparency.SqlSubtrees(session), 5)
+    merkle.verify_inclusion(merkle.leaf_hash(commitment), index, 5, path, root)
+    assert head_before.payload, "the signed head from before the erasure stays valid"
