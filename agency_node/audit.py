@@ -35,7 +35,7 @@ from credence.log_audit import (
     check_inclusion,
     open_tree_head,
 )
-from credence.storage import session_factory
+from credence.storage import immediate_writer, session_factory
 
 _log = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ class LogAuditor:
         clock: Clock,
         merge_delay: timedelta,
     ) -> None:
-        self._sessions = session_factory(engine)
+        # Its transactions read, then write, beside a busy server: take the lock up front.
+        self._sessions = session_factory(immediate_writer(engine))
         self._manifests = manifests
         self._client = client
         self._clock = clock

@@ -47,6 +47,7 @@ from credence.pki import (
     validate_member_id,
 )
 from credence.record_kinds import KINDS
+from credence.storage import immediate_writer
 from credence.subjects import PseudonymisationKey
 from credence.tls import channel_credentials
 from credence.v1 import registry_pb2, registry_pb2_grpc
@@ -352,7 +353,11 @@ def _import(args: argparse.Namespace) -> int:
     progress = _progress_bar if sys.stderr.isatty() else None
     try:
         report: ImportReport = import_records(
-            database.session_factory(engine), args.file, key, progress=progress
+            # The import reads, then writes, while the node may be answering.
+            database.session_factory(immediate_writer(engine)),
+            args.file,
+            key,
+            progress=progress,
         )
     finally:
         engine.dispose()

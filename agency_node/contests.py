@@ -20,6 +20,7 @@ from credence import payloads
 from credence.envelope import Envelope, sign, verify_message
 from credence.errors import InvalidInput
 from credence.keys import SigningKey
+from credence.storage import immediate_writer
 from credence.v1 import agency_pb2
 
 MAX_STATEMENT_CHARS = 4000
@@ -40,7 +41,8 @@ class ContestDesk:
         self._member_id = member_id
         self._manifests = manifests
         self._key = signing_key
-        self._sessions = database.session_factory(engine)
+        # Reads the records, then flags them, beside a busy server: lock up front.
+        self._sessions = database.session_factory(immediate_writer(engine))
         self._clock = clock
 
     def file(self, envelope_bytes: bytes) -> Envelope:

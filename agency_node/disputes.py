@@ -26,6 +26,7 @@ from credence import payloads
 from credence.envelope import Envelope, sign
 from credence.errors import FailedPrecondition, InvalidInput, NotFound
 from credence.keys import SigningKey
+from credence.storage import immediate_writer
 from credence.v1 import registry_pb2
 
 OUTCOMES = ("upheld", "corrected", "removed")
@@ -87,7 +88,7 @@ def resolve(
     """
     if outcome not in OUTCOMES:
         raise InvalidInput(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
-    with database.session_factory(engine).begin() as session:
+    with database.session_factory(immediate_writer(engine)).begin() as session:
         record_pks = list(
             session.scalars(
                 select(RecordDispute.record_pk).where(
