@@ -367,13 +367,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
             def run() -> registry_pb2.ListMyLookupsResponse:
                 now = self._clock()
                 with self._sessions.begin() as session:
-                    proof = grants.check_subject_proof(
-                        session,
-                        request.subject_proof,
-                        action="list-lookups",
-                        registry_id=self._config.member_id,
-                        now=now,
-                    )
+                    proof = self._proof(session, request.subject_proof, "list-lookups")
                     response = registry_pb2.ListMyLookupsResponse()
                     for entry in store.entries_for_subject(
                         session, bytes.fromhex(proof.subject_ref), now
@@ -401,15 +395,8 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
         async with grpc_errors_async(context):
 
             def run() -> registry_pb2.ListMyGrantsResponse:
-                now = self._clock()
                 with self._sessions.begin() as session:
-                    proof = grants.check_subject_proof(
-                        session,
-                        request.subject_proof,
-                        action="list-grants",
-                        registry_id=self._config.member_id,
-                        now=now,
-                    )
+                    proof = self._proof(session, request.subject_proof, "list-grants")
                     response = registry_pb2.ListMyGrantsResponse()
                     for grant in store.grants_for_subject(session, proof.subject_ref):
                         record = response.grants.add(
@@ -439,13 +426,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
             def run() -> registry_pb2.RevokeGrantResponse:
                 now = self._clock()
                 with self._sessions.begin() as session:
-                    proof = grants.check_subject_proof(
-                        session,
-                        request.subject_proof,
-                        action="revoke-grant",
-                        registry_id=self._config.member_id,
-                        now=now,
-                    )
+                    proof = self._proof(session, request.subject_proof, "revoke-grant")
                     if proof.target != request.grant_id:
                         raise PermissionDenied(
                             "the subject proof names another grant than the request"

@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, DateTime, Dialect, Engine, create_engine, event
+from sqlalchemy import Connection, DateTime, Dialect, Engine, MetaData, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -216,3 +216,39 @@ def _data_dir_hint(engine: Engine) -> str:
     if engine.dialect.name == "sqlite" and database and database != ":memory:":
         return str(Path(database).parent)
     return "<data dir>"
+
+
+def run_alembic_env(metadata: MetaData) -> None:
+    """The body of a component's Alembic ``env.py``.
+
+    :class:`Migrations` hands over an open connection in
+    ``config.attributes["connection"]``; there is no ``alembic.ini``. With a
+    ``sqlalchemy.url`` option instead (``alembic revision --autogenerate``
+    during development) it opens its own.
+    """
+    from alembic import context  # noqa: PLC0415 - only inside a migration run
+
+    def run(connection: Connection) -> None:
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            # SQLite cannot ALTER most things in place: later migrations copy the table.
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        run(connection)
+        return
+    url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("no connection given and no sqlalchemy.url configured")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as own:
+            run(own)
+    finally:
+        engine.dispose()
