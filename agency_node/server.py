@@ -186,8 +186,9 @@ def start_node(
     ca_cert = load_certificate_pem(ca_pem)
 
     engine = database.create_engine_for(config.effective_database_url)
-    # Starting after an upgrade just works; `credence node migrate` runs it by hand.
-    database.upgrade_schema(engine)
+    # Several processes may share one database: none migrates it behind the others'
+    # backs. `credence node init` and `credence node migrate` do.
+    database.require_current_schema(engine)
 
     answerer = Answerer(
         config=config, manifests=manifests, signing_key=signing_key, engine=engine, clock=clock

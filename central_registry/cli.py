@@ -13,7 +13,9 @@ credence registry members reinstate --dir D ID
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -132,9 +134,12 @@ def _split(text: str | None) -> list[str] | None:
     return None if text is None else [part for part in text.split(",") if part]
 
 
-def _engine(config: registry_config.RegistryConfig) -> Engine:
+def _engine(config: registry_config.RegistryConfig, *, migrate: bool = False) -> Engine:
     engine = database.create_engine_for(config.effective_database_url)
-    database.upgrade_schema(engine)
+    if migrate:
+        database.upgrade_schema(engine)
+    else:
+        database.require_current_schema(engine)
     return engine
 
 
@@ -148,11 +153,16 @@ def _init(args: argparse.Namespace) -> int:
         listen=args.listen,
         public_listen=args.public_listen,
         http_listen=args.http_listen,
+        # A production registry starts on PostgreSQL straight away.
+        database_url=os.environ.get("CREDENCE_REGISTRY_DATABASE_URL", ""),
     )
     now = utc_now()
     keys = create_keys(config, now)
-    (data_dir / registry_config.CONFIG_FILE).write_text(registry_config.render_config(config))
-    engine = _engine(config)
+    # The URL may hold a password: it stays in the environment, not in the file.
+    (data_dir / registry_config.CONFIG_FILE).write_text(
+        registry_config.render_config(dataclasses.replace(config, database_url=""))
+    )
+    engine = _engine(config, migrate=True)
     try:
         with session_factory(engine).begin() as session:
             envelope = publish(
@@ -186,7 +196,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     config = registry_config.load_config(args.dir)
-    _engine(config).dispose()
+    _engine(config, migrate=True).dispose()
     print(f"database schema is at revision {database.schema_head()}")
     return 0
 

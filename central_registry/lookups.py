@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,7 +31,7 @@ from central_registry.grants import GrantPolicy
 from central_registry.keyring import RegistryKeys
 from central_registry.log_store import OUTCOME_DISPATCHED, OUTCOME_REFUSED, LogRow, append_entries
 from central_registry.manifest_cache import ManifestCache
-from central_registry.ratelimit import RateLimiter
+from central_registry.ratelimit import TokenBucket
 from credence import log_promise, payloads, queries
 from credence.envelope import sign
 from credence.errors import CredenceError, ResourceExhausted
@@ -84,7 +83,9 @@ class Lookups:
         self._fanout = fanout
         self._clock = clock
         self._grants = GrantCache()
-        self._rate = RateLimiter(config.rate_limits.requests_per_second, config.rate_limits.burst)
+        self._rate = TokenBucket(
+            config.rate_limits.requests_per_second, float(config.rate_limits.burst)
+        )
         self._targets = _Targets()
         self._aggregator: tuple[int, Aggregator, str] | None = None
 
@@ -124,8 +125,10 @@ class Lookups:
             cached = self._targets.by_kinds[kinds] = (targets, contributors)
         return cached
 
-    def _limit_rate(self, requester: str) -> None:
-        self._rate.take(requester, time.monotonic())
+    def _limit_rate(self, requester: str, now: datetime) -> None:
+        # In the database, so the limit holds across every registry process.
+        with self._sessions.begin() as session:
+            store.take_rate_tokens(session, requester, self._rate, now)
 
     def _log_rows(
         self,
@@ -230,7 +233,7 @@ class Lookups:
         """
         now = self._clock()
         try:
-            self._limit_rate(requester)
+            await asyncio.to_thread(self._limit_rate, requester, now)
             policy = self._policy()
             asked = check_asked(policy, requester, request.purpose, tuple(request.kinds))
             subject = subject_from_proto(request.subject)
@@ -344,7 +347,7 @@ class Lookups:
         """
         now = self._clock()
         try:
-            self._limit_rate(requester)
+            await asyncio.to_thread(self._limit_rate, requester, now)
             policy = self._policy()
             asked = check_asked(policy, requester, message.purpose, tuple(message.kinds))
         except CredenceError as exc:

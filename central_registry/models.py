@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Float,
     Integer,
     LargeBinary,
     MetaData,
@@ -38,6 +39,7 @@ __all__ = [
     "LogEntry",
     "Manifest",
     "Member",
+    "RateBucket",
     "RevokedSerial",
     "SubjectUsage",
     "join_names",
@@ -331,3 +333,17 @@ class UsedSubjectProof(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's own dict
+
+
+class RateBucket(Base):
+    """A requester's request-rate token bucket, shared by every registry process.
+
+    ``tokens`` is the count as of ``updated_at``; the refill since is computed
+    by :class:`central_registry.ratelimit.TokenBucket` when the row is next read.
+    """
+
+    __tablename__ = "rate_buckets"
+
+    requester: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -112,7 +112,9 @@ async def start_registry(
     config = registry_config.load_config(data_dir)
     keys = load_keys(config)
     engine = database.create_engine_for(config.effective_database_url)
-    database.upgrade_schema(engine)
+    # Several registry processes may share one database: none migrates it behind
+    # the others' backs. `credence registry init` and `... migrate` do.
+    database.require_current_schema(engine)
     manifests = ManifestCache(engine, KeySet([keys.root.public]), clock)
     manifests.start()
     fanout = FanOut(

@@ -232,6 +232,9 @@ REGISTRY = Component(
             ],
             "used_subject_proofs": [{"jti": "jti-0001", "expires_at": NOW + timedelta(minutes=5)}],
         },
+        "0003": {
+            "rate_buckets": [{"requester": "bank-a", "tokens": 399.5, "updated_at": NOW}],
+        },
     },
     seeded={},
 )
