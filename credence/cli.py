@@ -33,8 +33,13 @@ _GROUPS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (every group registered)."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser, with the sub-commands of the group ``argv`` names.
+
+    Only that group's module is imported (a server package weighs about a
+    second to import); the others appear with their one-line help. Without
+    ``argv`` every group is registered.
+    """
     parser = argparse.ArgumentParser(
         prog="credence",
         description="Credence: federated, consent-bound blacklist and credit verdicts.",
@@ -43,15 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"credence {__version__}")
     groups = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
+    chosen = None if argv is None else next((arg for arg in argv if arg in _GROUPS), None)
     for name, (module_name, help_text) in _GROUPS.items():
-        module = importlib.import_module(module_name)
-        module.register(groups.add_parser(name, help=help_text, description=help_text))
+        sub = groups.add_parser(name, help=help_text, description=help_text)
+        if argv is None or name == chosen:
+            importlib.import_module(module_name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         result: int = args.handler(args)
