@@ -28,7 +28,6 @@ from agency_node.evaluation import (
     to_blacklist_proto,
     to_credit_proto,
 )
-from agency_node.importer import iter_subject_refs
 from agency_node.manifest_holder import ManifestHolder
 from agency_node.membership import MembershipFilter
 from agency_node.models import Record
@@ -89,7 +88,9 @@ class RecordReader:
             if self._filter is None or generation != self._generation:
                 with Session(self._engine) as session:
                     count = session.scalar(select(func.count()).select_from(Record)) or 0
-                    self._filter = MembershipFilter.build(iter_subject_refs(session), max(count, 1))
+                    self._filter = MembershipFilter.build(
+                        database.iter_all_subject_refs(session), max(count, 1)
+                    )
                 self._generation = generation
             return self._filter
 

@@ -20,16 +20,13 @@ from sqlalchemy import (
     Engine,
     delete,
     func,
-    insert,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from agency_node.models import RECORD_GENERATION, NodeCounter, Record, SeenQuery
 from credence.encoding import require_utc
-from credence.errors import Replayed
 from credence.storage import Migrations, create_engine_for, session_factory
 
 __all__ = [
@@ -40,7 +37,6 @@ __all__ = [
     "prune_seen_queries",
     "record_count",
     "record_generation",
-    "remember_query",
     "require_current_schema",
     "schema_head",
     "schema_is_current",
@@ -95,25 +91,6 @@ def require_current_schema(engine: Engine) -> None:
 
 
 # --- replay cache ----------------------------------------------------------
-
-
-def remember_query(session: Session, query_id: str, expires_at: datetime) -> None:
-    """Record ``query_id`` as seen; the replay check.
-
-    The insert runs in a savepoint so that a refused replay leaves the
-    caller's transaction usable (to log the refusal). The primary key makes
-    the check atomic across every process sharing the database.
-
-    Raises:
-        Replayed: the id was seen before.
-    """
-    try:
-        with session.begin_nested():
-            session.execute(
-                insert(SeenQuery).values(query_id=query_id, expires_at=require_utc(expires_at))
-            )
-    except IntegrityError:
-        raise Replayed(f"query {query_id} was already received; send a new query id") from None
 
 
 def prune_seen_queries(session: Session, now: datetime, skew: timedelta) -> int:

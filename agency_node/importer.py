@@ -76,7 +76,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from agency_node.database import bump_record_generation, iter_all_subject_refs, record_count
+from agency_node.database import bump_record_generation, record_count
 from agency_node.models import Record
 from credence.encoding import format_time, require_utc
 from credence.errors import InvalidIdentifier, InvalidInput
@@ -91,7 +91,6 @@ __all__ = [
     "ImportReport",
     "RowError",
     "import_records",
-    "iter_subject_refs",
     "purge_expired",
 ]
 
@@ -979,8 +978,3 @@ def purge_expired(session: Session, now: datetime) -> int:
     if deleted:
         bump_record_generation(session)
     return deleted
-
-
-def iter_subject_refs(session: Session, *, batch: int = 10_000) -> Iterator[bytes]:
-    """Every distinct subject reference held, streamed (for a membership filter)."""
-    return iter_all_subject_refs(session, batch=batch)

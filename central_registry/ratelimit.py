@@ -3,19 +3,18 @@
 :class:`TokenBucket` is the pure maths: given a bucket's stored state and the
 time, it returns the state after a request or refuses it. The registry keeps
 each requester's state in the database (``store.take_rate_tokens``) so the
-limit holds across every registry process sharing it; :class:`RateLimiter`
-keeps the states in memory, for one process. The distinct-subjects-per-day
-limit lives in the database too (``store.note_subject_use``).
+limit holds across every registry process sharing it. The
+distinct-subjects-per-day limit lives in the database too
+(``store.note_subject_use``).
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 from credence.errors import ResourceExhausted
 
-__all__ = ["BucketState", "RateLimiter", "TokenBucket"]
+__all__ = ["BucketState", "TokenBucket"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,28 +68,3 @@ class TokenBucket:
                 retry_after=(cost - tokens) / self.rate,
             )
         return BucketState(tokens - cost, max(now, state.updated))
-
-
-class RateLimiter:
-    """Token buckets keyed by requester, held in this process's memory."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        """Buckets of ``rate`` tokens per second, ``burst`` at most.
-
-        Raises:
-            ValueError: ``rate`` is not positive or ``burst`` is below 1.
-        """
-        self._bucket = TokenBucket(rate, float(burst))
-        self._states: dict[str, BucketState] = {}
-        self._lock = threading.Lock()
-
-    def take(self, requester: str, now: float, cost: float = 1.0) -> None:
-        """Spend ``cost`` tokens of ``requester``'s bucket at monotonic time ``now``.
-
-        Raises:
-            ResourceExhausted: not enough tokens; ``retry_after`` says when there will be.
-        """
-        with self._lock:
-            self._states[requester] = self._bucket.take(
-                self._states.get(requester), requester, now, cost
-            )

@@ -20,7 +20,6 @@ from agency_node.importer import (
     ImportRefused,
     ImportReport,
     import_records,
-    iter_subject_refs,
     purge_expired,
 )
 from agency_node.models import Record, RecordDispute
@@ -330,7 +329,7 @@ def test_progress_reports_bytes_read(
 def test_subject_refs_held(sessions: sessionmaker[Session], write_csv: Callable[..., Path]) -> None:
     _import(sessions, write_csv([_row(1, identifier=RID), _row(2, identifier=RID), _row(3)]))
     with sessions() as session:
-        refs = set(iter_subject_refs(session))
+        refs = set(database.iter_all_subject_refs(session))
     assert refs == {ref_for(KEY, RID).ref, ref_for(KEY, "nin:AB000003").ref}
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from agency_node import database
 from agency_node.batch_store import BatchStore
 from agency_node.models import Base, QueryLogEntry, Record, RecordDispute, SeenQuery
-from credence.errors import FailedPrecondition, Replayed
+from credence.errors import FailedPrecondition
 
 NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 TABLES = {
@@ -233,36 +233,35 @@ def test_replayed_query_id_is_refused_by_the_primary_key(sessions: sessionmaker[
         session.execute(insert(SeenQuery).values(query_id="q1", expires_at=NOW))
 
 
-def test_remember_query_raises_replayed_and_keeps_the_transaction(
-    sessions: sessionmaker[Session],
-) -> None:
-    with sessions.begin() as session:
-        database.remember_query(session, "q1", NOW)
-    with sessions.begin() as session:
-        with pytest.raises(Replayed, match="query q1 was already received"):
-            database.remember_query(session, "q1", NOW)
+def test_replay_claim_keeps_the_transaction_usable(engine: Engine) -> None:
+    store = BatchStore(engine)
+    with engine.begin() as connection:
+        assert store.claim(connection, ["q1"], NOW) == {"q1"}
+    with engine.begin() as connection:
+        assert store.claim(connection, ["q1"], NOW) == set(), "q1 was already received"
         # The refusal can still be logged in the same transaction.
-        database.remember_query(session, "q2", NOW)
-    with sessions() as session:
-        assert sorted(session.scalars(select(SeenQuery.query_id))) == ["q1", "q2"]
+        assert store.claim(connection, ["q2"], NOW) == {"q2"}
+    with engine.connect() as connection:
+        assert sorted(connection.scalars(select(SeenQuery.query_id))) == ["q1", "q2"]
 
 
-def test_replay_check_holds_across_engines(
-    make_engine: Callable[[bool], Engine], sessions: sessionmaker[Session]
-) -> None:
-    other = database.session_factory(make_engine(False))
-    with sessions.begin() as session:
-        database.remember_query(session, "q1", NOW)
-    with pytest.raises(Replayed), other.begin() as session:
-        database.remember_query(session, "q1", NOW)
+def test_replay_check_holds_across_engines(make_engine: Callable[[bool], Engine]) -> None:
+    first, second = make_engine(True), make_engine(False)
+    with first.begin() as connection:
+        assert BatchStore(first).claim(connection, ["q1"], NOW) == {"q1"}
+    with second.begin() as connection:
+        assert BatchStore(second).claim(connection, ["q1"], NOW) == set()
 
 
 def test_prune_forgets_only_ids_past_expiry_and_skew(sessions: sessionmaker[Session]) -> None:
     skew = timedelta(minutes=5)
     with sessions.begin() as session:
-        database.remember_query(session, "old", NOW - timedelta(minutes=6))
-        database.remember_query(session, "edge", NOW - timedelta(minutes=4))
-        database.remember_query(session, "live", NOW + timedelta(minutes=1))
+        for query_id, expires_at in (
+            ("old", NOW - timedelta(minutes=6)),
+            ("edge", NOW - timedelta(minutes=4)),
+            ("live", NOW + timedelta(minutes=1)),
+        ):
+            session.execute(insert(SeenQuery).values(query_id=query_id, expires_at=expires_at))
     with sessions.begin() as session:
         assert database.prune_seen_queries(session, NOW, skew) == 1
     with sessions() as session:

@@ -1,4 +1,4 @@
-"""The per-requester token bucket: the maths, in memory, and stored in the database."""
+"""The per-requester token bucket: the maths, and stored in the database."""
 
 from __future__ import annotations
 
@@ -10,32 +10,31 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from central_registry import database, store
-from central_registry.ratelimit import BucketState, RateLimiter, TokenBucket
+from central_registry.ratelimit import BucketState, TokenBucket
 from credence.errors import ResourceExhausted
 
 
 def test_burst_then_refused_with_retry_after() -> None:
-    limiter = RateLimiter(rate=10, burst=3)
+    bucket, state = TokenBucket(10, 3), None
     for _ in range(3):
-        limiter.take("acme", now=100.0)
+        state = bucket.take(state, "acme", 100.0)
     with pytest.raises(ResourceExhausted, match="rate limit of 10 lookups/s") as caught:
-        limiter.take("acme", now=100.0)
+        bucket.take(state, "acme", 100.0)
     assert caught.value.retry_after == pytest.approx(0.1)
 
 
 def test_tokens_refill_over_time_and_buckets_are_per_requester() -> None:
-    limiter = RateLimiter(rate=10, burst=2)
-    limiter.take("acme", now=0.0, cost=2)
-    limiter.take("other", now=0.0, cost=2)
+    bucket = TokenBucket(10, 2)
+    acme = bucket.take(None, "acme", 0.0, cost=2)
+    bucket.take(None, "other", 0.0, cost=2)  # another requester, another (full) bucket
     with pytest.raises(ResourceExhausted):
-        limiter.take("acme", now=0.05)
-    limiter.take("acme", now=0.1)
+        bucket.take(acme, "acme", 0.05)
+    bucket.take(acme, "acme", 0.1)
 
 
 def test_a_request_larger_than_the_burst_says_so() -> None:
-    limiter = RateLimiter(rate=10, burst=5)
     with pytest.raises(ResourceExhausted, match="send smaller batches") as caught:
-        limiter.take("acme", now=0.0, cost=6)
+        TokenBucket(10, 5).take(None, "acme", 0.0, cost=6)
     assert caught.value.retry_after is None
 
 
