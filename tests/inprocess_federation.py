@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,9 +20,12 @@ from central_registry.server import RegistryThread
 from credence import client_enrol, synthetic, tokens
 from credence.cli import main
 from credence.client import MemberCredentials, Requester
+from credence.errors import CredenceError
 from credence.keys import KeySet, SigningKey, load_signing_key, private_key_pem
 from credence.pki import generate_tls_key, make_csr
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for
+
+FANOUT_DEADLINE_SECONDS = 8.0  # under the client's own 10 s timeout
 
 
 def free_port() -> int:
@@ -140,7 +144,25 @@ class InProcessFederation:
         run("node", "import", "--dir", node_dir, records)
         node = start_node(node_dir)
         self.nodes[profile.name] = node
+        self._wait_until_asked(profile.name)
         return node
+
+    def _wait_until_asked(self, member_id: str, seconds: float = 30) -> None:
+        """Wait until the registry's manifest cache lists the agency it will ask.
+
+        The cache refreshes on its own schedule; a lookup made before it has
+        seen the approval would not ask the new agency at all.
+        """
+        manifests = self.registry.running.manifests
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                manifests.current().active_member(member_id)
+                return
+            except CredenceError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def consent(
         self, identifier: str, *, requester: str, idp: str, purpose: str = "credit_assessment",
@@ -181,4 +203,7 @@ def start(root: Path) -> InProcessFederation:
     registry_dir = root / "registry"
     run("registry", "init", "--dir", registry_dir, "--listen", "127.0.0.1:0",
         "--public-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")  # fmt: skip
+    # Tests here ask live nodes, never dead ones: a deadline with headroom for a
+    # busy machine (a first call opens a TLS channel to a cold node) costs nothing.
+    _set(registry_dir / "registry.toml", fanout_deadline_seconds=FANOUT_DEADLINE_SECONDS)
     return InProcessFederation(root, RegistryThread(registry_dir))
