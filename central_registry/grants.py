@@ -15,8 +15,15 @@ from sqlalchemy.orm import Session
 from central_registry import store
 from central_registry.config import RegistryConfig
 from central_registry.models import UsedSubjectProof
-from credence import jws, names, tokens
-from credence.errors import InvalidInput, PermissionDenied, Replayed
+from credence import jws, names, tokens, tokens_consent
+from credence._grant_claims import new_jti
+from credence.errors import (
+    AlreadyExists,
+    InvalidInput,
+    PermissionDenied,
+    Replayed,
+    Unavailable,
+)
 from credence.keys import KeySet, SigningKey, VerifyKey
 from credence.manifest import TrustedManifest
 from credence.subject_proofs import SubjectProof, verify_subject_proof
@@ -73,51 +80,105 @@ def issue_consent(
     request_token: str,
     binding_token: str,
     *,
+    caller: str,
     registry_key: SigningKey,
     policy: GrantPolicy,
     now: datetime,
 ) -> tuple[str, str]:
-    """Countersign a subject's consent request; returns (consent token, grant id).
+    """Countersign a subject's consent request once; returns (consent token, grant id).
+
+    A request is countersigned at most once: submitting it again returns the
+    grant already issued (same id, token, uses and revocation), so re-issuing
+    never adds lookups nor undoes a revocation. Only the requester the subject
+    named may have it countersigned.
 
     Raises:
         VerificationError: the request or binding does not verify.
-        PermissionDenied: the request goes beyond the purpose's fair-use caps,
-            or asks for kinds the purpose does not allow.
+        PermissionDenied: the caller is not the requester the subject named,
+            the request goes beyond the purpose's fair-use caps, or asks for
+            kinds the purpose does not allow.
+        AlreadyExists: the subject signed another request with the same ``jti``.
+        Unavailable: every attempt lost a race for a revocation-list index.
     """
-    token = tokens.countersign_consent(
+    checked = tokens_consent.check_consent_request(
         request_token,
         binding_token,
-        registry_key=registry_key,
-        registry_id=policy.config.member_id,
         identity_keys=policy.manifest.identity_verifier_keys(),
         now=now,
         policy=policy.purpose_policies(),
     )
-    consent = tokens.verify_consent(
-        token,
-        registry_keys=KeySet([registry_key.public]),
-        identity_keys=policy.manifest.identity_verifier_keys(),
-        expected_audience=None,
-        now=now,
-        policy=policy.purpose_policies(),
-    )
-    _check_purpose_kinds(consent.purpose, consent.scope, policy)
-    store.add_grant(
-        session,
-        grant_id=consent.grant_id,
-        kind="consent",
-        subject_ref_hex=consent.subject_ref,
-        requester=consent.requester,
-        purpose=consent.purpose,
-        scope=consent.scope,
-        issued_at=consent.issued_at,
-        not_before=consent.not_before,
-        expires_at=consent.expires_at,
-        max_uses=consent.max_uses,
-        data_life_seconds=int(consent.data_life.total_seconds()),
-        token=token,
-    )
-    return token, consent.grant_id
+    terms, request_jti = checked.request.terms, checked.request.jti
+    if terms.requester != caller:
+        raise PermissionDenied(
+            f"the subject's consent request names requester {terms.requester!r}; only that "
+            f"member may have it countersigned, not {caller!r}"
+        )
+    _check_purpose_kinds(terms.purpose, terms.scope, policy)
+    for _ in range(_INDEX_ATTEMPTS):
+        if (issued := _issued_for(session, checked)) is not None:
+            return issued
+        grant_id = new_jti()
+        status_index = store.next_status_index(session)
+        token = tokens_consent.sign_consent(
+            checked,
+            registry_key=registry_key,
+            registry_id=policy.config.member_id,
+            now=now,
+            jti=grant_id,
+            status_index=status_index,
+        )
+        consent = tokens.verify_consent(
+            token,
+            registry_keys=KeySet([registry_key.public]),
+            identity_keys=policy.manifest.identity_verifier_keys(),
+            expected_audience=None,
+            now=now,
+            policy=policy.purpose_policies(),
+        )
+        try:
+            store.add_grant(
+                session,
+                grant_id=grant_id,
+                kind="consent",
+                subject_ref_hex=consent.subject_ref,
+                requester=consent.requester,
+                purpose=consent.purpose,
+                scope=consent.scope,
+                issued_at=consent.issued_at,
+                not_before=consent.not_before,
+                expires_at=consent.expires_at,
+                max_uses=consent.max_uses,
+                data_life_seconds=int(consent.data_life.total_seconds()),
+                token=token,
+                request_jti=request_jti,
+                status_index=status_index,
+            )
+        except AlreadyExists:
+            # Another process countersigned this request (returned above on the
+            # next pass) or took the index (try the next one).
+            continue
+        return token, grant_id
+    raise Unavailable("consent issuing lost every race for a revocation-list index: retry")
+
+
+# A lost race means another issue committed; a handful of attempts is plenty.
+_INDEX_ATTEMPTS = 5
+
+
+def _issued_for(
+    session: Session, checked: tokens_consent.CheckedConsentRequest
+) -> tuple[str, str] | None:
+    terms = checked.request.terms
+    grant = store.grant_for_request(session, terms.subject_ref, checked.request.jti)
+    if grant is None:
+        return None
+    issued_request = _unverified_claims(grant.token, tokens.CONSENT_MAX_SIZE).get("req")
+    if issued_request != checked.request_token:
+        raise AlreadyExists(
+            f"consent request {checked.request.jti!r} of this subject was countersigned "
+            "before with other terms: the subject must sign a new request with a fresh jti"
+        )
+    return grant.token, grant.grant_id
 
 
 def verify_mandate_token(

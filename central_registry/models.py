@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -196,10 +197,16 @@ class Grant(Base):
     legal_basis: Mapped[str | None] = mapped_column(Text)
     embargo_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: The subject's consent request ``jti``: one request is countersigned once.
+    request_jti: Mapped[str | None] = mapped_column(String(256))
+    #: This grant's bit in the signed revocation list (draft-ietf-oauth-status-list).
+    status_index: Mapped[int] = mapped_column(Integer, unique=True)
 
     __table_args__ = (
         CheckConstraint("kind IN ('consent', 'mandate')", name="known_kind"),
         CheckConstraint("max_uses IS NULL OR max_uses > 0", name="positive_max_uses"),
+        CheckConstraint("status_index >= 0", name="status_index_not_negative"),
+        UniqueConstraint("subject_ref", "request_jti", name="uq_grants_request"),
     )
 
     @property

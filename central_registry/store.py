@@ -60,18 +60,22 @@ __all__ = [
     "get_grant",
     "get_manifest",
     "get_member",
+    "grant_for_request",
     "grants_for_subject",
     "latest_manifest",
     "list_members",
     "log_entry",
     "log_size",
+    "next_status_index",
     "note_subject_use",
     "note_subject_uses",
     "prune_subject_usage",
     "revoke_grant",
     "revoke_serial",
     "revoked_serials",
+    "revoked_status_indexes",
     "set_member_state",
+    "status_list_state",
     "store_manifest",
     "take_rate_tokens",
     "use_grant",
@@ -412,6 +416,8 @@ def add_grant(
     token: str,
     legal_basis: str | None = None,
     embargo_until: datetime | None = None,
+    request_jti: str | None = None,
+    status_index: int | None = None,
 ) -> Grant:
     """Keep a grant the registry issued (consent or mandate).
 
@@ -431,13 +437,16 @@ def add_grant(
         token: the signed grant token, as issued.
         legal_basis: a mandate's "statute / case".
         embargo_until: until when the subject does not see the lookups (mandates).
+        request_jti: the consent request's ``jti`` (consents), unique per subject.
+        status_index: the grant's bit in the revocation list; None takes the
+            next free one (a token that names its index passes it).
 
     Returns:
         The stored grant, unused.
 
     Raises:
         InvalidInput: unknown kind, ``max_uses`` below 1, or a malformed subject reference.
-        AlreadyExists: ``grant_id`` is taken.
+        AlreadyExists: ``grant_id``, the request or ``status_index`` is taken.
     """
     if kind not in GRANT_KINDS:
         raise InvalidInput(f"grant kind must be one of {', '.join(GRANT_KINDS)}, got {kind!r}")
@@ -460,9 +469,48 @@ def add_grant(
         legal_basis=legal_basis,
         embargo_until=None if embargo_until is None else require_utc(embargo_until),
         revoked_at=None,
+        request_jti=request_jti,
+        status_index=next_status_index(session) if status_index is None else status_index,
     )
-    _insert_new(session, grant, f"grant {grant_id!r} exists already: issue it with a new id")
+    _insert_new(
+        session,
+        grant,
+        f"grant {grant_id!r} exists already, or its request or status index "
+        f"{grant.status_index} is taken",
+    )
     return grant
+
+
+def next_status_index(session: Session) -> int:
+    """The revocation-list bit the next grant takes (a race is settled by the unique key)."""
+    highest = session.scalar(select(func.max(Grant.status_index)))
+    return 0 if highest is None else highest + 1
+
+
+def grant_for_request(session: Session, subject_ref_hex: str, request_jti: str) -> Grant | None:
+    """The grant that countersigned the subject's consent request ``request_jti``, if any.
+
+    Raises:
+        InvalidInput: the subject reference is not 64 hex digits.
+    """
+    statement = select(Grant).where(
+        Grant.subject_ref == _subject_ref_hex(subject_ref_hex), Grant.request_jti == request_jti
+    )
+    return session.scalars(statement.execution_options(populate_existing=True)).first()
+
+
+def status_list_state(session: Session) -> tuple[int, int]:
+    """(grants revoked, grants issued): both only grow, so their sum versions the list."""
+    revoked, highest = session.execute(
+        select(func.count(Grant.revoked_at), func.max(Grant.status_index))
+    ).one()
+    return int(revoked), 0 if highest is None else int(highest) + 1
+
+
+def revoked_status_indexes(session: Session) -> list[int]:
+    """The revocation-list bits of every revoked grant."""
+    statement = select(Grant.status_index).where(Grant.revoked_at.is_not(None))
+    return list(session.scalars(statement))
 
 
 def get_grant(session: Session, grant_id: str) -> Grant:

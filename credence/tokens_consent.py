@@ -11,6 +11,12 @@ fabricate it:
   the other two in ``req`` and ``bnd``, never wider than the request, and
   within the registry's fair-use policy for the purpose.
 
+A consent the registry issues also carries its place in the registry's
+revocation list, in the shape of draft-ietf-oauth-status-list:
+``"status": {"status_list": {"idx": 17, "uri": "credence://<registry>/status-list"}}``.
+A node reads bit ``idx`` of the signed list (:mod:`credence.status_list`) to
+learn whether the subject revoked it.
+
 Every function is pure: the clock arrives as ``now``.
 """
 
@@ -119,6 +125,43 @@ class VerifiedConsent:
     data_life: timedelta
     request: VerifiedConsentRequest
     binding: VerifiedBinding
+    #: Bit index in the registry's revocation list; None for a consent without one.
+    status_index: int | None = None
+
+
+@dataclass(frozen=True)
+class CheckedConsentRequest:
+    """A consent request and its binding, verified and within the fair-use policy."""
+
+    request_token: str
+    binding_token: str
+    request: VerifiedConsentRequest
+    binding: VerifiedBinding
+
+
+def status_list_uri(registry_id: str) -> str:
+    """The ``uri`` a consent names for the registry's revocation list."""
+    return f"credence://{registry_id}/status-list"
+
+
+def status_claim(index: int, registry_id: str) -> dict[str, Any]:
+    """The ``status`` claim placing a consent at bit ``index`` of the registry's list.
+
+    Raises:
+        InvalidInput: ``index`` is negative or not an integer.
+    """
+    check_positive_int(index, "status index", 0)
+    return {"status_list": {"idx": index, "uri": status_list_uri(registry_id)}}
+
+
+def _status_index(claims: Mapping[str, Any]) -> int | None:
+    status = claims.get("status")
+    if status is None:
+        return None
+    entry = status.get("status_list") if isinstance(status, dict) else None
+    if not isinstance(entry, dict):
+        raise InvalidInput("consent claim 'status' must hold a 'status_list' object")
+    return check_positive_int(entry.get("idx"), "consent claim 'status.status_list.idx'", 0)
 
 
 def _terms_claims(terms: ConsentTerms) -> dict[str, Any]:
@@ -229,6 +272,67 @@ def check_purpose_policy(terms: ConsentTerms, policy: Mapping[str, PurposePolicy
         )
 
 
+def check_consent_request(
+    request_token: str,
+    binding_token: str,
+    *,
+    identity_keys: KeySet,
+    now: datetime,
+    policy: Mapping[str, PurposePolicy],
+) -> CheckedConsentRequest:
+    """Verify a subject's consent request and its binding, before countersigning.
+
+    Raises:
+        VerificationError: the binding or request does not verify, or the
+            request has expired.
+        PermissionDenied: the request exceeds the policy for its purpose.
+    """
+    binding = verify_binding(binding_token, identity_keys=identity_keys, now=now)
+    request = verify_consent_request(request_token, binding)
+    # The request may start in the future (nbf), so only expiry and issue time count now.
+    check_time_claims(
+        {"exp": to_epoch(request.terms.expires_at), "iat": to_epoch(request.issued_at)},
+        now,
+        label="consent request",
+    )
+    check_purpose_policy(request.terms, policy)
+    return CheckedConsentRequest(request_token, binding_token, request, binding)
+
+
+def sign_consent(
+    checked: CheckedConsentRequest,
+    *,
+    registry_key: SigningKey,
+    registry_id: str,
+    now: datetime,
+    jti: str | None = None,
+    status_index: int | None = None,
+) -> str:
+    """Countersign a checked consent request.
+
+    The consent copies the request's terms; it ends when the binding ends if
+    that is sooner. ``status_index`` places it in the registry's revocation list.
+
+    Raises:
+        InvalidInput: a negative ``status_index`` or a malformed registry id.
+        MessageTooLarge: the consent would exceed :data:`CONSENT_MAX_SIZE`.
+    """
+    terms = checked.request.terms
+    claims = {
+        **_terms_claims(terms),
+        "iss": check_text(registry_id, "registry id"),
+        "aud": terms.requester,
+        "exp": to_epoch(min(terms.expires_at, checked.binding.expires_at)),
+        "iat": to_epoch(now),
+        "jti": jti or new_jti(),
+        "req": checked.request_token,
+        "bnd": checked.binding_token,
+    }
+    if status_index is not None:
+        claims["status"] = status_claim(status_index, registry_id)
+    return sign_limited(claims, registry_key, CONSENT_TYP, CONSENT_MAX_SIZE)
+
+
 def countersign_consent(
     request_token: str,
     binding_token: str,
@@ -239,12 +343,12 @@ def countersign_consent(
     now: datetime,
     policy: Mapping[str, PurposePolicy],
     jti: str | None = None,
+    status_index: int | None = None,
 ) -> str:
     """Verify a subject's consent request and its binding, then countersign it.
 
-    The consent copies the request's terms; it ends when the binding ends if
-    that is sooner. Terms beyond the fair-use policy are refused, not shrunk,
-    so the subject never grants something other than what they signed.
+    Terms beyond the fair-use policy are refused, not shrunk, so the subject
+    never grants something other than what they signed.
 
     Raises:
         VerificationError: the binding or request does not verify, or the
@@ -252,27 +356,17 @@ def countersign_consent(
         PermissionDenied: the request exceeds the policy for its purpose.
         MessageTooLarge: the consent would exceed :data:`CONSENT_MAX_SIZE`.
     """
-    binding = verify_binding(binding_token, identity_keys=identity_keys, now=now)
-    request = verify_consent_request(request_token, binding)
-    terms = request.terms
-    # The request may start in the future (nbf), so only expiry and issue time count now.
-    check_time_claims(
-        {"exp": to_epoch(terms.expires_at), "iat": to_epoch(request.issued_at)},
-        now,
-        label="consent request",
+    checked = check_consent_request(
+        request_token, binding_token, identity_keys=identity_keys, now=now, policy=policy
     )
-    check_purpose_policy(terms, policy)
-    claims = {
-        **_terms_claims(terms),
-        "iss": check_text(registry_id, "registry id"),
-        "aud": terms.requester,
-        "exp": to_epoch(min(terms.expires_at, binding.expires_at)),
-        "iat": to_epoch(now),
-        "jti": jti or new_jti(),
-        "req": request_token,
-        "bnd": binding_token,
-    }
-    return sign_limited(claims, registry_key, CONSENT_TYP, CONSENT_MAX_SIZE)
+    return sign_consent(
+        checked,
+        registry_key=registry_key,
+        registry_id=registry_id,
+        now=now,
+        jti=jti,
+        status_index=status_index,
+    )
 
 
 def _check_within_request(consent: ConsentTerms, requested: ConsentTerms) -> None:
@@ -369,4 +463,5 @@ def verify_consent(
         data_life=terms.data_life,
         request=request,
         binding=binding,
+        status_index=_status_index(claims),
     )

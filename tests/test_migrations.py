@@ -19,6 +19,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, MetaData, Table, inspect, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session
 
 from agency_node import database as node_database
@@ -235,6 +236,8 @@ REGISTRY = Component(
         "0003": {
             "rate_buckets": [{"requester": "bank-a", "tokens": 399.5, "updated_at": NOW}],
         },
+        # 0004 adds columns to grants (checked by test_registry_0004_* below).
+        "0004": {},
     },
     seeded={},
 )
@@ -355,8 +358,10 @@ def test_data_survives_every_upgrade(engine: Engine, component: Component) -> No
 
 def test_downgrade_to_base_and_upgrade_again(engine: Engine, component: Component) -> None:
     revisions = _revisions(component)
-    _migrate(engine, component, "upgrade", "head")
+    # Each revision's rows go in as it is reached: a later revision may add
+    # required columns that its own migration fills for the rows already there.
     for revision in revisions:
+        _migrate(engine, component, "upgrade", revision)
         _insert(engine, component.rows[revision])
     for below in reversed(revisions[:-1]):
         _migrate(engine, component, "downgrade", below)
@@ -369,3 +374,32 @@ def test_downgrade_to_base_and_upgrade_again(engine: Engine, component: Componen
     # A fresh schema: only what the migrations themselves insert.
     stored = _stored(engine, sorted(component.base.metadata.tables))
     assert {name: rows for name, rows in stored.items() if rows} == component.seeded
+
+
+def test_registry_0004_numbers_grants_and_keeps_one_grant_per_request(database_url: str) -> None:
+    engine = REGISTRY.create_engine(database_url)
+    try:
+        _migrate(engine, REGISTRY, "upgrade", "0003")
+        older = dict(REGISTRY.rows["0001"]["grants"][0])
+        newer = {**older, "grant_id": "g-0002", "issued_at": NOW + timedelta(hours=1)}
+        _insert(engine, {"grants": [newer, older]})
+        _migrate(engine, REGISTRY, "upgrade", "0004")
+        stored = _stored(engine, ["grants"])["grants"]
+        # Existing grants get revocation-list bits in issue order; no request recorded.
+        assert {row["grant_id"]: row["status_index"] for row in stored} == {
+            "g-0001": 0,
+            "g-0002": 1,
+        }
+        assert {row["request_jti"] for row in stored} == {None}
+        same_request = {"request_jti": "req-1", "status_index": 2}
+        _insert(engine, {"grants": [{**older, "grant_id": "g-0003", **same_request}]})
+        with pytest.raises(IntegrityError):
+            _insert(engine, {"grants": [{**older, "grant_id": "g-0004", **same_request,
+                                         "status_index": 3}]})  # fmt: skip
+        with pytest.raises(IntegrityError):
+            _insert(engine, {"grants": [{**older, "grant_id": "g-0005", "status_index": 2}]})
+        _migrate(engine, REGISTRY, "downgrade", "0003")
+        kept = sorted(row["grant_id"] for row in _stored(engine, ["grants"])["grants"])
+        assert kept == ["g-0001", "g-0002", "g-0003"]
+    finally:
+        engine.dispose()
