@@ -66,6 +66,10 @@ class NodeConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     grace_seconds: float = 5.0
     workers: int = 8
+    max_calls_per_peer: int = 16
+    max_registry_calls: int = 1024
+    max_watch_streams_per_peer: int = 4
+    max_watch_streams: int = 64
     purge_interval_seconds: int = 3600
     root_threshold: int = 1
     registry: str = ""
@@ -139,6 +143,10 @@ def parse_config(text: str, data_dir: Path, environ: Mapping[str, str] | None = 
         max_message_bytes=_expect(node, "max_message_bytes", int, DEFAULT_MAX_MESSAGE_BYTES),
         grace_seconds=float(_expect(node, "grace_seconds", (int, float), 5.0)),  # type: ignore[arg-type]
         workers=_expect(node, "workers", int, 8),
+        max_calls_per_peer=_expect(node, "max_calls_per_peer", int, 16),
+        max_registry_calls=_expect(node, "max_registry_calls", int, 1024),
+        max_watch_streams_per_peer=_expect(node, "max_watch_streams_per_peer", int, 4),
+        max_watch_streams=_expect(node, "max_watch_streams", int, 64),
         purge_interval_seconds=_expect(node, "purge_interval_seconds", int, 3600),
         root_threshold=_expect(node, "root_threshold", int, 1),
         registry=_expect(node, "registry", str, ""),
@@ -155,6 +163,14 @@ def parse_config(text: str, data_dir: Path, environ: Mapping[str, str] | None = 
         raise InvalidInput(f"{CONFIG_FILE}: max_message_bytes must be 1 KiB..64 MiB")
     if config.workers < 1 or config.root_threshold < 1:
         raise InvalidInput(f"{CONFIG_FILE}: workers and root_threshold must be at least 1")
+    limits = {
+        "max_calls_per_peer": config.max_calls_per_peer,
+        "max_registry_calls": config.max_registry_calls,
+        "max_watch_streams_per_peer": config.max_watch_streams_per_peer,
+        "max_watch_streams": config.max_watch_streams,
+    }
+    if low := sorted(name for name, value in limits.items() if value < 1):
+        raise InvalidInput(f"{CONFIG_FILE}: {', '.join(low)} must be at least 1")
     return config
 
 
@@ -194,7 +210,15 @@ def render_config(config: NodeConfig) -> str:
             f"record_kinds = {_toml_list(config.record_kinds)}",
             f"max_message_bytes = {config.max_message_bytes}",
             f"grace_seconds = {config.grace_seconds}",
+            "# Threads that answer queries; calls wait for one, streams never hold one.",
             f"workers = {config.workers}",
+            "# Calls in flight at once: from the registry (its fan-out and screening",
+            "# streams), and from any other member (health checks only).",
+            f"max_registry_calls = {config.max_registry_calls}",
+            f"max_calls_per_peer = {config.max_calls_per_peer}",
+            "# Open Health/Watch streams: per member, and in all.",
+            f"max_watch_streams_per_peer = {config.max_watch_streams_per_peer}",
+            f"max_watch_streams = {config.max_watch_streams}",
             f"purge_interval_seconds = {config.purge_interval_seconds}",
             f"root_threshold = {config.root_threshold}",
             "# host:port of the registry: where newer manifests come from (set by enrol).",

@@ -2,25 +2,34 @@
 
 ``start_node`` reads the data directory once (config, keys, certificates, the
 manifest verified against the pinned root keys, the database at the current
-schema) and starts a thread-pool gRPC server over mutual TLS with health
-checking, reflection, a revocation check on every call and a message size
-limit. ``serve`` runs it until SIGTERM or SIGINT, then stops accepting and
-gives in-flight answers the configured grace period.
+schema) and starts a grpc.aio server, on an event loop of its own thread, over
+mutual TLS with health checking, reflection, a revocation check on every call
+and a message size limit. Answering runs in a bounded pool of threads (see
+:mod:`agency_node.service`), so streams cannot hold the threads that answer.
+Only the registry may call the node's service and reflection; any member may
+check its health. Every peer's calls in flight, and its ``Health/Watch``
+streams, are limited (:mod:`credence.peer_limits`). ``serve`` runs it until
+SIGTERM or SIGINT, then stops accepting and gives in-flight answers the
+configured grace period.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Callable
-from concurrent import futures
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any, TypeVar
 
 import grpc
+import grpc.aio
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
@@ -35,18 +44,29 @@ from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.service import AgencyNodeServicer
 from credence import payloads
 from credence.envelope import Envelope
-from credence.errors import FailedPrecondition
+from credence.errors import FailedPrecondition, PermissionDenied
 from credence.keys import load_signing_key
 from credence.log_audit import LogClient
+from credence.peer_limits import (
+    HEALTH_WATCH,
+    ConcurrencyLimit,
+    PeerLimitInterceptor,
+    member_of_peer,
+)
 from credence.pki import load_certificate_pem
-from credence.tls import RevocationInterceptor, channel_credentials, server_credentials
+from credence.tls import AsyncRevocationInterceptor, channel_credentials, server_credentials
 from credence.v1 import agency_pb2, agency_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 _log = logging.getLogger(__name__)
 
 SERVICE_NAME = agency_pb2.DESCRIPTOR.services_by_name["AgencyNodeService"].full_name
+#: Methods any member may call; everything else (the service, reflection) is the registry's.
+OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", HEALTH_WATCH})
+# A peer that opens a connection and stalls its TLS handshake is dropped after this.
+HANDSHAKE_TIMEOUT_MS = 10_000
 
 Clock = Callable[[], datetime]
+_T = TypeVar("_T")
 
 
 def utc_now() -> datetime:
@@ -136,24 +156,67 @@ class ManifestRefresher(threading.Thread):
         self._channel.close()
 
 
+class ServerLoop:
+    """The event loop the node's grpc.aio server runs on, in a thread of its own.
+
+    The rest of the node (housekeeping, manifest refresh, the log audit, a
+    process's signal handling) stays in plain threads and reaches the server
+    through :meth:`run` and :meth:`call_soon`.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="node-grpc-loop")
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, _T], timeout: float) -> _T:
+        """Run ``coroutine`` on the loop and wait up to ``timeout`` seconds for its result.
+
+        Raises:
+            TimeoutError: it did not finish in time.
+        """
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=timeout)
+
+    def call_soon(self, coroutine: Coroutine[Any, Any, object]) -> None:
+        """Start ``coroutine`` on the loop without waiting (from any thread)."""
+        asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def close(self) -> None:
+        """Stop the loop and its thread."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=30)
+        self.loop.close()
+
+
 @dataclass
 class RunningNode:
     """A started node server."""
 
-    server: grpc.Server
+    server: grpc.aio.Server
     port: int
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
     engine: Engine
     grace_seconds: float
     housekeeping: Housekeeping
     refresher: ManifestRefresher | None = None
     auditor: AuditThread | None = None
+    server_loop: ServerLoop | None = None
+    answer_pool: ThreadPoolExecutor | None = None
 
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight calls finish within ``grace``, close the database."""
-        for service in (SERVICE_NAME, ""):
-            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.server.stop(self.grace_seconds if grace is None else grace).wait()
+        grace = self.grace_seconds if grace is None else grace
+
+        async def stop_server() -> None:
+            for service in (SERVICE_NAME, ""):
+                await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self.server.stop(grace)
+
+        if self.server_loop is not None:
+            self.server_loop.run(stop_server(), timeout=grace + 30)
+            self.server_loop.close()
+        if self.answer_pool is not None:
+            self.answer_pool.shutdown(wait=True)
         for worker in (self.housekeeping, self.refresher, self.auditor):
             if worker is not None:
                 worker.stopping.set()
@@ -200,34 +263,34 @@ def start_node(
         engine=engine,
         clock=clock,
     )
+    answer_pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="node-answer")
     servicer = AgencyNodeServicer(
-        answerer=answerer, contests=contests, manifests=manifests, ca_cert=ca_cert, clock=clock
+        answerer=answerer,
+        contests=contests,
+        manifests=manifests,
+        ca_cert=ca_cert,
+        clock=clock,
+        executor=answer_pool,
     )
-    limits = [
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-        ("grpc.max_send_message_length", config.max_message_bytes),
-    ]
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="node"),
-        interceptors=[
-            RevocationInterceptor(ca_cert, lambda: manifests.current.revoked_serials, clock)
-        ],
-        options=limits,
-    )
-    agency_pb2_grpc.add_AgencyNodeServiceServicer_to_server(servicer, server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    port = server.add_secure_port(
-        listen or config.listen, server_credentials(key_pem, cert_pem, ca_pem)
-    )
-    if port == 0:
-        raise FailedPrecondition(f"cannot listen on {listen or config.listen}")
-    server.start()
-    for service in (SERVICE_NAME, ""):
-        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    server_loop = ServerLoop()
+    try:
+        server, port, health_servicer = server_loop.run(
+            _start_grpc(
+                config,
+                servicer,
+                manifests,
+                ca_cert,
+                clock,
+                address=listen or config.listen,
+                credentials=server_credentials(key_pem, cert_pem, ca_pem),
+            ),
+            timeout=60,
+        )
+    except BaseException:
+        server_loop.close()
+        answer_pool.shutdown(wait=False)
+        engine.dispose()
+        raise
     housekeeping = Housekeeping(engine, clock, config.purge_interval_seconds)
     housekeeping.start()
     refresher = None
@@ -241,7 +304,6 @@ def start_node(
         )
         refresher.start()
     auditor = None
-    health_servicer.set(AUDIT_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     if config.registry_public:
         client = LogClient(
             config.registry_public, grpc.ssl_channel_credentials(root_certificates=ca_pem)
@@ -253,7 +315,7 @@ def start_node(
                 if ok
                 else (health_pb2.HealthCheckResponse.NOT_SERVING)
             )
-            health_servicer.set(AUDIT_SERVICE, status)
+            server_loop.call_soon(health_servicer.set(AUDIT_SERVICE, status))
 
         auditor = AuditThread(
             LogAuditor(
@@ -270,8 +332,73 @@ def start_node(
     _log.info("agency node %s listening on port %d", config.member_id, port)
     return RunningNode(
         server, port, health_servicer, engine, config.grace_seconds, housekeeping, refresher,
-        auditor,
+        auditor, server_loop=server_loop, answer_pool=answer_pool,
     )  # fmt: skip
+
+
+async def _start_grpc(
+    config: node_config.NodeConfig,
+    servicer: AgencyNodeServicer,
+    manifests: ManifestHolder,
+    ca_cert: x509.Certificate,
+    clock: Clock,
+    *,
+    address: str,
+    credentials: grpc.ServerCredentials,
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Build and start the node's grpc.aio server on the running loop.
+
+    Raises:
+        FailedPrecondition: the address cannot be listened on.
+    """
+
+    def registry() -> str:
+        return manifests.current.registry.member_id
+
+    def authorize(method: str, member_id: str) -> None:
+        if method not in OPEN_METHODS and member_id != registry():
+            raise PermissionDenied(
+                f"only the registry may call {method} on this node; {member_id!r} is not the "
+                "registry (members may call Health/Check and Health/Watch)"
+            )
+
+    def calls_allowed(peer: str) -> int:
+        return config.max_registry_calls if peer == registry() else config.max_calls_per_peer
+
+    limits = PeerLimitInterceptor(
+        member_of_peer,
+        ConcurrencyLimit("calls", calls_allowed),
+        {
+            HEALTH_WATCH: ConcurrencyLimit(
+                "Health/Watch streams", config.max_watch_streams_per_peer, config.max_watch_streams
+            )
+        },
+    )
+    revocation = AsyncRevocationInterceptor(
+        ca_cert, lambda: manifests.current.revoked_serials, clock, authorize=authorize
+    )
+    server = grpc.aio.server(
+        # Limits first: refusing a flood costs less than verifying its certificates.
+        interceptors=[limits, revocation],
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+        ],
+    )
+    agency_pb2_grpc.add_AgencyNodeServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_secure_port(address, credentials)
+    if port == 0:
+        raise FailedPrecondition(f"cannot listen on {address}")
+    await server.start()
+    for service in (SERVICE_NAME, "", AUDIT_SERVICE):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer
 
 
 def serve(data_dir: Path, *, listen: str | None = None, ready: Callable[[int], None]) -> None:

@@ -1,26 +1,36 @@
-"""The AgencyNodeService servicer: decode, call the answerer, encode.
+"""The AgencyNodeService servicer (grpc.aio): decode, call the answerer, encode.
 
 Only the registry may call a node: the caller's member id is read from its
 mutual-TLS certificate (never from a request field) and must be the
-registry's. Domain errors become gRPC statuses in one place,
-:func:`credence.status.grpc_errors`.
+registry's. Answering is synchronous database and signing work: it runs in
+the node's bounded answer pool, never on the event loop, so streams held
+open by peers (health watches, slow readers) cannot take the threads that
+answer queries. Domain errors become gRPC statuses in one place,
+:func:`credence.status.grpc_errors_async`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from datetime import datetime
+from typing import Any, TypeVar
 
-import grpc
+import grpc.aio
 from cryptography import x509
 
 from agency_node.answering import Answerer
 from agency_node.contests import ContestDesk
 from agency_node.manifest_holder import ManifestHolder
 from credence.errors import PermissionDenied
-from credence.status import grpc_errors
+from credence.status import grpc_errors_async
 from credence.tls import peer_member_id
 from credence.v1 import agency_pb2, agency_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_Arg = TypeVar("_Arg")
+_Result = TypeVar("_Result")
 
 
 class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
@@ -34,14 +44,16 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         manifests: ManifestHolder,
         ca_cert: x509.Certificate,
         clock: Callable[[], datetime],
+        executor: Executor,
     ) -> None:
         self._answerer = answerer
         self._contests = contests
         self._manifests = manifests
         self._ca_cert = ca_cert
         self._clock = clock
+        self._executor = executor
 
-    def _require_registry(self, context: grpc.ServicerContext) -> None:
+    def _require_registry(self, context: Context) -> None:
         manifest = self._manifests.current
         caller = peer_member_id(context, self._ca_cert, self._clock(), manifest.revoked_serials)
         if caller != manifest.registry.member_id:
@@ -49,36 +61,41 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
                 f"only the registry may query this node; {caller!r} is not the registry"
             )
 
-    def AnswerQuery(  # noqa: N802 - gRPC method name
-        self, request: agency_pb2.AnswerQueryRequest, context: grpc.ServicerContext
+    async def _in_pool(self, work: Callable[[_Arg], _Result], argument: _Arg) -> _Result:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, argument)
+
+    async def AnswerQuery(  # noqa: N802 - gRPC method name
+        self, request: agency_pb2.AnswerQueryRequest, context: Context
     ) -> agency_pb2.AnswerQueryResponse:
         """Answer one signed query."""
-        with grpc_errors(context):
+        async with grpc_errors_async(context):
             self._require_registry(context)
-            answer = self._answerer.answer(request.query)
+            answer = await self._in_pool(self._answerer.answer, request.query)
             return agency_pb2.AnswerQueryResponse(answer=answer.to_proto())
-        raise AssertionError("unreachable")  # pragma: no cover - grpc_errors aborts
+        raise AssertionError("unreachable")  # pragma: no cover - grpc_errors_async aborts
 
-    def AnswerBatch(  # noqa: N802 - gRPC method name
+    async def AnswerBatch(  # noqa: N802 - gRPC method name
         self,
-        request_iterator: Iterator[agency_pb2.AnswerBatchRequest],
-        context: grpc.ServicerContext,
-    ) -> Iterator[agency_pb2.AnswerBatchResponse]:
-        """Answer each signed batch of the stream under one signature."""
-        with grpc_errors(context):
+        request_iterator: AsyncIterator[agency_pb2.AnswerBatchRequest],
+        context: Context,
+    ) -> AsyncIterator[agency_pb2.AnswerBatchResponse]:
+        """Answer each signed batch of the stream under one signature.
+
+        A caller that gives up or passes its deadline cancels the stream, and
+        with it the wait for the batch in progress.
+        """
+        async with grpc_errors_async(context):
             self._require_registry(context)
-            for request in request_iterator:
-                if not context.is_active():
-                    return  # the caller gave up or its deadline passed: stop working
-                answers = self._answerer.answer_batch(request.batch)
+            async for request in request_iterator:
+                answers = await self._in_pool(self._answerer.answer_batch, request.batch)
                 yield agency_pb2.AnswerBatchResponse(answers=answers.to_proto())
 
-    def FileContest(  # noqa: N802 - gRPC method name
-        self, request: agency_pb2.FileContestRequest, context: grpc.ServicerContext
+    async def FileContest(  # noqa: N802 - gRPC method name
+        self, request: agency_pb2.FileContestRequest, context: Context
     ) -> agency_pb2.FileContestResponse:
         """Flag the contested records disputed and return a signed receipt."""
-        with grpc_errors(context):
+        async with grpc_errors_async(context):
             self._require_registry(context)
-            receipt = self._contests.file(request.contest.SerializeToString())
+            receipt = await self._in_pool(self._contests.file, request.contest.SerializeToString())
             return agency_pb2.FileContestResponse(receipt=receipt.to_proto())
-        raise AssertionError("unreachable")  # pragma: no cover - grpc_errors aborts
+        raise AssertionError("unreachable")  # pragma: no cover - grpc_errors_async aborts

@@ -140,23 +140,35 @@ class _PeerCheck:
         ca_cert: x509.Certificate,
         revoked_serials_provider: Callable[[], Collection[int]],
         clock: Callable[[], datetime],
+        *,
+        authorize: Callable[[str, str], None] | None = None,
     ) -> None:
         self._ca_cert = ca_cert
         self._revoked_serials = revoked_serials_provider
         self._clock = clock
+        self._authorize = authorize
 
     def _refusal(self, context: PeerContext, method: str) -> CredenceError | None:
         try:
-            peer_member_id(context, self._ca_cert, self._clock(), self._revoked_serials())
+            member_id = peer_member_id(
+                context, self._ca_cert, self._clock(), self._revoked_serials()
+            )
+            if self._authorize is not None:
+                self._authorize(method, member_id)
         except CredenceError as exc:
             _log.warning("refused call to %s: %s", method, exc)
             return exc
         return None
 
 
-def _rebuild(
+def rebuild_handler(
     handler: grpc.RpcMethodHandler[_Req, _Resp], wrap: Callable[[_Behaviour, bool], _Behaviour]
 ) -> grpc.RpcMethodHandler[_Req, _Resp]:
+    """The same method handler with its behaviour replaced by ``wrap(behaviour, streaming)``.
+
+    For server interceptors that must see the call's context (the peer), which
+    ``intercept_service`` itself is not given.
+    """
     factory: Callable[..., grpc.RpcMethodHandler[_Req, _Resp]]
     behaviour: _Behaviour | None
     if handler.request_streaming and handler.response_streaming:
@@ -210,11 +222,15 @@ class RevocationInterceptor(_PeerCheck, grpc.ServerInterceptor):
 
             return checked
 
-        return _rebuild(handler, wrap)
+        return rebuild_handler(handler, wrap)
 
 
 class AsyncRevocationInterceptor(_PeerCheck, grpc.aio.ServerInterceptor):
-    """The :class:`RevocationInterceptor` for ``grpc.aio.server``.
+    """The :class:`RevocationInterceptor` for ``grpc.aio.server``, optionally per method.
+
+    With ``authorize(method, member_id)``, which raises
+    :class:`~credence.errors.PermissionDenied` for a member that may not call
+    a method, such a call is refused before the service sees it.
 
     Handlers may be coroutine functions (streaming ones writing with
     ``context.write``) or async generator functions. Sync handlers work too
@@ -238,16 +254,17 @@ class AsyncRevocationInterceptor(_PeerCheck, grpc.aio.ServerInterceptor):
             if refusal := self._refusal(context, method):
                 await context.abort(status_for(refusal), reason_for(refusal))
 
-        return _rebuild(
-            handler, lambda behaviour, streaming: _wrap_async(behaviour, streaming, check)
+        return rebuild_handler(
+            handler, lambda behaviour, streaming: checked_async(behaviour, streaming, check)
         )
 
 
-def _wrap_async(
+def checked_async(
     behaviour: _Behaviour,
     streaming: bool,
     check: Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[None]],
 ) -> _Behaviour:
+    """A grpc.aio behaviour that awaits ``check(context)`` first (it aborts to refuse)."""
     # grpc.aio drives a streaming handler by the kind of function it is: a
     # coroutine function writes with context.write, anything else yields. The
     # wrapper must be of the same kind as the handler it stands in for.
