@@ -1,0 +1,388 @@
+"""The staging area of an import: a scratch SQLite database, and its undo journal.
+
+An import never holds the node database's write lock while it reads or checks
+the file. It streams every checked row into ``staging.db`` in a staging
+directory (``seen`` catches a repeated ``record_id``; ``staged`` holds the
+rows in file order). Only a file with no error at all is applied.
+
+Applying copies the staged rows to ``records`` in short transactions of
+:data:`APPLY_CHUNK` rows, so answers and the query log wait at most one such
+transaction (tens of milliseconds). All-or-nothing holds through an undo
+journal kept in ``staging.db``: in each chunk's transaction, with the node's
+write lock held, the rows the chunk will overwrite are read and written to
+``undo`` (committed there first), then the chunk is upserted. The state row
+moves ``validating`` -> ``applying`` -> ``done``; ``done`` is the commit point.
+An import that stops while ``applying`` (an error, Ctrl-C, a full disk, a
+``kill -9``) is rolled back from ``undo``: at once when the process can, else
+by the next import (or :func:`recover`) that finds the staging directory.
+Restoring is idempotent, so a rollback that is itself killed is simply run
+again. While an import is applying, a reader may see some chunks' new rows
+before the commit point; each row is always a whole old or a whole new row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Insert, Table, bindparam, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from agency_node.database import bump_record_generation
+from agency_node.import_rows import RowError, stage_time
+from agency_node.models import Record
+from credence.errors import FailedPrecondition, InvalidInput
+
+__all__ = ["APPLY_CHUNK", "COLUMNS", "Staging", "apply", "out_of_space", "recover"]
+
+#: Rows per apply transaction: each holds the node's write lock ~10-40 ms here.
+APPLY_CHUNK = 500
+
+#: The ``records`` columns an import writes, in the order the row checker gives them.
+COLUMNS = (
+    "subject_ref",
+    "subject_type",
+    "record_id",
+    "kind",
+    "category",
+    "amount_minor",
+    "currency",
+    "status",
+    "occurred_at",
+    "expires_at",
+    "days_overdue",
+    "disputed",
+    "content_hash",
+    "updated_at",
+)
+_TIMES = tuple(COLUMNS.index(name) for name in ("occurred_at", "expires_at", "updated_at"))
+_DISPUTED = COLUMNS.index("disputed")
+_RECORD_ID = COLUMNS.index("record_id")
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (record_id TEXT PRIMARY KEY, row INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS staged (seq INTEGER PRIMARY KEY, {", ".join(COLUMNS)});
+CREATE TABLE IF NOT EXISTS undo (record_id TEXT PRIMARY KEY, existed INTEGER NOT NULL, {
+    ", ".join(name for name in COLUMNS if name != "record_id")
+});
+"""
+
+# Built from the constant column names above, never from input.
+_OTHERS = tuple(name for name in COLUMNS if name != "record_id")
+_INSERT_STAGED = (
+    f"INSERT INTO staged ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
+)
+_SELECT_STAGED = f"SELECT seq, {', '.join(COLUMNS)} FROM staged WHERE seq > ? ORDER BY seq LIMIT ?"  # noqa: S608
+_INSERT_UNDO = (
+    f"INSERT INTO undo (record_id, existed, {', '.join(_OTHERS)}) "  # noqa: S608
+    f"VALUES (?, 1, {', '.join('?' * len(_OTHERS))}) ON CONFLICT DO NOTHING"
+)
+_SELECT_UNDO = (
+    f"SELECT record_id, existed, {', '.join(_OTHERS)} FROM undo "  # noqa: S608
+    "WHERE record_id > ? ORDER BY record_id LIMIT ?"
+)
+_SELECT_SEEN = "SELECT record_id, row FROM seen WHERE record_id IN ({})"
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether an error means the disk (or the database's quota) is full."""
+    if isinstance(exc, OSError) and exc.errno in {errno.ENOSPC, errno.EDQUOT}:
+        return True
+    message = str(exc).lower()
+    return "disk is full" in message or "no space left" in message
+
+
+class Staging:
+    """``staging.db``: the checked rows, the record ids seen, the undo journal."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database (the caller deletes the directory)."""
+        self._db.close()
+
+    @property
+    def state(self) -> str:
+        """``validating``, ``applying`` or ``done``."""
+        row = self._db.execute("SELECT value FROM state WHERE name = 'state'").fetchone()
+        return str(row[0]) if row else "validating"
+
+    def set_state(self, value: str) -> None:
+        """Record the import's state (committed at once)."""
+        self._db.execute(
+            "INSERT INTO state VALUES ('state', ?) ON CONFLICT (name) DO UPDATE SET value = ?",
+            (value, value),
+        )
+
+    def write(self, values: list[tuple[Any, ...]], marks: list[tuple[str, int]]) -> list[RowError]:
+        """Remember the chunk's record ids and stage its rows.
+
+        Returns:
+            An error for each record id seen on an earlier row.
+        """
+        with self._db:
+            self._db.execute("BEGIN")
+            duplicates = self._duplicates(marks)
+            if values:
+                self._db.executemany(_INSERT_STAGED, values)
+        return duplicates
+
+    def _duplicates(self, marks: list[tuple[str, int]]) -> list[RowError]:
+        if not marks:
+            return []
+        cursor = self._db.executemany(
+            "INSERT INTO seen VALUES (?, ?) ON CONFLICT DO NOTHING", marks
+        )
+        if cursor.rowcount == len(marks):
+            return []
+        first: dict[str, int] = {}
+        ids = [mark[0] for mark in marks]
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            first.update(
+                self._db.execute(
+                    _SELECT_SEEN.format(",".join("?" * len(part))),
+                    part,
+                ).fetchall()
+            )
+        return [
+            RowError(row, "record_id", f"duplicate of the one on row {first[record_id]}")
+            for record_id, row in marks
+            if first[record_id] != row
+        ]
+
+    def staged_chunks(self, size: int) -> Iterator[list[tuple[Any, ...]]]:
+        """The staged rows in file order, ``size`` at a time."""
+        last = 0
+        while True:
+            rows = self._db.execute(
+                _SELECT_STAGED,
+                (last, size),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [tuple(row[1:]) for row in rows]
+
+    def save_undo(self, old: list[tuple[Any, ...]], new_ids: list[str]) -> None:
+        """Journal the rows a chunk will overwrite and the ids it will add (committed)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                _INSERT_UNDO,
+                [(row[_RECORD_ID], *row[:_RECORD_ID], *row[_RECORD_ID + 1 :]) for row in old],
+            )
+            self._db.executemany(
+                "INSERT INTO undo (record_id, existed) VALUES (?, 0) ON CONFLICT DO NOTHING",
+                [(record_id,) for record_id in new_ids],
+            )
+
+    def undo_chunks(self, size: int) -> Iterator[tuple[list[str], list[tuple[Any, ...]]]]:
+        """(ids the import added, old rows it overwrote), ``size`` journal rows at a time."""
+        last = ""
+        while True:
+            rows = self._db.execute(
+                _SELECT_UNDO,
+                (last, size),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            added = [row[0] for row in rows if not row[1]]
+            old = [
+                (*row[2 : 2 + _RECORD_ID], row[0], *row[2 + _RECORD_ID :]) for row in rows if row[1]
+            ]
+            yield added, old
+
+
+# --- the node database ---------------------------------------------------------
+
+
+def _dialect_insert(dialect_name: str, table: Table) -> Any:
+    # ON CONFLICT is spelled the same by SQLite and PostgreSQL, but SQLAlchemy
+    # builds it per dialect.
+    if dialect_name == "sqlite":
+        return sqlite.insert(table)
+    if dialect_name == "postgresql":
+        return postgresql.insert(table)
+    raise InvalidInput(f"import supports SQLite and PostgreSQL databases, not {dialect_name}")
+
+
+def _upsert_statement(dialect_name: str) -> Insert:
+    table: Table = Record.__table__  # type: ignore[assignment]
+    insert = _dialect_insert(dialect_name, table)
+    excluded = insert.excluded
+    statement: Insert = insert.on_conflict_do_update(
+        index_elements=[table.c.record_id],
+        set_={name: excluded[name] for name in COLUMNS if name != "record_id"},
+        # An unchanged row is not rewritten, so it does not count as updated.
+        where=table.c.content_hash != excluded.content_hash,
+    )
+    return statement
+
+
+class _Node:
+    """The node database's side of applying and undoing: driver-level SQL, typed per dialect."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.dialect = connection.dialect.name
+        compiled = _upsert_statement(self.dialect).compile(
+            dialect=connection.dialect, column_keys=list(COLUMNS)
+        )
+        self._upsert_sql = str(compiled)
+        self._named = not compiled.positional
+        self._order: list[int] | None = None
+        if compiled.positional:
+            order = [COLUMNS.index(name) for name in compiled.positiontup or ()]
+            self._order = None if order == list(range(len(COLUMNS))) else order
+        table = Record.__table__
+        self._select_old = select(*[table.c[name] for name in COLUMNS]).where(
+            table.c.record_id.in_(bindparam("ids", expanding=True))
+        )
+        self._delete = delete(Record).where(Record.record_id.in_(bindparam("ids", expanding=True)))
+        self._times: dict[str, Any] = {}
+
+    def to_driver(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A staged row (times as SQLite text) in the node driver's types."""
+        if self.dialect == "sqlite":
+            return row
+        values = list(row)
+        for index in _TIMES:
+            values[index] = self._time(values[index])
+        values[_DISPUTED] = bool(values[_DISPUTED])
+        return tuple(values)
+
+    def _time(self, staged: str) -> datetime:
+        when = self._times.get(staged)
+        if when is None:
+            if len(self._times) > 50_000:
+                self._times.clear()
+            when = self._times[staged] = datetime.fromisoformat(staged).replace(tzinfo=UTC)
+        return when
+
+    def old_rows(self, ids: list[str]) -> list[tuple[Any, ...]]:
+        """The current rows with these record ids, in staged form."""
+        rows = self.connection.execute(self._select_old, {"ids": ids}).all()
+        # UTCDateTime hands back aware datetimes on both backends.
+        return [_staged(tuple(row)) for row in rows]
+
+    def upsert(self, rows: list[tuple[Any, ...]]) -> int:
+        """Upsert staged rows; how many rows the database changed."""
+        params: list[Any] = [self.to_driver(row) for row in rows]
+        if self._named:
+            params = [dict(zip(COLUMNS, row, strict=True)) for row in params]
+        elif self._order is not None:
+            params = [tuple(row[i] for i in self._order) for row in params]
+        return int(self.connection.exec_driver_sql(self._upsert_sql, params).rowcount)
+
+    def delete(self, ids: list[str]) -> None:
+        """Delete the records with these ids (their disputes cascade)."""
+        self.connection.execute(self._delete, {"ids": ids})
+
+
+def _staged(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    values = list(row)
+    for index in _TIMES:
+        values[index] = stage_time(values[index].astimezone(UTC))
+    values[_DISPUTED] = int(bool(values[_DISPUTED]))
+    values[0] = bytes(values[0])
+    values[COLUMNS.index("content_hash")] = bytes(values[COLUMNS.index("content_hash")])
+    return tuple(values)
+
+
+@contextlib.contextmanager
+def _node_connection(engine: Engine) -> Iterator[_Node]:
+    with engine.connect() as connection:
+        restore: list[str] = []
+        if connection.dialect.name == "sqlite":
+            # The serving engine maps the database into memory with a large
+            # page cache; pages an import touches would stay resident.
+            for pragma, value in (("mmap_size", 0), ("cache_size", -32 * 1024)):
+                current = connection.exec_driver_sql(f"PRAGMA {pragma}").scalar()
+                restore.append(f"PRAGMA {pragma}={int(current or 0)}")
+                connection.exec_driver_sql(f"PRAGMA {pragma}={value}")
+            connection.commit()
+        try:
+            yield _Node(connection)
+        finally:
+            with contextlib.suppress(Exception):
+                connection.rollback()
+                for statement in restore:
+                    connection.exec_driver_sql(statement)
+                connection.commit()
+
+
+def apply(
+    staging: Staging, engine: Engine, *, on_chunk: Callable[[], None] | None = None
+) -> tuple[int, int]:
+    """Copy the staged rows to ``records`` in short transactions; undo all on failure.
+
+    Returns:
+        (rows inserted, rows updated).
+
+    Raises:
+        FailedPrecondition: the disk filled up; everything was undone.
+    """
+    inserted = changed = 0
+    staging.set_state("applying")
+    try:
+        with _node_connection(engine) as node:
+            for chunk in staging.staged_chunks(APPLY_CHUNK):
+                ids = [row[_RECORD_ID] for row in chunk]
+                with node.connection.begin():
+                    old = node.old_rows(ids)
+                    known = {row[_RECORD_ID] for row in old}
+                    new_ids = [record_id for record_id in ids if record_id not in known]
+                    # The undo is committed before the chunk is.
+                    staging.save_undo(old, new_ids)
+                    changed += node.upsert(chunk)
+                inserted += len(new_ids)
+                if on_chunk is not None:
+                    on_chunk()
+            if changed:
+                with node.connection.begin():
+                    bump_record_generation(node.connection)
+        staging.set_state("done")
+    except BaseException as exc:
+        # Ctrl-C included: undo what was applied, then let the error go on.
+        # A failing undo leaves the journal for the next import to finish.
+        with contextlib.suppress(Exception):
+            recover(staging, engine)
+        if out_of_space(exc):
+            raise FailedPrecondition(
+                "the node database's disk is full; nothing was imported: free space and retry"
+            ) from None
+        raise
+    return inserted, changed - inserted
+
+
+def recover(staging: Staging, engine: Engine) -> bool:
+    """Undo an import stopped while applying; a no-op for any other state.
+
+    Returns:
+        Whether anything was undone.
+    """
+    if staging.state != "applying":
+        return False
+    with _node_connection(engine) as node:
+        for added, old in staging.undo_chunks(APPLY_CHUNK):
+            with node.connection.begin():
+                if added:
+                    node.delete(added)
+                if old:
+                    node.upsert(old)
+        with node.connection.begin():
+            bump_record_generation(node.connection)
+    staging.set_state("undone")
+    return True
