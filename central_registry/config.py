@@ -78,6 +78,27 @@ class RateLimits:
 
 
 @dataclass(frozen=True)
+class PublicLimits:
+    """The public port (no client certificate): rates per source address and overall.
+
+    Refusals are RESOURCE_EXHAUSTED with when to retry. ``enrol`` limits
+    ``Enrol``; ``access`` limits subject access and ``GetEnrolment``.
+    """
+
+    max_message_bytes: int = 64 * 1024
+    enrolments_per_second_per_address: float = 0.2
+    enrolment_burst_per_address: int = 30
+    enrolments_per_second: float = 1.0
+    enrolment_burst: int = 100
+    access_per_second_per_address: float = 5.0
+    access_burst_per_address: int = 50
+    access_per_second: float = 100.0
+    access_burst: int = 500
+    max_pending_enrolments: int = 100
+    pending_enrolment_lifetime: timedelta = timedelta(days=7)
+
+
+@dataclass(frozen=True)
 class RegistryConfig:
     """Everything a registry process needs, read once at start."""
 
@@ -103,6 +124,7 @@ class RegistryConfig:
     node_batch_size: int = 1000
     purposes: Mapping[str, PurposeRules] = field(default_factory=lambda: dict(DEFAULT_PURPOSES))
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    public: PublicLimits = field(default_factory=PublicLimits)
 
     def path(self, name: str) -> Path:
         """A file in the data directory."""
@@ -142,6 +164,42 @@ def _purposes(table: Mapping[str, Any]) -> dict[str, PurposeRules]:
             )
         purposes[name] = PurposeRules(timedelta(days=days), uses, kinds)
     return purposes
+
+
+def _public_limits(table: Mapping[str, Any]) -> PublicLimits:
+    defaults = PublicLimits()
+
+    def rate(key: str) -> float:
+        value = float(_get(table, key, (int, float), getattr(defaults, key)))
+        if value <= 0:
+            raise InvalidInput(f"{CONFIG_FILE}: [public] {key} must be positive")
+        return value
+
+    def count(key: str) -> int:
+        value: int = _get(table, key, int, getattr(defaults, key))
+        if value < 1:
+            raise InvalidInput(f"{CONFIG_FILE}: [public] {key} must be at least 1")
+        return value
+
+    days = _get(table, "pending_enrolment_days", (int, float), 7)
+    if days <= 0:
+        raise InvalidInput(f"{CONFIG_FILE}: [public] pending_enrolment_days must be positive")
+    limits = PublicLimits(
+        max_message_bytes=count("max_message_bytes"),
+        enrolments_per_second_per_address=rate("enrolments_per_second_per_address"),
+        enrolment_burst_per_address=count("enrolment_burst_per_address"),
+        enrolments_per_second=rate("enrolments_per_second"),
+        enrolment_burst=count("enrolment_burst"),
+        access_per_second_per_address=rate("access_per_second_per_address"),
+        access_burst_per_address=count("access_burst_per_address"),
+        access_per_second=rate("access_per_second"),
+        access_burst=count("access_burst"),
+        max_pending_enrolments=count("max_pending_enrolments"),
+        pending_enrolment_lifetime=timedelta(days=days),
+    )
+    if limits.max_message_bytes < 4096:
+        raise InvalidInput(f"{CONFIG_FILE}: [public] max_message_bytes must be at least 4096")
+    return limits
 
 
 def parse_config(
@@ -198,6 +256,7 @@ def parse_config(
             burst=_get(limits, "burst", int, 400),
             distinct_subjects_per_day=_get(limits, "distinct_subjects_per_day", int, 1_000_000),
         ),
+        public=_public_limits(_get(document, "public", dict, {})),
     )
     if not 1 <= config.node_batch_size <= 5000:
         raise InvalidInput(f"{CONFIG_FILE}: node_batch_size must be 1..5000")
@@ -250,6 +309,24 @@ def render_config(config: RegistryConfig) -> str:
         f"requests_per_second = {config.rate_limits.requests_per_second}",
         f"burst = {config.rate_limits.burst}",
         f"distinct_subjects_per_day = {config.rate_limits.distinct_subjects_per_day}",
+        "",
+        "# The public port (no client certificate): enrolment and subject access.",
+        "# Rates per source address and overall, refused with RESOURCE_EXHAUSTED;",
+        "# 'access' covers subject access and enrolment status calls. Pending",
+        "# enrolments beyond the cap are refused; unapproved ones expire.",
+        "[public]",
+        f"max_message_bytes = {config.public.max_message_bytes}",
+        f"enrolments_per_second_per_address = {config.public.enrolments_per_second_per_address}",
+        f"enrolment_burst_per_address = {config.public.enrolment_burst_per_address}",
+        f"enrolments_per_second = {config.public.enrolments_per_second}",
+        f"enrolment_burst = {config.public.enrolment_burst}",
+        f"access_per_second_per_address = {config.public.access_per_second_per_address}",
+        f"access_burst_per_address = {config.public.access_burst_per_address}",
+        f"access_per_second = {config.public.access_per_second}",
+        f"access_burst = {config.public.access_burst}",
+        f"max_pending_enrolments = {config.public.max_pending_enrolments}",
+        "pending_enrolment_days = "
+        f"{config.public.pending_enrolment_lifetime.total_seconds() / 86400:g}",
         "",
         "# Fair-use limits per purpose (nodes check them again).",
     ]

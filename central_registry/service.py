@@ -24,6 +24,7 @@ from central_registry.grants import GrantPolicy
 from central_registry.keyring import RegistryKeys
 from central_registry.lookups import Lookups
 from central_registry.manifest_cache import ManifestCache
+from central_registry.public_port import ACCESS, ENROL, PublicGate, check_subject_access
 from credence import names
 from credence.envelope import Envelope
 from credence.errors import NotFound, PermissionDenied
@@ -218,11 +219,20 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
 
 class EnrolmentServicer(registry_pb2_grpc.EnrolmentServiceServicer):
-    """Self-enrolment and collecting the certificate, without a certificate."""
+    """Self-enrolment and collecting the certificate, without a certificate.
 
-    def __init__(self, *, keys: RegistryKeys, engine: Any, clock: Clock) -> None:
+    Open to anyone, so every call is bounded before it costs anything: field
+    sizes first, then the per-address and overall rate limits, then the
+    pending-enrolment cap (see :mod:`central_registry.public_port`).
+    """
+
+    def __init__(
+        self, *, config: RegistryConfig, keys: RegistryKeys, engine: Any, clock: Clock
+    ) -> None:
+        self._config = config
         self._keys = keys
         self._sessions = session_factory(engine)
+        self._gate = PublicGate(engine, config.public, clock)
         self._clock = clock
 
     async def Enrol(  # noqa: N802
@@ -230,10 +240,12 @@ class EnrolmentServicer(registry_pb2_grpc.EnrolmentServiceServicer):
     ) -> registry_pb2.EnrolResponse:
         """Ask to join; the member stays pending until the operator approves."""
         async with grpc_errors_async(context):
+            membership.check_enrol_request(request)
+            await asyncio.to_thread(self._gate.admit, ENROL, context.peer())
 
             def run() -> None:
                 with self._sessions.begin() as session:
-                    membership.enrol(session, request, self._clock())
+                    membership.enrol(session, request, self._clock(), self._config.public)
 
             await asyncio.to_thread(run)
             return registry_pb2.EnrolResponse(state=membership.STATE_PENDING)
@@ -244,11 +256,16 @@ class EnrolmentServicer(registry_pb2_grpc.EnrolmentServiceServicer):
     ) -> registry_pb2.GetEnrolmentResponse:
         """The member's state; its certificate and the federation's files once active."""
         async with grpc_errors_async(context):
+            await asyncio.to_thread(self._gate.admit, ACCESS, context.peer())
 
             def run() -> membership.EnrolmentStatus:
                 with self._sessions() as session:
                     return membership.enrolment_status(
-                        session, request, keys=self._keys, now=self._clock()
+                        session,
+                        request,
+                        keys=self._keys,
+                        now=self._clock(),
+                        pending_lifetime=self._config.public.pending_enrolment_lifetime,
                     )
 
             status = await asyncio.to_thread(run)
@@ -280,7 +297,13 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
         self._keys = keys
         self._manifests = manifests
         self._sessions = session_factory(engine)
+        self._gate = PublicGate(engine, config.public, clock)
         self._clock = clock
+
+    async def _admit(self, request: Any, context: Context) -> None:
+        # Open to anyone: bounded fields, then the per-address and overall rates.
+        check_subject_access(request)
+        await asyncio.to_thread(self._gate.admit, ACCESS, context.peer())
 
     def _proof(self, session: Session, token: str, action: str) -> SubjectProof:
         return grants.check_subject_proof(
@@ -292,6 +315,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
     ) -> registry_pb2.ContestRecordsResponse:
         """Route a contest to the agency holding the records; they are flagged disputed."""
         async with grpc_errors_async(context):
+            await self._admit(request, context)
             now = self._clock()
 
             def check() -> tuple[SubjectProof, Any, Envelope, str]:
@@ -339,6 +363,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
     ) -> registry_pb2.ListMyContestsResponse:
         """The subject's contests and how each was resolved."""
         async with grpc_errors_async(context):
+            await self._admit(request, context)
 
             def run() -> registry_pb2.ListMyContestsResponse:
                 response = registry_pb2.ListMyContestsResponse()
@@ -364,6 +389,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
     ) -> registry_pb2.ListMyLookupsResponse:
         """Every lookup of the subject, served or refused; mandates after their embargo."""
         async with grpc_errors_async(context):
+            await self._admit(request, context)
 
             def run() -> registry_pb2.ListMyLookupsResponse:
                 now = self._clock()
@@ -394,6 +420,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
     ) -> registry_pb2.ListMyGrantsResponse:
         """The subject's grants, revoked ones included."""
         async with grpc_errors_async(context):
+            await self._admit(request, context)
 
             def run() -> registry_pb2.ListMyGrantsResponse:
                 with self._sessions.begin() as session:
@@ -423,6 +450,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
     ) -> registry_pb2.RevokeGrantResponse:
         """Revoke one of the subject's grants; every later lookup with it is refused."""
         async with grpc_errors_async(context):
+            await self._admit(request, context)
 
             def run() -> registry_pb2.RevokeGrantResponse:
                 now = self._clock()
