@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
-from sqlalchemy import Engine, select, update
+from sqlalchemy import ColumnElement, Engine, func, select, update
 
 from agency_node import config as node_config
 from agency_node import database
@@ -29,18 +29,28 @@ from credence.envelope import Envelope
 from credence.errors import CredenceError, FailedPrecondition
 from credence.keys import KeySet
 from credence.log_audit import (
+    MAX_PROOFS_PER_CALL,
+    MISSING_ENTRY,
     LogClient,
     TrustedHead,
     check_consistency,
-    check_inclusion,
+    check_inclusions,
     open_tree_head,
 )
-from credence.storage import immediate_writer, session_factory
+from credence.storage import immediate_writer, reader, session_factory
 
 _log = logging.getLogger(__name__)
 
 AUDIT_SERVICE = "credence.audit"
-BATCH = 500
+#: Promises proved per request (the registry's bound).
+CHUNK = MAX_PROOFS_PER_CALL
+
+_LOGGED_PROBLEMS = 20
+
+#: The audit component turns NOT_SERVING when a promise is this far past its merge delay.
+DEFAULT_MAX_LAG_SECONDS = 600
+
+Progress = Callable[[int, int], None]
 
 Clock = Callable[[], datetime]
 
@@ -52,6 +62,12 @@ class AuditReport:
     tree_size: int = 0
     checked: int = 0
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # kind, query id, detail
+    #: Answered promises not yet proved to be in the log, after this pass.
+    unchecked: int = 0
+    #: Of those, how many are past their merge delay.
+    overdue: int = 0
+    #: How long the oldest overdue promise is past its merge delay, in seconds.
+    lag_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -90,8 +106,15 @@ class LogAuditor:
         """Close the connection to the registry's log."""
         self._client.close()
 
-    def run_once(self, *, everything: bool = False) -> AuditReport:
-        """One pass; ``everything`` re-checks already verified entries too (``credence audit``)."""
+    def run_once(
+        self, *, everything: bool = False, progress: Progress | None = None
+    ) -> AuditReport:
+        """One pass over every promise due; ``everything`` re-checks verified ones too.
+
+        Promises are proved :data:`CHUNK` at a time, each chunk with one request
+        against the one signed head of the pass; ``progress(done, total)`` is
+        called after each chunk. The report ends with the lag that remains.
+        """
         now = self._clock()
         report = AuditReport()
         try:
@@ -99,41 +122,71 @@ class LogAuditor:
         except CredenceError as exc:
             report.problems.append(("bad_tree_head", "", str(exc)))
             self._record(report, now)
+            self._measure_lag(report, now)
             return report
         report.tree_size = head.tree_size
         self._check_growth(head, report, now)
         cutoff = now if everything else now - self._merge_delay
-        with self._sessions() as session:
-            query = select(QueryLogEntry.id, QueryLogEntry.query_id, QueryLogEntry.entry_commitment)
-            query = query.where(
-                QueryLogEntry.outcome == "answered",
-                QueryLogEntry.entry_commitment.is_not(None),
-                QueryLogEntry.received_at <= cutoff,
-            )
-            if not everything:
-                query = query.where(QueryLogEntry.inclusion_checked_at.is_(None)).limit(BATCH)
-            rows = list(session.execute(query.order_by(QueryLogEntry.id)))
-        verified: list[int] = []
-        for row_id, query_id, commitment in rows:
-            assert commitment is not None
-            try:
-                check_inclusion(
-                    head, commitment, self._client.inclusion(commitment, head.tree_size)
+        due: tuple[ColumnElement[bool], ...] = (
+            QueryLogEntry.outcome == "answered",
+            QueryLogEntry.entry_commitment.is_not(None),
+            QueryLogEntry.received_at <= cutoff,
+        )
+        if not everything:
+            due = (*due, QueryLogEntry.inclusion_checked_at.is_(None))
+        with reader(self._sessions()) as session:
+            total = int(session.scalar(select(func.count()).where(*due)) or 0)
+        done = last_id = 0
+        while True:
+            with reader(self._sessions()) as session:
+                rows = list(
+                    session.execute(
+                        select(
+                            QueryLogEntry.id, QueryLogEntry.query_id, QueryLogEntry.entry_commitment
+                        )
+                        .where(*due, QueryLogEntry.id > last_id)
+                        .order_by(QueryLogEntry.id)
+                        .limit(CHUNK)
+                    )
                 )
-            except grpc.RpcError as exc:
-                if exc.code() is grpc.StatusCode.NOT_FOUND:
-                    report.problems.append(
-                        ("missing_entry", query_id,
-                         f"query {query_id} was promised but is not in the log of "
-                         f"{head.tree_size} entries")
-                    )  # fmt: skip
-                else:
-                    raise
-            except CredenceError as exc:
-                report.problems.append(("bad_inclusion_proof", query_id, str(exc)))
-            else:
-                verified.append(row_id)
-        report.checked = len(verified)
+            if not rows:
+                break
+            last_id = rows[-1][0]
+            self._check_chunk(head, rows, report, now)
+            done += len(rows)
+            if progress is not None:
+                progress(done, max(total, done))
+        self._record(report, now)
+        self._measure_lag(report, now)
+        return report
+
+    def _check_chunk(
+        self,
+        head: TrustedHead,
+        rows: Sequence[tuple[int, str, bytes | None]],
+        report: AuditReport,
+        now: datetime,
+    ) -> None:
+        commitments = [bytes(commitment or b"") for _, _, commitment in rows]
+        try:
+            check = check_inclusions(
+                head, commitments, self._client.inclusion_proofs(commitments, head.tree_size)
+            )
+        except CredenceError as exc:
+            # The answer as a whole is unusable: every entry in it stays unchecked.
+            report.problems.extend(
+                ("bad_inclusion_proof", query_id, str(exc)) for _, query_id, _ in rows
+            )
+            return
+        for position, kind, detail in check.failed:
+            query_id = rows[position][1]
+            report.problems.append(
+                (kind, query_id,
+                 f"query {query_id} was promised but is not in the log of "
+                 f"{head.tree_size} entries" if kind == MISSING_ENTRY else detail)
+            )  # fmt: skip
+        verified = [rows[position][0] for position in check.included]
+        report.checked += len(verified)
         if verified:
             with self._sessions.begin() as session:
                 session.execute(
@@ -141,11 +194,32 @@ class LogAuditor:
                     .where(QueryLogEntry.id.in_(verified))
                     .values(inclusion_checked_at=now)
                 )
-        self._record(report, now)
+
+    def lag_only(self) -> AuditReport:
+        """A report of the lag alone, without asking the registry (it may be down)."""
+        report = AuditReport()
+        self._measure_lag(report, self._clock())
         return report
 
+    def _measure_lag(self, report: AuditReport, now: datetime) -> None:
+        unchecked = (
+            QueryLogEntry.outcome == "answered",
+            QueryLogEntry.entry_commitment.is_not(None),
+            QueryLogEntry.inclusion_checked_at.is_(None),
+        )
+        with reader(self._sessions()) as session:
+            report.unchecked = int(session.scalar(select(func.count()).where(*unchecked)) or 0)
+            overdue, oldest = session.execute(
+                select(func.count(), func.min(QueryLogEntry.received_at)).where(
+                    *unchecked, QueryLogEntry.received_at <= now - self._merge_delay
+                )
+            ).one()
+        report.overdue = int(overdue or 0)
+        if oldest is not None:
+            report.lag_seconds = max(0.0, (now - self._merge_delay - oldest).total_seconds())
+
     def _check_growth(self, head: TrustedHead, report: AuditReport, now: datetime) -> None:
-        with self._sessions() as session:
+        with reader(self._sessions()) as session:
             previous = session.scalars(
                 select(SeenTreeHead).order_by(SeenTreeHead.tree_size.desc()).limit(1)
             ).first()
@@ -180,8 +254,14 @@ class LogAuditor:
         with self._sessions.begin() as session:
             rows = session.execute(select(AuditAlarm.kind, AuditAlarm.query_id))
             known = {(kind, query_id) for kind, query_id in rows}
-            for kind, query_id, detail in report.problems:
-                _log.error("registry log audit failed (%s): %s", kind, detail)
+            for number, (kind, query_id, detail) in enumerate(report.problems):
+                if number < _LOGGED_PROBLEMS:
+                    _log.error("registry log audit failed (%s): %s", kind, detail)
+                elif number == _LOGGED_PROBLEMS:
+                    _log.error(
+                        "registry log audit: %d more problem(s), see the audit_alarms table",
+                        len(report.problems) - number,
+                    )
                 if (kind, query_id) not in known or not query_id:
                     session.add(
                         AuditAlarm(raised_at=now, kind=kind, query_id=query_id, detail=detail)
@@ -189,7 +269,13 @@ class LogAuditor:
 
 
 class AuditThread(threading.Thread):
-    """Runs :class:`LogAuditor` on a schedule and reflects the outcome in health."""
+    """Runs :class:`LogAuditor` on a schedule and reflects the outcome in health.
+
+    The audit component is NOT_SERVING while a check fails, and while the oldest
+    unchecked promise is more than ``max_lag_seconds`` past its merge delay (the
+    registry unreachable, or the audit falling behind): an alarm that would come
+    late is reported as one.
+    """
 
     def __init__(
         self,
@@ -197,30 +283,64 @@ class AuditThread(threading.Thread):
         *,
         interval_seconds: float,
         on_status: Callable[[bool], None],
+        max_lag_seconds: float = DEFAULT_MAX_LAG_SECONDS,
     ) -> None:
         super().__init__(name="node-audit", daemon=True)
         self._auditor = auditor
         self._interval = interval_seconds
         self._on_status = on_status
+        self._max_lag = max_lag_seconds
         self.stopping = threading.Event()
 
     def run(self) -> None:
         """Audit every interval until stopped."""
         while not self.stopping.wait(self._interval):
             try:
-                report = self._auditor.run_once()
-            except grpc.RpcError as exc:
-                _log.warning("log audit: registry unreachable (%s)", exc.code().name)
-                continue
+                self.run_pass()
             except Exception:
                 _log.exception("log audit pass failed")
-                continue
-            self._on_status(report.ok)
         self._auditor.close()
+
+    def run_pass(self) -> AuditReport:
+        """One pass: check, log the lag, set the health status.
+
+        When the registry cannot be reached the lag is still measured and reported.
+        """
+        try:
+            report = self._auditor.run_once()
+        except grpc.RpcError as exc:
+            report = self._auditor.lag_only()
+            _log.warning(
+                "log audit: registry unreachable (%s); %d promise(s) unchecked, %d overdue, "
+                "lag %.0f s",
+                exc.code().name, report.unchecked, report.overdue, report.lag_seconds,
+            )  # fmt: skip
+            if report.lag_seconds > self._max_lag:
+                self._lagging(report)
+            return report
+        _log.info(
+            "log audit: %d promise(s) proved against a log of %d; %d unchecked, %d overdue, "
+            "lag %.0f s",
+            report.checked, report.tree_size, report.unchecked, report.overdue,
+            report.lag_seconds,
+        )  # fmt: skip
+        if report.lag_seconds > self._max_lag:
+            self._lagging(report)
+        else:
+            self._on_status(report.ok)
+        return report
+
+    def _lagging(self, report: AuditReport) -> None:
+        _log.error(
+            "log audit lag %.0f s exceeds the bound of %.0f s (%d promise(s) overdue): "
+            "audit component NOT_SERVING",
+            report.lag_seconds, self._max_lag, report.overdue,
+        )  # fmt: skip
+        self._on_status(False)
 
 
 def audit_node(
-    data_dir: Path, *, clock: Clock, everything: bool = True
+    data_dir: Path, *, clock: Clock, everything: bool = True, progress: Progress | None = None
 ) -> tuple[AuditReport, list[tuple[str, str, str]]]:
     """``credence audit node``: check every answered query of a node against the log.
 
@@ -250,7 +370,7 @@ def audit_node(
         merge_delay=timedelta(seconds=config.audit_merge_delay_seconds),
     )
     try:
-        report = auditor.run_once(everything=everything)
+        report = auditor.run_once(everything=everything, progress=progress)
         with session_factory(engine)() as session:
             alarms = [
                 (alarm.kind, alarm.query_id, alarm.detail)

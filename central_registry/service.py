@@ -515,6 +515,32 @@ class TransparencyLogServicer(registry_pb2_grpc.TransparencyLogServiceServicer):
             return await asyncio.to_thread(run)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def GetInclusionProofs(  # noqa: N802
+        self, request: registry_pb2.GetInclusionProofsRequest, context: Context
+    ) -> registry_pb2.GetInclusionProofsResponse:
+        """The audit paths of up to 1,000 entries in one tree of the asked size."""
+        async with grpc_errors_async(context):
+
+            def run() -> registry_pb2.GetInclusionProofsResponse:
+                with reader(self._sessions()) as session:
+                    proofs = transparency.inclusion_proofs(
+                        session, [bytes(c) for c in request.entry_commitments], request.tree_size
+                    )
+                return registry_pb2.GetInclusionProofsResponse(
+                    tree_size=request.tree_size,
+                    proofs=[
+                        registry_pb2.InclusionProof()
+                        if proof is None
+                        else registry_pb2.InclusionProof(
+                            included=True, leaf_index=proof[0], path=proof[1]
+                        )
+                        for proof in proofs
+                    ],
+                )
+
+            return await asyncio.to_thread(run)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def GetConsistencyProof(  # noqa: N802
         self, request: registry_pb2.GetConsistencyProofRequest, context: Context
     ) -> registry_pb2.GetConsistencyProofResponse:

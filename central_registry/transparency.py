@@ -22,6 +22,7 @@ from credence import merkle, payloads
 from credence.envelope import Envelope, sign
 from credence.errors import InvalidInput, NotFound
 from credence.keys import SigningKey
+from credence.log_audit import MAX_PROOFS_PER_CALL
 from credence.v1 import registry_pb2
 
 # The key of the PostgreSQL advisory lock that serialises log writers: ASCII "credence".
@@ -112,6 +113,17 @@ class SqlSubtrees:
             self._cache[key] = cached
         return cached
 
+    def cached(self, level: int, index: int) -> bytes | None:
+        """The hash of subtree (level, index) if it was read before, without reading it."""
+        key = (level, index)
+        return self._cache.get(key) or self._committed.get(key)
+
+    def remember(self, level: int, index: int, value: bytes) -> None:
+        """Keep a committed subtree's hash read in bulk by the caller."""
+        key = (level, index)
+        self._committed.put(key, value)
+        self._cache[key] = value
+
     def put(self, level: int, index: int, value: bytes) -> None:
         """Remember a new complete subtree; written by :meth:`flush`."""
         self._cache[(level, index)] = value
@@ -168,6 +180,95 @@ def inclusion_proof(session: Session, commitment: bytes, tree_size: int) -> tupl
     if index is None or index >= tree_size:
         raise NotFound(f"that entry is not in the log's first {tree_size} entries")
     return index, merkle.inclusion_proof(SqlSubtrees(session), index, tree_size)
+
+
+class _ReadRecorder:
+    """A store that notes which subtrees the proof maths reads, answering zeros.
+
+    The shape of a proof depends only on the leaf index and the tree size, never on
+    the hashes, so running the maths over this store lists exactly the reads.
+    """
+
+    def __init__(self) -> None:
+        self.keys: dict[tuple[int, int], None] = {}
+
+    def get(self, level: int, index: int) -> bytes:
+        self.keys[level, index] = None
+        return bytes(merkle.HASH_SIZE)
+
+    def put(self, level: int, index: int, hash_: bytes) -> None:  # noqa: ARG002
+        raise AssertionError("proofs never write")
+
+
+def _prefetch(session: Session, store: SqlSubtrees, keys: Sequence[tuple[int, int]]) -> None:
+    """Read every subtree in ``keys`` that ``store`` does not hold yet, a level at a time.
+
+    A level's indexes that lie close together (a node's promises are mostly runs
+    of neighbouring entries) are read as one primary-key range; scattered ones
+    as an ``IN`` list.
+    """
+    wanted: dict[int, list[int]] = {}
+    for level, index in keys:
+        if store.cached(level, index) is None:
+            wanted.setdefault(level, []).append(index)
+    for level, indexes in wanted.items():
+        low, high = min(indexes), max(indexes)
+        query = select(MerkleNode.idx, MerkleNode.hash).where(MerkleNode.level == level)
+        if high - low < 4 * len(indexes):
+            query = query.where(MerkleNode.idx.between(low, high))
+        else:
+            query = query.where(MerkleNode.idx.in_(indexes))
+        for index, value in session.execute(query):
+            store.remember(level, index, value)
+
+
+def inclusion_proofs(
+    session: Session, commitments: Sequence[bytes], tree_size: int
+) -> list[tuple[int, list[bytes]] | None]:
+    """Leaf index and audit path of each commitment in a tree of ``tree_size``, in order.
+
+    ``None`` for a commitment that is not among the first ``tree_size`` leaves.
+    Every subtree the proofs read is fetched in a few range reads, so a batch
+    costs about as many statements as one proof.
+
+    Raises:
+        InvalidInput: no commitment or more than :data:`MAX_PROOFS_PER_CALL`, a
+            malformed commitment, or a tree size larger than the log.
+    """
+    if not 0 < len(commitments) <= MAX_PROOFS_PER_CALL:
+        raise InvalidInput(
+            f"ask for 1 to {MAX_PROOFS_PER_CALL} inclusion proofs per call, got "
+            f"{len(commitments)}: split the request"
+        )
+    for position, commitment in enumerate(commitments):
+        if len(commitment) != merkle.HASH_SIZE:
+            raise InvalidInput(
+                f"commitment {position} is {len(commitment)} bytes; a log leaf is a 32-byte "
+                "commitment"
+            )
+    size = log_size(session)
+    if not 0 < tree_size <= size:
+        raise InvalidInput(f"tree size {tree_size} is not in 1..{size} (the log's size)")
+    found = dict(
+        session.execute(
+            select(LogEntry.commitment, LogEntry.idx).where(
+                LogEntry.commitment.in_(set(commitments))
+            )
+        ).all()
+    )
+    indexes = [found.get(commitment) for commitment in commitments]
+    recorder = _ReadRecorder()
+    for index in indexes:
+        if index is not None and index < tree_size:
+            merkle.inclusion_proof(recorder, index, tree_size)
+    store = SqlSubtrees(session)
+    _prefetch(session, store, list(recorder.keys))
+    return [
+        (index, merkle.inclusion_proof(store, index, tree_size))
+        if index is not None and index < tree_size
+        else None
+        for index in indexes
+    ]
 
 
 def consistency_proof(session: Session, first: int, second: int) -> list[bytes]:

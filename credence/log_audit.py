@@ -9,7 +9,7 @@ a larger size). Every check raises; none returns a bool.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -17,7 +17,7 @@ import grpc
 
 from credence import merkle, payloads
 from credence.envelope import Envelope, verify_message
-from credence.errors import ClaimMismatch, InvalidInput, RolledBack
+from credence.errors import ClaimMismatch, CredenceError, InvalidInput, RolledBack
 from credence.keys import KeySet
 from credence.v1 import registry_pb2, registry_pb2_grpc
 
@@ -70,6 +70,71 @@ def check_inclusion(
     return int(proof.leaf_index)
 
 
+#: The most commitments one bulk proof request may carry (the registry refuses more).
+MAX_PROOFS_PER_CALL = 1_000
+
+MISSING_ENTRY = "missing_entry"
+BAD_INCLUSION_PROOF = "bad_inclusion_proof"
+
+
+@dataclass(frozen=True)
+class BatchCheck:
+    """What a bulk inclusion check found, by position in the commitments asked about."""
+
+    #: Positions whose entry is proved to be in the tree the head signs.
+    included: list[int]
+    #: ``(position, kind, detail)`` for each entry that is not: its kind is
+    #: :data:`MISSING_ENTRY` or :data:`BAD_INCLUSION_PROOF`.
+    failed: list[tuple[int, str, str]]
+
+
+def check_inclusions(
+    head: TrustedHead,
+    commitments: Sequence[bytes],
+    response: registry_pb2.GetInclusionProofsResponse,
+) -> BatchCheck:
+    """Check the registry's proofs for many commitments against one signed head.
+
+    Each proof is checked on its own, from the caller's own commitment (never an
+    echo from the prover) and the head's size and root, so one missing or wrong
+    entry is caught however many correct ones surround it.
+
+    Raises:
+        ClaimMismatch: the response is for another tree size or does not hold one
+            proof per commitment (the whole batch is unusable).
+    """
+    if response.tree_size != head.tree_size:
+        raise ClaimMismatch(
+            f"inclusion proofs are for tree size {response.tree_size}, the head signs "
+            f"{head.tree_size}"
+        )
+    if len(response.proofs) != len(commitments):
+        raise ClaimMismatch(
+            f"asked for {len(commitments)} inclusion proofs, the registry returned "
+            f"{len(response.proofs)}"
+        )
+    included: list[int] = []
+    failed: list[tuple[int, str, str]] = []
+    for position, (commitment, proof) in enumerate(zip(commitments, response.proofs, strict=True)):
+        if not proof.included:
+            failed.append(
+                (position, MISSING_ENTRY,
+                 f"promised entry {commitment.hex()[:16]}... is not in the log of "
+                 f"{head.tree_size} entries")
+            )  # fmt: skip
+            continue
+        try:
+            merkle.verify_inclusion(
+                merkle.leaf_hash(commitment), proof.leaf_index, head.tree_size, list(proof.path),
+                head.root_hash,
+            )  # fmt: skip
+        except CredenceError as exc:
+            failed.append((position, BAD_INCLUSION_PROOF, str(exc)))
+        else:
+            included.append(position)
+    return BatchCheck(included, failed)
+
+
 def check_consistency(old: TrustedHead, new: TrustedHead, path: list[bytes]) -> None:
     """Check that ``new`` extends ``old`` (append-only, nothing rewritten).
 
@@ -109,6 +174,20 @@ class LogClient:
         """The registry's inclusion proof (check it with :func:`check_inclusion`)."""
         return self._stub.GetInclusionProof(
             registry_pb2.GetInclusionProofRequest(entry_commitment=commitment, tree_size=tree_size),
+            timeout=self._timeout,
+        )
+
+    def inclusion_proofs(
+        self, commitments: Sequence[bytes], tree_size: int
+    ) -> registry_pb2.GetInclusionProofsResponse:
+        """The registry's proofs for up to :data:`MAX_PROOFS_PER_CALL` commitments.
+
+        Check them with :func:`check_inclusions`.
+        """
+        return self._stub.GetInclusionProofs(
+            registry_pb2.GetInclusionProofsRequest(
+                entry_commitments=commitments, tree_size=tree_size
+            ),
             timeout=self._timeout,
         )
 

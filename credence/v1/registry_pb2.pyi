@@ -1414,6 +1414,96 @@ class GetInclusionProofResponse(_message.Message):
 Global___GetInclusionProofResponse: _TypeAlias = GetInclusionProofResponse  # noqa: Y015
 
 @_typing.final
+class GetInclusionProofsRequest(_message.Message):
+    """Request of TransparencyLogService.GetInclusionProofs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_COMMITMENTS_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    tree_size: _builtins.int
+    """The tree size of a signed head the caller holds."""
+    @_builtins.property
+    def entry_commitments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The leaves (entry commitments) to prove: 1 to 1,000 of them."""
+
+    def __init__(
+        self,
+        *,
+        entry_commitments: _abc.Iterable[_builtins.bytes] | None = ...,
+        tree_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_commitments", b"entry_commitments", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInclusionProofsRequest: _TypeAlias = GetInclusionProofsRequest  # noqa: Y015
+
+@_typing.final
+class InclusionProof(_message.Message):
+    """One entry's inclusion proof in a GetInclusionProofsResponse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDED_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    included: _builtins.bool
+    """Whether the entry is among the first tree_size leaves; when false the
+    other fields are unset.
+    """
+    leaf_index: _builtins.int
+    """Index of the leaf."""
+    @_builtins.property
+    def path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """RFC 9162 audit path."""
+
+    def __init__(
+        self,
+        *,
+        included: _builtins.bool = ...,
+        leaf_index: _builtins.int = ...,
+        path: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["included", b"included", "leaf_index", b"leaf_index", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InclusionProof: _TypeAlias = InclusionProof  # noqa: Y015
+
+@_typing.final
+class GetInclusionProofsResponse(_message.Message):
+    """Response of TransparencyLogService.GetInclusionProofs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    PROOFS_FIELD_NUMBER: _builtins.int
+    tree_size: _builtins.int
+    """The tree size proved against."""
+    @_builtins.property
+    def proofs(self) -> _containers.RepeatedCompositeFieldContainer[Global___InclusionProof]:
+        """One proof per requested commitment, in the order asked."""
+
+    def __init__(
+        self,
+        *,
+        tree_size: _builtins.int = ...,
+        proofs: _abc.Iterable[Global___InclusionProof] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proofs", b"proofs", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInclusionProofsResponse: _TypeAlias = GetInclusionProofsResponse  # noqa: Y015
+
+@_typing.final
 class GetConsistencyProofRequest(_message.Message):
     """Request of TransparencyLogService.GetConsistencyProof."""
 

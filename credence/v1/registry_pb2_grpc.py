@@ -766,6 +766,11 @@ class TransparencyLogServiceStub:
                 request_serializer=credence_dot_v1_dot_registry__pb2.GetInclusionProofRequest.SerializeToString,
                 response_deserializer=credence_dot_v1_dot_registry__pb2.GetInclusionProofResponse.FromString,
                 _registered_method=True)
+        self.GetInclusionProofs = channel.unary_unary(
+                '/credence.v1.TransparencyLogService/GetInclusionProofs',
+                request_serializer=credence_dot_v1_dot_registry__pb2.GetInclusionProofsRequest.SerializeToString,
+                response_deserializer=credence_dot_v1_dot_registry__pb2.GetInclusionProofsResponse.FromString,
+                _registered_method=True)
         self.GetConsistencyProof = channel.unary_unary(
                 '/credence.v1.TransparencyLogService/GetConsistencyProof',
                 request_serializer=credence_dot_v1_dot_registry__pb2.GetConsistencyProofRequest.SerializeToString,
@@ -791,6 +796,13 @@ class TransparencyLogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInclusionProofs(self, request, context):
+        """RFC 9162 inclusion proofs of up to 1,000 leaves against one tree size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetConsistencyProof(self, request, context):
         """RFC 9162 consistency proof between two tree sizes.
         """
@@ -810,6 +822,11 @@ def add_TransparencyLogServiceServicer_to_server(servicer, server):
                     servicer.GetInclusionProof,
                     request_deserializer=credence_dot_v1_dot_registry__pb2.GetInclusionProofRequest.FromString,
                     response_serializer=credence_dot_v1_dot_registry__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
+            'GetInclusionProofs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProofs,
+                    request_deserializer=credence_dot_v1_dot_registry__pb2.GetInclusionProofsRequest.FromString,
+                    response_serializer=credence_dot_v1_dot_registry__pb2.GetInclusionProofsResponse.SerializeToString,
             ),
             'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
                     servicer.GetConsistencyProof,
@@ -872,6 +889,33 @@ class TransparencyLogService:
             '/credence.v1.TransparencyLogService/GetInclusionProof',
             credence_dot_v1_dot_registry__pb2.GetInclusionProofRequest.SerializeToString,
             credence_dot_v1_dot_registry__pb2.GetInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProofs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credence.v1.TransparencyLogService/GetInclusionProofs',
+            credence_dot_v1_dot_registry__pb2.GetInclusionProofsRequest.SerializeToString,
+            credence_dot_v1_dot_registry__pb2.GetInclusionProofsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -274,6 +274,8 @@ class TransparencyLogServiceStub:
     """The latest signed tree head."""
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetInclusionProofRequest, _registry_pb2.GetInclusionProofResponse]
     """RFC 9162 inclusion proof of a leaf."""
+    GetInclusionProofs: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetInclusionProofsRequest, _registry_pb2.GetInclusionProofsResponse]
+    """RFC 9162 inclusion proofs of up to 1,000 leaves against one tree size."""
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetConsistencyProofRequest, _registry_pb2.GetConsistencyProofResponse]
     """RFC 9162 consistency proof between two tree sizes."""
 
@@ -286,6 +288,8 @@ class TransparencyLogServiceAsyncStub(TransparencyLogServiceStub):
     """The latest signed tree head."""
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetInclusionProofRequest, _registry_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
     """RFC 9162 inclusion proof of a leaf."""
+    GetInclusionProofs: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetInclusionProofsRequest, _registry_pb2.GetInclusionProofsResponse]  # type: ignore[assignment]
+    """RFC 9162 inclusion proofs of up to 1,000 leaves against one tree size."""
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetConsistencyProofRequest, _registry_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
     """RFC 9162 consistency proof between two tree sizes."""
 
@@ -307,6 +311,14 @@ class TransparencyLogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.GetInclusionProofResponse, _abc.Awaitable[_registry_pb2.GetInclusionProofResponse]]:
         """RFC 9162 inclusion proof of a leaf."""
+
+    @_abc_1.abstractmethod
+    def GetInclusionProofs(
+        self,
+        request: _registry_pb2.GetInclusionProofsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.GetInclusionProofsResponse, _abc.Awaitable[_registry_pb2.GetInclusionProofsResponse]]:
+        """RFC 9162 inclusion proofs of up to 1,000 leaves against one tree size."""
 
     @_abc_1.abstractmethod
     def GetConsistencyProof(
