@@ -13,6 +13,8 @@ from the test's thread, can
   userspace proxy: it cannot drop SYNs);
 - refuse: close its listening socket (connections are refused) and reset
   every open connection, as a host that is down or a partition that rejects;
+- blackhole: reset every open connection, then hold every new one (a
+  partition that answers nothing, not even a TLS handshake);
 - drop: reset every open connection once, then go on forwarding (a flap).
 
 The proxy runs its own asyncio loop in a daemon thread; every control method
@@ -176,6 +178,15 @@ class FaultProxy:
         """Accept and read, forward nothing, until :meth:`heal`."""
         self._call(self._set_flowing(False))
 
+    def blackhole(self) -> None:
+        """Reset open connections, then accept and hold every new one, until :meth:`heal`.
+
+        A partition that answers nothing: peers must reconnect, and their
+        handshakes go unanswered.
+        """
+        self._call(self._set_flowing(False))
+        self._call(self._drop())
+
     def refuse(self) -> None:
         """Refuse new connections and reset open ones, until :meth:`heal`."""
         self._call(self._refuse())
@@ -235,6 +246,9 @@ class FaultProxy:
         self._connections.add(connection)
         try:
             await connection.run()
+        except asyncio.CancelledError:
+            # Only close() cancels a connection's task: ending quietly is the point.
+            connection.abort()
         finally:
             self._connections.discard(connection)
 

@@ -129,6 +129,21 @@ def test_refuse_resets_open_connections_and_refuses_new_ones(proxy: FaultProxy) 
         assert _echo(connection, b"back") == b"back"
 
 
+def test_blackhole_resets_open_connections_and_holds_new_ones(proxy: FaultProxy) -> None:
+    with _connect(proxy) as connection:
+        assert _echo(connection, b"x") == b"x"
+        proxy.blackhole()
+        _assert_closed(connection)
+    with _connect(proxy) as connection:
+        connection.settimeout(0.5)
+        connection.sendall(b"hello?")
+        with pytest.raises(TimeoutError):
+            connection.recv(16)
+        proxy.heal()
+        connection.settimeout(_PATIENCE_S)
+        assert _echo(connection, b"!", held=b"hello?") == b"hello?!"
+
+
 def test_drop_resets_once_and_keeps_forwarding(proxy: FaultProxy) -> None:
     with _connect(proxy) as connection:
         assert _echo(connection, b"x") == b"x"
