@@ -5,6 +5,10 @@ statement with consecutive indexes computed from the log's current size;
 another writer that took the same indexes makes the primary key refuse the
 insert, and the append is retried in a savepoint, so no index is ever used
 twice and none is skipped.
+
+Every value is held to its column's size here, on both backends (SQLite does
+not enforce ``VARCHAR`` lengths): identifiers that do not fit are refused, a
+refusal's reason is cut to :data:`central_registry.request_limits.MAX_REASON_CHARS`.
 """
 
 from __future__ import annotations
@@ -18,12 +22,28 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from central_registry.models import LogEntry
+from central_registry.request_limits import bounded_reason
 from central_registry.transparency import append_leaves, lock_log
 from credence.errors import AlreadyExists, InvalidInput, Unavailable
 
 _ATTEMPTS = 5
 OUTCOME_DISPATCHED = "dispatched"
 OUTCOME_REFUSED = "refused"
+#: ``basis`` is ``consent <id>``, ``mandate <statute / case>`` (each at most 256
+#: characters in the token) or ``public register``.
+MAX_BASIS_CHARS = 600
+
+
+def _column_length(name: str) -> int:
+    length = getattr(LogEntry.__table__.c[name].type, "length", None)
+    assert isinstance(length, int), f"log_entries.{name} has no length"
+    return length
+
+
+#: The bounded text columns and their sizes, read from the model: one source of truth.
+_TEXT_LIMITS = {
+    name: _column_length(name) for name in ("query_id", "requester", "kinds", "grant_id", "outcome")
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +68,15 @@ class LogRow:
     def __post_init__(self) -> None:
         if self.outcome not in (OUTCOME_DISPATCHED, OUTCOME_REFUSED):
             raise InvalidInput(f"log outcome must be dispatched or refused, got {self.outcome!r}")
+        for name, limit in (*_TEXT_LIMITS.items(), ("basis", MAX_BASIS_CHARS)):
+            value = getattr(self, name)
+            if len(value) > limit:
+                raise InvalidInput(
+                    f"log entry {name} is {len(value)} characters, over its column's "
+                    f"{limit}: refuse the request before logging it"
+                )
+        # A reason describes; cutting it loses nothing a subject or auditor relies on.
+        object.__setattr__(self, "reason", bounded_reason(self.reason))
         for name, value, size in (
             ("subject reference", self.subject_ref, 32),
             ("salt", self.salt, 16),
@@ -81,7 +110,7 @@ def append_entries(session: Session, rows: Sequence[LogRow]) -> int:
                 "grant_id": row.grant_id,
                 "basis": row.basis,
                 "outcome": row.outcome,
-                "reason": row.reason[:1000],
+                "reason": row.reason,
                 "issued_at": row.issued_at,
                 "salt": row.salt,
                 "commitment": row.commitment,

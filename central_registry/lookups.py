@@ -8,6 +8,12 @@ contributing to the asked kinds, and the answers become a signed verdict.
 Screening (:meth:`Lookups.screen_message`) does the same for many subjects
 with one log transaction, one signed batch per node batch and one signed
 verdict batch per message.
+
+A request's shape is checked (:mod:`central_registry.request_limits`) before
+anything is written for it. Each request spends its requester's quota of log
+rows per minute before anything else is written, and a refusal writes bounded
+rows only: at most :func:`~central_registry.request_limits.refusal_row_budget`
+per message, within the quota.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from datetime import datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
-from central_registry import store
+from central_registry import request_limits, store
 from central_registry.access import Allowed, Asked, check_asked, check_grant, subject_from_proto
 from central_registry.aggregation import aggregate
 from central_registry.config import RegistryConfig
@@ -31,7 +38,7 @@ from central_registry.grants import GrantPolicy
 from central_registry.keyring import RegistryKeys
 from central_registry.log_store import OUTCOME_DISPATCHED, OUTCOME_REFUSED, LogRow, append_entries
 from central_registry.manifest_cache import ManifestCache
-from central_registry.ratelimit import TokenBucket
+from central_registry.ratelimit import TokenBucket, log_quota, log_quota_key
 from credence import log_promise, payloads, queries
 from credence.envelope import sign
 from credence.errors import CredenceError, ResourceExhausted
@@ -86,6 +93,7 @@ class Lookups:
         self._rate = TokenBucket(
             config.rate_limits.requests_per_second, float(config.rate_limits.burst)
         )
+        self._row_quota = log_quota(config.rate_limits.log_rows_per_minute)
         self._targets = _Targets()
         self._aggregator: tuple[int, Aggregator, str] | None = None
 
@@ -125,10 +133,26 @@ class Lookups:
             cached = self._targets.by_kinds[kinds] = (targets, contributors)
         return cached
 
-    def _limit_rate(self, requester: str, now: datetime) -> None:
-        # In the database, so the limit holds across every registry process.
+    def _limit_rate(self, requester: str, now: datetime, rows: int) -> None:
+        # In the database, so the limits hold across every registry process. The
+        # rows' quota is spent before anything else is written for the request.
         with self._sessions.begin() as session:
             store.take_rate_tokens(session, requester, self._rate, now)
+            self._take_row_quota(session, requester, rows, now)
+
+    def _take_row_quota(self, session: Session, requester: str, rows: int, now: datetime) -> None:
+        try:
+            store.take_rate_tokens(
+                session, log_quota_key(requester), self._row_quota, now, cost=float(rows)
+            )
+        except ResourceExhausted as exc:
+            quota = self._config.rate_limits.log_rows_per_minute
+            raise ResourceExhausted(
+                f"{requester!r} reached its quota of {quota} logged lookups per minute "
+                f"({rows} more asked): slow down or ask the registry operator to raise "
+                f"log_rows_per_minute",
+                retry_after=exc.retry_after,
+            ) from None
 
     def _log_rows(
         self,
@@ -167,6 +191,8 @@ class Lookups:
     ) -> LogRow | None:
         if len(subject.ref) != 32 or subject.type not in (1, 2):
             return None  # nothing identifiable to log
+        # What was refused and why, never a copy of what the request carried.
+        kinds = request_limits.refusal_kinds(kinds)
         salt = log_promise.new_salt()
         entry = log_promise.LogEntry(
             query_id=queries.new_query_id(),
@@ -189,7 +215,7 @@ class Lookups:
             grant_id="",
             basis="",
             outcome=OUTCOME_REFUSED,
-            reason=f"{status_for(error).name}: {reason_for(error)}",
+            reason=request_limits.bounded_reason(f"{status_for(error).name}: {reason_for(error)}"),
             issued_at=now,
             salt=salt,
             commitment=log_promise.entry_commitment(salt, entry),
@@ -206,15 +232,17 @@ class Lookups:
             now=now,
         )
         if row is not None:
-            self._append_refusals([row])
+            self._append_refusals([row], requester, now)
 
-    def _append_refusals(self, rows: Sequence[LogRow]) -> None:
+    def _append_refusals(self, rows: Sequence[LogRow], requester: str, now: datetime) -> None:
         if rows:
             try:
                 with self._sessions.begin() as session:
+                    self._take_row_quota(session, requester, len(rows), now)
                     append_entries(session, rows)
-            except CredenceError:
-                _log.exception("could not log refused lookups")
+            except CredenceError as exc:
+                # A refusal cannot itself be refused: it goes unlogged, and says so once.
+                _log.warning("%d refused lookups by %r not logged: %s", len(rows), requester, exc)
 
     def _use_grant(self, allowed: Allowed, now: datetime) -> None:
         if allowed.grant_id:
@@ -233,7 +261,8 @@ class Lookups:
         """
         now = self._clock()
         try:
-            await asyncio.to_thread(self._limit_rate, requester, now)
+            request_limits.check_verdict_request(request)
+            await asyncio.to_thread(self._limit_rate, requester, now, 1)
             policy = self._policy()
             asked = check_asked(policy, requester, request.purpose, tuple(request.kinds))
             subject = subject_from_proto(request.subject)
@@ -337,6 +366,31 @@ class Lookups:
 
     # -- screening ------------------------------------------------------------------
 
+    def _refuse_message(
+        self,
+        requester: str,
+        message: registry_pb2.ScreenBatchRequest,
+        error: CredenceError,
+        now: datetime,
+        budget: int,
+    ) -> None:
+        """Log a message refused as a whole: its identifiable rows as refused, within budget."""
+        rows: list[LogRow] = []
+        for item in message.items:
+            if len(rows) >= budget:
+                _log.warning(
+                    "refused message of %d rows by %r: only %d logged (its budget)",
+                    len(message.items), requester, budget,
+                )  # fmt: skip
+                break
+            row = self._refusal_row(
+                requester, item.subject, purpose=message.purpose,
+                kinds=message.kinds, error=error, now=now,
+            )  # fmt: skip
+            if row is not None:
+                rows.append(row)
+        self._append_refusals(rows, requester, now)
+
     async def screen_message(
         self, requester: str, message: registry_pb2.ScreenBatchRequest
     ) -> registry_pb2.ScreenBatchResponse:
@@ -346,24 +400,15 @@ class Lookups:
             CredenceError: the whole message is refused (rate limit, rights).
         """
         now = self._clock()
+        # Refusal rows may cost the database twice what the message carried, no more.
+        budget = request_limits.refusal_row_budget(message.ByteSize())
         try:
-            await asyncio.to_thread(self._limit_rate, requester, now)
+            request_limits.check_screen_message(message, self._config.max_screen_rows)
+            await asyncio.to_thread(self._limit_rate, requester, now, max(1, len(message.items)))
             policy = self._policy()
             asked = check_asked(policy, requester, message.purpose, tuple(message.kinds))
         except CredenceError as exc:
-            # Refused as a whole: every identifiable row is still logged as refused.
-            rows = [
-                row
-                for item in message.items
-                if (
-                    row := self._refusal_row(
-                        requester, item.subject, purpose=message.purpose,
-                        kinds=message.kinds, error=exc, now=now,
-                    )
-                )
-                is not None
-            ]  # fmt: skip
-            await asyncio.to_thread(self._append_refusals, rows)
+            await asyncio.to_thread(self._refuse_message, requester, message, exc, now, budget)
             raise
         accepted: list[tuple[registry_pb2.ScreenItem, Lookup, Allowed]] = []
         refused: list[tuple[str, CredenceError]] = []
@@ -380,6 +425,8 @@ class Lookups:
                     await asyncio.to_thread(self._use_grant, allowed, now)
             except CredenceError as exc:
                 refused.append((item.row_key, exc))
+                if len(refusal_rows) >= budget:
+                    continue  # answered as refused, beyond what the message paid to log
                 row = self._refusal_row(
                     requester,
                     item.subject,

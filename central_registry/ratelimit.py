@@ -6,15 +6,24 @@ each requester's state in the database (``store.take_rate_tokens``) so the
 limit holds across every registry process sharing it. The
 distinct-subjects-per-day limit lives in the database too
 (``store.note_subject_use``).
+
+The quota of log rows per member and minute is the same bucket under its own
+key (:func:`log_quota_key`), with :func:`log_quota` as its rate: a row costs
+one token, a minute refills the quota.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from credence.errors import ResourceExhausted
 
-__all__ = ["BucketState", "TokenBucket"]
+__all__ = ["BucketState", "TokenBucket", "log_quota", "log_quota_key"]
+
+# Member ids are 1-64 of a-z 0-9 . - (credence.pki): a key holding "~" is never one.
+_QUOTA_PREFIX = "~log-rows:"
+_KEY_CHARS = 64  # rate_buckets.requester
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +77,25 @@ class TokenBucket:
                 retry_after=(cost - tokens) / self.rate,
             )
         return BucketState(tokens - cost, max(now, state.updated))
+
+
+def log_quota(rows_per_minute: int) -> TokenBucket:
+    """The log-row quota as a bucket: a minute's rows at once, refilled over a minute.
+
+    Raises:
+        ValueError: ``rows_per_minute`` is below 1.
+    """
+    return TokenBucket(rows_per_minute / 60.0, float(rows_per_minute))
+
+
+def log_quota_key(member_id: str) -> str:
+    """The bucket key of ``member_id``'s log-row quota, within the key column's 64 characters.
+
+    A member id too long for the prefix is hashed; either form holds ``~``,
+    which no member id does, so the quota never shares a bucket with a rate.
+    """
+    key = _QUOTA_PREFIX + member_id
+    if len(key) <= _KEY_CHARS:
+        return key
+    digest = hashlib.sha256(member_id.encode()).hexdigest()
+    return (_QUOTA_PREFIX + digest)[:_KEY_CHARS]
