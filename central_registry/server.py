@@ -5,7 +5,9 @@ federation CA and serves ``RegistryService`` (the certificate re-verified per
 call); the public port asks for none and serves ``EnrolmentService`` and
 ``SubjectAccessService`` (authenticated by signatures) and
 ``TransparencyLogService`` (tree heads and proofs reveal no personal data). Both serve health
-checking and reflection. (grpc cannot ask for a certificate without requiring
+checking and reflection, and limit the calls each peer (a member on the
+members' port, a source address on the public one) has in flight
+(:mod:`credence.peer_limits`). (grpc cannot ask for a certificate without requiring
 it, hence two ports.) The HTTP side serves the manifest and the JWKS. ``serve`` runs
 until SIGTERM or SIGINT, then stops accepting, lets in-flight lookups finish
 within the grace period, and closes the node channels and the database.
@@ -31,7 +33,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
 
 from central_registry import config as registry_config
-from central_registry import database, membership, transparency
+from central_registry import database, transparency
 from central_registry.fanout import FanOut
 from central_registry.http_side import HttpSide
 from central_registry.keyring import load_keys
@@ -43,9 +45,16 @@ from central_registry.service import (
     SubjectAccessServicer,
     TransparencyLogServicer,
 )
-from credence.decoding import AsyncDecodingInterceptor
 from credence.errors import FailedPrecondition
 from credence.keys import KeySet
+from credence.peer_limits import (
+    HEALTH_WATCH,
+    ConcurrencyLimit,
+    PeerKey,
+    PeerLimitInterceptor,
+    address_of_peer,
+    member_of_peer,
+)
 from credence.pki import load_certificate_pem
 from credence.storage import session_factory
 from credence.tls import server_credentials
@@ -135,8 +144,12 @@ async def start_registry(
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
     ]
-    # Last in each list: peer checks in front of it answer first.
-    members = grpc.aio.server(options=options, interceptors=[AsyncDecodingInterceptor()])
+    members = grpc.aio.server(
+        options=options,
+        interceptors=[
+            _peer_limits(config.peer_limits, member_of_peer, config.peer_limits.calls_per_member)
+        ],
+    )
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(
         RegistryServicer(
             config=config,
@@ -149,14 +162,14 @@ async def start_registry(
         ),
         members,
     )
-    # Anyone can reach the public port: its messages are small (enrolment, proofs).
-    public_options = [
-        ("grpc.max_receive_message_length", config.public.max_message_bytes),
-        ("grpc.max_send_message_length", config.max_message_bytes),
-    ]
-    public = grpc.aio.server(options=public_options, interceptors=[AsyncDecodingInterceptor()])
+    public = grpc.aio.server(
+        options=options,
+        interceptors=[
+            _peer_limits(config.peer_limits, address_of_peer, config.peer_limits.calls_per_address)
+        ],
+    )
     registry_pb2_grpc.add_EnrolmentServiceServicer_to_server(
-        EnrolmentServicer(config=config, keys=keys, engine=engine, clock=clock), public
+        EnrolmentServicer(keys=keys, engine=engine, clock=clock), public
     )
     registry_pb2_grpc.add_SubjectAccessServiceServicer_to_server(
         SubjectAccessServicer(
@@ -208,33 +221,33 @@ async def start_registry(
     return running
 
 
+def _peer_limits(
+    limits: registry_config.PeerCallLimits, peer_of: PeerKey, calls_per_peer: int
+) -> PeerLimitInterceptor:
+    """Calls in flight per peer (member or address) and ``Health/Watch`` streams, per port."""
+    watch = ConcurrencyLimit(
+        "Health/Watch streams", limits.watch_streams_per_peer, limits.watch_streams
+    )
+    return PeerLimitInterceptor(
+        peer_of, ConcurrencyLimit("calls", calls_per_peer), {HEALTH_WATCH: watch}
+    )
+
+
 async def _housekeeping(
     engine: Engine, config: registry_config.RegistryConfig, clock: Clock
 ) -> None:
-    """Hourly housekeeping: expired log content and expired pending enrolments.
-
-    Expired log entries lose their content (their leaves and proofs remain);
-    enrolments left pending past their lifetime are dropped.
-    """
+    """Erase expired log entries' content, hourly (their leaves and proofs remain)."""
     sessions = session_factory(engine)
 
     def erase() -> int:
         with sessions.begin() as session:
             return transparency.erase_expired(session, clock() - config.log_retention)
 
-    def drop() -> int:
-        with sessions.begin() as session:
-            return membership.drop_expired_enrolments(
-                session, clock(), config.public.pending_enrolment_lifetime
-            )
-
     while True:
         try:
             erased = await asyncio.to_thread(erase)
             if erased:
                 _log.info("erased the content of %d expired log entries", erased)
-            if dropped := await asyncio.to_thread(drop):
-                _log.info("dropped %d enrolments left pending past their lifetime", dropped)
         except Exception:
             _log.exception("log housekeeping failed; will retry")
         await asyncio.sleep(3600)
