@@ -33,7 +33,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
 
 from central_registry import config as registry_config
-from central_registry import database, transparency
+from central_registry import database, membership, transparency
 from central_registry.fanout import FanOut
 from central_registry.http_side import HttpSide
 from central_registry.keyring import load_keys
@@ -45,6 +45,7 @@ from central_registry.service import (
     SubjectAccessServicer,
     TransparencyLogServicer,
 )
+from credence.decoding import AsyncDecodingInterceptor
 from credence.errors import FailedPrecondition
 from credence.keys import KeySet
 from credence.peer_limits import (
@@ -144,10 +145,12 @@ async def start_registry(
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
     ]
+    # Last in each list: peer checks in front of it answer first.
     members = grpc.aio.server(
         options=options,
         interceptors=[
-            _peer_limits(config.peer_limits, member_of_peer, config.peer_limits.calls_per_member)
+            _peer_limits(config.peer_limits, member_of_peer, config.peer_limits.calls_per_member),
+            AsyncDecodingInterceptor(),
         ],
     )
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(
@@ -162,14 +165,20 @@ async def start_registry(
         ),
         members,
     )
+    # Anyone can reach the public port: its messages are small (enrolment, proofs).
+    public_options = [
+        ("grpc.max_receive_message_length", config.public.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+    ]
     public = grpc.aio.server(
-        options=options,
+        options=public_options,
         interceptors=[
-            _peer_limits(config.peer_limits, address_of_peer, config.peer_limits.calls_per_address)
+            _peer_limits(config.peer_limits, address_of_peer, config.peer_limits.calls_per_address),
+            AsyncDecodingInterceptor(),
         ],
     )
     registry_pb2_grpc.add_EnrolmentServiceServicer_to_server(
-        EnrolmentServicer(keys=keys, engine=engine, clock=clock), public
+        EnrolmentServicer(config=config, keys=keys, engine=engine, clock=clock), public
     )
     registry_pb2_grpc.add_SubjectAccessServiceServicer_to_server(
         SubjectAccessServicer(
@@ -236,18 +245,30 @@ def _peer_limits(
 async def _housekeeping(
     engine: Engine, config: registry_config.RegistryConfig, clock: Clock
 ) -> None:
-    """Erase expired log entries' content, hourly (their leaves and proofs remain)."""
+    """Hourly housekeeping: expired log content and expired pending enrolments.
+
+    Expired log entries lose their content (their leaves and proofs remain);
+    enrolments left pending past their lifetime are dropped.
+    """
     sessions = session_factory(engine)
 
     def erase() -> int:
         with sessions.begin() as session:
             return transparency.erase_expired(session, clock() - config.log_retention)
 
+    def drop() -> int:
+        with sessions.begin() as session:
+            return membership.drop_expired_enrolments(
+                session, clock(), config.public.pending_enrolment_lifetime
+            )
+
     while True:
         try:
             erased = await asyncio.to_thread(erase)
             if erased:
                 _log.info("erased the content of %d expired log entries", erased)
+            if dropped := await asyncio.to_thread(drop):
+                _log.info("dropped %d enrolments left pending past their lifetime", dropped)
         except Exception:
             _log.exception("log housekeeping failed; will retry")
         await asyncio.sleep(3600)
