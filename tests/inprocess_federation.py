@@ -121,11 +121,19 @@ class InProcessFederation:
         self.members[member_id] = member
         return member
 
-    def add_agency(self, profile: synthetic.AgencyProfile, subjects: int = 60) -> RunningNode:
+    def add_agency(
+        self, profile: synthetic.AgencyProfile, subjects: int = 60, *, endpoint: str | None = None
+    ) -> RunningNode:
+        """Enrol, approve, import and start an agency node.
+
+        ``endpoint`` is the address enrolled into the manifest, where the
+        registry dials the node (a fault proxy in front of it, say); by
+        default the address the node listens on.
+        """
         node_dir = self.node_dir(profile.name)
         listen = f"127.0.0.1:{free_port()}"
         run("node", "init", "--dir", node_dir, "--member-id", profile.name,
-            "--kinds", ",".join(profile.record_kinds), "--listen", listen)  # fmt: skip
+            "--kinds", ",".join(profile.record_kinds), "--listen", endpoint or listen)  # fmt: skip
         (self.root / "root.jwks.json").write_text(json.dumps(self.root_keys.to_jwks()))
         enrol = ("node", "enrol", "--dir", node_dir, "--registry", self.address,
                  "--public", self.public, "--ca", self.registry_dir / "ca.crt",
@@ -135,6 +143,7 @@ class InProcessFederation:
         run(*enrol, "--wait", "10")
         _set(
             node_dir / "node.toml",
+            listen=listen,
             audit_interval_seconds=1,
             audit_merge_delay_seconds=0,
             manifest_refresh_seconds=1,
@@ -199,11 +208,15 @@ class InProcessFederation:
         self.registry.stop()
 
 
-def start(root: Path) -> InProcessFederation:
+def start(
+    root: Path, *, fanout_deadline_seconds: float = FANOUT_DEADLINE_SECONDS
+) -> InProcessFederation:
+    """A registry, no members yet; ``fanout_deadline_seconds`` as ``registry.toml`` sets it."""
     registry_dir = root / "registry"
     run("registry", "init", "--dir", registry_dir, "--listen", "127.0.0.1:0",
         "--public-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")  # fmt: skip
     # Tests here ask live nodes, never dead ones: a deadline with headroom for a
     # busy machine (a first call opens a TLS channel to a cold node) costs nothing.
-    _set(registry_dir / "registry.toml", fanout_deadline_seconds=FANOUT_DEADLINE_SECONDS)
+    # Tests that make nodes late on purpose (tests/faults/) pass a shorter one.
+    _set(registry_dir / "registry.toml", fanout_deadline_seconds=fanout_deadline_seconds)
     return InProcessFederation(root, RegistryThread(registry_dir))
