@@ -3,8 +3,10 @@
 ``GET /manifest`` returns the current signed manifest as a DSSE JSON envelope;
 ``GET /.well-known/jwks.json`` the registry keys that sign verdicts, so any JOSE
 library can check a verdict credential; ``GET /healthz`` says whether the
-registry is serving. Nothing here accepts input or reveals anything about a
-subject.
+registry is serving; ``GET /status-list`` the signed revocation list of grants
+(``application/statuslist+jwt``, draft-ietf-oauth-status-list: a bit per grant
+index, which alone names no subject). Nothing here accepts input or reveals
+anything about a subject.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class HttpSide:
         *,
         manifest: Callable[[], Envelope],
         jwks: Callable[[], KeySet],
+        status_list: Callable[[], str] | None = None,
     ) -> None:
         host, _, port = listen.rpartition(":")
         side = self
@@ -46,6 +49,7 @@ class HttpSide:
 
         self._manifest = manifest
         self._jwks = jwks
+        self._status_list = status_list
         self._server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="registry-http")
@@ -71,10 +75,14 @@ class HttpSide:
             body, kind = self._manifest().to_json().encode(), "application/json"
         elif path == "/.well-known/jwks.json":
             body, kind = json.dumps(self._jwks().to_jwks()).encode(), "application/jwk-set+json"
+        elif path == "/status-list" and self._status_list is not None:
+            body, kind = self._status_list().encode(), "application/statuslist+jwt"
         elif path == "/healthz":
             body, kind = b'{"status": "serving"}', "application/json"
         else:
-            request.send_error(HTTPStatus.NOT_FOUND, "only /manifest and /.well-known/jwks.json")
+            request.send_error(
+                HTTPStatus.NOT_FOUND, "only /manifest, /status-list and /.well-known/jwks.json"
+            )
             return
         request.send_response(HTTPStatus.OK)
         request.send_header("Content-Type", kind)

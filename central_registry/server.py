@@ -45,6 +45,7 @@ from central_registry.service import (
     SubjectAccessServicer,
     TransparencyLogServicer,
 )
+from central_registry.status_publisher import StatusListPublisher
 from credence.decoding import AsyncDecodingInterceptor
 from credence.errors import FailedPrecondition
 from credence.keys import KeySet
@@ -128,6 +129,9 @@ async def start_registry(
     database.require_current_schema(engine)
     manifests = ManifestCache(engine, KeySet([keys.root.public]), clock)
     manifests.start()
+    status_lists = StatusListPublisher(
+        engine, key=keys.signing, registry_id=config.member_id, clock=clock
+    )
     fanout = FanOut(
         key_pem=keys.tls_key_pem,
         cert_pem=keys.tls_cert_pem,
@@ -162,6 +166,7 @@ async def start_registry(
             lookups=lookups,
             ca_cert=ca_cert,
             clock=clock,
+            status_lists=status_lists,
         ),
         members,
     )
@@ -214,6 +219,7 @@ async def start_registry(
         http_listen or config.http_listen,
         manifest=lambda: manifests.current().envelope,
         jwks=lambda: manifests.current().registry_keys,
+        status_list=status_lists.current,
     )
     http.start()
     for service in (*MEMBER_SERVICES, *PUBLIC_SERVICES, ""):

@@ -25,6 +25,7 @@ from central_registry.keyring import RegistryKeys
 from central_registry.lookups import Lookups
 from central_registry.manifest_cache import ManifestCache
 from central_registry.public_port import ACCESS, ENROL, PublicGate, check_subject_access
+from central_registry.status_publisher import StatusListPublisher
 from credence import names
 from credence.envelope import Envelope
 from credence.errors import NotFound, PermissionDenied
@@ -72,6 +73,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         lookups: Lookups,
         ca_cert: x509.Certificate,
         clock: Clock,
+        status_lists: StatusListPublisher | None = None,
     ) -> None:
         self._config = config
         self._keys = keys
@@ -80,6 +82,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self._lookups = lookups
         self._members = _Members(manifests, ca_cert, clock)
         self._clock = clock
+        self._status_lists = status_lists or StatusListPublisher(
+            engine, key=keys.signing, registry_id=config.member_id, clock=clock
+        )
 
     def _policy(self) -> GrantPolicy:
         return GrantPolicy(self._manifests.current(), self._config)
@@ -94,6 +99,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             self._members.caller(context)
             manifest = self._manifests.current()
             return registry_pb2.GetManifestResponse(manifest=manifest.envelope.to_proto())
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def GetStatusList(  # noqa: N802 - gRPC method name
+        self,
+        request: registry_pb2.GetStatusListRequest,  # noqa: ARG002 - the current one is all there is
+        context: Context,
+    ) -> registry_pb2.GetStatusListResponse:
+        """The current signed revocation list of grants (``statuslist+jwt``)."""
+        async with grpc_errors_async(context):
+            self._members.caller(context)
+            token = await asyncio.to_thread(self._status_lists.current)
+            return registry_pb2.GetStatusListResponse(status_list_token=token)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def RegisterBinding(  # noqa: N802

@@ -619,6 +619,47 @@ class GetManifestResponse(_message.Message):
 Global___GetManifestResponse: _TypeAlias = GetManifestResponse  # noqa: Y015
 
 @_typing.final
+class GetStatusListRequest(_message.Message):
+    """Request of RegistryService.GetStatusList."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatusListRequest: _TypeAlias = GetStatusListRequest  # noqa: Y015
+
+@_typing.final
+class GetStatusListResponse(_message.Message):
+    """Response of RegistryService.GetStatusList."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_LIST_TOKEN_FIELD_NUMBER: _builtins.int
+    status_list_token: _builtins.str
+    """The revocation list: a compact JWS of type statuslist+jwt signed by the
+    registry key, one bit per grant (draft-ietf-oauth-status-list).
+    """
+    def __init__(
+        self,
+        *,
+        status_list_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status_list_token", b"status_list_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatusListResponse: _TypeAlias = GetStatusListResponse  # noqa: Y015
+
+@_typing.final
 class EnrolRequest(_message.Message):
     """---------------------------------------------------------------- enrolment
 

@@ -43,6 +43,11 @@ class RegistryServiceStub:
                 request_serializer=credence_dot_v1_dot_registry__pb2.GetManifestRequest.SerializeToString,
                 response_deserializer=credence_dot_v1_dot_registry__pb2.GetManifestResponse.FromString,
                 _registered_method=True)
+        self.GetStatusList = channel.unary_unary(
+                '/credence.v1.RegistryService/GetStatusList',
+                request_serializer=credence_dot_v1_dot_registry__pb2.GetStatusListRequest.SerializeToString,
+                response_deserializer=credence_dot_v1_dot_registry__pb2.GetStatusListResponse.FromString,
+                _registered_method=True)
         self.RegisterBinding = channel.unary_unary(
                 '/credence.v1.RegistryService/RegisterBinding',
                 request_serializer=credence_dot_v1_dot_registry__pb2.RegisterBindingRequest.SerializeToString,
@@ -84,6 +89,13 @@ class RegistryServiceServicer:
 
     def GetManifest(self, request, context):
         """The current signed manifest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStatusList(self, request, context):
+        """The signed revocation list of grants, fetched with the manifest.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,6 +150,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.GetManifest,
                     request_deserializer=credence_dot_v1_dot_registry__pb2.GetManifestRequest.FromString,
                     response_serializer=credence_dot_v1_dot_registry__pb2.GetManifestResponse.SerializeToString,
+            ),
+            'GetStatusList': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatusList,
+                    request_deserializer=credence_dot_v1_dot_registry__pb2.GetStatusListRequest.FromString,
+                    response_serializer=credence_dot_v1_dot_registry__pb2.GetStatusListResponse.SerializeToString,
             ),
             'RegisterBinding': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterBinding,
@@ -201,6 +218,33 @@ class RegistryService:
             '/credence.v1.RegistryService/GetManifest',
             credence_dot_v1_dot_registry__pb2.GetManifestRequest.SerializeToString,
             credence_dot_v1_dot_registry__pb2.GetManifestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatusList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credence.v1.RegistryService/GetStatusList',
+            credence_dot_v1_dot_registry__pb2.GetStatusListRequest.SerializeToString,
+            credence_dot_v1_dot_registry__pb2.GetStatusListResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,8 @@ class RegistryServiceStub:
     def __new__(cls, channel: _aio.Channel) -> RegistryServiceAsyncStub: ...
     GetManifest: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetManifestRequest, _registry_pb2.GetManifestResponse]
     """The current signed manifest."""
+    GetStatusList: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetStatusListRequest, _registry_pb2.GetStatusListResponse]
+    """The signed revocation list of grants, fetched with the manifest."""
     RegisterBinding: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RegisterBindingRequest, _registry_pb2.RegisterBindingResponse]
     """An identity-verifying member binds a subject's personal key."""
     IssueConsent: _grpc.UnaryUnaryMultiCallable[_registry_pb2.IssueConsentRequest, _registry_pb2.IssueConsentResponse]
@@ -63,6 +65,8 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetManifest: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetManifestRequest, _registry_pb2.GetManifestResponse]  # type: ignore[assignment]
     """The current signed manifest."""
+    GetStatusList: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetStatusListRequest, _registry_pb2.GetStatusListResponse]  # type: ignore[assignment]
+    """The signed revocation list of grants, fetched with the manifest."""
     RegisterBinding: _aio.UnaryUnaryMultiCallable[_registry_pb2.RegisterBindingRequest, _registry_pb2.RegisterBindingResponse]  # type: ignore[assignment]
     """An identity-verifying member binds a subject's personal key."""
     IssueConsent: _aio.UnaryUnaryMultiCallable[_registry_pb2.IssueConsentRequest, _registry_pb2.IssueConsentResponse]  # type: ignore[assignment]
@@ -90,6 +94,14 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.GetManifestResponse, _abc.Awaitable[_registry_pb2.GetManifestResponse]]:
         """The current signed manifest."""
+
+    @_abc_1.abstractmethod
+    def GetStatusList(
+        self,
+        request: _registry_pb2.GetStatusListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.GetStatusListResponse, _abc.Awaitable[_registry_pb2.GetStatusListResponse]]:
+        """The signed revocation list of grants, fetched with the manifest."""
 
     @_abc_1.abstractmethod
     def RegisterBinding(
