@@ -34,6 +34,7 @@ from agency_node.models import Record
 from agency_node.query_checks import (
     CheckedQuery,
     QueryChecker,
+    RevocationCheck,
     open_single_promise,
     timestamp,
 )
@@ -141,9 +142,11 @@ class Answerer:
         signing_key: SigningKey,
         engine: Engine,
         clock: Clock,
+        revocations: RevocationCheck | None = None,
     ) -> None:
         self._config = config
         self._manifests = manifests
+        self._revocations = revocations
         self._key = signing_key
         self._engine = engine
         self._sessions = database.session_factory(engine)
@@ -162,6 +165,7 @@ class Answerer:
             manifest=manifest,
             policy=self._config.policy,
             grants=self._grants,
+            revocations=self._revocations,
         )
         self._scorecard_version = scorecard.version
         self._evaluator = Evaluator(scorecard, self._config.record_kinds)

@@ -7,7 +7,8 @@ naming what failed:
 2. the query is fresh (issued, not expired, not living longer than allowed)
    and addressed to this node;
 3. its id was never seen before (the caller's ``claim_id`` records it);
-4. the grant verifies and covers this subject, requester, purpose and kinds;
+4. the grant verifies, is not revoked in the registry's signed revocation
+   list, and covers this subject, requester, purpose and kinds;
 5. the log promise is signed by the log key and commits to this very query;
 6. the node's own policy allows the purpose and the requester.
 
@@ -44,6 +45,8 @@ from credence.v1 import agency_pb2, common_pb2, manifest_pb2
 
 #: Records a query id as seen; raises :class:`~credence.errors.Replayed` if it was.
 ClaimId = Callable[[str, datetime], None]
+#: Refuses a grant the registry revoked (see :mod:`agency_node.status_list_holder`).
+RevocationCheck = Callable[[tokens.Grant, datetime], None]
 
 _SUBJECT_TYPES = {
     common_pb2.SUBJECT_TYPE_PERSON: SubjectType.PERSON,
@@ -89,6 +92,8 @@ class QueryChecker:
     manifest: TrustedManifest
     policy: NodePolicy
     grants: GrantCache
+    #: None when the node has no registry to fetch a revocation list from.
+    revocations: RevocationCheck | None = None
 
     # -- steps 1-2 -------------------------------------------------------------
 
@@ -331,6 +336,9 @@ class QueryChecker:
         else:
             raise PermissionDenied("query carries no grant (consent, mandate or public register)")
         self.grants.put(token, verified)
+        # After the cache: a revocation must reach grants verified before it.
+        if self.revocations is not None:
+            self.revocations(verified, now)
         tokens.check_grant_for_query(
             verified,
             subject_ref_hex=ref.hex(),

@@ -42,6 +42,7 @@ from agency_node.contests import ContestDesk
 from agency_node.importer import purge_expired
 from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.service import AgencyNodeServicer
+from agency_node.status_list_holder import StatusListHolder
 from credence import payloads
 from credence.envelope import Envelope
 from credence.errors import FailedPrecondition, PermissionDenied
@@ -127,9 +128,11 @@ class ManifestRefresher(threading.Thread):
         credentials: grpc.ChannelCredentials,
         clock: Clock,
         interval_seconds: float,
+        status_lists: StatusListHolder | None = None,
     ) -> None:
         super().__init__(name="node-manifest", daemon=True)
         self._holder = holder
+        self._status_lists = status_lists
         self._channel = grpc.secure_channel(registry, credentials)
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self._clock = clock
@@ -137,14 +140,22 @@ class ManifestRefresher(threading.Thread):
         self.stopping = threading.Event()
 
     def run_once(self) -> bool:
-        """Fetch once; returns whether a newer manifest was adopted."""
+        """Fetch once (and the revocation list); returns whether a newer manifest was adopted."""
         response = self._stub.GetManifest(
             registry_pb2.GetManifestRequest(have_version=self._holder.current.version), timeout=5
         )
-        return self._holder.offer(Envelope.from_proto(response.manifest), self._clock())
+        adopted = self._holder.offer(Envelope.from_proto(response.manifest), self._clock())
+        if self._status_lists is not None:
+            self._status_lists.fetch(self._stub, self._clock())
+        return adopted
 
     def run(self) -> None:
-        """Fetch every interval until stopped."""
+        """Fetch every interval until stopped (the revocation list at once: consents wait on it)."""
+        if self._status_lists is not None:
+            try:
+                self._status_lists.fetch(self._stub, self._clock())
+            except Exception as exc:  # a registry that is down: the loop retries
+                _log.warning("revocation list: first fetch failed (%s)", exc)
         while not self.stopping.wait(self._interval):
             try:
                 self.run_once()
@@ -253,9 +264,12 @@ def start_node(
     # backs. `credence node init` and `credence node migrate` do.
     database.require_current_schema(engine)
 
+    # Consent lookups need the registry's revocation list; without a registry, none is kept.
+    status_lists = StatusListHolder(manifests) if config.registry else None
     answerer = Answerer(
-        config=config, manifests=manifests, signing_key=signing_key, engine=engine, clock=clock
-    )
+        config=config, manifests=manifests, signing_key=signing_key, engine=engine, clock=clock,
+        revocations=status_lists.check if status_lists is not None else None,
+    )  # fmt: skip
     contests = ContestDesk(
         member_id=config.member_id,
         manifests=manifests,
@@ -301,6 +315,7 @@ def start_node(
             credentials=channel_credentials(key_pem, cert_pem, ca_pem),
             clock=clock,
             interval_seconds=config.manifest_refresh_seconds,
+            status_lists=status_lists,
         )
         refresher.start()
     auditor = None
