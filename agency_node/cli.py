@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 
 from agency_node import config as node_config
 from agency_node import database, disputes
-from agency_node.importer import ImportReport, import_records, purge_expired
+from agency_node.importer import ImportRefused, ImportReport, import_records, purge_expired
 from agency_node.manifest_holder import load_manifest
 from agency_node.server import serve, utc_now
 from credence import client_enrol
@@ -168,6 +168,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         "credence node import --dir ./court judgments.csv",
     )
     load.add_argument("file", type=Path, help="a .csv, .jsonl or .ndjson file")
+    load.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse identifiers and record ids that begin like a spreadsheet formula",
+    )
     load.set_defaults(handler=_import)
 
     command(
@@ -358,7 +363,15 @@ def _import(args: argparse.Namespace) -> int:
             args.file,
             key,
             progress=progress,
+            strict=args.strict,
+            # In the data directory: an import killed while applying is
+            # undone by the next one.
+            staging_dir=config.path("import-staging"),
         )
+    except ImportRefused as refused:
+        # One problem a line (credence.cli would join them into one).
+        print(f"credence: {refused}", file=sys.stderr)
+        return 1  # credence.cli.EXIT_REFUSED, like every refusal
     finally:
         engine.dispose()
         if progress is not None:

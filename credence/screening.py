@@ -42,7 +42,9 @@ __all__ = [
     "ScreenSummary",
     "count_rows",
     "done_row_keys",
+    "escape_cell",
     "screen_file",
+    "unescape_cell",
 ]
 
 #: The output columns, in order (CSV header; JSON Lines keys).
@@ -189,7 +191,24 @@ def done_row_keys(path: Path) -> set[str]:
                 f"{path} does not start with the results header {','.join(COLUMNS)}; "
                 "pass another --out file or remove this one"
             )
-        return {record[0] for record in reader if record}
+        return {unescape_cell(record[0]) for record in reader if record}
+
+
+# OWASP CSV injection: a cell that begins with one of these runs as a formula
+# in a spreadsheet. A leading quote is escaped too, so unescaping is exact.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def escape_cell(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: a leading formula character gets a ``'``."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def unescape_cell(cell: str) -> str:
+    """The value :func:`escape_cell` wrote."""
+    return cell[1:] if cell.startswith("'") else cell
 
 
 def _is_jsonl(path: Path) -> bool:
@@ -217,7 +236,7 @@ class _Writer:
             if self.jsonl:
                 self._handle.write(json.dumps(dict(zip(COLUMNS, values, strict=True))) + "\n")
             else:
-                self._csv.writerow(values)
+                self._csv.writerow([escape_cell(value) for value in values])
             self.written += 1
             if kind == "verdict":
                 self.verdicts += 1
