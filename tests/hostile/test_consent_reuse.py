@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from credence.client_subject import SubjectClient
 from credence.encoding import b64url_decode
 from credence.errors import PermissionDenied, ResourceExhausted, Unavailable
 from credence.keys import SigningKey
+from credence.status_list import verify_status_list
 from credence.v1 import agency_pb2, common_pb2
 
 pytestmark = pytest.mark.slow
@@ -254,3 +256,25 @@ def test_node_with_a_stale_list_refuses_consent_lookups(
     # Once the registry serves a list again, the node answers again.
     serving.set()
     assert _eventually(lambda: _node_state(_lookup(fed, person, token))[0] == answered)
+
+
+def test_the_list_is_served_signed_over_http_and_not_rebuilt_per_request(
+    fed: InProcessFederation,
+) -> None:
+    running = fed.registry.running
+    url = f"http://127.0.0.1:{running.http.port}/status-list"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        assert reply.headers["Content-Type"] == "application/statuslist+jwt"
+        first = reply.read().decode()
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        second = reply.read().decode()
+    manifest = running.manifests.current()
+    held = verify_status_list(
+        first,
+        registry_keys=manifest.registry_keys,
+        registry_id=manifest.registry.member_id,
+        now=datetime.now(UTC),
+    )
+    assert held.size >= len(_grants(fed))
+    # Nothing was issued or revoked in between: the same signed list, not a new one.
+    assert second == first
