@@ -44,6 +44,7 @@ from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.service import AgencyNodeServicer
 from agency_node.status_list_holder import StatusListHolder
 from credence import payloads
+from credence.decoding import AsyncDecodingInterceptor
 from credence.envelope import Envelope
 from credence.errors import FailedPrecondition, PermissionDenied
 from credence.keys import load_signing_key
@@ -394,7 +395,8 @@ async def _start_grpc(
     )
     server = grpc.aio.server(
         # Limits first: refusing a flood costs less than verifying its certificates.
-        interceptors=[limits, revocation],
+        # Decoding last, so a peer that may not call learns nothing more.
+        interceptors=[limits, revocation, AsyncDecodingInterceptor()],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),

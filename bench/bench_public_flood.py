@@ -9,6 +9,7 @@ limits). Prints how many were refused and how many wait for the operator.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +17,10 @@ from pathlib import Path
 import grpc
 
 from central_registry.config import load_config
-from tests.hostile.public_port import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from hostile.public_port import (
     enrol_outcomes,
     enrol_request,
     init_registry,

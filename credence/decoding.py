@@ -40,7 +40,7 @@ _Behaviour = Callable[..., Any]
 _Deserializer = Callable[[bytes], Any]
 
 #: Longest reason sent back (the decoder's own message is short; this bounds it).
-MAX_REASON_CHARS = 200
+MAX_REASON_CHARS = 300
 
 
 class UndecodableRequest(Exception):

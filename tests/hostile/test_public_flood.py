@@ -16,7 +16,7 @@ import grpc
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from central_registry import database, membership
+from central_registry import database, membership, store
 from central_registry.config import PublicLimits, load_config
 from central_registry.keyring import load_keys
 from central_registry.public_port import ENROL, take_public_tokens
@@ -115,7 +115,7 @@ def test_expired_pending_enrolments_are_dropped_and_cannot_be_approved(tmp_path:
         # The next enrolment drops it; so does the registry's housekeeping.
         assert enrol_outcomes(stub, [enrol_request("fresh")]) == [OK]
         with sessions() as session:
-            assert [m.member_id for m in membership.store.list_members(session)] == ["fresh"]
+            assert [m.member_id for m in store.list_members(session)] == ["fresh"]
         # Its id is free again: the member may enrol anew.
         assert enrol_outcomes(stub, [enrol_request("stale")]) == [OK]
 
@@ -170,7 +170,7 @@ def _with_kinds(request: registry_pb2.EnrolRequest, kinds: list[str]) -> registr
 def test_oversized_enrolments_are_refused_and_write_nothing(
     burst_registry: tuple[RegistryThread, Path],
     what: str,
-    request_: object,
+    request_: registry_pb2.EnrolRequest,
     code: grpc.StatusCode,
     reason: str,
 ) -> None:
