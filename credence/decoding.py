@@ -3,11 +3,11 @@
 gRPC decodes a request before the handler runs; when that fails, grpc.aio
 answers UNKNOWN and the thread-pool server INTERNAL, each logging a traceback
 (and, for a stream, an asyncio "Task was destroyed" warning). A malformed
-message is the caller's mistake, not the server's. :class:`DecodingInterceptor`
-(``grpc.server``) and :class:`AsyncDecodingInterceptor` (``grpc.aio.server``)
-take the decoding into the handler: the handler is registered without a
-deserializer, and a wrapper decodes each message (every message of a request
-stream, mid-stream too) with the method's own deserializer. A message that does
+message is the caller's mistake, not the server's. :class:`AsyncDecodingInterceptor`
+(every Credence server runs on ``grpc.aio``) takes the decoding into the
+handler: the handler is registered without a deserializer, and a wrapper
+decodes each message (every message of a request stream, mid-stream too) with
+the method's own deserializer. A message that does
 not decode ends the call with INVALID_ARGUMENT and a one-line reason naming the
 message type, and the server logs one line, never a traceback.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
@@ -27,7 +27,6 @@ import grpc.aio
 
 __all__ = [
     "AsyncDecodingInterceptor",
-    "DecodingInterceptor",
     "UndecodableRequest",
     "decode_request",
 ]
@@ -102,53 +101,6 @@ def _behaviour(handler: grpc.RpcMethodHandler[_Req, _Resp]) -> _Behaviour | None
     if handler.response_streaming:
         return handler.unary_stream
     return handler.unary_unary
-
-
-# --- grpc.server (threads) ---------------------------------------------------------
-
-
-class DecodingInterceptor(grpc.ServerInterceptor):
-    """For ``grpc.server``: undecodable requests get INVALID_ARGUMENT and one log line."""
-
-    def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], grpc.RpcMethodHandler[_Req, _Resp] | None
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
-        """Register the method's handler without a deserializer and decode inside it."""
-        handler = continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
-            return handler
-        behaviour = _behaviour(handler)
-        if behaviour is None:  # pragma: no cover - grpc always sets the matching one
-            return handler
-        method = handler_call_details.method
-        deserializer: _Deserializer = handler.request_deserializer
-
-        def decode(data: bytes, context: grpc.ServicerContext) -> Any:
-            try:
-                return decode_request(deserializer, data, method)
-            except UndecodableRequest as exc:
-                _refused(method, context.peer(), str(exc))
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-
-        if handler.request_streaming:
-
-            def streamed(raw: Iterable[bytes], context: grpc.ServicerContext) -> Any:
-                def requests() -> Iterator[Any]:
-                    for data in raw:
-                        yield decode(data, context)
-
-                return behaviour(requests(), context)
-
-            return _raw_handler(handler, streamed)
-
-        def single(data: bytes, context: grpc.ServicerContext) -> Any:
-            return behaviour(decode(data, context), context)
-
-        return _raw_handler(handler, single)
 
 
 # --- grpc.aio.server ---------------------------------------------------------------
