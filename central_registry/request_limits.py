@@ -49,8 +49,9 @@ MAX_REASON_CHARS = 200
 #: Bytes the registry database may grow by per byte a request carried.
 AMPLIFICATION_LIMIT = 2
 #: What one refusal row costs the database at most, indexes and Merkle nodes
-#: included (measured: ~600 bytes on SQLite, ~750 on PostgreSQL; see
-#: ``bench/bench_amplification.py``), rounded up.
+#: included (measured with a 140-character reason: ~570 bytes on SQLite, ~860
+#: on PostgreSQL; ``python -m bench.bench_amplification --postgres-url URL``),
+#: rounded up.
 REFUSAL_ROW_BYTES = 1024
 
 _KNOWN_PURPOSES = frozenset(common_pb2.Purpose.values()) - {common_pb2.PURPOSE_UNSPECIFIED}

@@ -25,9 +25,15 @@ import pytest
 from sqlalchemy import func, select
 
 from central_registry import database
+from central_registry.config import RegistryConfig, parse_config, render_config
 from central_registry.log_store import OUTCOME_REFUSED, LogRow, append_entries
 from central_registry.models import LogEntry
-from central_registry.request_limits import AMPLIFICATION_LIMIT, MAX_REASON_CHARS
+from central_registry.request_limits import (
+    AMPLIFICATION_LIMIT,
+    MAX_REASON_CHARS,
+    REFUSAL_ROW_BYTES,
+    refusal_row_budget,
+)
 from credence.errors import InvalidInput
 from credence.v1 import agency_pb2, registry_pb2
 from hostile.amplification_inputs import (
@@ -193,3 +199,20 @@ def test_a_long_reason_is_stored_cut_to_its_bound(database_url: str) -> None:
         assert stored.startswith("why why")
     finally:
         engine.dispose()
+
+
+def test_a_quota_too_small_for_one_screening_message_is_refused_at_start(tmp_path: Path) -> None:
+    text = render_config(RegistryConfig(data_dir=tmp_path))
+    assert "log_rows_per_minute = 120000" in text  # what `credence registry init` writes
+    text = text.replace("log_rows_per_minute = 120000", "log_rows_per_minute = 999")
+    with pytest.raises(
+        InvalidInput, match=r"log_rows_per_minute \(999\) .* max_screen_rows \(1000\)"
+    ):
+        parse_config(text, tmp_path, environ={})
+
+
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 40_000, 8 << 20])
+def test_refusal_rows_of_a_request_cost_at_most_twice_its_bytes(size: int) -> None:
+    budget = refusal_row_budget(size)
+    assert budget >= 1  # a single refused lookup is always logged, for its subject
+    assert budget == 1 or budget * REFUSAL_ROW_BYTES <= AMPLIFICATION_LIMIT * size
