@@ -306,6 +306,16 @@ def serve(
     asyncio.run(main())
 
 
+async def _finish_pending_tasks() -> None:
+    """Cancel every other task on the running loop and wait until they have ended."""
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=30)
+
+
 class RegistryThread:
     """A registry on its own event loop in a background thread (tests, benchmarks)."""
 
@@ -355,8 +365,12 @@ class RegistryThread:
         return self.running.http.port
 
     def stop(self, grace: float = 0) -> None:
-        """Stop the registry and its loop."""
+        """Stop the registry and its loop; tasks still pending are cancelled and finished first."""
         asyncio.run_coroutine_threadsafe(self.running.stop(grace), self._loop).result(timeout=60)
+        # As asyncio.run does at exit: a call cut short mid-work (a ScreenBatch
+        # fanning out chunks) may leave tasks that never ran; stopping the loop
+        # under them would drop them unfinished.
+        asyncio.run_coroutine_threadsafe(_finish_pending_tasks(), self._loop).result(timeout=60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
