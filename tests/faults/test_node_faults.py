@@ -43,9 +43,10 @@ def test_slow_node_within_the_deadline_still_answers(fed: FaultFederation) -> No
     # One way; a call crosses it twice, well inside the deadline.
     proxy.set_latency(fed.deadline / 10)
     with fed.requester() as company:
-        verified, _ = _timed_lookup(fed, company)
+        verified, elapsed = _timed_lookup(fed, company)
     assert is_complete(verified), verified.verdict.coverage
     assert verified.status == "clear"
+    assert elapsed < fed.deadline * HEADROOM, f"the verdict took {elapsed:.1f} s"
     assert proxy.stats.forwarded_bytes > before, "the court's answer crossed the proxy"
 
 

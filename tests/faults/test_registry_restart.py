@@ -4,7 +4,8 @@ The company screens a CSV file through the fault proxy in front of the
 registry (:func:`credence.screening.screen_file`, what ``credence screen``
 runs). Partway through, the registry is stopped abruptly (no grace: the
 stream is cut with rows in flight) and started again on the same data
-directory and ports. The company resumes the run, as ``credence screen
+directory and ports (or, a lesser fault, the proxy resets the stream while
+the registry runs on). The company resumes the run, as ``credence screen
 --resume`` does. Afterwards the output holds every row exactly once, the
 log's new head is consistent with the head before the run, and the log grew
 by exactly the lookups the registry made: every row once, plus at most the
@@ -77,8 +78,10 @@ def _logged_since(fed: FaultFederation, size: int) -> list[LogEntry]:
         engine.dispose()
 
 
-def test_registry_restarted_mid_screen(fed: FaultFederation, tmp_path: Path) -> None:
-    identifiers = {f"r{index}": f"reg:CN:RESTART{index:06d}" for index in range(_ROWS)}
+@pytest.mark.parametrize("fault", ["restart", "drop"])
+def test_registry_restarted_mid_screen(fed: FaultFederation, tmp_path: Path, fault: str) -> None:
+    """``restart``: the registry stops and starts again; ``drop``: the stream is reset."""
+    identifiers = {f"r{index}": f"reg:CN:{fault.upper()}{index:06d}" for index in range(_ROWS)}
     source = tmp_path / "suppliers.csv"
     source.write_text(
         "row_key,identifier\n" + "".join(f"{key},{value}\n" for key, value in identifiers.items())
@@ -95,7 +98,10 @@ def test_registry_restarted_mid_screen(fed: FaultFederation, tmp_path: Path) -> 
         # Called on the screening thread between results: the stream is live.
         if not restarted and progress.done > 0:
             restarted.append(progress.done)
-            _restart_registry(fed)
+            if fault == "restart":
+                _restart_registry(fed)
+            else:
+                fed.registry_proxy.drop()
 
     with (
         fed.requester(via_proxy=True) as company,
