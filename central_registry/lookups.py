@@ -257,7 +257,8 @@ class Lookups:
         """Check, log, fan out, aggregate and sign one lookup.
 
         Raises:
-            CredenceError: the lookup is refused; the refusal is logged first.
+            CredenceError: the lookup is refused; the refusal is logged first (within
+                the log quota).
         """
         now = self._clock()
         try:
@@ -397,7 +398,8 @@ class Lookups:
         """Screen one message's rows: refusals per row, verdicts under one signature.
 
         Raises:
-            CredenceError: the whole message is refused (rate limit, rights).
+            CredenceError: the whole message is refused (its shape, rate limit, log quota,
+                rights); its identifiable rows are logged as refused, within budget.
         """
         now = self._clock()
         # Refusal rows may cost the database twice what the message carried, no more.
