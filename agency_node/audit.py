@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
-from sqlalchemy import ColumnElement, Engine, func, select, update
+from sqlalchemy import ColumnElement, Engine, Row, func, select, update
 
 from agency_node import config as node_config
 from agency_node import database
@@ -38,6 +38,7 @@ from credence.log_audit import (
     open_tree_head,
 )
 from credence.storage import immediate_writer, reader, session_factory
+from credence.v1 import registry_pb2
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ _LOGGED_PROBLEMS = 20
 DEFAULT_MAX_LAG_SECONDS = 600
 
 Progress = Callable[[int, int], None]
+Answer = Callable[[], registry_pb2.GetInclusionProofsResponse]
 
 Clock = Callable[[], datetime]
 
@@ -137,6 +139,9 @@ class LogAuditor:
         with reader(self._sessions()) as session:
             total = int(session.scalar(select(func.count()).where(*due)) or 0)
         done = last_id = 0
+        # One request in flight while the previous answer is checked: the registry
+        # proves the next batch while this process verifies and records the last.
+        pending: tuple[list[Row[int, str, bytes | None]], list[bytes], Answer] | None = None
         while True:
             with reader(self._sessions()) as session:
                 rows = list(
@@ -149,13 +154,20 @@ class LogAuditor:
                         .limit(CHUNK)
                     )
                 )
-            if not rows:
+            following = None
+            if rows:
+                last_id = rows[-1][0]
+                commitments = [bytes(commitment or b"") for _, _, commitment in rows]
+                answer = self._client.inclusion_proofs_later(commitments, head.tree_size)
+                following = (rows, commitments, answer)
+            if pending is not None:
+                self._check_chunk(head, *pending, report=report, now=now)
+                done += len(pending[0])
+                if progress is not None:
+                    progress(done, max(total, done))
+            if following is None:
                 break
-            last_id = rows[-1][0]
-            self._check_chunk(head, rows, report, now)
-            done += len(rows)
-            if progress is not None:
-                progress(done, max(total, done))
+            pending = following
         self._record(report, now)
         self._measure_lag(report, now)
         return report
@@ -164,14 +176,14 @@ class LogAuditor:
         self,
         head: TrustedHead,
         rows: Sequence[tuple[int, str, bytes | None]],
+        commitments: Sequence[bytes],
+        answer: Answer,
+        *,
         report: AuditReport,
         now: datetime,
     ) -> None:
-        commitments = [bytes(commitment or b"") for _, _, commitment in rows]
         try:
-            check = check_inclusions(
-                head, commitments, self._client.inclusion_proofs(commitments, head.tree_size)
-            )
+            check = check_inclusions(head, commitments, answer())
         except CredenceError as exc:
             # The answer as a whole is unusable: every entry in it stays unchecked.
             report.problems.extend(

@@ -18,7 +18,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from central_registry.models import LogEntry, MerkleNode, TreeHead
-from credence import merkle, payloads
+from credence import merkle, merkle_batch, payloads
 from credence.envelope import Envelope, sign
 from credence.errors import InvalidInput, NotFound
 from credence.keys import SigningKey
@@ -182,22 +182,24 @@ def inclusion_proof(session: Session, commitment: bytes, tree_size: int) -> tupl
     return index, merkle.inclusion_proof(SqlSubtrees(session), index, tree_size)
 
 
-class _ReadRecorder:
-    """A store that notes which subtrees the proof maths reads, answering zeros.
+def _proof_reads(indexes: Sequence[int], size: int) -> list[tuple[int, int]]:
+    """The complete subtrees inclusion proofs of leaves ``indexes`` in a tree of ``size`` read.
 
-    The shape of a proof depends only on the leaf index and the tree size, never on
-    the hashes, so running the maths over this store lists exactly the reads.
+    An RFC 9162 path holds, at each level, the sibling of the leaf's ancestor
+    (when that sibling is a complete subtree), or the hash of a range ending at
+    the tree's right edge, made of the tree's peaks (one complete subtree per set
+    bit of ``size``). A superset is harmless; anything missed is read on demand.
     """
-
-    def __init__(self) -> None:
-        self.keys: dict[tuple[int, int], None] = {}
-
-    def get(self, level: int, index: int) -> bytes:
-        self.keys[level, index] = None
-        return bytes(merkle.HASH_SIZE)
-
-    def put(self, level: int, index: int, hash_: bytes) -> None:  # noqa: ARG002
-        raise AssertionError("proofs never write")
+    peaks = [
+        (level, (size >> level) - 1) for level in range(size.bit_length()) if size >> level & 1
+    ]
+    siblings = {
+        (level, (index >> level) ^ 1)
+        for index in indexes
+        for level in range(size.bit_length())
+        if (((index >> level) ^ 1) + 1) << level <= size
+    }
+    return [*peaks, *sorted(siblings - set(peaks))]
 
 
 def _prefetch(session: Session, store: SqlSubtrees, keys: Sequence[tuple[int, int]]) -> None:
@@ -257,16 +259,12 @@ def inclusion_proofs(
         ).all()
     )
     indexes = [found.get(commitment) for commitment in commitments]
-    recorder = _ReadRecorder()
-    for index in indexes:
-        if index is not None and index < tree_size:
-            merkle.inclusion_proof(recorder, index, tree_size)
+    present = [index for index in indexes if index is not None and index < tree_size]
     store = SqlSubtrees(session)
-    _prefetch(session, store, list(recorder.keys))
+    _prefetch(session, store, _proof_reads(present, tree_size))
+    paths = dict(zip(present, merkle_batch.inclusion_paths(store, present, tree_size), strict=True))
     return [
-        (index, merkle.inclusion_proof(store, index, tree_size))
-        if index is not None and index < tree_size
-        else None
+        (index, paths[index]) if index is not None and index < tree_size else None
         for index in indexes
     ]
 

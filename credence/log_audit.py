@@ -9,13 +9,13 @@ a larger size). Every check raises; none returns a bool.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
 
-from credence import merkle, payloads
+from credence import merkle, merkle_batch, payloads
 from credence.envelope import Envelope, verify_message
 from credence.errors import ClaimMismatch, CredenceError, InvalidInput, RolledBack
 from credence.keys import KeySet
@@ -113,6 +113,7 @@ def check_inclusions(
             f"asked for {len(commitments)} inclusion proofs, the registry returned "
             f"{len(response.proofs)}"
         )
+    verifier = merkle_batch.BatchVerifier(head.tree_size, head.root_hash)
     included: list[int] = []
     failed: list[tuple[int, str, str]] = []
     for position, (commitment, proof) in enumerate(zip(commitments, response.proofs, strict=True)):
@@ -124,10 +125,7 @@ def check_inclusions(
             )  # fmt: skip
             continue
         try:
-            merkle.verify_inclusion(
-                merkle.leaf_hash(commitment), proof.leaf_index, head.tree_size, list(proof.path),
-                head.root_hash,
-            )  # fmt: skip
+            verifier.verify(merkle.leaf_hash(commitment), proof.leaf_index, proof.path)
         except CredenceError as exc:
             failed.append((position, BAD_INCLUSION_PROOF, str(exc)))
         else:
@@ -190,6 +188,21 @@ class LogClient:
             ),
             timeout=self._timeout,
         )
+
+    def inclusion_proofs_later(
+        self, commitments: Sequence[bytes], tree_size: int
+    ) -> Callable[[], registry_pb2.GetInclusionProofsResponse]:
+        """Send :meth:`inclusion_proofs` now; the returned call waits for the answer.
+
+        Lets a caller check one batch while the registry proves the next.
+        """
+        future = self._stub.GetInclusionProofs.future(
+            registry_pb2.GetInclusionProofsRequest(
+                entry_commitments=commitments, tree_size=tree_size
+            ),
+            timeout=self._timeout,
+        )
+        return future.result
 
     def consistency(self, first: int, second: int) -> list[bytes]:
         """The registry's consistency proof (check it with :func:`check_consistency`)."""
