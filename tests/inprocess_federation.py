@@ -209,9 +209,15 @@ class InProcessFederation:
 
 
 def start(
-    root: Path, *, fanout_deadline_seconds: float = FANOUT_DEADLINE_SECONDS
+    root: Path,
+    *,
+    fanout_deadline_seconds: float = FANOUT_DEADLINE_SECONDS,
+    batch_deadline_seconds: float | None = None,
 ) -> InProcessFederation:
-    """A registry, no members yet; ``fanout_deadline_seconds`` as ``registry.toml`` sets it."""
+    """A registry, no members yet; the deadlines as ``registry.toml`` sets them.
+
+    ``batch_deadline_seconds`` None keeps the file's default.
+    """
     registry_dir = root / "registry"
     run("registry", "init", "--dir", registry_dir, "--listen", "127.0.0.1:0",
         "--public-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")  # fmt: skip
@@ -219,4 +225,6 @@ def start(
     # busy machine (a first call opens a TLS channel to a cold node) costs nothing.
     # Tests that make nodes late on purpose (tests/faults/) pass a shorter one.
     _set(registry_dir / "registry.toml", fanout_deadline_seconds=fanout_deadline_seconds)
+    if batch_deadline_seconds is not None:
+        _set(registry_dir / "registry.toml", batch_deadline_seconds=batch_deadline_seconds)
     return InProcessFederation(root, RegistryThread(registry_dir))

@@ -37,6 +37,8 @@ COMPANY = "acme"
 # Short, so that each late node costs the suite little; long enough that a
 # healthy node answers in time on a busy machine (each test starts warmed up).
 DEADLINE = 2.5
+# The same for a screening batch (a node answers up to 1,000 rows at once).
+BATCH_DEADLINE = 5.0
 # A shared 2-core machine: every "within the deadline" check allows this factor.
 HEADROOM = 4.0
 
@@ -54,6 +56,12 @@ class FaultFederation:
         """The registry's fan-out deadline for one lookup, in seconds."""
         config = registry_config.load_config(self.federation.registry_dir)
         return config.fanout_deadline_seconds
+
+    @property
+    def batch_deadline(self) -> float:
+        """The registry's fan-out deadline for one screening batch, in seconds."""
+        config = registry_config.load_config(self.federation.registry_dir)
+        return config.batch_deadline_seconds
 
     def requester(self, *, via_proxy: bool = False) -> Requester:
         """The company's client, straight to the registry or through its proxy."""
@@ -105,7 +113,11 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultFederation
     # Imported here: the proxy's own tests need no federation, nor its imports.
     from inprocess_federation import start  # noqa: PLC0415
 
-    federation = start(tmp_path_factory.mktemp("faults"), fanout_deadline_seconds=DEADLINE)
+    federation = start(
+        tmp_path_factory.mktemp("faults"),
+        fanout_deadline_seconds=DEADLINE,
+        batch_deadline_seconds=BATCH_DEADLINE,
+    )
     proxies: dict[str, FaultProxy] = {}
     registry_proxy = FaultProxy(federation.address)
     try:

@@ -15,7 +15,7 @@ from itertools import count
 
 import pytest
 
-from credence.client import Requester
+from credence.client import Requester, ScreenRow
 from credence.client_results import VerifiedVerdict
 from credence.v1 import common_pb2
 from faults.conftest import HEADROOM, FaultFederation, incomplete_naming, is_complete, wait_for
@@ -69,6 +69,20 @@ def test_stalled_node_is_named_incomplete_within_the_deadline(fed: FaultFederati
             assert elapsed < fed.deadline * HEADROOM, f"the verdict took {elapsed:.1f} s"
         fed.proxies["tax-office"].heal()
         assert wait_for(lambda: is_complete(_timed_lookup(fed, company)[0]))
+
+
+def test_stalled_node_during_a_screen_is_named_on_every_row(fed: FaultFederation) -> None:
+    fed.proxies["court"].stall()
+    rows = [ScreenRow(f"row-{n}", fed.organisation(next(_subjects))) for n in range(60)]
+    with fed.requester() as company:
+        started = time.monotonic()
+        outcomes = list(company.screen(rows, message_size=len(rows)))
+        elapsed = time.monotonic() - started
+    assert sorted(outcome.row_key for outcome in outcomes) == sorted(r.row_key for r in rows)
+    for outcome in outcomes:
+        assert outcome.verdict is not None, outcome
+        assert incomplete_naming(outcome.verdict, "court"), outcome.verdict.verdict.coverage
+    assert elapsed < fed.batch_deadline * HEADROOM, f"the screen took {elapsed:.1f} s"
 
 
 @pytest.mark.parametrize("partition", ["refuse", "blackhole"])
