@@ -77,6 +77,7 @@ class NodeConfig:
     manifest_refresh_seconds: int = 10
     audit_interval_seconds: int = 30
     audit_merge_delay_seconds: int = 300
+    audit_max_lag_seconds: int = 600
     policy: NodePolicy = field(default_factory=NodePolicy)
 
     def path(self, name: str) -> Path:
@@ -154,6 +155,7 @@ def parse_config(text: str, data_dir: Path, environ: Mapping[str, str] | None = 
         manifest_refresh_seconds=_expect(node, "manifest_refresh_seconds", int, 10),
         audit_interval_seconds=_expect(node, "audit_interval_seconds", int, 30),
         audit_merge_delay_seconds=_expect(node, "audit_merge_delay_seconds", int, 300),
+        audit_max_lag_seconds=_expect(node, "audit_max_lag_seconds", int, 600),
         policy=NodePolicy(
             refused_purposes=refused_purposes,
             refused_requesters=frozenset(_string_list(policy, "refused_requesters")),
@@ -171,6 +173,8 @@ def parse_config(text: str, data_dir: Path, environ: Mapping[str, str] | None = 
     }
     if low := sorted(name for name, value in limits.items() if value < 1):
         raise InvalidInput(f"{CONFIG_FILE}: {', '.join(low)} must be at least 1")
+    if config.audit_max_lag_seconds < 1:
+        raise InvalidInput(f"{CONFIG_FILE}: audit_max_lag_seconds must be at least 1")
     return config
 
 
@@ -229,6 +233,8 @@ def render_config(config: NodeConfig) -> str:
             "# How often to check the registry's log, and how long an entry may take to appear.",
             f"audit_interval_seconds = {config.audit_interval_seconds}",
             f"audit_merge_delay_seconds = {config.audit_merge_delay_seconds}",
+            "# Audit health goes NOT_SERVING when a promise is this long past its merge delay.",
+            f"audit_max_lag_seconds = {config.audit_max_lag_seconds}",
             "",
             "[policy]",
             "# Purposes and requesters this agency refuses to answer, whatever the grant.",

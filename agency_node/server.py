@@ -343,6 +343,7 @@ def start_node(
             ),
             interval_seconds=config.audit_interval_seconds,
             on_status=audit_status,
+            max_lag_seconds=config.audit_max_lag_seconds,
         )
         auditor.start()
     _log.info("agency node %s listening on port %d", config.member_id, port)

@@ -18,6 +18,7 @@ import pytest
 from log_server import AuditBed, audit_bed
 from sqlalchemy import select
 
+from agency_node import config as node_config
 from agency_node import database as node_database
 from agency_node.audit import AuditThread, audit_node, log_keys
 from agency_node.models import QueryLogEntry
@@ -25,7 +26,7 @@ from central_registry import transparency
 from central_registry.database import create_engine_for, session_factory
 from credence import merkle
 from credence.cli import main
-from credence.errors import ClaimMismatch
+from credence.errors import ClaimMismatch, InvalidInput
 from credence.log_audit import (
     BAD_INCLUSION_PROOF,
     MISSING_ENTRY,
@@ -169,3 +170,13 @@ def test_check_inclusions_refuses_a_batch_with_a_proof_too_few() -> None:
     response.proofs[4].CopyFrom(response.proofs[3])  # leaf 3's proof offered for leaf 4
     check = check_inclusions(head, leaves, response)
     assert [(position, kind) for position, kind, _ in check.failed] == [(4, BAD_INCLUSION_PROOF)]
+
+
+def test_the_lag_bound_is_configured_in_node_toml(tmp_path: Path) -> None:
+    settings = node_config.NodeConfig(data_dir=tmp_path, member_id="court-1")
+    text = node_config.render_config(settings)
+    assert "audit_max_lag_seconds = 600" in text
+    parsed = node_config.parse_config(text.replace("= 600", "= 42"), tmp_path, environ={})
+    assert parsed.audit_max_lag_seconds == 42
+    with pytest.raises(InvalidInput, match="audit_max_lag_seconds must be at least 1"):
+        node_config.parse_config(text.replace("= 600", "= 0"), tmp_path, environ={})
