@@ -24,7 +24,13 @@ from sqlalchemy import Engine
 
 from agency_node import config as node_config
 from agency_node import database, disputes
-from agency_node.importer import ImportRefused, ImportReport, import_records, purge_expired
+from agency_node.importer import (
+    STAGING_DIR_NAME,
+    ImportRefused,
+    ImportReport,
+    import_records,
+    purge_expired,
+)
 from agency_node.manifest_holder import load_manifest
 from agency_node.server import serve, utc_now
 from credence import client_enrol
@@ -366,11 +372,16 @@ def _import(args: argparse.Namespace) -> int:
             strict=args.strict,
             # In the data directory: an import killed while applying is
             # undone by the next one.
-            staging_dir=config.path("import-staging"),
+            staging_dir=config.path(STAGING_DIR_NAME),
         )
     except ImportRefused as refused:
-        # One problem a line (credence.cli would join them into one).
-        print(f"credence: {refused}", file=sys.stderr)
+        if refused.total_errors == 1:
+            # One problem, one line: what a script or a log reader can take whole.
+            message = f"import refused, nothing was imported: {refused.errors[0]}"
+        else:
+            # One problem a line (credence.cli would join them into one).
+            message = str(refused)
+        print(f"credence: {message}", file=sys.stderr)
         return 1  # credence.cli.EXIT_REFUSED, like every refusal
     finally:
         engine.dispose()

@@ -94,6 +94,7 @@ from agency_node.import_workers import Checked, check_chunk, check_in_worker, wo
 from agency_node.models import Record
 from credence.encoding import require_utc
 from credence.errors import FailedPrecondition, InvalidInput
+from credence.storage import immediate_writer
 from credence.subjects import PseudonymisationKey
 
 __all__ = [
@@ -106,6 +107,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_LINE_BYTES",
     "MAX_LISTED_ERRORS",
+    "STAGING_DIR_NAME",
     "ImportRefused",
     "ImportReport",
     "RowError",
@@ -119,6 +121,8 @@ _ERROR_BUFFER = 1000
 # Below this file size a worker process costs more to start than it saves.
 _PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 _STAGING_DB = "staging.db"
+#: The staging directory's name in the node's data directory.
+STAGING_DIR_NAME = "import-staging"
 
 
 class _Errors:
@@ -237,16 +241,17 @@ def _remove_staging(path: Path) -> None:
             Path(f"{path}{suffix}").unlink()
 
 
-def _finish_earlier(path: Path, engine: Engine) -> None:
+def _finish_earlier(path: Path, engine: Engine) -> bool:
     # An earlier import was stopped: undo what it applied, drop what it staged.
     if not path.exists():
-        return
+        return False
     staging = Staging(path)
     try:
-        recover(staging, engine)
+        undone = recover(staging, engine)
     finally:
         staging.close()
     _remove_staging(path)
+    return undone
 
 
 def _engine_of(session_factory: sessionmaker[Session]) -> Engine:
@@ -256,14 +261,32 @@ def _engine_of(session_factory: sessionmaker[Session]) -> Engine:
     return bind
 
 
-def recover_interrupted_import(session_factory: sessionmaker[Session], staging_dir: Path) -> None:
+def recover_interrupted_import(engine: Engine, staging_dir: Path) -> bool:
     """Undo an import that was killed while applying, if ``staging_dir`` holds one.
 
-    Raises:
-        FailedPrecondition: an import is running right now.
+    The node calls this as it starts, so it never serves a half-applied
+    import; ``credence node import`` does the same before it stages a file.
+    An import running right now owns its staging area and undoes its own
+    failure, so then nothing is done.
+
+    Args:
+        engine: the node database.
+        staging_dir: the staging directory imports are given
+            (:data:`STAGING_DIR_NAME` in the node's data directory).
+
+    Returns:
+        Whether an interrupted import was found and undone.
     """
-    with _staging_area(staging_dir) as area:
-        _finish_earlier(area / _STAGING_DB, _engine_of(session_factory))
+    staged = staging_dir / _STAGING_DB
+    if not staged.exists():
+        return False
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_staging_area(staging_dir))
+        except FailedPrecondition:
+            return False  # an import is running: it finishes or undoes itself
+        # Read-then-write transactions: take SQLite's write lock up front.
+        return _finish_earlier(staged, immediate_writer(engine))
 
 
 def import_records(

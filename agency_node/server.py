@@ -39,7 +39,7 @@ from agency_node import database
 from agency_node.answering import Answerer
 from agency_node.audit import AUDIT_SERVICE, AuditThread, LogAuditor
 from agency_node.contests import ContestDesk
-from agency_node.importer import purge_expired
+from agency_node.importer import STAGING_DIR_NAME, purge_expired, recover_interrupted_import
 from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.service import AgencyNodeServicer
 from agency_node.status_list_holder import StatusListHolder
@@ -264,6 +264,8 @@ def start_node(
     # Several processes may share one database: none migrates it behind the others'
     # backs. `credence node init` and `credence node migrate` do.
     database.require_current_schema(engine)
+    # An import killed while applying is undone before the node answers from it.
+    recover_interrupted_import(engine, config.path(STAGING_DIR_NAME))
 
     # Consent lookups need the registry's revocation list; without a registry, none is kept.
     status_lists = StatusListHolder(manifests) if config.registry else None

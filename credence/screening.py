@@ -221,7 +221,9 @@ class _Writer:
     def __init__(self, handle: IO[str], jsonl: bool, write_header: bool) -> None:
         self._handle = handle
         self.jsonl = jsonl
-        self._csv = csv.writer(handle, lineterminator="\n")
+        # RFC 4180 line ends: with a bare "\n" terminator the csv module does
+        # not quote a cell holding a lone CR, which then splits the row when read.
+        self._csv = csv.writer(handle, lineterminator="\r\n")
         self._lock = threading.Lock()
         self._flushed = time.monotonic()
         self.written = 0

@@ -6,30 +6,36 @@ operator and shows both the refusal and that the node database did not change.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import pytest
+from federation_factory import NOW, REGISTRY_ID, Federation
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from agency_node import database
 from agency_node.import_staging import Staging
-from agency_node.importer import FIELDS, ImportRefused, import_records
+from agency_node.importer import FIELDS, STAGING_DIR_NAME, ImportRefused, import_records
 from agency_node.models import Record
+from agency_node.server import RunningNode, start_node
+from credence import payloads
+from credence.envelope import Envelope, verify_message
 from credence.errors import FailedPrecondition
+from credence.keys import KeySet
 from credence.subjects import PseudonymisationKey
+from credence.tls import channel_credentials
+from credence.v1 import agency_pb2, agency_pb2_grpc
 
-NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 KEY = PseudonymisationKey.from_bytes(bytes(range(32)))
 REPO = Path(__file__).resolve().parents[2]
 
@@ -207,6 +213,7 @@ from credence.storage import immediate_writer
 from credence.subjects import PseudonymisationKey
 
 url, path, staging, kill_after = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+key = PseudonymisationKey.from_bytes(bytes.fromhex(sys.argv[6]))
 if kill_after:
     real, seen = import_staging.Staging.save_undo, []
     def save_undo(self, old, new_ids):
@@ -218,25 +225,33 @@ if kill_after:
 engine = database.create_engine_for(url)
 print("ready", flush=True)
 import_records(database.session_factory(immediate_writer(engine)), path,
-               PseudonymisationKey.from_bytes(bytes(range(32))), workers=int(sys.argv[5]),
+               key, workers=int(sys.argv[5]),
                staging_dir=staging, now=datetime(2026, 11, 28, 10, 0, tzinfo=UTC))
 print("done", flush=True)
 """
 
 
 def _start_import(
-    tmp_path: Path, path: Path, *, kill_after: int = 0, workers: int = 0
+    tmp_path: Path,
+    path: Path,
+    *,
+    kill_after: int = 0,
+    workers: int = 0,
+    url: str | None = None,
+    staging: Path | None = None,
+    key: PseudonymisationKey = KEY,
 ) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [
             sys.executable,
             "-c",
             textwrap.dedent(_IMPORT_SCRIPT),
-            database.sqlite_url_for(tmp_path),
+            url or database.sqlite_url_for(tmp_path),
             str(path),
-            str(tmp_path / "staging"),
+            str(staging or tmp_path / "staging"),
             str(kill_after),
             str(workers),
+            key.secret.hex(),
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -325,37 +340,200 @@ def test_an_import_killed_while_applying_is_undone_by_the_next(
     assert after == before
 
 
-def test_answers_keep_their_turn_during_a_large_import(
-    seeded: sessionmaker[Session], tmp_path: Path
-) -> None:
-    """A writer like the query log gets the write lock all through a 200k-row import.
+# --- a running node -------------------------------------------------------------
 
-    Its busy timeout is 2 s, twenty times the ~100 ms an import may hold the
-    lock; an import that held the lock from start to end (several seconds
-    here) made it fail with "database is locked".
+COURT = "court-1"
+# The registry's fan-out deadline (registry.toml fanout_deadline_seconds), twenty
+# times the ~100 ms an import may make an answer wait: a node that misses it
+# shows as INCOMPLETE in the verdict.
+FANOUT_DEADLINE_S = 2.0
+SEEDED_ORG = 9_000_001
+
+
+def _org_line(n: int, status: str = "active") -> str:
+    return (
+        f"J-{n:07d},reg:CN:ORG{n:07d},court_judgment,judgment_debt,"
+        f"10.00,CNY,{status},2025-06-01,,false,\n"
+    )
+
+
+def _write_orgs(path: Path, rows: int, start: int = 1, *, first: str = "") -> Path:
+    with path.open("w", encoding="utf-8") as out:
+        out.write(",".join(FIELDS) + "\n" + first)
+        out.writelines(_org_line(n) for n in range(start, start + rows))
+    return path
+
+
+@pytest.fixture
+def federation() -> Federation:
+    federation = Federation.create()
+    federation.add_agency(COURT, ("court_judgment",))
+    federation.enrol("acme")
+    return federation
+
+
+@pytest.fixture
+def node_dir(federation: Federation, tmp_path: Path) -> Path:
+    """A node's data directory whose database lists one organisation."""
+    data_dir = federation.write_node_dir(tmp_path, COURT)
+    engine = database.create_engine_for(database.sqlite_url_for(data_dir))
+    try:
+        import_records(
+            database.session_factory(engine),
+            _write_orgs(tmp_path / "seed-orgs.csv", 1, start=SEEDED_ORG),
+            federation.pseudonymisation_key,
+            now=NOW,
+        )
+    finally:
+        engine.dispose()
+    return data_dir
+
+
+@contextlib.contextmanager
+def _registry_stub(
+    federation: Federation, node: RunningNode
+) -> Iterator[agency_pb2_grpc.AgencyNodeServiceStub]:
+    member = federation.members[REGISTRY_ID]
+    credentials = channel_credentials(
+        member.tls_key_pem, member.cert_pem, federation.ca.certificate_pem
+    )
+    with grpc.secure_channel(f"127.0.0.1:{node.port}", credentials) as channel:
+        yield agency_pb2_grpc.AgencyNodeServiceStub(channel)
+
+
+def _listed(stub: agency_pb2_grpc.AgencyNodeServiceStub, federation: Federation, org: int) -> bool:
+    """Ask as the registry does (one signed query, the fan-out deadline); verify the answer."""
+    query = federation.query(federation.subject(f"reg:CN:ORG{org:07d}"))
+    response = stub.AnswerQuery(
+        agency_pb2.AnswerQueryRequest(query=query.to_proto()), timeout=FANOUT_DEADLINE_S
+    )
+    answer = verify_message(
+        Envelope.from_proto(response.answer),
+        payloads.ANSWER,
+        KeySet([federation.members[COURT].signing_key.public]),
+        agency_pb2.Answer,
+    )
+    return bool(answer.blacklist.listed)
+
+
+def test_a_running_node_answers_every_query_during_a_large_import(
+    federation: Federation, node_dir: Path, tmp_path: Path
+) -> None:
+    """Every signed query gets its answer within the fan-out deadline all through an import.
+
+    Each answer also writes the node's query log, so the import must leave the
+    write lock free too; an import that held it from start to end (several
+    seconds here) made answers miss the deadline.
     """
-    path = _write(tmp_path / "big.csv", 200_000, start=1000)
-    log = sqlite3.connect(tmp_path / database.DB_FILE_NAME, timeout=2.0, isolation_level=None)
-    log.execute("CREATE TABLE answers_log (at INTEGER)")
-    process = _start_import(tmp_path, path)
-    written = failures = 0
-    while process.poll() is None:
-        try:
-            log.execute("BEGIN IMMEDIATE")
-            log.execute("INSERT INTO answers_log VALUES (1)")
-            log.execute("COMMIT")
-            written += 1
-        except sqlite3.OperationalError:
-            failures += 1
-        threading.Event().wait(0.01)
-    _reap(process)
-    log.close()
+    path = _write_orgs(tmp_path / "big.csv", 100_000)
+    answered = 0
+    failures: list[str] = []
+    node = start_node(node_dir, clock=lambda: NOW, listen="127.0.0.1:0")
+    try:
+        with _registry_stub(federation, node) as stub:
+            assert _listed(stub, federation, SEEDED_ORG)  # serving before the import starts
+            process = _start_import(
+                tmp_path,
+                path,
+                url=database.sqlite_url_for(node_dir),
+                staging=node_dir / STAGING_DIR_NAME,
+                key=federation.pseudonymisation_key,
+            )
+            try:
+                while process.poll() is None:
+                    try:
+                        # The seeded record is never touched: it must stay listed.
+                        assert _listed(stub, federation, SEEDED_ORG)
+                        _listed(stub, federation, 1 + answered % 100_000)
+                        answered += 2
+                    except grpc.RpcError as error:
+                        failures.append(f"{error.code().name}: {error.details()}")
+            finally:
+                _reap(process)
+            assert _listed(stub, federation, 100_000)  # the import's last row, answered
+    finally:
+        node.stop(0)
     assert process.returncode == 0
-    assert failures == 0
-    assert written > 10
-    assert _count(seeded) == 200_003
-    assert (tmp_path / "staging").is_dir()
-    assert not (tmp_path / "staging" / "staging.db").exists()
+    assert failures == []
+    assert answered > 10
+
+
+def test_a_node_started_after_an_import_killed_mid_apply_answers_from_the_old_state(
+    federation: Federation, node_dir: Path, tmp_path: Path
+) -> None:
+    # The file settles the seeded listing (first chunk) and lists 3,000 more
+    # organisations; the import is killed after two applied chunks.
+    path = _write_orgs(tmp_path / "new.csv", 3000, first=_org_line(SEEDED_ORG, status="settled"))
+    process = _start_import(
+        tmp_path,
+        path,
+        kill_after=2,
+        url=database.sqlite_url_for(node_dir),
+        staging=node_dir / STAGING_DIR_NAME,
+        key=federation.pseudonymisation_key,
+    )
+    _reap(process)
+    assert process.returncode == -signal.SIGKILL
+    engine = database.create_engine_for(database.sqlite_url_for(node_dir))
+    half_applied = _count(database.session_factory(engine))
+    engine.dispose()
+    assert half_applied > 1  # half applied, until someone recovers it
+
+    node = start_node(node_dir, clock=lambda: NOW, listen="127.0.0.1:0")
+    try:
+        with _registry_stub(federation, node) as stub:
+            assert _listed(stub, federation, SEEDED_ORG)  # not settled: the old record
+            assert not _listed(stub, federation, 1)  # not listed: never imported
+    finally:
+        node.stop(0)
+    engine = database.create_engine_for(database.sqlite_url_for(node_dir))
+    assert _count(database.session_factory(engine)) == 1
+    engine.dispose()
+    assert not (node_dir / STAGING_DIR_NAME / "staging.db").exists()
+
+
+_HOSTILE_FILES = {
+    "wide.csv": (",".join(["kind"] * 1600) + "\n").encode(),
+    "deep.jsonl": ('{"record_id": ' + "[" * 3000 + "]" * 3000 + "}\n").encode(),
+    "latin1.csv": (",".join(FIELDS) + "\n").encode()
+    + b"SRC-BAD,nin:AB\xe9,court_judgment,judgment_debt,,,active,2025-06-01,,,\n",
+    "old.csv": (
+        ",".join(FIELDS) + "\nSRC-OLD,reg:CN:OLD,court_judgment,judgment_debt,,,active,"
+        "0001-01-01T00:00:00+01:00,,,\n"
+    ).encode(),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("wide.csv", "row 1: header: has 1600 columns, at most 64 (MAX_COLUMNS)"),
+        ("deep.jsonl", "row 1: row: JSON is nested 3001 deep, at most 8 (MAX_JSON_DEPTH)"),
+        ("latin1.csv", "row 2: row: is not UTF-8 text"),
+        ("old.csv", "row 2: occurred_at: '0001-01-01T00:00:00+01:00' is out of range"),
+    ],
+)
+def test_node_import_command_refuses_a_hostile_file_in_one_line(
+    node_dir: Path, tmp_path: Path, name: str, says: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(_HOSTILE_FILES[name])
+    db_file = node_dir / database.DB_FILE_NAME
+    before = db_file.read_bytes()
+    result = subprocess.run(
+        [sys.executable, "-m", "credence.cli", "node", "import", "--dir", str(node_dir), str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("credence: import refused, nothing was imported: " + says)
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert db_file.read_bytes() == before
 
 
 @pytest.mark.parametrize("cell", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "'quoted"])
@@ -372,3 +550,24 @@ def test_screen_output_never_starts_a_cell_with_a_formula(cell: str, tmp_path: P
     assert written == "'" + cell
     assert done_row_keys(out) == {cell}  # --resume still finds the row
     assert escape_cell("\rx") == "'\rx"
+
+
+def test_screen_output_reads_back_cell_for_cell(tmp_path: Path) -> None:
+    """CR, LF, quotes and formula prefixes in any cell: every row reads back whole."""
+    from credence.screening import COLUMNS, _Writer, done_row_keys, unescape_cell  # noqa: PLC0415
+
+    hostile = ["a\rb", "a\nb", "a\r\nb", 'say "hi"', "=1+1", "\rstarts", "-2", "'q", "plain"]
+    rows = [[key, *([key] * (len(COLUMNS) - 1))] for key in hostile]
+    out = tmp_path / "results.csv"
+    with out.open("w", newline="") as handle:
+        writer = _Writer(handle, jsonl=False, write_header=True)
+        for row in rows:
+            writer.write(row, "invalid")
+    with out.open(newline="") as handle:
+        read = list(csv.reader(handle))
+    assert read[0] == list(COLUMNS)
+    assert [[unescape_cell(cell) for cell in row] for row in read[1:]] == rows
+    assert all(
+        not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for row in read for cell in row
+    )
+    assert done_row_keys(out) == set(hostile)
