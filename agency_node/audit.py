@@ -109,13 +109,18 @@ class LogAuditor:
         self._client.close()
 
     def run_once(
-        self, *, everything: bool = False, progress: Progress | None = None
+        self,
+        *,
+        everything: bool = False,
+        progress: Progress | None = None,
+        stop: threading.Event | None = None,
     ) -> AuditReport:
         """One pass over every promise due; ``everything`` re-checks verified ones too.
 
         Promises are proved :data:`CHUNK` at a time, each chunk with one request
         against the one signed head of the pass; ``progress(done, total)`` is
-        called after each chunk. The report ends with the lag that remains.
+        called after each chunk, and a set ``stop`` ends the pass early. The
+        report ends with the lag that remains.
         """
         now = self._clock()
         report = AuditReport()
@@ -155,7 +160,7 @@ class LogAuditor:
                     )
                 )
             following = None
-            if rows:
+            if rows and not (stop is not None and stop.is_set()):
                 last_id = rows[-1][0]
                 commitments = [bytes(commitment or b"") for _, _, commitment in rows]
                 answer = self._client.inclusion_proofs_later(commitments, head.tree_size)
@@ -319,7 +324,7 @@ class AuditThread(threading.Thread):
         When the registry cannot be reached the lag is still measured and reported.
         """
         try:
-            report = self._auditor.run_once()
+            report = self._auditor.run_once(stop=self.stopping)
         except grpc.RpcError as exc:
             report = self._auditor.lag_only()
             _log.warning(
