@@ -7,6 +7,7 @@ promises the log does, or does not, contain.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import threading
@@ -25,7 +26,7 @@ from agency_node.audit import AuditThread, audit_node, log_keys
 from agency_node.models import QueryLogEntry
 from central_registry import transparency
 from central_registry.database import create_engine_for, session_factory
-from credence import merkle
+from credence import audit_cli, merkle
 from credence.cli import main
 from credence.errors import ClaimMismatch, InvalidInput
 from credence.log_audit import (
@@ -193,3 +194,20 @@ def test_a_stopping_node_ends_its_pass_between_batches(setup: AuditBed) -> None:
     # The batch already asked for is still checked; none after it is asked for.
     assert (report.checked, report.unchecked) == (2_000, ENTRIES - 2_000)
     assert _checked(setup.node_dir) == 2_000
+
+
+def test_progress_on_a_terminal_is_one_updated_line() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    progress = audit_cli._Progress(stream)
+    progress(1_000, 3_000)
+    progress(3_000, 3_000)
+    progress.end()
+    lines = stream.getvalue().split("\r")
+    assert lines[1].startswith("audit node: 1,000/3,000 promises checked")
+    assert lines[2].startswith("audit node: 3,000/3,000 promises checked")
+    assert stream.getvalue().endswith("\n")
+    assert stream.getvalue().count("\n") == 1
