@@ -55,8 +55,15 @@ def _write(path: Path, rows: int, start: int = 1) -> Path:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = database.create_engine_for(database.sqlite_url_for(tmp_path))
+def sqlite_url(tmp_path: Path) -> str:
+    """The node's own file name, so the SQLite runs use the database a node would."""
+    return database.sqlite_url_for(tmp_path)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """The node database, on SQLite and on PostgreSQL (``database_url`` in conftest)."""
+    engine = database.create_engine_for(database_url)
     database.upgrade_schema(engine)
     yield engine
     engine.dispose()
@@ -291,10 +298,10 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_killing_the_import_leaves_no_worker_holding_the_key(
-    seeded: sessionmaker[Session], tmp_path: Path
+    seeded: sessionmaker[Session], tmp_path: Path, database_url: str
 ) -> None:
     path = _write(tmp_path / "big.csv", 200_000, start=1000)
-    process = _start_import(tmp_path, path, workers=1)
+    process = _start_import(tmp_path, path, workers=1, url=database_url)
     children: set[int] = set()
     deadline = threading.Event()
     for _ in range(600):  # the worker appears once the pool starts
@@ -314,7 +321,7 @@ def test_killing_the_import_leaves_no_worker_holding_the_key(
 
 
 def test_an_import_killed_while_applying_is_undone_by_the_next(
-    seeded: sessionmaker[Session], tmp_path: Path
+    seeded: sessionmaker[Session], tmp_path: Path, database_url: str
 ) -> None:
     # Changes a seeded row and adds many: killed after two applied chunks.
     with seeded() as session:
@@ -323,7 +330,7 @@ def test_an_import_killed_while_applying_is_undone_by_the_next(
     _write(path, 3000, start=10)
     with path.open("a") as out:
         out.write(_line(1).replace("10.00", "99.00"))
-    process = _start_import(tmp_path, path, kill_after=2)
+    process = _start_import(tmp_path, path, kill_after=2, url=database_url)
     _reap(process)
     assert process.returncode == -signal.SIGKILL
     assert _count(seeded) > 3  # half applied until someone recovers it
