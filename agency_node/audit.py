@@ -47,6 +47,8 @@ AUDIT_SERVICE = "credence.audit"
 CHUNK = MAX_PROOFS_PER_CALL
 
 _LOGGED_PROBLEMS = 20
+#: The kind of problem ``credence audit node`` reports when it could check nothing.
+UNREACHABLE = "registry_unreachable"
 
 #: The audit component turns NOT_SERVING when a promise is this far past its merge delay.
 DEFAULT_MAX_LAG_SECONDS = 600
@@ -387,7 +389,16 @@ def audit_node(
         merge_delay=timedelta(seconds=config.audit_merge_delay_seconds),
     )
     try:
-        report = auditor.run_once(everything=everything, progress=progress)
+        try:
+            report = auditor.run_once(everything=everything, progress=progress)
+        except grpc.RpcError as exc:
+            # Nothing could be checked; what is still owed is worth saying all the more.
+            report = auditor.lag_only()
+            report.problems.append(
+                (UNREACHABLE, "",
+                 f"cannot reach the registry's log at {config.registry_public} "
+                 f"({exc.code().name}): check the address and that the registry is up")
+            )  # fmt: skip
         with session_factory(engine)() as session:
             alarms = [
                 (alarm.kind, alarm.query_id, alarm.detail)

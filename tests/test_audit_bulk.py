@@ -12,17 +12,15 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
 import pytest
 from log_server import AuditBed, audit_bed
 from sqlalchemy import select
 
 from agency_node import config as node_config
 from agency_node import database as node_database
-from agency_node.audit import AuditThread, audit_node, log_keys
+from agency_node.audit import AuditThread, log_keys
 from agency_node.models import QueryLogEntry
 from central_registry import transparency
 from central_registry.database import create_engine_for, session_factory
@@ -119,9 +117,18 @@ def test_lag_is_reported_and_turns_health_not_serving_when_the_registry_is_away(
     assert statuses == [False]
     assert any("NOT_SERVING" in record.getMessage() for record in caplog.records)
     # The command line reports the same lag, with the registry unreachable too.
-    with pytest.raises(grpc.RpcError):
-        audit_node(setup.node_dir, clock=lambda: datetime.now(UTC))
     capsys.readouterr()
+    assert main(["audit", "node", "--dir", str(setup.node_dir), "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] is False
+    assert (result["checked"], result["unchecked"], result["overdue"]) == (0, ENTRIES, ENTRIES)
+    assert 3_200 < result["lag_seconds"] < 3_700
+    assert [problem["kind"] for problem in result["problems"]] == ["registry_unreachable"]
+    assert main(["audit", "node", "--dir", str(setup.node_dir)]) == 1
+    out = capsys.readouterr().out
+    assert f"lag: {ENTRIES} promise(s) unchecked, {ENTRIES} past their merge delay" in out
+    assert "cannot reach the registry's log" in out
+    assert "missing what it promised" not in out, "an outage is not evidence of misbehaviour"
 
 
 def test_plain_output_names_the_lag(setup: AuditBed, capsys: pytest.CaptureFixture[str]) -> None:
