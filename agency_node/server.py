@@ -190,7 +190,13 @@ class ServerLoop:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=timeout)
 
     def call_soon(self, coroutine: Coroutine[Any, Any, object]) -> None:
-        """Start ``coroutine`` on the loop without waiting (from any thread)."""
+        """Start ``coroutine`` on the loop without waiting (from any thread).
+
+        Once the loop has stopped the coroutine is discarded, never left unawaited.
+        """
+        if self.loop.is_closed() or not self.loop.is_running():
+            coroutine.close()
+            return
         asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
     def close(self) -> None:
@@ -226,13 +232,16 @@ class RunningNode:
 
         if self.server_loop is not None:
             self.server_loop.run(stop_server(), timeout=grace + 30)
-            self.server_loop.close()
-        if self.answer_pool is not None:
-            self.answer_pool.shutdown(wait=True)
+        # The audit thread reports health through the loop: stop it (and the
+        # others) before the loop closes, so no report lands on a closed loop.
         for worker in (self.housekeeping, self.refresher, self.auditor):
             if worker is not None:
                 worker.stopping.set()
                 worker.join(timeout=30)
+        if self.server_loop is not None:
+            self.server_loop.close()
+        if self.answer_pool is not None:
+            self.answer_pool.shutdown(wait=True)
         self.engine.dispose()
 
 
