@@ -95,9 +95,7 @@ def _check_header(header: list[str]) -> list[int]:
     if not header:
         raise _header_error(f"the file is empty; the first line must name the columns: {FIELDS}")
     if len(header) > MAX_COLUMNS:
-        raise _header_error(
-            f"has {len(header)} columns, at most {MAX_COLUMNS} (MAX_COLUMNS)"
-        )
+        raise _header_error(f"has {len(header)} columns, at most {MAX_COLUMNS} (MAX_COLUMNS)")
     names = [name.strip() for name in header]
     unknown = [name for name in names if name not in FIELDS]
     if unknown:
