@@ -326,7 +326,7 @@ def hot_path(db_file: Path, held_refs: list[bytes], absent_refs: list[bytes], ro
 
         reader = RecordReader(engine)
         mixed = held_refs[:50] + absent_refs[:950]
-        reader.records_for(mixed)  # builds the Bloom filter, untimed
+        reader.warm()  # builds the Bloom filter, untimed
         print(f"hot path, one fetch of 1,000 references (mean of {rounds} rounds):")
         for label, refs in (("1,000 held", held_refs), ("1,000 absent", absent_refs)):
             core_s = _time(lambda refs=refs: core(refs), rounds)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,7 +16,9 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agency_node import database
+from agency_node.answering import RecordReader
 from agency_node.batch_store import BatchStore
+from agency_node.membership import MembershipFilter
 from agency_node.models import Base, QueryLogEntry, Record, RecordDispute, SeenQuery
 from credence.errors import FailedPrecondition
 
@@ -340,3 +344,39 @@ def test_batch_log_rows_read_back_through_the_model(engine: Engine) -> None:
     ]
     assert entries[0].received_at.tzinfo is UTC
     assert (entries[0].log_promise, entries[1].log_promise) == (b"promise", None)
+
+
+# --- the membership filter behind record reads --------------------------------
+
+
+def test_a_stale_filter_never_blocks_reads_and_misses_no_record(
+    sessions: sessionmaker[Session], engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an import the filter rebuilds in the background; reads go to the database."""
+    held, new = bytes([1]) * 32, bytes([2]) * 32
+    with sessions.begin() as session:
+        session.add(_record("r1", subject_ref=held))
+        database.bump_record_generation(session)
+    reader = RecordReader(engine)
+    reader.warm()
+    assert set(reader.records_for([held, new])) == {held}
+
+    release = threading.Event()
+    real_build = MembershipFilter.build
+
+    def slow_build(refs: Iterable[bytes], expected_items: int) -> MembershipFilter:
+        assert release.wait(30), "the test never released the rebuild"
+        return real_build(refs, expected_items)
+
+    monkeypatch.setattr(MembershipFilter, "build", slow_build)
+    with sessions.begin() as session:  # an import: a new subject, the generation moves
+        session.add(_record("r2", subject_ref=new))
+        database.bump_record_generation(session)
+    # The rebuild is stuck, yet the read returns at once and finds the new subject.
+    assert set(reader.records_for([held, new, bytes([3]) * 32])) == {held, new}
+    release.set()
+    deadline = time.monotonic() + 30
+    while reader._rebuilding is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reader._rebuilding is None
+    assert set(reader.records_for([held, new, bytes([3]) * 32])) == {held, new}
