@@ -85,6 +85,10 @@ class RateLimits:
     #: Log rows (lookups and refusals) per member per minute, and the burst: a
     #: minute's worth. 120,000 keeps the measured ~2,000 screened subjects/s.
     log_rows_per_minute: int = 120_000
+    #: Refused single lookups logged per member per minute. A refused lookup is
+    #: logged for its subject however small the request (tens of bytes for a
+    #: row of hundreds), so this bounds what a flood of them adds to the log.
+    refused_rows_per_minute: int = 600
 
 
 @dataclass(frozen=True)
@@ -294,12 +298,15 @@ def parse_config(
             burst=_get(limits, "burst", int, 400),
             distinct_subjects_per_day=_get(limits, "distinct_subjects_per_day", int, 1_000_000),
             log_rows_per_minute=_get(limits, "log_rows_per_minute", int, 120_000),
+            refused_rows_per_minute=_get(limits, "refused_rows_per_minute", int, 600),
         ),
         public=_public_limits(_get(document, "public", dict, {})),
         peer_limits=_peer_call_limits(_get(document, "peer_limits", dict, {})),
     )
     if config.max_message_bytes < 64 * 1024:
         raise InvalidInput(f"{CONFIG_FILE}: max_message_bytes must be at least 65536")
+    if config.rate_limits.refused_rows_per_minute < 1:
+        raise InvalidInput(f"{CONFIG_FILE}: refused_rows_per_minute must be at least 1")
     if config.max_screen_rows < 1:
         raise InvalidInput(f"{CONFIG_FILE}: max_screen_rows must be at least 1")
     if config.rate_limits.log_rows_per_minute < config.max_screen_rows:
@@ -369,6 +376,9 @@ def render_config(config: RegistryConfig) -> str:
         "# once; over it, RESOURCE_EXHAUSTED and nothing more is logged for that member.",
         "# At least max_screen_rows.",
         f"log_rows_per_minute = {config.rate_limits.log_rows_per_minute}",
+        "# Refused single lookups a member may have logged per minute (a refusal row",
+        "# outweighs the request that caused it); past it they are refused unlogged.",
+        f"refused_rows_per_minute = {config.rate_limits.refused_rows_per_minute}",
         "",
         "# The public port (no client certificate): enrolment and subject access.",
         "# Rates per source address and overall, refused with RESOURCE_EXHAUSTED;",

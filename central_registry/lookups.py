@@ -38,7 +38,7 @@ from central_registry.grants import GrantPolicy
 from central_registry.keyring import RegistryKeys
 from central_registry.log_store import OUTCOME_DISPATCHED, OUTCOME_REFUSED, LogRow, append_entries
 from central_registry.manifest_cache import ManifestCache
-from central_registry.ratelimit import TokenBucket, log_quota, log_quota_key
+from central_registry.ratelimit import REFUSED_ROWS, TokenBucket, log_quota, log_quota_key
 from credence import log_promise, payloads, queries
 from credence.envelope import sign
 from credence.errors import CredenceError, ResourceExhausted
@@ -94,6 +94,7 @@ class Lookups:
             config.rate_limits.requests_per_second, float(config.rate_limits.burst)
         )
         self._row_quota = log_quota(config.rate_limits.log_rows_per_minute)
+        self._refused_quota = log_quota(config.rate_limits.refused_rows_per_minute)
         self._targets = _Targets()
         self._aggregator: tuple[int, Aggregator, str] | None = None
 
@@ -232,13 +233,28 @@ class Lookups:
             now=now,
         )
         if row is not None:
-            self._append_refusals([row], requester, now)
+            self._append_refusals([row], requester, now, single=True)
 
-    def _append_refusals(self, rows: Sequence[LogRow], requester: str, now: datetime) -> None:
+    def _append_refusals(
+        self, rows: Sequence[LogRow], requester: str, now: datetime, *, single: bool = False
+    ) -> None:
+        """Log refused rows within the requester's quotas, or warn that they went unlogged.
+
+        A single refused lookup is logged whatever its size, so that its
+        subject sees it; the refused-rows quota bounds what a flood of them adds.
+        """
         if rows:
             try:
                 with self._sessions.begin() as session:
                     self._take_row_quota(session, requester, len(rows), now)
+                    if single:
+                        store.take_rate_tokens(
+                            session,
+                            log_quota_key(requester, REFUSED_ROWS),
+                            self._refused_quota,
+                            now,
+                            cost=float(len(rows)),
+                        )
                     append_entries(session, rows)
             except CredenceError as exc:
                 # A refusal cannot itself be refused: it goes unlogged, and says so once.

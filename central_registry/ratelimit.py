@@ -7,9 +7,10 @@ limit holds across every registry process sharing it. The
 distinct-subjects-per-day limit lives in the database too
 (``store.note_subject_use``).
 
-The quota of log rows per member and minute is the same bucket under its own
-key (:func:`log_quota_key`), with :func:`log_quota` as its rate: a row costs
-one token, a minute refills the quota.
+The quotas of log rows per member and minute (all rows, and refused single
+lookups alone) are the same bucket under their own keys (:func:`log_quota_key`),
+with :func:`log_quota` as their rate: a row costs one token, a minute refills
+the quota.
 """
 
 from __future__ import annotations
@@ -19,10 +20,18 @@ from dataclasses import dataclass
 
 from credence.errors import ResourceExhausted
 
-__all__ = ["BucketState", "TokenBucket", "log_quota", "log_quota_key"]
+__all__ = [
+    "LOG_ROWS",
+    "REFUSED_ROWS",
+    "BucketState",
+    "TokenBucket",
+    "log_quota",
+    "log_quota_key",
+]
 
 # Member ids are 1-64 of a-z 0-9 . - (credence.pki): a key holding "~" is never one.
-_QUOTA_PREFIX = "~log-rows:"
+LOG_ROWS = "log-rows"
+REFUSED_ROWS = "refused-rows"
 _KEY_CHARS = 64  # rate_buckets.requester
 
 
@@ -88,14 +97,15 @@ def log_quota(rows_per_minute: int) -> TokenBucket:
     return TokenBucket(rows_per_minute / 60.0, float(rows_per_minute))
 
 
-def log_quota_key(member_id: str) -> str:
-    """The bucket key of ``member_id``'s log-row quota, within the key column's 64 characters.
+def log_quota_key(member_id: str, quota: str = LOG_ROWS) -> str:
+    """The bucket key of one of ``member_id``'s log quotas, within the column's 64 characters.
 
     A member id too long for the prefix is hashed; either form holds ``~``,
-    which no member id does, so the quota never shares a bucket with a rate.
+    which no member id does, so a quota never shares a bucket with a rate.
     """
-    key = _QUOTA_PREFIX + member_id
+    prefix = f"~{quota}:"
+    key = prefix + member_id
     if len(key) <= _KEY_CHARS:
         return key
     digest = hashlib.sha256(member_id.encode()).hexdigest()
-    return (_QUOTA_PREFIX + digest)[:_KEY_CHARS]
+    return (prefix + digest)[:_KEY_CHARS]

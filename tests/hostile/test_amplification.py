@@ -149,6 +149,39 @@ def test_log_rows_per_minute_are_a_quota_and_nothing_is_logged_past_it(tmp_path:
         assert port.database_bytes() == size
 
 
+def test_a_flood_of_small_refused_lookups_is_logged_only_within_its_quota(
+    tmp_path: Path,
+) -> None:
+    """A refused lookup is logged for its subject however small the request.
+
+    A row outweighs the tens of bytes that cause it, so a member flooding the
+    registry with refused lookups gets only ``refused_rows_per_minute`` of them
+    logged: past that they are still refused, and add nothing.
+    """
+    with members_port(tmp_path / "registry", refused_rows_per_minute=5) as port:
+        size = port.database_bytes()
+        no_grant = [
+            registry_pb2.RequestVerdictRequest(
+                subject=person(n), kinds=[BLACKLIST], purpose=COUNTERPARTY
+            )
+            for n in range(40)
+        ]
+        for message in no_grant:
+            assert request(port, message) == grpc.StatusCode.PERMISSION_DENIED
+        assert port.log_rows() == 5
+        assert [reason for _, reason in port.refusals()] == [port.refusals()[0][1]] * 5
+        grown = port.database_bytes() - size
+        sent = sum(message.ByteSize() for message in no_grant)
+        # Five rows of a few hundred bytes each, whatever the flood's length.
+        assert grown <= 5 * REFUSAL_ROW_BYTES + 4 * 4096, (grown, sent)
+        # Lookups that are answered are not held back by the refusals' quota.
+        answered = registry_pb2.RequestVerdictRequest(
+            subject=organisation(1), kinds=[BLACKLIST], purpose=COUNTERPARTY, grant=PUBLIC
+        )
+        assert request(port, answered) == grpc.StatusCode.OK
+        assert port.log_rows() == 6
+
+
 def _row(**changes: object) -> LogRow:
     values: dict[str, object] = {
         "query_id": "q" * 32, "requester": "acme", "subject_type": 1,
