@@ -580,26 +580,25 @@ def use_grant(session: Session, grant_id: str, now: datetime) -> None:
 def revoke_grant(
     session: Session, grant_id: str, *, subject_ref_hex: str, now: datetime
 ) -> datetime:
-    """Revoke a grant on its subject's behalf; revoking twice keeps the first time.
+    """Revoke a consent on its subject's behalf; revoking twice keeps the first time.
+
+    A subject revokes what they granted: consents. A mandate is a legal basis
+    the subject did not give and cannot withdraw; it is not found here, in the
+    same words as a grant that does not exist, so an embargoed mandate stays hidden.
 
     Returns:
         When the grant was revoked (the first time).
 
     Raises:
         InvalidInput: the subject reference is not 64 hex digits.
-        NotFound: no such grant for this subject (a grant of another subject
-            is not revealed, nor touched).
+        NotFound: no such consent for this subject (a grant of another subject,
+            or a mandate, is not revealed, nor touched).
     """
     ref = _subject_ref_hex(subject_ref_hex)
     now = require_utc(now)
-    session.execute(
-        update(Grant)
-        .where(Grant.grant_id == grant_id, Grant.subject_ref == ref, Grant.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
-    revoked_at = session.scalar(
-        select(Grant.revoked_at).where(Grant.grant_id == grant_id, Grant.subject_ref == ref)
-    )
+    mine = (Grant.grant_id == grant_id, Grant.subject_ref == ref, Grant.kind == "consent")
+    session.execute(update(Grant).where(*mine, Grant.revoked_at.is_(None)).values(revoked_at=now))
+    revoked_at = session.scalar(select(Grant.revoked_at).where(*mine))
     if revoked_at is None:
         raise NotFound(f"no grant {grant_id!r} for this subject: check the grant id")
     return revoked_at

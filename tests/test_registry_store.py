@@ -500,6 +500,18 @@ def test_revoke_grant_of_another_subject_is_not_found_and_changes_nothing(
         assert store.grants_for_subject(session, REF_B) == []
 
 
+def test_a_subject_cannot_revoke_a_mandate_nor_learn_of_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        _grant(session, "m1", kind="mandate", max_uses=None)
+    with sessions.begin() as session, pytest.raises(NotFound, match="no grant 'm1' for this"):
+        store.revoke_grant(session, "m1", subject_ref_hex=REF_A, now=NOW)
+    with sessions.begin() as session:
+        assert store.get_grant(session, "m1").revoked_at is None
+        store.use_grant(session, "m1", NOW + timedelta(hours=1))
+
+
 def test_revoking_twice_keeps_the_first_time(sessions: sessionmaker[Session]) -> None:
     first, second = NOW + timedelta(hours=1), NOW + timedelta(hours=2)
     with sessions.begin() as session:
