@@ -5,9 +5,13 @@ the file. It streams every checked row into ``staging.db`` in a staging
 directory (``seen`` catches a repeated ``record_id``; ``staged`` holds the
 rows in file order). Only a file with no error at all is applied.
 
-Applying copies the staged rows to ``records`` in short transactions of
-:data:`APPLY_CHUNK` rows, so answers and the query log wait at most one such
-transaction (tens of milliseconds). All-or-nothing holds through an undo
+Applying copies the staged rows to ``records`` in short transactions, so
+answers and the query log wait at most one such transaction: the first takes
+:data:`APPLY_CHUNK` rows, and each later one as many as held the write lock
+about :data:`APPLY_TARGET_SECONDS` in the one before (:func:`next_chunk_size`).
+On SQLite the import checkpoints the write-ahead log itself after each
+transaction, outside the lock, so that a serving node's commit (its query log)
+never has to copy an import's pages back into the database. All-or-nothing holds through an undo
 journal kept in ``staging.db``: in each chunk's transaction, with the node's
 write lock held, the rows the chunk will overwrite are read and written to
 ``undo`` (committed there first), then the chunk is upserted. The state row
@@ -41,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,10 +59,26 @@ from agency_node.import_rows import RowError, stage_time
 from agency_node.models import Record
 from credence.errors import FailedPrecondition, InvalidInput
 
-__all__ = ["APPLY_CHUNK", "COLUMNS", "Staging", "apply", "out_of_space", "recover"]
+__all__ = [
+    "APPLY_CHUNK",
+    "APPLY_CHUNK_MAX",
+    "APPLY_TARGET_SECONDS",
+    "COLUMNS",
+    "Staging",
+    "apply",
+    "next_chunk_size",
+    "out_of_space",
+    "recover",
+]
 
-#: Rows per apply transaction: each holds the node's write lock ~10-40 ms here.
+#: Rows in the first apply transaction (and each undo transaction).
 APPLY_CHUNK = 500
+#: The most rows one apply transaction takes, however fast the machine.
+APPLY_CHUNK_MAX = 20_000
+_APPLY_CHUNK_MIN = 100
+#: How long one apply transaction aims to hold the node's write lock: half the
+#: ~100 ms an import may make an answer wait, leaving room for a slow one.
+APPLY_TARGET_SECONDS = 0.05
 
 #: The ``records`` columns an import writes, in the order the row checker gives them.
 COLUMNS = (
@@ -177,13 +198,13 @@ class Staging:
             if first[record_id] != row
         ]
 
-    def staged_chunks(self, size: int) -> Iterator[list[tuple[Any, ...]]]:
-        """The staged rows in file order, ``size`` at a time."""
+    def staged_chunks(self, size: Callable[[], int]) -> Iterator[list[tuple[Any, ...]]]:
+        """The staged rows in file order, ``size()`` (asked before each chunk) at a time."""
         last = 0
         while True:
             rows = self._db.execute(
                 _SELECT_STAGED,
-                (last, size),
+                (last, size()),
             ).fetchall()
             if not rows:
                 return
@@ -306,6 +327,17 @@ class _Node:
         """Delete the records with these ids (their disputes cascade)."""
         self.connection.execute(self._delete, {"ids": ids})
 
+    def checkpoint(self) -> None:
+        """On SQLite, copy the write-ahead log into the database (no lock held; PASSIVE).
+
+        Called between transactions: a checkpoint never waits for or blocks
+        readers and writers, it copies what no reader still needs.
+        """
+        if self.dialect == "sqlite" and not self.connection.in_transaction():
+            driver = self.connection.connection.driver_connection
+            if driver is not None:
+                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
 
 def _staged(row: tuple[Any, ...]) -> tuple[Any, ...]:
     values = list(row)
@@ -323,8 +355,10 @@ def _node_connection(engine: Engine) -> Iterator[_Node]:
         restore: list[str] = []
         if connection.dialect.name == "sqlite":
             # The serving engine maps the database into memory with a large
-            # page cache; pages an import touches would stay resident.
-            for pragma, value in (("mmap_size", 0), ("cache_size", -32 * 1024)):
+            # page cache; pages an import touches would stay resident. The
+            # import checkpoints by itself, between its transactions.
+            settings = (("mmap_size", 0), ("cache_size", -32 * 1024), ("wal_autocheckpoint", 0))
+            for pragma, value in settings:
                 current = connection.exec_driver_sql(f"PRAGMA {pragma}").scalar()
                 restore.append(f"PRAGMA {pragma}={int(current or 0)}")
                 connection.exec_driver_sql(f"PRAGMA {pragma}={value}")
@@ -339,6 +373,30 @@ def _node_connection(engine: Engine) -> Iterator[_Node]:
                 connection.commit()
 
 
+def next_chunk_size(size: int, held: float, target: float = APPLY_TARGET_SECONDS) -> int:
+    """Rows for the next apply transaction, after ``size`` rows held the lock ``held`` seconds.
+
+    Aims at ``target`` seconds a transaction. One step at most doubles the
+    size or quarters it, so a single slow or fast measure (a busy machine)
+    moves it little; it stays within ``[100, APPLY_CHUNK_MAX]``.
+    """
+    wanted = 2 * size if held <= 0 else int(size * target / held)
+    return max(_APPLY_CHUNK_MIN, min(APPLY_CHUNK_MAX, 2 * size, max(size // 4, wanted)))
+
+
+class _Pace:
+    """How many rows the next apply transaction takes (:func:`next_chunk_size`)."""
+
+    def __init__(self) -> None:
+        self.size = APPLY_CHUNK
+
+    def rows(self) -> int:
+        return self.size
+
+    def held(self, rows: int, seconds: float) -> None:
+        self.size = next_chunk_size(rows, seconds)
+
+
 def apply(
     staging: Staging, engine: Engine, *, on_chunk: Callable[[], None] | None = None
 ) -> tuple[int, int]:
@@ -351,18 +409,24 @@ def apply(
         FailedPrecondition: the disk filled up; everything was undone.
     """
     inserted = changed = 0
+    pace = _Pace()
     staging.set_state("applying")
     try:
         with _node_connection(engine) as node:
-            for chunk in staging.staged_chunks(APPLY_CHUNK):
+            for chunk in staging.staged_chunks(pace.rows):
                 ids = [row[_RECORD_ID] for row in chunk]
                 with node.connection.begin():
+                    # The lock is held from here (BEGIN IMMEDIATE) to the commit.
+                    locked = time.perf_counter()
                     old = node.old_rows(ids)
                     known = {row[_RECORD_ID] for row in old}
                     new_ids = [record_id for record_id in ids if record_id not in known]
                     # The undo is committed before the chunk is.
                     staging.save_undo(old, new_ids)
                     changed += node.upsert(chunk)
+                pace.held(len(chunk), time.perf_counter() - locked)
+                # Outside the lock, and a pause in which a waiting writer gets it.
+                node.checkpoint()
                 inserted += len(new_ids)
                 if on_chunk is not None:
                     on_chunk()
@@ -398,6 +462,7 @@ def recover(staging: Staging, engine: Engine) -> bool:
                     node.delete(added)
                 if old:
                     node.upsert(old)
+            node.checkpoint()
         with node.connection.begin():
             bump_record_generation(node.connection)
     staging.set_state("undone")
