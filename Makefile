@@ -39,7 +39,7 @@ test: $(STAMP)
 
 # A local federation, a short verified story, and everything down again.
 demo: $(STAMP)
-	$(BIN)/python -m credence.demo
+	$(BIN)/python -m credence.dev.demo
 
 # The registry with 8 agency node processes (see README, Benchmarks).
 bench: $(STAMP)

@@ -42,10 +42,10 @@ from agency_node.query_checks import (
 from credence import names, payloads
 from credence.envelope import Envelope, sign, verify
 from credence.errors import CredenceError, InvalidInput, MessageTooLarge, Replayed
-from credence.grant_cache import GrantCache
+from credence.grants.cache import GrantCache
 from credence.keys import SigningKey
 from credence.manifest import TrustedManifest
-from credence.status import reason_for, status_for
+from credence.rpc.status import reason_for, status_for
 from credence.v1 import agency_pb2, common_pb2
 
 _log = logging.getLogger(__name__)

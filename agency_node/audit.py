@@ -28,7 +28,8 @@ from agency_node.models import AuditAlarm, QueryLogEntry, SeenTreeHead
 from credence.envelope import Envelope
 from credence.errors import CredenceError, FailedPrecondition
 from credence.keys import KeySet
-from credence.log_audit import (
+from credence.storage import immediate_writer, reader, session_factory
+from credence.transparency.log_audit import (
     MAX_PROOFS_PER_CALL,
     MISSING_ENTRY,
     LogClient,
@@ -37,7 +38,6 @@ from credence.log_audit import (
     check_inclusions,
     open_tree_head,
 )
-from credence.storage import immediate_writer, reader, session_factory
 from credence.v1 import registry_pb2
 
 _log = logging.getLogger(__name__)

@@ -33,8 +33,8 @@ from agency_node.importer import (
 )
 from agency_node.manifest_holder import load_manifest
 from agency_node.server import serve, utc_now
-from credence import client_enrol
-from credence.client_errors import rpc_errors
+from credence.client import enrol as client_enrol
+from credence.client.errors import rpc_errors
 from credence.envelope import Envelope
 from credence.errors import AlreadyExists, FailedPrecondition, InvalidInput
 from credence.keys import (
@@ -53,9 +53,9 @@ from credence.pki import (
     validate_member_id,
 )
 from credence.record_kinds import KINDS
+from credence.rpc.tls import channel_credentials
 from credence.storage import immediate_writer
 from credence.subjects import PseudonymisationKey
-from credence.tls import channel_credentials
 from credence.v1 import registry_pb2, registry_pb2_grpc
 
 EXAMPLES = """examples:

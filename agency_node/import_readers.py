@@ -154,7 +154,8 @@ def csv_rows(stream: BinaryIO) -> Generator[RawRow]:
                 line = reader.line_num
                 continue
             start, line = line + 1, reader.line_num
-            yield from _take(bad)
+            if bad:
+                yield from _take(bad)
             if not fields:
                 continue
             if len(fields) != width:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agency_node.config import NodePolicy
-from credence import jws, log_promise, names, payloads, tokens
+from credence import jws, names, payloads
 from credence.encoding import format_time
 from credence.envelope import Envelope, verify
 from credence.errors import (
@@ -38,9 +38,11 @@ from credence.errors import (
     Replayed,
     WrongAudience,
 )
-from credence.grant_cache import GrantCache
+from credence.grants import tokens
+from credence.grants.cache import GrantCache
 from credence.manifest import TrustedManifest
 from credence.subjects import SubjectRef, SubjectType
+from credence.transparency import log_promise
 from credence.v1 import agency_pb2, common_pb2, manifest_pb2
 
 #: Records a query id as seen; raises :class:`~credence.errors.Replayed` if it was.

@@ -8,7 +8,7 @@ and a message size limit. Answering runs in a bounded pool of threads (see
 :mod:`agency_node.service`), so streams cannot hold the threads that answer.
 Only the registry may call the node's service and reflection; any member may
 check its health. Every peer's calls in flight, and its ``Health/Watch``
-streams, are limited (:mod:`credence.peer_limits`). ``serve`` runs it until
+streams, are limited (:mod:`credence.rpc.peer_limits`). ``serve`` runs it until
 SIGTERM or SIGINT, then stops accepting and gives in-flight answers the
 configured grace period.
 """
@@ -44,19 +44,19 @@ from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.service import AgencyNodeServicer
 from agency_node.status_list_holder import StatusListHolder
 from credence import payloads
-from credence.decoding import AsyncDecodingInterceptor
 from credence.envelope import Envelope
 from credence.errors import FailedPrecondition, PermissionDenied
 from credence.keys import load_signing_key
-from credence.log_audit import LogClient
-from credence.peer_limits import (
+from credence.pki import load_certificate_pem
+from credence.rpc.decoding import AsyncDecodingInterceptor
+from credence.rpc.peer_limits import (
     HEALTH_WATCH,
     ConcurrencyLimit,
     PeerLimitInterceptor,
     member_of_peer,
 )
-from credence.pki import load_certificate_pem
-from credence.tls import AsyncRevocationInterceptor, channel_credentials, server_credentials
+from credence.rpc.tls import AsyncRevocationInterceptor, channel_credentials, server_credentials
+from credence.transparency.log_audit import LogClient
 from credence.v1 import agency_pb2, agency_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 _log = logging.getLogger(__name__)

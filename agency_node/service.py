@@ -6,7 +6,7 @@ registry's. Answering is synchronous database and signing work: it runs in
 the node's bounded answer pool, never on the event loop, so streams held
 open by peers (health watches, slow readers) cannot take the threads that
 answer queries. Domain errors become gRPC statuses in one place,
-:func:`credence.status.grpc_errors_async`.
+:func:`credence.rpc.status.grpc_errors_async`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from agency_node.answering import Answerer
 from agency_node.contests import ContestDesk
 from agency_node.manifest_holder import ManifestHolder
 from credence.errors import PermissionDenied
-from credence.status import grpc_errors_async
-from credence.tls import peer_member_id
+from credence.rpc.status import grpc_errors_async
+from credence.rpc.tls import peer_member_id
 from credence.v1 import agency_pb2, agency_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -1,6 +1,6 @@
 """The node's copy of the registry's revocation list, and the check it makes per consent.
 
-The node fetches the signed list (:mod:`credence.status_list`) with the
+The node fetches the signed list (:mod:`credence.grants.status_list`) with the
 manifest, every refresh interval, and keeps the newest one that verifies
 under the registry keys of the manifest it holds. A consent whose bit is set
 is refused; with no list yet, or a list past its expiry, every consent lookup
@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import Protocol
 
 from agency_node.manifest_holder import ManifestHolder
-from credence import tokens
 from credence.errors import RolledBack
-from credence.status_list import StatusList, check_grant_status, verify_status_list
+from credence.grants import tokens
+from credence.grants.status_list import StatusList, check_grant_status, verify_status_list
 from credence.v1 import registry_pb2
 
 _log = logging.getLogger(__name__)

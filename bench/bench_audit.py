@@ -45,7 +45,7 @@ from agency_node.manifest_holder import ManifestHolder, load_manifest
 from central_registry.database import create_engine_for, session_factory, sqlite_url_for
 from central_registry.database import upgrade_schema as upgrade_registry
 from credence.keys import save_signing_key
-from credence.log_audit import check_inclusion
+from credence.transparency.log_audit import check_inclusion
 
 TARGET_PER_S = 5_000.0
 TARGET_AUDIT_NODE_S = 10.0
@@ -64,7 +64,7 @@ def verdict(ok: bool) -> str:
 def _auditor(node_dir: Path) -> LogAuditor:
     import grpc  # noqa: PLC0415 - the registry process is spawned before this is needed
 
-    from credence.log_audit import LogClient  # noqa: PLC0415
+    from credence.transparency.log_audit import LogClient  # noqa: PLC0415
 
     config = node_config.load_config(node_dir)
     return LogAuditor(

@@ -46,7 +46,7 @@ from bench.bench_node_batch import COURT, generate_csv, held_subjects
 from credence import payloads
 from credence.envelope import Envelope, verify_message
 from credence.keys import KeySet
-from credence.tls import channel_credentials
+from credence.rpc.tls import channel_credentials
 from credence.v1 import agency_pb2, agency_pb2_grpc
 
 #: The issue's bound on how long an import may make an answer wait.

@@ -14,7 +14,7 @@ Two targets, each printed with its figure and ratio:
    level of complete subtrees hashed in memory, then ``merkle_nodes`` and
    ``log_entries`` bulk-inserted through the raw ``sqlite3`` driver. Proofs
    are then timed through the registry's own code on that file: the store
-   reads alone (:class:`SqlSubtrees` under :func:`credence.merkle` maths) and
+   reads alone (:class:`SqlSubtrees` under :func:`credence.transparency.merkle` maths) and
    the full request path (:func:`transparency.inclusion_proof` /
    :func:`transparency.consistency_proof` in a fresh session, as the gRPC
    handlers run them), plus client-side verification. Random tree sizes in
@@ -57,9 +57,10 @@ from central_registry.database import (
 from central_registry.log_store import OUTCOME_DISPATCHED, LogRow, append_entries
 from central_registry.models import MerkleNode
 from central_registry.transparency import SqlSubtrees
-from credence import log_promise, merkle, payloads, queries
+from credence import payloads, queries
 from credence.envelope import sign
 from credence.keys import SigningKey
+from credence.transparency import log_promise, merkle
 from credence.v1 import agency_pb2, common_pb2
 
 TARGET_APPENDS = 5_000.0

@@ -1,6 +1,6 @@
 """Merkle log maths in memory: ``python -m bench.bench_merkle --leaves 1000000``.
 
-Appends N leaf hashes to a :class:`credence.merkle.MemorySubtrees` and prints
+Appends N leaf hashes to a :class:`credence.transparency.merkle.MemorySubtrees` and prints
 appends per second, then the mean time of a root, an inclusion proof (plus its
 verification) and a consistency proof (plus its verification) at N leaves,
 over random indices and sizes. MEASURED.md's ballpark: 250-340k appends/s,
@@ -16,7 +16,7 @@ import random
 import sys
 import time
 
-from credence import merkle
+from credence.transparency import merkle
 
 
 def main(argv: list[str] | None = None) -> int:

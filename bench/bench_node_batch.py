@@ -49,10 +49,11 @@ from agency_node import database
 from agency_node.answering import RecordReader
 from agency_node.importer import import_records
 from agency_node.models import Record
-from credence import log_promise, payloads, queries
+from credence import payloads, queries
 from credence.envelope import Envelope, verify_message
 from credence.keys import KeySet
-from credence.tls import channel_credentials
+from credence.rpc.tls import channel_credentials
+from credence.transparency import log_promise
 from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2
 
 TARGET_SUBJECTS_PER_S = 50_000

@@ -3,10 +3,10 @@
 Three systems answer the same workloads, and every figure is printed with its
 ratio to the target and to the other two:
 
-* **ours**: a real federation from :func:`credence.dev_federation.up` with 8
+* **ours**: a real federation from :func:`credence.dev.federation.up` with 8
   agency node processes (every signature, mutual TLS, SQLite per node, a
   registry process logging every lookup), asked by a company through
-  :class:`credence.client.Requester`, which verifies every verdict.
+  :class:`credence.client.requester.Requester`, which verifies every verdict.
 * **floor**: the bare fan-out (:mod:`bench.fanout_floor`): the same number of
   node processes and mutual TLS, no database, one signature per hop.
 * **centralised**: every agency's records copied into one SQLite database,
@@ -48,8 +48,9 @@ from typing import Any
 
 from bench import fanout_floor
 from bench.fanout_floor import FloorFigures, FloorNodes, percentile
-from credence import dev_federation, synthetic
-from credence.client import MemberCredentials, Requester, ScreenRow
+from credence.client.requester import MemberCredentials, Requester, ScreenRow
+from credence.dev import federation as dev_federation
+from credence.dev import synthetic
 from credence.errors import ResourceExhausted
 from credence.keys import KeySet
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for

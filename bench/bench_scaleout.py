@@ -3,7 +3,7 @@
 A private PostgreSQL cluster (``scripts/postgres.sh``) holds one registry
 database. Agency node processes (SQLite each) and a company are enrolled; the
 company asks for organisations' verdicts on the public-register basis through
-:class:`credence.client.Requester`, which verifies every verdict.
+:class:`credence.client.requester.Requester`, which verifies every verdict.
 
 1. **Single-verdict throughput at concurrency 16** with one registry process,
    then with two on the same database (the 16 requesters split between them).
@@ -45,9 +45,10 @@ from central_registry import database
 from central_registry.keyring import load_keys
 from central_registry.log_store import OUTCOME_DISPATCHED, LogRow, append_entries
 from central_registry.publishing import publish
-from credence import client_enrol, synthetic
 from credence.cli import main as credence_main
-from credence.client import MemberCredentials, Requester
+from credence.client import enrol as client_enrol
+from credence.client.requester import MemberCredentials, Requester
+from credence.dev import synthetic
 from credence.errors import ResourceExhausted
 from credence.keys import KeySet, SigningKey, load_signing_key, private_key_pem
 from credence.pki import generate_tls_key, make_csr

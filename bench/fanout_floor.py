@@ -41,7 +41,7 @@ from credence.envelope import Envelope, sign, verify_message
 from credence.errors import ClaimMismatch, FailedPrecondition
 from credence.keys import KeySet, SigningKey, VerifyKey, private_key_pem
 from credence.pki import create_ca, generate_tls_key, issue_member_certificate, make_csr
-from credence.tls import channel_credentials, server_credentials
+from credence.rpc.tls import channel_credentials, server_credentials
 from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2
 
 REGISTRY = "floor-registry"

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from central_registry.grants import GrantPolicy, verify_mandate_token
-from credence import names, tokens
+from credence import names
 from credence.errors import InvalidInput, NotFound, PermissionDenied
-from credence.grant_cache import GrantCache
+from credence.grants import tokens
+from credence.grants.cache import GrantCache
 from credence.subjects import SubjectRef, SubjectType
 from credence.v1 import agency_pb2, common_pb2
 

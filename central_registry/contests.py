@@ -29,9 +29,9 @@ from credence.errors import (
     PermissionDenied,
     Unavailable,
 )
+from credence.grants.subject_proofs import SubjectProof
 from credence.manifest import TrustedManifest
-from credence.subject_proofs import SubjectProof
-from credence.tls import channel_credentials
+from credence.rpc.tls import channel_credentials
 from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2, manifest_pb2, registry_pb2
 
 OUTCOMES = ("upheld", "corrected", "removed")

@@ -35,7 +35,7 @@ from credence import payloads
 from credence.envelope import Envelope, verify_message
 from credence.errors import CredenceError, InvalidInput
 from credence.keys import KeySet
-from credence.tls import channel_credentials
+from credence.rpc.tls import channel_credentials
 from credence.v1 import agency_pb2, common_pb2
 
 _SERVICE = agency_pb2.DESCRIPTOR.services_by_name["AgencyNodeService"].full_name
@@ -120,7 +120,7 @@ class FanOut:
 
     Raises:
         InvalidInput: the key or certificates are unusable (as
-            :func:`credence.tls.channel_credentials`), or a bound is not positive.
+            :func:`credence.rpc.tls.channel_credentials`), or a bound is not positive.
     """
 
     def __init__(

@@ -15,8 +15,7 @@ from sqlalchemy.orm import Session
 from central_registry import store
 from central_registry.config import RegistryConfig
 from central_registry.models import UsedSubjectProof
-from credence import jws, names, tokens, tokens_consent
-from credence._grant_claims import new_jti
+from credence import jws, names
 from credence.errors import (
     AlreadyExists,
     InvalidInput,
@@ -24,9 +23,12 @@ from credence.errors import (
     Replayed,
     Unavailable,
 )
+from credence.grants import consent as tokens_consent
+from credence.grants import tokens
+from credence.grants._claims import new_jti
+from credence.grants.subject_proofs import SubjectProof, verify_subject_proof
 from credence.keys import KeySet, SigningKey, VerifyKey
 from credence.manifest import TrustedManifest
-from credence.subject_proofs import SubjectProof, verify_subject_proof
 from credence.v1 import manifest_pb2
 
 

@@ -39,14 +39,15 @@ from central_registry.keyring import RegistryKeys
 from central_registry.log_store import OUTCOME_DISPATCHED, OUTCOME_REFUSED, LogRow, append_entries
 from central_registry.manifest_cache import ManifestCache
 from central_registry.ratelimit import REFUSED_ROWS, TokenBucket, log_quota, log_quota_key
-from credence import log_promise, payloads, queries
+from credence import payloads, queries
 from credence.envelope import sign
 from credence.errors import CredenceError, ResourceExhausted
-from credence.grant_cache import GrantCache
+from credence.grants.cache import GrantCache
 from credence.queries import Lookup
+from credence.rpc.status import reason_for, status_for
 from credence.scorecard import Aggregator
-from credence.status import reason_for, status_for
 from credence.storage import session_factory
+from credence.transparency import log_promise
 from credence.v1 import agency_pb2, common_pb2, registry_pb2
 from credence.verdicts import sign_verdict, verdict_jws
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from credence import names
 from credence.errors import InvalidInput
-from credence.tokens import CONSENT_MAX_SIZE, MANDATE_MAX_SIZE
+from credence.grants.tokens import CONSENT_MAX_SIZE, MANDATE_MAX_SIZE
 from credence.v1 import agency_pb2, common_pb2, registry_pb2
 
 __all__ = [

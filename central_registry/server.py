@@ -7,7 +7,7 @@ call); the public port asks for none and serves ``EnrolmentService`` and
 ``TransparencyLogService`` (tree heads and proofs reveal no personal data). Both serve health
 checking and reflection, and limit the calls each peer (a member on the
 members' port, a source address on the public one) has in flight
-(:mod:`credence.peer_limits`). (grpc cannot ask for a certificate without requiring
+(:mod:`credence.rpc.peer_limits`). (grpc cannot ask for a certificate without requiring
 it, hence two ports.) The HTTP side serves the manifest and the JWKS. ``serve`` runs
 until SIGTERM or SIGINT, then stops accepting, lets in-flight lookups finish
 within the grace period, and closes the node channels and the database.
@@ -46,10 +46,11 @@ from central_registry.service import (
     TransparencyLogServicer,
 )
 from central_registry.status_publisher import StatusListPublisher
-from credence.decoding import AsyncDecodingInterceptor
 from credence.errors import FailedPrecondition
 from credence.keys import KeySet
-from credence.peer_limits import (
+from credence.pki import load_certificate_pem
+from credence.rpc.decoding import AsyncDecodingInterceptor
+from credence.rpc.peer_limits import (
     HEALTH_WATCH,
     ConcurrencyLimit,
     PeerKey,
@@ -57,9 +58,8 @@ from credence.peer_limits import (
     address_of_peer,
     member_of_peer,
 )
-from credence.pki import load_certificate_pem
+from credence.rpc.tls import server_credentials
 from credence.storage import session_factory
-from credence.tls import server_credentials
 from credence.v1 import registry_pb2, registry_pb2_grpc
 
 _log = logging.getLogger(__name__)

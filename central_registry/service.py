@@ -4,7 +4,7 @@
 re-verified mutual-TLS certificate, never from a request field, and a member
 that is not active is refused. ``EnrolmentService`` and ``SubjectAccessService``
 accept callers without a certificate; they authenticate by signatures instead.
-Every handler maps domain errors through :func:`credence.status.grpc_errors_async`.
+Every handler maps domain errors through :func:`credence.rpc.status.grpc_errors_async`.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from central_registry.status_publisher import StatusListPublisher
 from credence import names
 from credence.envelope import Envelope
 from credence.errors import NotFound, PermissionDenied
-from credence.status import grpc_errors_async
+from credence.grants.subject_proofs import SubjectProof
+from credence.rpc.status import grpc_errors_async
+from credence.rpc.tls import peer_member_id
 from credence.storage import reader, session_factory
-from credence.subject_proofs import SubjectProof
-from credence.tls import peer_member_id
 from credence.v1 import registry_pb2, registry_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -5,7 +5,7 @@ Every registry process serves the list beside the manifest (gRPC
 side). A request costs one cheap aggregate query at most once per
 ``check_interval``; the list is rebuilt and re-signed only when that state
 changed (a grant revoked or issued) or half its lifetime has passed. The
-format is :mod:`credence.status_list`.
+format is :mod:`credence.grants.status_list`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from central_registry import store
+from credence.grants.status_list import sign_status_list
 from credence.keys import SigningKey
-from credence.status_list import sign_status_list
 from credence.storage import reader, session_factory
 
 #: How long a signed list is valid; nodes refuse consent lookups past it.

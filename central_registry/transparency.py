@@ -2,7 +2,7 @@
 
 Each log entry's leaf is its 32-byte salted commitment; the leaf hash is
 ``SHA-256(0x00 || commitment)`` (RFC 9162). Appends store every complete
-subtree they finish (:func:`credence.merkle.append`), in the same transaction
+subtree they finish (:func:`credence.transparency.merkle.append`), in the same transaction
 as the entries, so the tree always matches the log and no append or proof ever
 rehashes it. Tree heads are signed with the log key (the registry signing key)
 and kept, so anyone can ask for a consistency proof between two heads.
@@ -18,11 +18,12 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from central_registry.models import LogEntry, MerkleNode, TreeHead
-from credence import merkle, merkle_batch, payloads
+from credence import payloads
 from credence.envelope import Envelope, sign
 from credence.errors import InvalidInput, NotFound
 from credence.keys import SigningKey
-from credence.log_audit import MAX_PROOFS_PER_CALL
+from credence.transparency import merkle, merkle_batch
+from credence.transparency.log_audit import MAX_PROOFS_PER_CALL
 from credence.v1 import registry_pb2
 
 # The key of the PostgreSQL advisory lock that serialises log writers: ASCII "credence".
@@ -80,7 +81,7 @@ def _committed_nodes(session: Session) -> _NodeCache:
 
 
 class SqlSubtrees:
-    """A :class:`credence.merkle.SubtreeStore` over the ``merkle_nodes`` table.
+    """A :class:`credence.transparency.merkle.SubtreeStore` over the ``merkle_nodes`` table.
 
     Reads are cached for the life of the object (one transaction); writes are
     buffered and inserted in one statement by :meth:`flush`.

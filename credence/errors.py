@@ -6,7 +6,7 @@ its message says what to fix (``grant expired at 2026-11-28T10:00:00Z (now
 and never return a bool, so a caller cannot forget to check.
 
 Which gRPC status each class becomes is decided in one place,
-:mod:`credence.status`; a test proves every class here has a mapping.
+:mod:`credence.rpc.status`; a test proves every class here has a mapping.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Building the registry's signed queries: single and batch.
 
-The registry first logs each lookup (a :class:`~credence.log_promise.LogEntry`
+The registry first logs each lookup (a :class:`~credence.transparency.log_promise.LogEntry`
 committed under a fresh salt), then sends the nodes a query that carries the
 promise. These pure functions make the messages; the registry's fan-out and
 the tests both use them, so a node is always tested against the exact bytes a
@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from credence import log_promise, payloads
+from credence import payloads
 from credence.envelope import Envelope, sign
 from credence.keys import SigningKey
 from credence.subjects import SubjectRef, SubjectType
+from credence.transparency import log_promise
 from credence.v1 import agency_pb2, common_pb2
 
 _SUBJECT_TYPE_TO_PROTO = {

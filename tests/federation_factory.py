@@ -16,9 +16,10 @@ from pathlib import Path
 
 from agency_node import config as node_config
 from agency_node import database
-from credence import log_promise, queries, tokens
+from credence import queries
 from credence.encoding import b64url_decode
 from credence.envelope import Envelope
+from credence.grants import tokens
 from credence.keys import KeySet, SigningKey, private_key_pem, save_signing_key
 from credence.manifest import sign_manifest
 from credence.pki import (
@@ -31,6 +32,7 @@ from credence.pki import (
 from credence.queries import Lookup
 from credence.scorecard import default_scorecard
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for
+from credence.transparency import log_promise
 from credence.v1 import agency_pb2, common_pb2, manifest_pb2
 
 REGISTRY_ID = "registry"

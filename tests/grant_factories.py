@@ -9,9 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from credence.encoding import b64url_decode
-from credence.jws import sign_compact
-from credence.keys import KeySet, SigningKey
-from credence.tokens import (
+from credence.grants.tokens import (
     CONSENT_TYP,
     ConsentTerms,
     LegalBasis,
@@ -24,6 +22,8 @@ from credence.tokens import (
     sign_consent_request,
     verify_consent,
 )
+from credence.jws import sign_compact
+from credence.keys import KeySet, SigningKey
 
 NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
 SUBJECT = hashlib.sha256(b"subject one").hexdigest()

@@ -17,10 +17,12 @@ from pathlib import Path
 
 from agency_node.server import RunningNode, start_node
 from central_registry.server import RegistryThread
-from credence import client_enrol, synthetic, tokens
 from credence.cli import main
-from credence.client import MemberCredentials, Requester
+from credence.client import enrol as client_enrol
+from credence.client.requester import MemberCredentials, Requester
+from credence.dev import synthetic
 from credence.errors import CredenceError
+from credence.grants import tokens
 from credence.keys import KeySet, SigningKey, load_signing_key, private_key_pem
 from credence.pki import generate_tls_key, make_csr
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for

@@ -33,12 +33,13 @@ from central_registry.database import create_engine_for, upgrade_schema
 from central_registry.keyring import RegistryKeys
 from central_registry.log_store import OUTCOME_DISPATCHED, LogRow, append_entries
 from central_registry.service import TransparencyLogServicer
-from credence import log_promise, queries
+from credence import queries
 from credence.keys import SigningKey, load_signing_key
-from credence.log_audit import LogClient
 from credence.pki import create_ca
 from credence.storage import session_factory
 from credence.subjects import PseudonymisationKey
+from credence.transparency import log_promise
+from credence.transparency.log_audit import LogClient
 from credence.v1 import common_pb2, registry_pb2_grpc
 
 REQUESTER = "acme"

@@ -24,10 +24,11 @@ from agency_node.audit import AuditThread, log_keys
 from agency_node.models import QueryLogEntry
 from central_registry import transparency
 from central_registry.database import create_engine_for, session_factory
-from credence import audit_cli, merkle
+from credence.cli import audit as audit_cli
 from credence.cli import main
 from credence.errors import ClaimMismatch, InvalidInput
-from credence.log_audit import (
+from credence.transparency import merkle
+from credence.transparency.log_audit import (
     BAD_INCLUSION_PROOF,
     MISSING_ENTRY,
     TrustedHead,

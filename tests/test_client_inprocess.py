@@ -1,8 +1,8 @@
 """The client SDK against a real registry in this process, over TLS on loopback.
 
-A company enrols with :mod:`credence.client_enrol`, the operator approves it
+A company enrols with :mod:`credence.client.enrol`, the operator approves it
 with the CLI, it collects its certificate, then asks for an organisation's
-verdict with :class:`credence.client.Requester` (no agencies: INCOMPLETE).
+verdict with :class:`credence.client.requester.Requester` (no agencies: INCOMPLETE).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from central_registry import config as registry_config
 from central_registry.keyring import RegistryKeys, load_keys
 from central_registry.server import RegistryThread
 from credence.cli import main
-from credence.client import MemberCredentials, Requester, ScreenRow
-from credence.client_enrol import EnrolmentResult, collect_enrolment, enrol
+from credence.client.enrol import EnrolmentResult, collect_enrolment, enrol
+from credence.client.requester import MemberCredentials, Requester, ScreenRow
 from credence.envelope import Envelope
 from credence.errors import AlreadyExists, InvalidInput, Unauthenticated
 from credence.keys import KeySet, SigningKey, private_key_pem

@@ -13,14 +13,14 @@ import pytest
 from federation_factory import NOW, REGISTRY_ID, Federation
 
 from credence import payloads
-from credence.client import (
+from credence.client.errors import error_from_rpc, error_from_status, rpc_errors
+from credence.client.requester import (
     MemberCredentials,
     Requester,
     ScreenRow,
     outcomes_from_response,
     verify_single,
 )
-from credence.client_errors import error_from_rpc, error_from_status, rpc_errors
 from credence.envelope import Envelope, sign
 from credence.errors import (
     AlreadyExists,

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from credence import dev_federation
+from credence.dev import federation as dev_federation
 
 pytestmark = pytest.mark.slow
 
 
 def test_demo_tells_the_whole_story_and_cleans_up(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "credence.demo", "--dir", str(tmp_path)],
+        [sys.executable, "-m", "credence.dev.demo", "--dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=240,

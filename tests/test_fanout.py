@@ -31,7 +31,7 @@ from credence import payloads, queries
 from credence.envelope import Envelope, sign
 from credence.errors import InvalidInput
 from credence.keys import KeySet, SigningKey
-from credence.tls import server_credentials
+from credence.rpc.tls import server_credentials
 from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2
 
 T = TypeVar("T")

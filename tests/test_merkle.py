@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from credence import merkle
 from credence.errors import ClaimMismatch, InvalidInput, NotFound
+from credence.transparency import merkle
 
 # --- independent reference: RFC 9162 section 2.1 written literally ----------
 # Used only here. It works over the list of entries and recomputes everything

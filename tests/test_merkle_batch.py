@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from credence import merkle
 from credence.errors import ClaimMismatch, InvalidInput
-from credence.merkle_batch import BatchVerifier, inclusion_paths, peaks
+from credence.transparency import merkle
+from credence.transparency.merkle_batch import BatchVerifier, inclusion_paths, peaks
 
 SIZES = [*range(1, 70), 127, 128, 129, 255, 1000, 1023, 1025]
 

@@ -28,8 +28,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from credence import pki
 from credence.errors import InvalidInput
 from credence.keys import private_key_pem
-from credence.status import grpc_errors, grpc_errors_async
-from credence.tls import (
+from credence.rpc.status import grpc_errors, grpc_errors_async
+from credence.rpc.tls import (
     AsyncRevocationInterceptor,
     RevocationInterceptor,
     channel_credentials,

@@ -26,7 +26,7 @@ from credence import payloads
 from credence.envelope import Envelope, verify_message
 from credence.keys import KeySet, load_signing_key
 from credence.pki import issue_member_certificate
-from credence.tls import channel_credentials
+from credence.rpc.tls import channel_credentials
 from credence.v1 import agency_pb2, agency_pb2_grpc
 
 COURT = "court-1"

@@ -27,7 +27,7 @@ from agency_node.service import AgencyNodeServicer
 from credence import payloads, queries
 from credence.envelope import Envelope, verify_message
 from credence.keys import KeySet, SigningKey
-from credence.tls import channel_credentials
+from credence.rpc.tls import channel_credentials
 from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2
 
 COURT = "court-1"

@@ -24,7 +24,7 @@ from agency_node.server import RunningNode, start_node
 from credence import payloads
 from credence.envelope import Envelope, verify_message
 from credence.keys import KeySet
-from credence.tls import channel_credentials
+from credence.rpc.tls import channel_credentials
 from credence.v1 import agency_pb2, agency_pb2_grpc
 
 COURT = "court-1"

@@ -1,4 +1,4 @@
-"""Counting calls in flight per peer (credence.peer_limits), without a server."""
+"""Counting calls in flight per peer (credence.rpc.peer_limits), without a server."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from credence.peer_limits import ConcurrencyLimit, address_of_peer
+from credence.rpc.peer_limits import ConcurrencyLimit, address_of_peer
 
 
 def test_one_peer_is_refused_at_its_limit_while_others_go_on() -> None:

@@ -1,7 +1,7 @@
 """The registry end to end: every party in its own process, real mutual TLS on loopback.
 
 One federation (registry, three agency nodes, a company, an authority and an
-identity verifier) is started once for the module with ``credence.dev_federation``,
+identity verifier) is started once for the module with ``credence.dev.federation``,
 exactly as an operator would start it, and stopped at the end. The test that
 kills a node runs last.
 """
@@ -22,12 +22,13 @@ from typing import Any
 import jwt
 import pytest
 
-from credence import dev_federation, tokens
 from credence.cli import main
-from credence.client import MemberCredentials, Requester, ScreenRow
-from credence.client_subject import SubjectClient
+from credence.client.requester import MemberCredentials, Requester, ScreenRow
+from credence.client.subject import SubjectClient
+from credence.dev import federation as dev_federation
 from credence.envelope import Envelope
 from credence.errors import BadSignature, FailedPrecondition, PermissionDenied
+from credence.grants import tokens
 from credence.keys import KeySet, load_signing_key
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for
 from credence.v1 import agency_pb2

@@ -40,15 +40,22 @@ from central_registry import database
 from central_registry.keyring import load_keys
 from central_registry.models import LogEntry
 from central_registry.publishing import publish
-from credence import client_enrol, merkle, synthetic
-from credence.client import MemberCredentials, Requester
+from credence.client import enrol as client_enrol
+from credence.client.requester import MemberCredentials, Requester
+from credence.dev import synthetic
 from credence.errors import CredenceError, ResourceExhausted
 from credence.keys import KeySet, SigningKey, load_signing_key, private_key_pem
-from credence.log_audit import LogClient, TrustedHead, check_consistency, check_inclusion
 from credence.pki import generate_tls_key, make_csr
+from credence.rpc.tls import channel_credentials
 from credence.scorecard import default_scorecard
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for
-from credence.tls import channel_credentials
+from credence.transparency import merkle
+from credence.transparency.log_audit import (
+    LogClient,
+    TrustedHead,
+    check_consistency,
+    check_inclusion,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

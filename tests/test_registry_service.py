@@ -38,12 +38,11 @@ from central_registry.service import (
     SubjectAccessServicer,
     TransparencyLogServicer,
 )
-from credence import tokens
 from credence.cli import main
-from credence.client import MemberCredentials, Requester
-from credence.client_enrol import collect_enrolment, enrol
-from credence.client_errors import rpc_errors
-from credence.client_subject import SubjectClient
+from credence.client.enrol import collect_enrolment, enrol
+from credence.client.errors import rpc_errors
+from credence.client.requester import MemberCredentials, Requester
+from credence.client.subject import SubjectClient
 from credence.encoding import from_epoch, to_epoch
 from credence.enrolment import enrol_proof, status_proof
 from credence.envelope import Envelope
@@ -58,6 +57,8 @@ from credence.errors import (
     Unavailable,
     UnknownKey,
 )
+from credence.grants import tokens
+from credence.grants.subject_proofs import sign_subject_proof
 from credence.keys import KeySet, SigningKey, jwk_thumbprint, private_key_pem
 from credence.manifest import verify_manifest
 from credence.pki import (
@@ -67,11 +68,10 @@ from credence.pki import (
     load_certificate_pem,
     make_csr,
 )
+from credence.rpc.tls import channel_credentials
 from credence.scorecard import default_scorecard
 from credence.storage import session_factory
-from credence.subject_proofs import sign_subject_proof
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for
-from credence.tls import channel_credentials
 from credence.v1 import agency_pb2, common_pb2, manifest_pb2, registry_pb2, registry_pb2_grpc
 
 # --- a registry under test -----------------------------------------------------------
@@ -724,7 +724,7 @@ def test_proof_for_another_registry_is_refused(registry: Registry, subjects: Sub
 
 
 def test_a_subject_proof_is_refused_the_second_time(registry: Registry, subjects: Subjects) -> None:
-    # credence.subject_proofs: the registry "refuses one it has seen before".
+    # credence.grants.subject_proofs: the registry "refuses one it has seen before".
     proof = sign_subject_proof(
         subject_key=subjects.key_a,
         subject_ref_hex=subjects.ref_a,

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from central_registry import database, store, transparency
 from central_registry.log_store import LogRow, append_entries
 from central_registry.models import Base
-from credence import merkle
 from credence.errors import (
     AlreadyExists,
     Expired,
@@ -29,6 +28,7 @@ from credence.errors import (
     Revoked,
 )
 from credence.keys import SigningKey
+from credence.transparency import merkle
 
 NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 TABLES = {

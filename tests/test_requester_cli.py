@@ -1,7 +1,7 @@
 """The requester's commands against a real federation: verify, screen, verdict check, consent.
 
 One federation (registry and three agency nodes, each its own process) is
-started for the module with ``credence.dev_federation``; the commands run
+started for the module with ``credence.dev.federation``; the commands run
 in-process through :func:`credence.cli.main`, except the screen that is killed
 mid-run, which runs as a process of its own.
 """
@@ -22,12 +22,18 @@ from typing import Any
 
 import pytest
 
-from credence import dev_federation
 from credence.cli import main
-from credence.client import MemberCredentials, Requester
+from credence.client.requester import MemberCredentials, Requester
+from credence.client.screening import (
+    COLUMNS,
+    INVALID_ROW,
+    ScreenProgress,
+    done_row_keys,
+    screen_file,
+)
+from credence.dev import federation as dev_federation
 from credence.errors import InvalidInput
 from credence.keys import KeySet
-from credence.screening import COLUMNS, INVALID_ROW, ScreenProgress, done_row_keys, screen_file
 from credence.subjects import PseudonymisationKey
 from credence.v1 import common_pb2
 

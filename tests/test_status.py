@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from credence import errors
-from credence.status import STATUS_BY_ERROR, reason_for, status_for
+from credence.rpc.status import STATUS_BY_ERROR, reason_for, status_for
 
 
 def _all_error_classes() -> list[type[errors.CredenceError]]:
@@ -21,7 +21,7 @@ def _all_error_classes() -> list[type[errors.CredenceError]]:
 
 @pytest.mark.parametrize("cls", _all_error_classes(), ids=lambda cls: cls.__name__)
 def test_every_error_class_has_its_own_mapping(cls: type[errors.CredenceError]) -> None:
-    assert cls in STATUS_BY_ERROR, f"add {cls.__name__} to credence.status.STATUS_BY_ERROR"
+    assert cls in STATUS_BY_ERROR, f"add {cls.__name__} to credence.rpc.status.STATUS_BY_ERROR"
 
 
 def test_map_is_ordered_most_specific_first() -> None:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from credence import status_list
 from credence.encoding import b64url_decode, b64url_encode
 from credence.errors import (
     BadSignature,
@@ -23,6 +22,7 @@ from credence.errors import (
     WrongIssuer,
     WrongPayloadType,
 )
+from credence.grants import status_list
 from credence.jws import sign_compact
 from credence.keys import KeySet, SigningKey
 

@@ -15,9 +15,9 @@ from grant_factories import (
     World,
 )
 
-from credence import tokens
 from credence.errors import ClaimMismatch, WrongAudience
-from credence.tokens import Grant, VerifiedConsent, VerifiedMandate, check_grant_for_query
+from credence.grants import tokens
+from credence.grants.tokens import Grant, VerifiedConsent, VerifiedMandate, check_grant_for_query
 
 WORLD = World()
 

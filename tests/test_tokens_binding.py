@@ -13,9 +13,9 @@ from credence.errors import (
     UnknownKey,
     WrongPayloadType,
 )
+from credence.grants.tokens import BINDING_TYP, issue_binding, verify_binding
 from credence.jws import sign_compact
 from credence.keys import KeySet
-from credence.tokens import BINDING_TYP, issue_binding, verify_binding
 
 WORLD = World()
 

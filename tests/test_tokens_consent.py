@@ -30,13 +30,13 @@ from credence.errors import (
     WrongIssuer,
     WrongPayloadType,
 )
-from credence.jws import sign_compact
-from credence.keys import KeySet
-from credence.tokens import (
+from credence.grants.tokens import (
     CONSENT_REQUEST_TYP,
     PurposePolicy,
     countersign_consent,
 )
+from credence.jws import sign_compact
+from credence.keys import KeySet
 
 WORLD = World()
 

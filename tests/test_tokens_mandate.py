@@ -17,15 +17,15 @@ from credence.errors import (
     WrongIssuer,
     WrongPayloadType,
 )
-from credence.jws import sign_compact
-from credence.keys import KeySet
-from credence.tokens import (
+from credence.grants.tokens import (
     MANDATE_TYP,
     LegalBasis,
     VerifiedMandate,
     issue_mandate,
     verify_mandate,
 )
+from credence.jws import sign_compact
+from credence.keys import KeySet
 
 WORLD = World()
 

@@ -23,11 +23,12 @@ from agency_node import database as node_database
 from agency_node.models import AuditAlarm
 from central_registry.log_store import LogRow
 from central_registry.lookups import Lookups
-from credence import synthetic, tokens
 from credence.cli import main
-from credence.client_subject import SubjectClient
+from credence.client.subject import SubjectClient
+from credence.dev import synthetic
+from credence.grants import tokens
 from credence.keys import SigningKey
-from credence.tls import channel_credentials
+from credence.rpc.tls import channel_credentials
 from credence.v1 import agency_pb2
 
 pytestmark = pytest.mark.slow

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from central_registry import config as registry_config
-from credence import synthetic
-from credence.client import Requester
-from credence.client_results import VerifiedVerdict
+from credence.client.requester import Requester
+from credence.client.results import VerifiedVerdict
+from credence.dev import synthetic
 from credence.subjects import SubjectRef
 from credence.v1 import common_pb2
 from faults.proxy import FaultProxy

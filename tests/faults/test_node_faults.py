@@ -15,8 +15,8 @@ from itertools import count
 
 import pytest
 
-from credence.client import Requester, ScreenRow
-from credence.client_results import VerifiedVerdict
+from credence.client.requester import Requester, ScreenRow
+from credence.client.results import VerifiedVerdict
 from credence.v1 import common_pb2
 from faults.conftest import HEADROOM, FaultFederation, incomplete_naming, is_complete, wait_for
 

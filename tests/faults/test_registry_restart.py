@@ -1,7 +1,7 @@
 """A registry restarted in the middle of a screening run loses and doubles nothing.
 
 The company screens a CSV file through the fault proxy in front of the
-registry (:func:`credence.screening.screen_file`, what ``credence screen``
+registry (:func:`credence.client.screening.screen_file`, what ``credence screen``
 runs). Partway through, the registry is stopped abruptly (no grace: the
 stream is cut with rows in flight) and started again on the same data
 directory and ports (or, a lesser fault, the proxy resets the stream while
@@ -10,7 +10,7 @@ the registry runs on). The company resumes the run, as ``credence screen
 log's new head is consistent with the head before the run, and the log grew
 by exactly the lookups the registry made: every row once, plus at most the
 rows that were in flight when it stopped (looked up again on resume, as
-:mod:`credence.screening` documents).
+:mod:`credence.client.screening` documents).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from central_registry import config as registry_config
 from central_registry import database as registry_database
 from central_registry.models import LogEntry
 from central_registry.server import RegistryThread
-from credence.client import Requester
+from credence.client.requester import Requester
+from credence.client.screening import ScreenProgress, screen_file
 from credence.errors import CredenceError
 from credence.keys import KeySet
-from credence.log_audit import TrustedHead, check_consistency, log_client
-from credence.screening import ScreenProgress, screen_file
+from credence.transparency.log_audit import TrustedHead, check_consistency, log_client
 from faults.conftest import FaultFederation
 
 pytestmark = pytest.mark.slow

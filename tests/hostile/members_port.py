@@ -22,10 +22,10 @@ import grpc
 from central_registry.config import DATABASE_FILE
 from central_registry.server import RegistryThread
 from credence.cli import main
-from credence.client_enrol import collect_enrolment, enrol
+from credence.client.enrol import collect_enrolment, enrol
 from credence.keys import SigningKey, private_key_pem
 from credence.pki import generate_tls_key, make_csr
-from credence.tls import channel_credentials
+from credence.rpc.tls import channel_credentials
 from credence.v1 import common_pb2, registry_pb2_grpc
 
 MEMBER_ID = "acme"

@@ -25,12 +25,13 @@ from sqlalchemy.orm import Session
 from central_registry import store
 from central_registry.models import Grant
 from central_registry.status_publisher import StatusListPublisher
-from credence import synthetic, tokens
-from credence.client_subject import SubjectClient
+from credence.client.subject import SubjectClient
+from credence.dev import synthetic
 from credence.encoding import b64url_decode
 from credence.errors import PermissionDenied, ResourceExhausted, Unavailable
+from credence.grants import tokens
+from credence.grants.status_list import verify_status_list
 from credence.keys import SigningKey
-from credence.status_list import verify_status_list
 from credence.v1 import agency_pb2, common_pb2
 
 pytestmark = pytest.mark.slow

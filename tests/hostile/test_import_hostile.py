@@ -32,8 +32,8 @@ from credence import payloads
 from credence.envelope import Envelope, verify_message
 from credence.errors import FailedPrecondition
 from credence.keys import KeySet
+from credence.rpc.tls import channel_credentials
 from credence.subjects import PseudonymisationKey
-from credence.tls import channel_credentials
 from credence.v1 import agency_pb2, agency_pb2_grpc
 
 KEY = PseudonymisationKey.from_bytes(bytes(range(32)))
@@ -545,7 +545,7 @@ def test_node_import_command_refuses_a_hostile_file_in_one_line(
 
 @pytest.mark.parametrize("cell", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "'quoted"])
 def test_screen_output_never_starts_a_cell_with_a_formula(cell: str, tmp_path: Path) -> None:
-    from credence.screening import COLUMNS, _Writer, done_row_keys, escape_cell  # noqa: PLC0415
+    from credence.client.screening import COLUMNS, _Writer, done_row_keys, escape_cell  # noqa: PLC0415
 
     out = tmp_path / "results.csv"
     with out.open("w", newline="") as handle:
@@ -561,7 +561,7 @@ def test_screen_output_never_starts_a_cell_with_a_formula(cell: str, tmp_path: P
 
 def test_screen_output_reads_back_cell_for_cell(tmp_path: Path) -> None:
     """CR, LF, quotes and formula prefixes in any cell: every row reads back whole."""
-    from credence.screening import COLUMNS, _Writer, done_row_keys, unescape_cell  # noqa: PLC0415
+    from credence.client.screening import COLUMNS, _Writer, done_row_keys, unescape_cell  # noqa: PLC0415
 
     hostile = ["a\rb", "a\nb", "a\r\nb", 'say "hi"', "=1+1", "\rstarts", "-2", "'q", "plain"]
     rows = [[key, *([key] * (len(COLUMNS) - 1))] for key in hostile]

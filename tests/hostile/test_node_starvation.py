@@ -29,8 +29,8 @@ from sqlalchemy import func, select
 
 from agency_node import database as node_database
 from agency_node.models import QueryLogEntry, SeenQuery
-from credence import synthetic
-from credence.tls import channel_credentials
+from credence.dev import synthetic
+from credence.rpc.tls import channel_credentials
 from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2
 
 pytestmark = pytest.mark.slow

@@ -24,8 +24,8 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from inprocess_federation import InProcessFederation, start
 
-from credence import synthetic
-from credence.tls import channel_credentials
+from credence.dev import synthetic
+from credence.rpc.tls import channel_credentials
 from credence.v1 import agency_pb2, registry_pb2
 
 #: Every message type refuses these: a truncated varint tag, a length-delimited
@@ -161,7 +161,7 @@ def test_every_rpc_of_every_service_refuses_undecodable_bytes_quietly(
                     assert method.input_type.full_name in reason
     gc.collect()  # an abandoned task's "Task was destroyed" is logged when collected
     records = caplog.records
-    refused = [r for r in records if r.name == "credence.decoding"]
+    refused = [r for r in records if r.name == "credence.rpc.decoding"]
     assert len(refused) == sent, "one log line per refused call"
     assert all("\n" not in r.getMessage() and r.exc_info is None for r in refused)
     noisy = [

@@ -18,9 +18,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from credence import dev_federation
-from credence.client import MemberCredentials, Requester, ScreenRow, VerifiedVerdict
-from credence.client_subject import SubjectClient
+from credence.client.requester import MemberCredentials, Requester, ScreenRow, VerifiedVerdict
+from credence.client.subject import SubjectClient
+from credence.dev import federation as dev_federation
 from credence.errors import CredenceError
 from credence.keys import KeySet, load_signing_key
 from credence.subjects import PseudonymisationKey, ref_for

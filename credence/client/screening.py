@@ -2,7 +2,7 @@
 
 :func:`screen_file` reads ``identifier`` (and optionally ``row_key``) from a
 CSV file, maps each identifier to its subject reference, streams the rows
-through one ScreenBatch call (:meth:`credence.client.Requester.screen`) and
+through one ScreenBatch call (:meth:`credence.client.requester.Requester.screen`) and
 appends one result line per row to a CSV or JSON Lines file as results arrive.
 Rows that cannot be sent (an empty or malformed identifier, a repeated row
 key) are written with the reason and never stop the run.
@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import grpc
 
-from credence.client import Requester, ScreenOutcome, ScreenRow
+from credence.client.requester import Requester, ScreenOutcome, ScreenRow
 from credence.errors import CredenceError, InvalidIdentifier, InvalidInput
 from credence.subjects import PseudonymisationKey, ref_for
 
@@ -405,7 +405,7 @@ def screen_file(
             without ``resume``, an output that is not a results file, or
             ``message_size``/``window`` below 1.
         CredenceError: the registry refused the stream or a response did not
-            verify (see :meth:`~credence.client.Requester.screen`); the results
+            verify (see :meth:`~credence.client.requester.Requester.screen`); the results
             written so far are kept, so the run can be resumed.
     """
     if message_size < 1 or window < 1:

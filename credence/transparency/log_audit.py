@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import grpc
 
-from credence import merkle, merkle_batch, payloads
+from credence import payloads
 from credence.envelope import Envelope, verify_message
 from credence.errors import ClaimMismatch, CredenceError, InvalidInput, RolledBack
 from credence.keys import KeySet
+from credence.transparency import merkle, merkle_batch
 from credence.v1 import registry_pb2, registry_pb2_grpc
 
 

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from credence.errors import CredenceError, InvalidInput, Unauthenticated
 from credence.keys import load_private_key_pem
 from credence.pki import load_certificate_pem, verify_member_certificate
-from credence.status import reason_for, status_for
+from credence.rpc.status import reason_for, status_for
 
 _log = logging.getLogger(__name__)
 

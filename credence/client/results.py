@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from credence import payloads
-from credence.client_errors import error_from_code
+from credence.client.errors import error_from_code
 from credence.encoding import format_time
 from credence.envelope import Envelope, verify_message
 from credence.errors import (

@@ -1,9 +1,9 @@
 """Failed gRPC calls as domain errors: the one map of the client side.
 
-Every client module (:mod:`credence.client`, :mod:`credence.client_enrol`,
-:mod:`credence.client_subject`) makes its calls inside :func:`rpc_errors`, so
+Every client module (:mod:`credence.client.requester`, :mod:`credence.client.enrol`,
+:mod:`credence.client.subject`) makes its calls inside :func:`rpc_errors`, so
 a script catches :mod:`credence.errors` classes only. It mirrors
-:mod:`credence.status`, which maps the other way on the server.
+:mod:`credence.rpc.status`, which maps the other way on the server.
 """
 
 from __future__ import annotations

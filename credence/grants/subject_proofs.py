@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from credence._grant_claims import check_subject_ref, claim_str, new_jti
 from credence.encoding import to_epoch
 from credence.errors import ClaimMismatch, InvalidInput
+from credence.grants._claims import check_subject_ref, claim_str, new_jti
 from credence.jws import (
     check_audience,
     check_time_claims,

@@ -29,12 +29,12 @@ from typing import TextIO
 
 import grpc
 
-from credence.dev_federation import load_federation
+from credence.dev.federation import load_federation
 from credence.envelope import Envelope
 from credence.errors import InvalidInput, Unavailable
 from credence.keys import KeySet, write_private_file
-from credence.log_audit import check_consistency, log_client, open_tree_head
 from credence.manifest import verify_manifest
+from credence.transparency.log_audit import check_consistency, log_client, open_tree_head
 
 EXAMPLES = """examples:
   credence audit log --federation ./demo/federation.json --since-head ./head.bin

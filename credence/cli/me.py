@@ -22,8 +22,8 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from credence import jws
-from credence.client_subject import SubjectClient
-from credence.dev_federation import load_federation
+from credence.client.subject import SubjectClient
+from credence.dev.federation import load_federation
 from credence.errors import InvalidInput
 from credence.keys import load_signing_key
 

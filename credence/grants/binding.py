@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from credence._grant_claims import (
+from credence.encoding import to_epoch
+from credence.errors import InvalidInput
+from credence.grants._claims import (
     check_subject_ref,
     check_text,
     claim_str,
@@ -21,8 +23,6 @@ from credence._grant_claims import (
     sign_limited,
     whole_seconds,
 )
-from credence.encoding import to_epoch
-from credence.errors import InvalidInput
 from credence.jws import DEFAULT_SKEW, check_time_claims, verify_compact
 from credence.keys import KeySet, SigningKey, VerifyKey
 

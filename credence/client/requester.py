@@ -9,9 +9,9 @@ member pinned, and refreshed (never rolled back) when a verdict names a
 registry key the held manifest does not list.
 
 Failed calls raise :mod:`credence.errors` classes, mapped in one place
-(:mod:`credence.client_errors`). Enrolment and the subject's own calls, made
-without a member certificate, live in :mod:`credence.client_enrol` and
-:mod:`credence.client_subject`.
+(:mod:`credence.client.errors`). Enrolment and the subject's own calls, made
+without a member certificate, live in :mod:`credence.client.enrol` and
+:mod:`credence.client.subject`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Self, TypeVar
 
 import grpc
 
-from credence.client_errors import error_from_rpc, error_from_status, rpc_errors
-from credence.client_results import (
+from credence.client.errors import error_from_rpc, error_from_status, rpc_errors
+from credence.client.results import (
     ScreenOutcome,
     ScreenRow,
     VerifiedVerdict,
@@ -50,8 +50,8 @@ from credence.manifest import TrustedManifest, verify_manifest
 from credence.names import kind_value, purpose_value
 from credence.pki import load_certificate_pem, member_id_from_certificate, validate_member_id
 from credence.queries import public_register, subject_to_proto
+from credence.rpc.tls import channel_credentials
 from credence.subjects import SubjectRef, SubjectType
-from credence.tls import channel_credentials
 from credence.v1 import agency_pb2, common_pb2, registry_pb2, registry_pb2_grpc
 
 __all__ = [

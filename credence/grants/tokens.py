@@ -1,8 +1,8 @@
 """Grants (consent and mandate) as compact JWS: the public surface.
 
-The documents live in :mod:`credence.tokens_binding`,
-:mod:`credence.tokens_consent` (consent request, consent) and
-:mod:`credence.tokens_mandate`; this module re-exports them and
+The documents live in :mod:`credence.grants.binding`,
+:mod:`credence.grants.consent` (consent request, consent) and
+:mod:`credence.grants.mandate`; this module re-exports them and
 adds the one check every node makes before answering: does this verified
 grant cover this query?
 """
@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from credence._grant_claims import KINDS, short_ref
 from credence.errors import ClaimMismatch, WrongAudience
-from credence.tokens_binding import (
+from credence.grants._claims import KINDS, short_ref
+from credence.grants.binding import (
     BINDING_MAX_SIZE,
     BINDING_TYP,
     VerifiedBinding,
     issue_binding,
     verify_binding,
 )
-from credence.tokens_consent import (
+from credence.grants.consent import (
     CONSENT_MAX_SIZE,
     CONSENT_REQUEST_MAX_SIZE,
     CONSENT_REQUEST_TYP,
@@ -35,7 +35,7 @@ from credence.tokens_consent import (
     verify_consent,
     verify_consent_request,
 )
-from credence.tokens_mandate import (
+from credence.grants.mandate import (
     DEFAULT_MAX_EMBARGO,
     MANDATE_MAX_SIZE,
     MANDATE_TYP,

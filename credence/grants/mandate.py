@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from credence._grant_claims import (
+from credence.encoding import format_time, require_utc, to_epoch
+from credence.errors import ClaimMismatch, InvalidInput
+from credence.grants._claims import (
     check_scope,
     check_subject_ref,
     check_text,
@@ -21,8 +23,6 @@ from credence._grant_claims import (
     new_jti,
     sign_limited,
 )
-from credence.encoding import format_time, require_utc, to_epoch
-from credence.errors import ClaimMismatch, InvalidInput
 from credence.jws import (
     DEFAULT_SKEW,
     check_audience,

@@ -1,6 +1,6 @@
 """RFC 9162 inclusion proofs for many leaves of one tree: build them, check them.
 
-Pure functions, no I/O; the single-proof maths is :mod:`credence.merkle`, and
+Pure functions, no I/O; the single-proof maths is :mod:`credence.transparency.merkle`, and
 these give the same proofs and the same verdicts, faster when there are many.
 
 A tree of ``size`` leaves is a row of *peaks*, one complete subtree per set bit
@@ -13,7 +13,7 @@ few lookups, no recursion.
 Checking many paths against one signed root shares work: every node a path
 leads to on its way to the root is remembered, and a later path that reaches a
 remembered node must match it there and stops (a verified node is in the tree,
-so reaching its hash proves the rest). As with :mod:`credence.merkle`, the
+so reaching its hash proves the rest). As with :mod:`credence.transparency.merkle`, the
 size and root must come from a verified signed tree head, never the prover.
 """
 
@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Sequence
 
 from credence.errors import ClaimMismatch, InvalidInput
-from credence.merkle import HASH_SIZE, SubtreeStore
+from credence.transparency.merkle import HASH_SIZE, SubtreeStore
 
 __all__ = ["BatchVerifier", "inclusion_paths", "peaks"]
 
@@ -51,7 +51,7 @@ def _peak_of(index: int, tops: Sequence[tuple[int, int]]) -> int:
 def inclusion_paths(store: SubtreeStore, indexes: Sequence[int], size: int) -> list[list[bytes]]:
     """The RFC 9162 path of each leaf in ``indexes`` in the tree of ``size`` leaves.
 
-    Equal, path for path, to :func:`credence.merkle.inclusion_proof`.
+    Equal, path for path, to :func:`credence.transparency.merkle.inclusion_proof`.
 
     Raises:
         InvalidInput: an index is not within ``[0, size)``.
@@ -100,7 +100,7 @@ class BatchVerifier:
     """Checks many inclusion proofs against one tree size and root, sharing work.
 
     The question each check answers is "is this leaf at this index of the
-    tree?", with the verdicts of :func:`credence.merkle.verify_inclusion`; one
+    tree?", with the verdicts of :func:`credence.transparency.merkle.verify_inclusion`; one
     difference: a walk that reaches a node proved before stops there, so the
     rest of its proof is not consulted (it could not change the answer).
     """

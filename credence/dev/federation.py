@@ -4,7 +4,7 @@
 own SQLite database and real mutual TLS, exactly as an operator would: through
 the ``credence`` command line (init, enrol, approve, import, serve). It enrols
 a demo company, a demo authority and a demo identity verifier, loads
-reproducible synthetic records (:mod:`credence.synthetic`), makes a few
+reproducible synthetic records (:mod:`credence.dev.synthetic`), makes a few
 consents, waits until every server reports healthy, and writes
 ``DIR/federation.json`` describing it all. :func:`down` stops every process it
 started (and only those); :func:`status` shows them.
@@ -29,9 +29,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from credence import client_enrol, synthetic, tokens
-from credence.client import MemberCredentials, Requester
+from credence.client import enrol as client_enrol
+from credence.client.requester import MemberCredentials, Requester
+from credence.dev import synthetic
 from credence.errors import FailedPrecondition, InvalidInput, Unavailable
+from credence.grants import tokens
 from credence.keys import (
     KeySet,
     SigningKey,
@@ -41,8 +43,8 @@ from credence.keys import (
     write_private_file,
 )
 from credence.pki import generate_tls_key, make_csr
+from credence.rpc.tls import channel_credentials
 from credence.subjects import PseudonymisationKey, ref_for
-from credence.tls import channel_credentials
 
 FEDERATION_FILE = "federation.json"
 PROCESSES_FILE = "processes.json"

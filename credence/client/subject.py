@@ -2,7 +2,7 @@
 
 Subjects hold no certificate: the channel checks the registry against the
 federation CA, and each call carries a short-lived proof signed with the
-subject's personal key (:func:`credence.subject_proofs.sign_subject_proof`).
+subject's personal key (:func:`credence.grants.subject_proofs.sign_subject_proof`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Self
 
 import grpc
 
-from credence.client_errors import rpc_errors
+from credence.client.errors import rpc_errors
+from credence.grants.subject_proofs import sign_subject_proof
 from credence.keys import SigningKey
 from credence.pki import load_certificate_pem
-from credence.subject_proofs import sign_subject_proof
 from credence.v1 import registry_pb2, registry_pb2_grpc
 
 __all__ = ["SubjectClient"]

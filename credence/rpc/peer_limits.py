@@ -29,7 +29,7 @@ from cryptography import x509
 
 from credence.errors import CredenceError
 from credence.pki import member_id_from_certificate
-from credence.tls import PeerContext, checked_async, peer_certificate_pem, rebuild_handler
+from credence.rpc.tls import PeerContext, checked_async, peer_certificate_pem, rebuild_handler
 
 _log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def member_of_peer(context: PeerContext) -> str:
 
     The TLS handshake has already checked that the certificate chains to the
     federation CA; revocation is checked by
-    :class:`credence.tls.AsyncRevocationInterceptor`. A peer whose certificate
+    :class:`credence.rpc.tls.AsyncRevocationInterceptor`. A peer whose certificate
     names no member is keyed by its address. (Member ids hold no colon, so a
     member and an address never share a key.)
     """

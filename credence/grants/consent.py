@@ -3,7 +3,7 @@
 A consent is three compact JWS documents, so that no single party can
 fabricate it:
 
-* a **binding** (:mod:`credence.tokens_binding`), signed by an
+* a **binding** (:mod:`credence.grants.binding`), signed by an
   identity-verifying member, naming the subject's personal key;
 * a **consent request** (``consent-request+jwt``), signed by that personal
   key: requester, purpose, scope, validity, uses and data life;
@@ -14,7 +14,7 @@ fabricate it:
 A consent the registry issues also carries its place in the registry's
 revocation list, in the shape of draft-ietf-oauth-status-list:
 ``"status": {"status_list": {"idx": 17, "uri": "credence://<registry>/status-list"}}``.
-A node reads bit ``idx`` of the signed list (:mod:`credence.status_list`) to
+A node reads bit ``idx`` of the signed list (:mod:`credence.grants.status_list`) to
 learn whether the subject revoked it.
 
 Every function is pure: the clock arrives as ``now``.
@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from credence._grant_claims import (
+from credence.encoding import format_time, require_utc, to_epoch
+from credence.errors import ClaimMismatch, InvalidInput, PermissionDenied, UnknownKey
+from credence.grants._claims import (
     check_positive_int,
     check_scope,
     check_subject_ref,
@@ -40,8 +42,7 @@ from credence._grant_claims import (
     sign_limited,
     whole_seconds,
 )
-from credence.encoding import format_time, require_utc, to_epoch
-from credence.errors import ClaimMismatch, InvalidInput, PermissionDenied, UnknownKey
+from credence.grants.binding import VerifiedBinding, verify_binding
 from credence.jws import (
     DEFAULT_SKEW,
     check_audience,
@@ -51,7 +52,6 @@ from credence.jws import (
     verify_compact,
 )
 from credence.keys import KeySet, SigningKey
-from credence.tokens_binding import VerifiedBinding, verify_binding
 
 CONSENT_REQUEST_TYP = "consent-request+jwt"
 CONSENT_TYP = "consent+jwt"

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from credence import dev_federation
+from credence.dev import federation as dev_federation
 
 EXAMPLES = """examples:
   credence dev up --dir ./demo --agencies 3

@@ -31,9 +31,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from credence import jws, tokens
-from credence.client import MemberCredentials, Requester, VerifiedVerdict
-from credence.dev_federation import load_federation
+from credence import jws
+from credence.cli.me import default_federation
+from credence.client.requester import MemberCredentials, Requester, VerifiedVerdict
+from credence.client.screening import ScreenProgress, screen_file
+from credence.dev.federation import load_federation
 from credence.encoding import format_time
 from credence.envelope import Envelope
 from credence.errors import (
@@ -42,12 +44,11 @@ from credence.errors import (
     Unavailable,
     VerificationError,
 )
+from credence.grants import tokens
 from credence.keys import KeySet, load_signing_key
 from credence.manifest import verify_manifest
-from credence.me_cli import default_federation
 from credence.names import KIND_NAMES, PURPOSE_NAMES
 from credence.queries import public_register
-from credence.screening import ScreenProgress, screen_file
 from credence.subjects import PseudonymisationKey, SubjectType, normalise, ref_for
 from credence.v1 import agency_pb2
 from credence.verdicts import read_verdict_file, verify_verdict_file

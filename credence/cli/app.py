@@ -23,13 +23,13 @@ EXIT_USAGE = 2
 _GROUPS = {
     "node": ("agency_node.cli", "run an agency node: init, install, import, serve, purge"),
     "registry": ("central_registry.cli", "run the central registry and manage its members"),
-    "audit": ("credence.audit_cli", "check the registry's transparency log from outside"),
-    "me": ("credence.me_cli", "a subject: who looked me up, my grants, revoke, contest"),
-    "verify": ("credence.requester_cli", "one subject's signed verdict (organisation, or person)"),
-    "screen": ("credence.requester_cli", "screen a CSV of organisations (resumable)"),
-    "verdict": ("credence.requester_cli", "check a saved verdict file offline"),
-    "consent": ("credence.requester_cli", "consent: the subject requests, the requester issues"),
-    "dev": ("credence.dev_cli", "a whole federation on loopback: up, status, down"),
+    "audit": ("credence.cli.audit", "check the registry's transparency log from outside"),
+    "me": ("credence.cli.me", "a subject: who looked me up, my grants, revoke, contest"),
+    "verify": ("credence.cli.requester", "one subject's signed verdict (organisation, or person)"),
+    "screen": ("credence.cli.requester", "screen a CSV of organisations (resumable)"),
+    "verdict": ("credence.cli.requester", "check a saved verdict file offline"),
+    "consent": ("credence.cli.requester", "consent: the subject requests, the requester issues"),
+    "dev": ("credence.cli.dev", "a whole federation on loopback: up, status, down"),
 }
 
 
@@ -70,7 +70,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("credence: interrupted", file=sys.stderr)
         return 130
     return result
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -12,7 +12,8 @@ import hashlib
 from collections import OrderedDict
 from datetime import datetime
 
-from credence import payloads, tokens
+from credence import payloads
+from credence.grants import tokens
 
 
 class GrantCache:

@@ -16,7 +16,7 @@ older list than the one it holds (a rollback would hide revocations). A grant
 whose index lies beyond the list was issued after it was signed; the list
 says nothing about it, exactly as it says nothing about revocations made
 since, so the expiry bounds both. Each consent names its index in its
-``status`` claim (:mod:`credence.tokens_consent`).
+``status`` claim (:mod:`credence.grants.consent`).
 
 Every function is pure: the clock arrives as ``now``.
 """
@@ -28,7 +28,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from credence._grant_claims import check_positive_int, claim_str, claim_time
 from credence.encoding import b64url_decode, b64url_encode, format_time, to_epoch
 from credence.errors import (
     InvalidInput,
@@ -39,9 +38,10 @@ from credence.errors import (
     Unavailable,
     WrongIssuer,
 )
+from credence.grants._claims import check_positive_int, claim_str, claim_time
+from credence.grants.consent import status_list_uri
 from credence.jws import DEFAULT_SKEW, check_time_claims, sign_compact, verify_compact
 from credence.keys import KeySet, SigningKey
-from credence.tokens_consent import status_list_uri
 
 STATUS_LIST_TYP = "statuslist+jwt"
 #: Room for 16M grants (2 MiB of bits); a list that inflates beyond is refused.

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import grpc
 
-from credence.client_errors import rpc_errors
+from credence.client.errors import rpc_errors
 from credence.encoding import from_epoch, require_utc, to_epoch
 from credence.enrolment import enrol_proof, status_proof
 from credence.envelope import Envelope

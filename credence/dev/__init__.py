@@ -1,0 +1,1 @@
+"""A federation on one machine: synthetic records, ``credence dev``, ``make demo``."""

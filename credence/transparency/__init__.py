@@ -1,0 +1,8 @@
+"""The transparency log's maths, shared by the registry, nodes and auditors.
+
+``merkle`` is RFC 9162 (leaf and node hashes, roots, inclusion and consistency
+proofs), ``merkle_batch`` many inclusion proofs of one tree built and checked
+together, ``log_promise`` the salted entry commitment and the registry's
+signed promise of inclusion, ``log_audit`` checking signed tree heads and
+proofs against what a node was promised.
+"""
