@@ -185,10 +185,6 @@ _Raw = tuple[str, ...]
 # Distinct timestamps repeat a lot (most records carry a date); the memo of
 # parsed and formatted times is dropped when it grows past this.
 _MEMO_LIMIT = 50_000
-# A subject's records often sit close together in a file; keying an identifier
-# (normalising it, then HMAC) is the costliest step of a row. Small: it holds
-# identifiers, and nearby repeats are what it is for.
-_REF_MEMO_LIMIT = 4096
 
 
 class _RowChecker:
@@ -213,7 +209,6 @@ class _RowChecker:
         self._stamp = stage_time(now)
         self._times: dict[str, datetime] = {}
         self._db_times: dict[datetime, tuple[str, str]] = {}
-        self._refs: dict[str, SubjectRef] = {}
 
     def check(self, row: int, raw: _Raw, errors: list[RowError]) -> tuple[Any, ...] | None:
         """The row's values in :data:`_COLUMNS` order, ready for the driver.
@@ -326,19 +321,12 @@ class _RowChecker:
         if not identifier:
             problems.append(("identifier", "is required"))
             return None
-        ref = self._refs.get(identifier)
-        if ref is not None:
-            return ref
         try:
-            ref = ref_for(self._key, identifier)
+            return ref_for(self._key, identifier)
         except InvalidIdentifier as exc:
             # The message never repeats the identifier (credence.subjects).
             problems.append(("identifier", str(exc)))
             return None
-        if len(self._refs) >= _REF_MEMO_LIMIT:
-            self._refs.clear()
-        self._refs[identifier] = ref
-        return ref
 
     def _time(self, name: str, text: str, problems: list[tuple[str, str]]) -> datetime | None:
         when = self._times.get(text)

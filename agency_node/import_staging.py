@@ -141,8 +141,16 @@ class Staging:
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._durability(self.state)
+
+    def _durability(self, state: str) -> None:
+        # Until it applies, an import has nothing to undo: a staging database
+        # lost with the machine is simply staged again, so it need not reach
+        # the disk (OFF still survives the process being killed). The undo
+        # journal is kept as durably as the node database is (NORMAL).
+        level = "NORMAL" if state == "applying" else "OFF"
+        self._db.execute(f"PRAGMA synchronous={level}")
 
     def close(self) -> None:
         """Close the database (the caller deletes the directory)."""
@@ -156,6 +164,7 @@ class Staging:
 
     def set_state(self, value: str) -> None:
         """Record the import's state (committed at once)."""
+        self._durability(value)
         self._db.execute(
             "INSERT INTO state VALUES ('state', ?) ON CONFLICT (name) DO UPDATE SET value = ?",
             (value, value),
