@@ -12,7 +12,7 @@ import hashlib
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from agency_node import database
 from agency_node.batch_store import BatchStore, LogValues
+from agency_node.bloom_filter import BloomFilter
 from agency_node.config import NodeConfig
 from agency_node.evaluation import (
     Evaluation,
@@ -30,7 +31,6 @@ from agency_node.evaluation import (
     to_credit_proto,
 )
 from agency_node.manifest_holder import ManifestHolder
-from agency_node.membership import MembershipFilter
 from agency_node.models import Record
 from agency_node.query_checks import (
     CheckedQuery,
@@ -40,6 +40,7 @@ from agency_node.query_checks import (
     timestamp,
 )
 from credence import names, payloads
+from credence.clock import Clock
 from credence.envelope import Envelope, sign, verify
 from credence.errors import CredenceError, InvalidInput, MessageTooLarge, Replayed
 from credence.grants.cache import GrantCache
@@ -49,8 +50,6 @@ from credence.rpc.status import reason_for, status_for
 from credence.v1 import agency_pb2, common_pb2
 
 _log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +88,7 @@ class RecordReader:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._lock = threading.Lock()
-        self._filter: MembershipFilter | None = None
+        self._filter: BloomFilter | None = None
         self._generation: int | None = None
         self._rebuilding: threading.Thread | None = None
 
@@ -102,7 +101,7 @@ class RecordReader:
         # scan either is in it or moves the generation again.
         with Session(self._engine) as session:
             count = session.scalar(select(func.count()).select_from(Record)) or 0
-            built = MembershipFilter.build(database.iter_all_subject_refs(session), max(count, 1))
+            built = BloomFilter.build(database.iter_all_subject_refs(session), max(count, 1))
         with self._lock:
             self._filter, self._generation = built, generation
 
@@ -110,7 +109,7 @@ class RecordReader:
         try:
             self._build(generation)
         except Exception:  # the next lookup starts another; until then, the database answers
-            _log.exception("could not rebuild the membership filter")
+            _log.exception("could not rebuild the Bloom filter")
         finally:
             with self._lock:
                 self._rebuilding = None
@@ -119,7 +118,7 @@ class RecordReader:
         """Build the filter now, in the caller's thread (start-up, benchmarks)."""
         self._build(self._generation_now())
 
-    def _current_filter(self) -> MembershipFilter | None:
+    def _current_filter(self) -> BloomFilter | None:
         """The filter if it matches the records; otherwise None, and a rebuild under way."""
         generation = self._generation_now()
         with self._lock:
@@ -129,7 +128,7 @@ class RecordReader:
                 self._rebuilding = threading.Thread(
                     target=self._rebuild_in_background,
                     args=(generation,),
-                    name="membership-filter",
+                    name="bloom-filter",
                     daemon=True,
                 )
                 self._rebuilding.start()
@@ -197,7 +196,7 @@ class Answerer:
         self._grants = GrantCache()
         self.records = RecordReader(engine)
         self._batches = BatchStore(engine)
-        self._adopt(manifests.current)
+        self._adopt(manifests.current())
 
     def _adopt(self, manifest: TrustedManifest) -> None:
         """Bind the checks and the scorecard to ``manifest`` (a new version replaces all)."""
@@ -214,8 +213,8 @@ class Answerer:
         self._evaluator = Evaluator(scorecard, self._config.record_kinds)
 
     def _refresh(self) -> None:
-        if self._manifests.current is not self._manifest:
-            self._adopt(self._manifests.current)
+        if self._manifests.current() is not self._manifest:
+            self._adopt(self._manifests.current())
 
     # -- the single path -------------------------------------------------------------
 

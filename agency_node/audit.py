@@ -25,6 +25,7 @@ from agency_node import config as node_config
 from agency_node import database
 from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.models import AuditAlarm, QueryLogEntry, SeenTreeHead
+from credence.clock import Clock
 from credence.envelope import Envelope
 from credence.errors import CredenceError, FailedPrecondition
 from credence.keys import KeySet
@@ -56,8 +57,6 @@ DEFAULT_MAX_LAG_SECONDS = 600
 Progress = Callable[[int, int], None]
 Answer = Callable[[], registry_pb2.GetInclusionProofsResponse]
 
-Clock = Callable[[], datetime]
-
 
 @dataclass
 class AuditReport:
@@ -81,7 +80,7 @@ class AuditReport:
 
 def log_keys(manifests: ManifestHolder) -> KeySet:
     """The registry's log key(s) from the current manifest."""
-    manifest = manifests.current
+    manifest = manifests.current()
     return KeySet(
         key for kid, key in manifest.registry_keys.items() if kid == manifest.registry.log_id
     )

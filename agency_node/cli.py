@@ -32,9 +32,10 @@ from agency_node.importer import (
     purge_expired,
 )
 from agency_node.manifest_holder import load_manifest
-from agency_node.server import serve, utc_now
+from agency_node.server import serve
 from credence.client import enrol as client_enrol
 from credence.client.errors import rpc_errors
+from credence.clock import utc_now
 from credence.envelope import Envelope
 from credence.errors import AlreadyExists, FailedPrecondition, InvalidInput
 from credence.keys import (

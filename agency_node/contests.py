@@ -55,7 +55,7 @@ class ContestDesk:
         contest = verify_message(
             Envelope.from_bytes(envelope_bytes),
             payloads.CONTEST,
-            self._manifests.current.registry_keys,
+            self._manifests.current().registry_keys,
             agency_pb2.Contest,
         )
         if not contest.contest_id or len(contest.subject.ref) != 32:

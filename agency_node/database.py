@@ -107,7 +107,7 @@ def prune_seen_queries(session: Session, now: datetime, skew: timedelta) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-# --- records: what the membership filter needs ------------------------------
+# --- records: what the Bloom filter needs -----------------------------------
 
 
 def record_generation(connection: Connection | Session) -> int:

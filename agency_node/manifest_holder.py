@@ -2,7 +2,7 @@
 
 A node verifies every new manifest against the one it holds (root keys,
 rollback, expiry), saves it atomically so a restart starts from it, and only
-then makes it current. Readers take :attr:`ManifestHolder.current` once per
+then makes it current. Readers call :meth:`ManifestHolder.current` once per
 call: a call never sees half of an update.
 """
 
@@ -31,9 +31,8 @@ class ManifestHolder:
         self._path = path
         self._lock = threading.Lock()
 
-    @property
     def current(self) -> TrustedManifest:
-        """The manifest in force now."""
+        """The manifest in force now (a read of what the last :meth:`offer` adopted)."""
         return self._current
 
     def offer(self, envelope: Envelope, now: datetime) -> bool:

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -44,6 +44,7 @@ from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.service import AgencyNodeServicer
 from agency_node.status_list_holder import StatusListHolder
 from credence import payloads
+from credence.clock import Clock, utc_now
 from credence.envelope import Envelope
 from credence.errors import FailedPrecondition, PermissionDenied
 from credence.keys import load_signing_key
@@ -67,13 +68,7 @@ OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", HEALTH_WATCH})
 # A peer that opens a connection and stalls its TLS handshake is dropped after this.
 HANDSHAKE_TIMEOUT_MS = 10_000
 
-Clock = Callable[[], datetime]
 _T = TypeVar("_T")
-
-
-def utc_now() -> datetime:
-    """The wall clock, in UTC."""
-    return datetime.now(UTC)
 
 
 def _read(config: node_config.NodeConfig, name: str, hint: str) -> bytes:
@@ -143,7 +138,7 @@ class ManifestRefresher(threading.Thread):
     def run_once(self) -> bool:
         """Fetch once (and the revocation list); returns whether a newer manifest was adopted."""
         response = self._stub.GetManifest(
-            registry_pb2.GetManifestRequest(have_version=self._holder.current.version), timeout=5
+            registry_pb2.GetManifestRequest(have_version=self._holder.current().version), timeout=5
         )
         adopted = self._holder.offer(Envelope.from_proto(response.manifest), self._clock())
         if self._status_lists is not None:
@@ -164,7 +159,7 @@ class ManifestRefresher(threading.Thread):
                 _log.warning("manifest refresh: registry unreachable (%s)", exc.code().name)
             except Exception:
                 _log.exception("manifest refresh failed; keeping version %d",
-                               self._holder.current.version)  # fmt: skip
+                               self._holder.current().version)  # fmt: skip
         self._channel.close()
 
 
@@ -381,7 +376,7 @@ async def _start_grpc(
     """
 
     def registry() -> str:
-        return manifests.current.registry.member_id
+        return manifests.current().registry.member_id
 
     def authorize(method: str, member_id: str) -> None:
         if method not in OPEN_METHODS and member_id != registry():
@@ -403,7 +398,7 @@ async def _start_grpc(
         },
     )
     revocation = AsyncRevocationInterceptor(
-        ca_cert, lambda: manifests.current.revoked_serials, clock, authorize=authorize
+        ca_cert, lambda: manifests.current().revoked_serials, clock, authorize=authorize
     )
     server = grpc.aio.server(
         # Limits first: refusing a flood costs less than verifying its certificates.

@@ -54,7 +54,7 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         self._executor = executor
 
     def _require_registry(self, context: Context) -> None:
-        manifest = self._manifests.current
+        manifest = self._manifests.current()
         caller = peer_member_id(context, self._ca_cert, self._clock(), manifest.revoked_serials)
         if caller != manifest.registry.member_id:
             raise PermissionDenied(

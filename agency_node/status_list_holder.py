@@ -59,7 +59,7 @@ class StatusListHolder:
                 expired, or malformed.
         """
         with self._lock:
-            manifest = self._manifests.current
+            manifest = self._manifests.current()
             try:
                 adopted = verify_status_list(
                     token,

@@ -25,7 +25,8 @@ from central_registry import config as registry_config
 from central_registry import database, membership, store
 from central_registry.keyring import create_keys, load_keys
 from central_registry.publishing import publish
-from central_registry.server import serve, utc_now
+from central_registry.server import serve
+from credence.clock import utc_now
 from credence.errors import InvalidInput
 from credence.scorecard import default_scorecard
 from credence.storage import session_factory

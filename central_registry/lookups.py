@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -40,6 +40,7 @@ from central_registry.log_store import OUTCOME_DISPATCHED, OUTCOME_REFUSED, LogR
 from central_registry.manifest_cache import ManifestCache
 from central_registry.ratelimit import REFUSED_ROWS, TokenBucket, log_quota, log_quota_key
 from credence import payloads, queries
+from credence.clock import Clock
 from credence.envelope import sign
 from credence.errors import CredenceError, ResourceExhausted
 from credence.grants.cache import GrantCache
@@ -52,8 +53,6 @@ from credence.v1 import agency_pb2, common_pb2, registry_pb2
 from credence.verdicts import sign_verdict, verdict_jws
 
 _log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 
 @dataclass

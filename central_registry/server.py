@@ -23,7 +23,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -46,6 +45,7 @@ from central_registry.service import (
     TransparencyLogServicer,
 )
 from central_registry.status_publisher import StatusListPublisher
+from credence.clock import Clock, utc_now
 from credence.errors import FailedPrecondition
 from credence.keys import KeySet
 from credence.pki import load_certificate_pem
@@ -64,17 +64,11 @@ from credence.v1 import registry_pb2, registry_pb2_grpc
 
 _log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 MEMBER_SERVICES = (registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,)
 PUBLIC_SERVICES = tuple(
     registry_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("EnrolmentService", "SubjectAccessService", "TransparencyLogService")
 )
-
-
-def utc_now() -> datetime:
-    """The wall clock, in UTC."""
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -10,8 +10,7 @@ Every handler maps domain errors through :func:`credence.rpc.status.grpc_errors_
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc.aio
@@ -27,6 +26,7 @@ from central_registry.manifest_cache import ManifestCache
 from central_registry.public_port import ACCESS, ENROL, PublicGate, check_subject_access
 from central_registry.status_publisher import StatusListPublisher
 from credence import names
+from credence.clock import Clock
 from credence.envelope import Envelope
 from credence.errors import NotFound, PermissionDenied
 from credence.grants.subject_proofs import SubjectProof
@@ -36,7 +36,6 @@ from credence.storage import reader, session_factory
 from credence.v1 import registry_pb2, registry_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
-Clock = Callable[[], datetime]
 
 
 class _Members:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from agency_node import database
 from agency_node.answering import RecordReader
 from agency_node.batch_store import BatchStore
-from agency_node.membership import MembershipFilter
+from agency_node.bloom_filter import BloomFilter
 from agency_node.models import Base, QueryLogEntry, Record, RecordDispute, SeenQuery
 from credence.errors import FailedPrecondition
 
@@ -346,7 +346,7 @@ def test_batch_log_rows_read_back_through_the_model(engine: Engine) -> None:
     assert (entries[0].log_promise, entries[1].log_promise) == (b"promise", None)
 
 
-# --- the membership filter behind record reads --------------------------------
+# --- the Bloom filter behind record reads -------------------------------------
 
 
 def test_a_stale_filter_never_blocks_reads_and_misses_no_record(
@@ -362,13 +362,13 @@ def test_a_stale_filter_never_blocks_reads_and_misses_no_record(
     assert set(reader.records_for([held, new])) == {held}
 
     release = threading.Event()
-    real_build = MembershipFilter.build
+    real_build = BloomFilter.build
 
-    def slow_build(refs: Iterable[bytes], expected_items: int) -> MembershipFilter:
+    def slow_build(refs: Iterable[bytes], expected_items: int) -> BloomFilter:
         assert release.wait(30), "the test never released the rebuild"
         return real_build(refs, expected_items)
 
-    monkeypatch.setattr(MembershipFilter, "build", slow_build)
+    monkeypatch.setattr(BloomFilter, "build", slow_build)
     with sessions.begin() as session:  # an import: a new subject, the generation moves
         session.add(_record("r2", subject_ref=new))
         database.bump_record_generation(session)

@@ -21,7 +21,6 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
@@ -37,6 +36,7 @@ from credence.client.results import (
     outcomes_from_response,
     verify_single,
 )
+from credence.clock import Clock, utc_now
 from credence.envelope import Envelope
 from credence.errors import (
     ClaimMismatch,
@@ -71,13 +71,7 @@ DEFAULT_TIMEOUT = 10.0
 # A screening response of a few thousand verdicts outgrows gRPC's 4 MiB default.
 CHANNEL_OPTIONS = (("grpc.max_receive_message_length", 64 * 1024 * 1024),)
 
-Clock = Callable[[], datetime]
 _T = TypeVar("_T")
-
-
-def utc_now() -> datetime:
-    """The current time in UTC (the default clock)."""
-    return datetime.now(UTC)
 
 
 def _read(path: Path, what: str) -> bytes:

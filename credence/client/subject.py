@@ -7,7 +7,6 @@ subject's personal key (:func:`credence.grants.subject_proofs.sign_subject_proof
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
@@ -15,6 +14,7 @@ from typing import Self
 import grpc
 
 from credence.client.errors import rpc_errors
+from credence.clock import Clock, utc_now
 from credence.grants.subject_proofs import sign_subject_proof
 from credence.keys import SigningKey
 from credence.pki import load_certificate_pem
@@ -50,7 +50,7 @@ class SubjectClient:
         subject_ref_hex: str,
         registry_id: str,
         timeout: float = DEFAULT_TIMEOUT,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         load_certificate_pem(ca_pem)
         self._key = subject_key

@@ -23,7 +23,7 @@ _MIN_BITS = 1 << 16
 _SHIFTS = tuple(32 * index for index in range(_HASHES))
 
 
-class MembershipFilter:
+class BloomFilter:
     """A Bloom filter over 32-byte subject references."""
 
     def __init__(self, expected_items: int) -> None:
@@ -34,7 +34,7 @@ class MembershipFilter:
         self.items = 0
 
     @classmethod
-    def build(cls, refs: Iterable[bytes], expected_items: int) -> MembershipFilter:
+    def build(cls, refs: Iterable[bytes], expected_items: int) -> BloomFilter:
         """A filter holding every reference in ``refs``."""
         result = cls(expected_items)
         for ref in refs:
