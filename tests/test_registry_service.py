@@ -32,9 +32,9 @@ from central_registry import database, store
 from central_registry.keyring import RegistryKeys, load_keys
 from central_registry.publishing import publish
 from central_registry.server import RegistryThread
-from central_registry.service import (
+from central_registry.service_members import RegistryServicer
+from central_registry.service_public import (
     EnrolmentServicer,
-    RegistryServicer,
     SubjectAccessServicer,
     TransparencyLogServicer,
 )
