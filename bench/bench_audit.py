@@ -11,7 +11,7 @@ Two targets, each printed with its figure and met/MISSED:
    re-checks every answered query; its progress lines on stderr are counted.
 
 Setup (untimed): a registry database in SQLite filled through the screening
-append path (:func:`central_registry.log_store.append_entries`, 1,000 rows
+append path (:func:`central_registry.log.entries.append_entries`, 1,000 rows
 per transaction), the registry's TransparencyLogService on a loopback TLS
 port in a process of its own, and a node data directory (the test federation
 helper) whose query log holds the matching answered queries, received an hour
@@ -35,9 +35,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from federation_factory import REGISTRY_ID, Federation
-from log_server import fill_log, new_promises, record_answers, serve_forever
-
 from agency_node import config as node_config
 from agency_node import database as node_database
 from agency_node.audit import LogAuditor, log_keys
@@ -46,6 +43,8 @@ from central_registry.database import create_engine_for, session_factory, sqlite
 from central_registry.database import upgrade_schema as upgrade_registry
 from credence.keys import save_signing_key
 from credence.transparency.log_audit import check_inclusion
+from federation_factory import REGISTRY_ID, Federation
+from log_server import fill_log, new_promises, record_answers, serve_forever
 
 TARGET_PER_S = 5_000.0
 TARGET_AUDIT_NODE_S = 10.0
@@ -63,7 +62,6 @@ def verdict(ok: bool) -> str:
 
 def _auditor(node_dir: Path) -> LogAuditor:
     import grpc  # noqa: PLC0415 - the registry process is spawned before this is needed
-
     from credence.transparency.log_audit import LogClient  # noqa: PLC0415
 
     config = node_config.load_config(node_dir)

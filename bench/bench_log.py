@@ -54,7 +54,8 @@ from central_registry.database import (
     sqlite_url_for,
     upgrade_schema,
 )
-from central_registry.log_store import OUTCOME_DISPATCHED, LogRow, append_entries
+from central_registry.log.entries import append_entries
+from central_registry.log.rows import OUTCOME_DISPATCHED, LogRow
 from central_registry.models import MerkleNode
 from central_registry.transparency import SqlSubtrees
 from credence import payloads, queries

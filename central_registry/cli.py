@@ -19,17 +19,18 @@ import os
 import sys
 from pathlib import Path
 
-from sqlalchemy import Engine
-
-from central_registry import config as registry_config
-from central_registry import database, membership, store
 from central_registry.keyring import create_keys, load_keys
 from central_registry.publishing import publish
-from central_registry.server import serve
+from central_registry.store import member_rows
 from credence.clock import utc_now
 from credence.errors import InvalidInput
 from credence.scorecard import default_scorecard
 from credence.storage import session_factory
+from sqlalchemy import Engine
+
+from central_registry import config as registry_config
+from central_registry import database, membership
+from central_registry.server import serve
 
 EXAMPLES = """examples:
   credence registry init --dir ./registry --federation-id demo
@@ -207,7 +208,7 @@ def _list(args: argparse.Namespace) -> int:
     engine = _engine(config)
     try:
         with session_factory(engine)() as session:
-            members = store.list_members(session, args.state)
+            members = member_rows.list_members(session, args.state)
             rows = [
                 {
                     "member_id": member.member_id,

@@ -10,12 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
-from central_registry import store
 from central_registry.config import RegistryConfig
 from central_registry.models import UsedSubjectProof
+from central_registry.store import binding_rows, grant_rows
 from credence import jws, names
 from credence.errors import (
     AlreadyExists,
@@ -31,6 +28,8 @@ from credence.grants.check import GrantRules, verify_authority_mandate
 from credence.grants.subject_proofs import SubjectProof, verify_subject_proof
 from credence.keys import KeySet, SigningKey, VerifyKey
 from credence.manifest import TrustedManifest
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def register_binding(
     )
     if binding.issuer != caller:
         raise PermissionDenied(f"binding is issued by {binding.issuer!r}, not by the caller")
-    store.add_binding(
+    binding_rows.add_binding(
         session,
         subject_ref_hex=binding.subject_ref,
         subject_kid=binding.subject_key.kid,
@@ -131,7 +130,7 @@ def issue_consent(
         if (issued := _issued_for(session, checked)) is not None:
             return issued
         grant_id = new_jti()
-        status_index = store.next_status_index(session)
+        status_index = grant_rows.next_status_index(session)
         token = tokens_consent.sign_consent(
             checked,
             registry_key=registry_key,
@@ -149,7 +148,7 @@ def issue_consent(
             policy=policy.purpose_policies(),
         )
         try:
-            store.add_grant(
+            grant_rows.add_grant(
                 session,
                 grant_id=grant_id,
                 kind="consent",
@@ -182,7 +181,7 @@ def _issued_for(
     session: Session, checked: tokens_consent.CheckedConsentRequest
 ) -> tuple[str, str] | None:
     terms = checked.request.terms
-    grant = store.grant_for_request(session, terms.subject_ref, checked.request.jti)
+    grant = grant_rows.grant_for_request(session, terms.subject_ref, checked.request.jti)
     if grant is None:
         return None
     issued_request = _unverified_claims(grant.token, tokens.CONSENT_MAX_SIZE).get("req")
@@ -215,7 +214,7 @@ def register_mandate(
         max_embargo=policy.config.max_embargo,
     )
     _check_purpose_kinds(mandate.purpose, mandate.scope, policy)
-    store.add_grant(
+    grant_rows.add_grant(
         session,
         grant_id=mandate.grant_id,
         kind="mandate",
@@ -254,7 +253,7 @@ def subject_keys(session: Session, subject_ref_hex: str, now: datetime) -> KeySe
     """The personal keys currently bound to a subject."""
     keys = [
         _bound_key(binding.binding_token)
-        for binding in store.bindings_for(session, subject_ref_hex, now)
+        for binding in binding_rows.bindings_for(session, subject_ref_hex, now)
     ]
     return KeySet(keys)
 

@@ -15,14 +15,10 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from inprocess_federation import InProcessFederation, run, start
-from sqlalchemy import select
-
 from agency_node import database as node_database
 from agency_node.models import AuditAlarm
-from central_registry.log_store import LogRow
-from central_registry.lookups import Lookups
+from central_registry.log.rows import LogRow
+from central_registry.lookup_log import LookupLog
 from credence.cli import main
 from credence.client.subject import SubjectClient
 from credence.dev import synthetic
@@ -30,6 +26,9 @@ from credence.grants import tokens
 from credence.keys import SigningKey
 from credence.rpc.tls import channel_credentials
 from credence.v1 import agency_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from inprocess_federation import InProcessFederation, run, start
+from sqlalchemy import select
 
 pytestmark = pytest.mark.slow
 
@@ -102,16 +101,16 @@ def test_a_registry_that_skips_the_log_is_caught(
     federation: InProcessFederation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = federation.subject(synthetic.organisation(4))
-    original = Lookups._log_rows
+    original = LookupLog.record
 
     def skip_secret(
-        self: Lookups, rows: Sequence[LogRow], requester: str, now: datetime,
+        self: LookupLog, rows: Sequence[LogRow], requester: str, now: datetime,
         subjects: Sequence[bytes], grant_ids: Sequence[str] = (),
     ) -> int:  # fmt: skip
         kept = [row for row in rows if row.subject_ref != secret.ref]
         return original(self, kept, requester, now, subjects, grant_ids)
 
-    monkeypatch.setattr(Lookups, "_log_rows", skip_secret)
+    monkeypatch.setattr(LookupLog, "record", skip_secret)
     with federation.requester("acme") as acme:
         verdict = acme.verify_organisation(secret)
     monkeypatch.undo()

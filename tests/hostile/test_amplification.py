@@ -22,18 +22,16 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import func, select
-
-from central_registry import database
 from central_registry.config import RegistryConfig, parse_config, render_config
-from central_registry.log_store import OUTCOME_REFUSED, LogRow, append_entries
-from central_registry.models import LogEntry
-from central_registry.request_limits import (
+from central_registry.limits.request_shape import (
     AMPLIFICATION_LIMIT,
     MAX_REASON_CHARS,
     REFUSAL_ROW_BYTES,
     refusal_row_budget,
 )
+from central_registry.log.entries import append_entries
+from central_registry.log.rows import OUTCOME_REFUSED, LogRow
+from central_registry.models import LogEntry
 from credence.errors import InvalidInput
 from credence.v1 import agency_pb2, registry_pb2
 from hostile.amplification_inputs import (
@@ -46,6 +44,9 @@ from hostile.amplification_inputs import (
     screen,
 )
 from hostile.members_port import MembersPort, members_port, organisation, person
+from sqlalchemy import func, select
+
+from central_registry import database
 
 #: What each input must get: refused before decoding, refused as malformed, or
 #: answered row by row (each row refused).
