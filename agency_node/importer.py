@@ -78,7 +78,6 @@ from agency_node.import_readers import (
 )
 from agency_node.import_rows import (
     CURRENCY_EXPONENTS,
-    FIELDS,
     FORMULA_PREFIXES,
     MAX_ERROR_CHARS,
     MAX_LISTED_ERRORS,
@@ -99,7 +98,6 @@ from credence.subjects import PseudonymisationKey
 
 __all__ = [
     "CURRENCY_EXPONENTS",
-    "FIELDS",
     "FORMULA_PREFIXES",
     "MAX_COLUMNS",
     "MAX_ERROR_CHARS",
