@@ -6,12 +6,12 @@ Two targets, each printed with its figure and met/MISSED:
    background pass (:class:`agency_node.audit.LogAuditor`) over every
    answered query awaiting its check, in bulk requests of 1,000 against one
    signed tree head, marking each verified row.
-2. **``credence node audit`` over 50,000 answered queries**, under 10 s: the
+2. **``credence audit node`` over 50,000 answered queries**, under 10 s: the
    real command in its own process (wall time, start-up included), which
    re-checks every answered query; its progress lines on stderr are counted.
 
 Setup (untimed): a registry database in SQLite filled through the screening
-append path (:func:`central_registry.log.entries.append_entries`, 1,000 rows
+append path (:func:`central_registry.log_store.append_entries`, 1,000 rows
 per transaction), the registry's TransparencyLogService on a loopback TLS
 port in a process of its own, and a node data directory (the test federation
 helper) whose query log holds the matching answered queries, received an hour
@@ -35,6 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from support.log_server import fill_log, new_promises, record_answers, serve_forever
+from support.signed_federation import REGISTRY_ID, Federation
+
 from agency_node import config as node_config
 from agency_node import database as node_database
 from agency_node.audit import LogAuditor, log_keys
@@ -43,8 +46,6 @@ from central_registry.database import create_engine_for, session_factory, sqlite
 from central_registry.database import upgrade_schema as upgrade_registry
 from credence.keys import save_signing_key
 from credence.transparency.log_audit import check_inclusion
-from federation_factory import REGISTRY_ID, Federation
-from log_server import fill_log, new_promises, record_answers, serve_forever
 
 TARGET_PER_S = 5_000.0
 TARGET_AUDIT_NODE_S = 10.0
@@ -62,6 +63,7 @@ def verdict(ok: bool) -> str:
 
 def _auditor(node_dir: Path) -> LogAuditor:
     import grpc  # noqa: PLC0415 - the registry process is spawned before this is needed
+
     from credence.transparency.log_audit import LogClient  # noqa: PLC0415
 
     config = node_config.load_config(node_dir)
@@ -167,20 +169,20 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         command = [sys.executable, "-c", "import sys; from credence.cli import main; "
-                   "sys.exit(main())", "node", "audit", "--dir", str(node_dir)]  # fmt: skip
+                   "sys.exit(main())", "audit", "node", "--dir", str(node_dir)]  # fmt: skip
         started = time.perf_counter()
         done = subprocess.run(
             command, capture_output=True, text=True, check=False, env=dict(os.environ)
         )
         wall = time.perf_counter() - started
         lines = [line for line in done.stderr.splitlines() if line.startswith("audit node:")]
-        print(f"  $ credence node audit --dir {node_dir}  (exit {done.returncode})")
+        print(f"  $ credence audit node --dir {node_dir}  (exit {done.returncode})")
         for line in done.stdout.splitlines():
             print(f"    {line}")
         print(f"    stderr: {len(lines)} progress line(s), last: {lines[-1] if lines else '-'}")
         ok = done.returncode == 0 and wall < TARGET_AUDIT_NODE_S
         print(
-            f"credence node audit over {args.queries:,} answered queries: {wall:.2f} s wall "
+            f"credence audit node over {args.queries:,} answered queries: {wall:.2f} s wall "
             f"(target < {TARGET_AUDIT_NODE_S:.0f} s: {verdict(ok)})"
         )
         return 0 if ok and rate >= TARGET_PER_S else 1

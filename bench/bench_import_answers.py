@@ -4,7 +4,7 @@ Issue 10's target: while ``credence node import`` of a large file runs, the
 node still answers every lookup, and an answer waits at most ~100 ms.
 
 The bench builds a node data directory with the test federation helper
-(``tests/federation_factory.py``), starts ``credence node serve`` in its own
+(``tests/support/signed_federation.py``), starts ``credence node serve`` in its own
 process (real mutual TLS on loopback, real clock), and checks that it
 answers. It then starts ``credence node import`` of ``--rows`` generated
 court judgments in another process, against the same node database, and
@@ -39,7 +39,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from federation_factory import REGISTRY_ID, Federation
+from support.signed_federation import REGISTRY_ID, Federation
 
 from agency_node import config as node_config
 from bench.bench_node_batch import COURT, generate_csv, held_subjects

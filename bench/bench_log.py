@@ -54,8 +54,7 @@ from central_registry.database import (
     sqlite_url_for,
     upgrade_schema,
 )
-from central_registry.log.entries import append_entries
-from central_registry.log.rows import OUTCOME_DISPATCHED, LogRow, dispatched_row
+from central_registry.log_store import OUTCOME_DISPATCHED, LogRow, append_entries
 from central_registry.models import MerkleNode
 from central_registry.transparency import SqlSubtrees
 from credence import payloads, queries
@@ -106,19 +105,20 @@ def _entry(now: datetime) -> tuple[log_promise.LogEntry, bytes, LogRow]:
 
 
 def _row(entry: log_promise.LogEntry, salt: bytes, commitment: bytes) -> LogRow:
-    return dispatched_row(
+    return LogRow(
         query_id=entry.query_id,
         requester=entry.requester,
         subject_type=entry.subject_type,
         subject_ref=entry.subject_ref,
         purpose=entry.purpose,
-        kinds=entry.kinds,
+        kinds=",".join(str(kind) for kind in entry.kinds),
         grant_id=entry.grant_id,
+        basis=BASIS,
+        outcome=OUTCOME_DISPATCHED,
+        reason="",
         issued_at=entry.issued_at,
         salt=salt,
         commitment=commitment,
-        basis=BASIS,
-        embargo_until=None,
     )
 
 

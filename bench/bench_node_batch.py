@@ -5,7 +5,7 @@ loopback mutual TLS, with 1M records in SQLite, batches of 1,000, most
 subjects holding no record (as in real screening): at least 50,000/s.
 
 The bench builds a node data directory with the test federation helper
-(``tests/federation_factory.py``), imports N generated court judgments about
+(``tests/support/signed_federation.py``), imports N generated court judgments about
 ``reg:CN:`` organisations, starts the node in its own process (spawned, real
 clock), pre-signs every batch in this process (signing is the registry's
 cost, not the node's), then times streaming all batches through one
@@ -42,7 +42,7 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from federation_factory import REGISTRY_ID, Federation
+from support.signed_federation import REGISTRY_ID, Federation
 
 from agency_node import config as node_config
 from agency_node import database
@@ -51,7 +51,6 @@ from agency_node.importer import import_records
 from agency_node.models import Record
 from credence import payloads, queries
 from credence.envelope import Envelope, verify_message
-from credence.import_format import FIELDS
 from credence.keys import KeySet
 from credence.rpc.tls import channel_credentials
 from credence.transparency import log_promise
@@ -59,7 +58,10 @@ from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2
 
 TARGET_SUBJECTS_PER_S = 50_000
 COURT = "court-1"
-HEADER = ",".join(FIELDS)
+HEADER = (
+    "record_id,identifier,kind,category,amount,currency,status,occurred_at,expires_at,"
+    "disputed,days_overdue"
+)
 # Four rows for every three subjects: some organisations have two judgments.
 _ROWS_PER_SUBJECT = (4, 3)
 _COLUMNS = (

@@ -20,14 +20,8 @@ from central_registry.config import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from hostile.public_port import (
-    enrol_outcomes,
-    enrol_request,
-    init_registry,
-    public_stub,
-    row_counts,
-    running_registry,
-)
+from support.public_port import enrol_outcomes, enrol_request, public_stub, row_counts
+from support.registry import init_registry, running_registry
 
 
 def main() -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from central_registry import store
 from central_registry.config import RegistryConfig
 from central_registry.models import UsedSubjectProof
-from central_registry.store import binding_rows, grant_rows
 from credence import jws, names
 from credence.errors import (
     AlreadyExists,
@@ -24,12 +26,10 @@ from credence.errors import (
 from credence.grants import consent as tokens_consent
 from credence.grants import tokens
 from credence.grants._claims import new_jti
-from credence.grants.check import GrantRules, verify_authority_mandate
 from credence.grants.subject_proofs import SubjectProof, verify_subject_proof
 from credence.keys import KeySet, SigningKey, VerifyKey
 from credence.manifest import TrustedManifest
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from credence.v1 import manifest_pb2
 
 
 @dataclass(frozen=True)
@@ -45,16 +45,6 @@ class GrantPolicy:
             name: tokens.PurposePolicy(max_validity=rules.max_validity, max_uses=rules.max_uses)
             for name, rules in self.config.purposes.items()
         }
-
-    @cached_property
-    def grant_rules(self) -> GrantRules:
-        """The shared grant check's rules: the registry's own caps, id and embargo limit."""
-        return GrantRules(
-            manifest=self.manifest,
-            fair_use=self.purpose_policies(),
-            registry_id=self.config.member_id,
-            max_embargo=self.config.max_embargo,
-        )
 
 
 def register_binding(
@@ -75,7 +65,7 @@ def register_binding(
     )
     if binding.issuer != caller:
         raise PermissionDenied(f"binding is issued by {binding.issuer!r}, not by the caller")
-    binding_rows.add_binding(
+    store.add_binding(
         session,
         subject_ref_hex=binding.subject_ref,
         subject_kid=binding.subject_key.kid,
@@ -130,7 +120,7 @@ def issue_consent(
         if (issued := _issued_for(session, checked)) is not None:
             return issued
         grant_id = new_jti()
-        status_index = grant_rows.next_status_index(session)
+        status_index = store.next_status_index(session)
         token = tokens_consent.sign_consent(
             checked,
             registry_key=registry_key,
@@ -148,7 +138,7 @@ def issue_consent(
             policy=policy.purpose_policies(),
         )
         try:
-            grant_rows.add_grant(
+            store.add_grant(
                 session,
                 grant_id=grant_id,
                 kind="consent",
@@ -181,7 +171,7 @@ def _issued_for(
     session: Session, checked: tokens_consent.CheckedConsentRequest
 ) -> tuple[str, str] | None:
     terms = checked.request.terms
-    grant = grant_rows.grant_for_request(session, terms.subject_ref, checked.request.jti)
+    grant = store.grant_for_request(session, terms.subject_ref, checked.request.jti)
     if grant is None:
         return None
     issued_request = _unverified_claims(grant.token, tokens.CONSENT_MAX_SIZE).get("req")
@@ -191,6 +181,31 @@ def _issued_for(
             "before with other terms: the subject must sign a new request with a fresh jti"
         )
     return grant.token, grant.grant_id
+
+
+def verify_mandate_token(
+    token: str, *, requester: str, policy: GrantPolicy, now: datetime
+) -> tokens.VerifiedMandate:
+    """Verify a mandate against the keys of the authority that signed it.
+
+    Raises:
+        PermissionDenied: the signer is not an active authority.
+        VerificationError: the mandate does not verify or is not for ``requester``.
+    """
+    kid = jws.peek_header(token, max_size=tokens.MANDATE_MAX_SIZE).get("kid")
+    if not isinstance(kid, str):
+        raise InvalidInput("mandate header has no kid")
+    issuer = policy.manifest.key_owner(kid)
+    if policy.manifest.active_member(issuer).role != manifest_pb2.ROLE_AUTHORITY:
+        raise PermissionDenied(f"mandate is signed by {issuer!r}, which is not an authority")
+    return tokens.verify_mandate(
+        token,
+        authority_keys=policy.manifest.member_keys(issuer),
+        expected_audience=requester,
+        now=now,
+        max_embargo=policy.config.max_embargo,
+        expected_issuer=issuer,
+    )
 
 
 def register_mandate(
@@ -206,15 +221,9 @@ def register_mandate(
     if not isinstance(kid, str) or policy.manifest.key_owner(kid) != caller:
         raise PermissionDenied("only the authority that signed a mandate may register it")
     claims_aud = _unverified_claims(token, tokens.MANDATE_MAX_SIZE).get("aud")
-    mandate = verify_authority_mandate(
-        token,
-        manifest=policy.manifest,
-        requester=str(claims_aud),
-        now=now,
-        max_embargo=policy.config.max_embargo,
-    )
+    mandate = verify_mandate_token(token, requester=str(claims_aud), policy=policy, now=now)
     _check_purpose_kinds(mandate.purpose, mandate.scope, policy)
-    grant_rows.add_grant(
+    store.add_grant(
         session,
         grant_id=mandate.grant_id,
         kind="mandate",
@@ -253,7 +262,7 @@ def subject_keys(session: Session, subject_ref_hex: str, now: datetime) -> KeySe
     """The personal keys currently bound to a subject."""
     keys = [
         _bound_key(binding.binding_token)
-        for binding in binding_rows.bindings_for(session, subject_ref_hex, now)
+        for binding in store.bindings_for(session, subject_ref_hex, now)
     ]
     return KeySet(keys)
 

@@ -27,15 +27,20 @@ from pathlib import Path
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy import Engine
+
+from central_registry import config as registry_config
+from central_registry import database, membership, transparency
 from central_registry.fanout import FanOut
 from central_registry.http_side import HttpSide
 from central_registry.keyring import load_keys
-from central_registry.log.entries import erase_expired
 from central_registry.lookups import Lookups
 from central_registry.manifest_cache import ManifestCache
-from central_registry.service_members import RegistryServicer
-from central_registry.service_public import (
+from central_registry.service import (
     EnrolmentServicer,
+    RegistryServicer,
     SubjectAccessServicer,
     TransparencyLogServicer,
 )
@@ -56,12 +61,6 @@ from credence.rpc.peer_limits import (
 from credence.rpc.tls import server_credentials
 from credence.storage import session_factory
 from credence.v1 import registry_pb2, registry_pb2_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from sqlalchemy import Engine
-
-from central_registry import config as registry_config
-from central_registry import database, membership
 
 _log = logging.getLogger(__name__)
 
@@ -255,7 +254,7 @@ async def _housekeeping(
 
     def erase() -> int:
         with sessions.begin() as session:
-            return erase_expired(session, clock() - config.log_retention)
+            return transparency.erase_expired(session, clock() - config.log_retention)
 
     def drop() -> int:
         with sessions.begin() as session:

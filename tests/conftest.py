@@ -27,6 +27,9 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
+# The shared builders' fixtures (tests/support/): federations, engines.
+pytest_plugins = ("support.fixtures",)
+
 BACKENDS = ("sqlite", "postgresql")
 URL_VARIABLE = "CREDENCE_TEST_POSTGRES_URL"
 _SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "postgres.sh"

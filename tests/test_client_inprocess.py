@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.registry import init_registry, run
 
 from central_registry import config as registry_config
 from central_registry.keyring import RegistryKeys, load_keys
 from central_registry.server import RegistryThread
-from credence.cli import main
 from credence.client.enrol import EnrolmentResult, collect_enrolment, enrol
 from credence.client.requester import MemberCredentials, Requester, ScreenRow
 from credence.envelope import Envelope
@@ -42,9 +42,7 @@ class Enrolled:
 @pytest.fixture(scope="module")
 def enrolled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Enrolled]:
     data_dir = tmp_path_factory.mktemp("registry")
-    argv = ["registry", "init", "--dir", str(data_dir)]
-    ports = ["--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0"]
-    assert main([*argv, *ports, "--http-listen", "127.0.0.1:0"]) == 0
+    init_registry(data_dir)
     keys = load_keys(registry_config.load_config(data_dir))
     thread = RegistryThread(data_dir)
     try:
@@ -63,7 +61,7 @@ def enrolled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Enrolled]:
             signing_key=signing_key,
         )
         pending = collect_enrolment(address, ca_pem, member_id="acme", signing_key=signing_key)
-        assert main(["registry", "members", "approve", "--dir", str(data_dir), "acme"]) == 0
+        run("registry", "members", "approve", "--dir", data_dir, "acme")
         active = collect_enrolment(address, ca_pem, member_id="acme", signing_key=signing_key)
         credentials = MemberCredentials(
             "acme", private_key_pem(tls_key), active.certificate_pem, active.ca_pem, signing_key

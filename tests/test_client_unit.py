@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
-from federation_factory import NOW, REGISTRY_ID, Federation
+from support.signed_federation import NOW, REGISTRY_ID, Federation
 
 from credence import payloads
 from credence.client.errors import error_from_rpc, error_from_status, rpc_errors

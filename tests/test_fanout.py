@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 import pytest
-from federation_factory import NOW, REGISTRY_ID, Federation
+from support.signed_federation import NOW, REGISTRY_ID, Federation
 
 from agency_node import database
 from agency_node.importer import import_records

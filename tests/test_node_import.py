@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
+from support.fixtures import MakeEngine, Schema
 
 from agency_node import database
 from agency_node.importer import (
+    FIELDS,
     ImportRefused,
     ImportReport,
     import_records,
@@ -23,7 +25,6 @@ from agency_node.importer import (
 )
 from agency_node.models import Record, RecordDispute
 from credence.errors import InvalidInput
-from credence.import_format import FIELDS
 from credence.record_kinds import rehabilitation_end
 from credence.subjects import PseudonymisationKey, ref_for
 
@@ -71,27 +72,11 @@ def sqlite_url(data_dir: Path) -> str:
     return database.sqlite_url_for(data_dir)
 
 
-# database_url (conftest.py) runs every test using these once on SQLite, once on
-# PostgreSQL; tests about node.db's bytes pin backend to SQLite.
+# database_url (conftest.py) runs every test using ``engine`` (support.fixtures) once on
+# SQLite, once on PostgreSQL; tests about node.db's bytes pin backend to SQLite.
 @pytest.fixture
-def make_engine(database_url: str) -> Iterator[Callable[[], Engine]]:
-    engines: list[Engine] = []
-
-    def _make() -> Engine:
-        engine = database.create_engine_for(database_url)
-        engines.append(engine)
-        return engine
-
-    yield _make
-    for engine in engines:
-        engine.dispose()
-
-
-@pytest.fixture
-def engine(make_engine: Callable[[], Engine]) -> Engine:
-    engine = make_engine()
-    database.upgrade_schema(engine)
-    return engine
+def schema() -> Schema:
+    return database
 
 
 @pytest.fixture
@@ -358,7 +343,7 @@ def test_raw_identifiers_are_never_stored(
 
 @SQLITE_ONLY
 def test_one_bad_row_leaves_the_database_file_unchanged(
-    make_engine: Callable[[], Engine],
+    make_engine: MakeEngine,
     engine: Engine,
     data_dir: Path,
     write_csv: Callable[..., Path],
@@ -370,7 +355,7 @@ def test_one_bad_row_leaves_the_database_file_unchanged(
     for row in rows[:30]:
         row["status"] = "settled"  # updates, written in early chunks before the error
     rows[149]["currency"] = "XXX"
-    again = make_engine()
+    again = make_engine(False)
     refused = _refused(
         database.session_factory(again), write_csv(rows, name="second.csv"), chunk_size=20
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from federation_factory import Federation, Member
+from support.signed_federation import Federation, Member
 from test_node_service import LISTED_ORG, RECORDS_CSV
 
 from credence import payloads

@@ -14,10 +14,10 @@ from typing import Any
 
 import grpc
 import pytest
-from federation_factory import NOW, REGISTRY_ID, Federation
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import select
+from support.signed_federation import NOW, REGISTRY_ID, Federation
 
 from agency_node import database
 from agency_node.importer import import_records

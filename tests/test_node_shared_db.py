@@ -14,8 +14,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from federation_factory import NOW, REGISTRY_ID, Federation
 from sqlalchemy import select
+from support.signed_federation import NOW, REGISTRY_ID, Federation
 
 from agency_node import database
 from agency_node.importer import import_records

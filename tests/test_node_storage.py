@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, delete, insert, inspect, select
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
+from support.fixtures import Schema
 
 from agency_node import database
 from agency_node.answering import RecordReader
@@ -39,26 +40,10 @@ def sqlite_url(tmp_path: Path) -> str:
     return database.sqlite_url_for(tmp_path)
 
 
-# database_url (conftest.py) runs every test using these once on SQLite, once on PostgreSQL.
 @pytest.fixture
-def make_engine(database_url: str) -> Iterator[Callable[[bool], Engine]]:
-    engines: list[Engine] = []
-
-    def _make(migrate: bool = True) -> Engine:
-        engine = database.create_engine_for(database_url)
-        engines.append(engine)
-        if migrate:
-            database.upgrade_schema(engine)
-        return engine
-
-    yield _make
-    for engine in engines:
-        engine.dispose()
-
-
-@pytest.fixture
-def engine(make_engine: Callable[[bool], Engine]) -> Engine:
-    return make_engine(True)
+def schema() -> Schema:
+    """The node's database (``make_engine`` and ``engine`` are in support.fixtures)."""
+    return database
 
 
 @pytest.fixture

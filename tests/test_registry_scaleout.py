@@ -31,8 +31,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from inprocess_federation import free_port, run
 from sqlalchemy import Engine, select
+from support.inprocess import free_port, run
 
 from agency_node.server import RunningNode, start_node
 from central_registry import config as registry_config

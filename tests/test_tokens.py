@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
-from grant_factories import (
+from support.grants import (
     AUTHORITY_ID,
     NOW,
     OTHER_SUBJECT,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from grant_factories import IDENTITY_ID, NOW, SUBJECT, World, claims_of, key
+from support.grants import IDENTITY_ID, NOW, SUBJECT, World, claims_of, key
 
 from credence.errors import (
     BadSignature,

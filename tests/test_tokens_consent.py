@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from grant_factories import (
+from support.grants import (
     NOW,
     OTHER_SUBJECT,
     PURPOSE,

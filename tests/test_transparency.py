@@ -15,10 +15,15 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import select
+from support.inprocess import InProcessFederation, start
+from support.registry import run
+
 from agency_node import database as node_database
 from agency_node.models import AuditAlarm
-from central_registry.log.rows import LogRow
-from central_registry.lookup_log import LookupLog
+from central_registry.log_store import LogRow
+from central_registry.lookups import Lookups
 from credence.cli import main
 from credence.client.subject import SubjectClient
 from credence.dev import synthetic
@@ -26,9 +31,6 @@ from credence.grants import tokens
 from credence.keys import SigningKey
 from credence.rpc.tls import channel_credentials
 from credence.v1 import agency_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from inprocess_federation import InProcessFederation, run, start
-from sqlalchemy import select
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +84,7 @@ def test_honest_lookups_pass_the_audit(federation: InProcessFederation, tmp_path
     with federation.requester("acme") as acme:
         verdict = acme.verify_organisation(federation.subject(synthetic.organisation(1)))
     assert verdict.status == "listed"
-    assert main(["node", "audit", "--dir", str(federation.node_dir("court"))]) == 0
+    assert main(["audit", "node", "--dir", str(federation.node_dir("court"))]) == 0
     head = tmp_path / "head.bin"
     args = [
         "audit", "log", "--registry-public", federation.public,
@@ -101,16 +103,16 @@ def test_a_registry_that_skips_the_log_is_caught(
     federation: InProcessFederation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = federation.subject(synthetic.organisation(4))
-    original = LookupLog.record
+    original = Lookups._log_rows
 
     def skip_secret(
-        self: LookupLog, rows: Sequence[LogRow], requester: str, now: datetime,
+        self: Lookups, rows: Sequence[LogRow], requester: str, now: datetime,
         subjects: Sequence[bytes], grant_ids: Sequence[str] = (),
     ) -> int:  # fmt: skip
         kept = [row for row in rows if row.subject_ref != secret.ref]
         return original(self, kept, requester, now, subjects, grant_ids)
 
-    monkeypatch.setattr(LookupLog, "record", skip_secret)
+    monkeypatch.setattr(Lookups, "_log_rows", skip_secret)
     with federation.requester("acme") as acme:
         verdict = acme.verify_organisation(secret)
     monkeypatch.undo()
@@ -121,7 +123,7 @@ def test_a_registry_that_skips_the_log_is_caught(
     assert _wait_for(
         lambda: _audit_health(federation, "court") == health_pb2.HealthCheckResponse.NOT_SERVING
     )
-    assert main(["node", "audit", "--dir", str(federation.node_dir("court"))]) == 1
+    assert main(["audit", "node", "--dir", str(federation.node_dir("court"))]) == 1
 
 
 def _subject_client(fed: InProcessFederation, identifier: str, key: SigningKey) -> SubjectClient:

@@ -24,7 +24,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from credence.import_format import FIELDS
+HEADER = (
+    "record_id",
+    "identifier",
+    "kind",
+    "category",
+    "amount",
+    "currency",
+    "status",
+    "occurred_at",
+    "expires_at",
+    "disputed",
+    "days_overdue",
+)
 
 
 @dataclass(frozen=True)
@@ -247,7 +259,7 @@ def agency_csv(profile: AgencyProfile, subjects: int, seed: int, today: date) ->
     """The import file (CSV) of one agency's synthetic records."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(FIELDS)
+    writer.writerow(HEADER)
     writer.writerows(_records(profile, subjects, seed, today))
     return out.getvalue()
 

@@ -14,11 +14,17 @@ import time
 from itertools import count
 
 import pytest
+from support.fault_federation import (
+    HEADROOM,
+    FaultFederation,
+    incomplete_naming,
+    is_complete,
+    wait_for,
+)
 
 from credence.client.requester import Requester, ScreenRow
 from credence.client.results import VerifiedVerdict
 from credence.v1 import common_pb2
-from faults.conftest import HEADROOM, FaultFederation, incomplete_naming, is_complete, wait_for
 
 pytestmark = pytest.mark.slow
 

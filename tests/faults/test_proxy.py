@@ -13,8 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from faults.proxy import FaultProxy
+from support.fault_proxy import FaultProxy
 
 # Generous: the machine is shared and slow; no test asserts a tight timing.
 _PATIENCE_S = 10.0

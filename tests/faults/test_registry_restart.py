@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 from sqlalchemy import select
+from support.fault_federation import FaultFederation
 
 from central_registry import config as registry_config
 from central_registry import database as registry_database
@@ -32,7 +33,6 @@ from credence.client.screening import ScreenProgress, screen_file
 from credence.errors import CredenceError
 from credence.keys import KeySet
 from credence.transparency.log_audit import TrustedHead, check_consistency, log_client
-from faults.conftest import FaultFederation
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
+from support.members_port import MembersPort, organisation, person
 
 from credence.v1 import agency_pb2, common_pb2, registry_pb2
-from hostile.members_port import MembersPort, organisation, person
 
 BLACKLIST = common_pb2.VERDICT_KIND_BLACKLIST
 COUNTERPARTY = common_pb2.PURPOSE_COUNTERPARTY_VERIFICATION

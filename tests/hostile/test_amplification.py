@@ -8,7 +8,7 @@ a real registry, then a look at the database.
 
 How the database is measured: the registry's SQLite write-ahead log is
 checkpointed and the in-use pages counted, ``(page_count - freelist_count) *
-page_size``, before and after each input (:mod:`hostile.members_port`). That
+page_size``, before and after each input (:mod:`support.members_port`). That
 is what the disk holds, indexes and Merkle nodes included, exact to a 4 KiB
 page. "Bytes received" is the serialized request, a lower bound of what crossed
 the wire, so the ratios are if anything too high.
@@ -22,16 +22,19 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy import func, select
+from support.members_port import MembersPort, members_port, organisation, person
+
+from central_registry import database
 from central_registry.config import RegistryConfig, parse_config, render_config
-from central_registry.limits.request_shape import (
+from central_registry.log_store import OUTCOME_REFUSED, LogRow, append_entries
+from central_registry.models import LogEntry
+from central_registry.request_limits import (
     AMPLIFICATION_LIMIT,
     MAX_REASON_CHARS,
     REFUSAL_ROW_BYTES,
     refusal_row_budget,
 )
-from central_registry.log.entries import append_entries
-from central_registry.log.rows import OUTCOME_REFUSED, LogRow
-from central_registry.models import LogEntry
 from credence.errors import InvalidInput
 from credence.v1 import agency_pb2, registry_pb2
 from hostile.amplification_inputs import (
@@ -43,10 +46,6 @@ from hostile.amplification_inputs import (
     request,
     screen,
 )
-from hostile.members_port import MembersPort, members_port, organisation, person
-from sqlalchemy import func, select
-
-from central_registry import database
 
 #: What each input must get: refused before decoding, refused as malformed, or
 #: answered row by row (each row refused).

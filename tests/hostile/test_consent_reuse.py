@@ -13,14 +13,19 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from support.fixtures import StartFederation
+from support.inprocess import InProcessFederation
+
+from central_registry import store
 from central_registry.models import Grant
 from central_registry.status_publisher import StatusListPublisher
-from central_registry.store import grant_rows
 from credence.client.subject import SubjectClient
 from credence.dev import synthetic
 from credence.encoding import b64url_decode
@@ -29,9 +34,6 @@ from credence.grants import tokens
 from credence.grants.status_list import verify_status_list
 from credence.keys import SigningKey
 from credence.v1 import agency_pb2, common_pb2
-from inprocess_federation import InProcessFederation, start
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 pytestmark = pytest.mark.slow
 
@@ -40,16 +42,13 @@ CREDIT = "credit_assessment"
 
 
 @pytest.fixture(scope="module")
-def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessFederation]:
-    fed = start(tmp_path_factory.mktemp("consent-reuse"))
-    try:
-        fed.enrol_member("acme", "company", "--purposes", f"counterparty_verification,{CREDIT}")
-        fed.enrol_member("rival", "company", "--purposes", f"counterparty_verification,{CREDIT}")
-        fed.enrol_member("idp", "company", "--identity-verifier")
-        fed.add_agency(BANK)
-        yield fed
-    finally:
-        fed.stop()
+def fed(start_federation: StartFederation) -> InProcessFederation:
+    fed = start_federation("consent-reuse")
+    fed.enrol_member("acme", "company", "--purposes", f"counterparty_verification,{CREDIT}")
+    fed.enrol_member("rival", "company", "--purposes", f"counterparty_verification,{CREDIT}")
+    fed.enrol_member("idp", "company", "--identity-verifier")
+    fed.add_agency(BANK)
+    return fed
 
 
 def _request_of(consent_token: str) -> str:
@@ -201,7 +200,7 @@ def test_node_refuses_a_revoked_consent_the_registry_still_signs(
     # The registry is the attacker here: it skips its own revocation check.
     person = synthetic.person(14)
     token, grant_id, key, _ = fed.consent(person, requester="acme", idp="idp")
-    monkeypatch.setattr(grant_rows, "use_grant", lambda *args, **kwargs: None)
+    monkeypatch.setattr(store, "use_grant", lambda *args, **kwargs: None)
     answered = common_pb2.COVERAGE_STATE_ANSWERED
     assert _node_state(_lookup(fed, person, token))[0] == answered
     with _subject(fed, person, key) as me:
@@ -220,7 +219,7 @@ def test_node_with_a_stale_list_refuses_consent_lookups(
     token, _, _, _ = fed.consent(person, requester="acme", idp="idp")
     answered = common_pb2.COVERAGE_STATE_ANSWERED
     # Uses are not what this test counts: many lookups poll the node's state.
-    monkeypatch.setattr(grant_rows, "use_grant", lambda *args, **kwargs: None)
+    monkeypatch.setattr(store, "use_grant", lambda *args, **kwargs: None)
     # The registry hands out lists that live 3 s, then stops handing any out.
     original = StatusListPublisher.current
     serving = threading.Event()

@@ -19,19 +19,19 @@ from pathlib import Path
 
 import grpc
 import pytest
-from federation_factory import NOW, REGISTRY_ID, Federation
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
+from support.fixtures import Schema
+from support.signed_federation import NOW, REGISTRY_ID, Federation
 
 from agency_node import database
 from agency_node.import_staging import Staging
-from agency_node.importer import STAGING_DIR_NAME, ImportRefused, import_records
+from agency_node.importer import FIELDS, STAGING_DIR_NAME, ImportRefused, import_records
 from agency_node.models import Record
 from agency_node.server import RunningNode, start_node
 from credence import payloads
 from credence.envelope import Envelope, verify_message
 from credence.errors import FailedPrecondition
-from credence.import_format import FIELDS
 from credence.keys import KeySet
 from credence.rpc.tls import channel_credentials
 from credence.subjects import PseudonymisationKey
@@ -62,12 +62,9 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    """The node database, on SQLite and on PostgreSQL (``database_url`` in conftest)."""
-    engine = database.create_engine_for(database_url)
-    database.upgrade_schema(engine)
-    yield engine
-    engine.dispose()
+def schema() -> Schema:
+    """The node's database: ``engine`` (support.fixtures) on SQLite and on PostgreSQL."""
+    return database
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -24,8 +24,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from inprocess_federation import InProcessFederation, start
 from sqlalchemy import func, select
+from support.fixtures import StartFederation
+from support.inprocess import InProcessFederation
 
 from agency_node import database as node_database
 from agency_node.models import QueryLogEntry, SeenQuery
@@ -45,15 +46,12 @@ _SETTLE_S = 60
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessFederation]:
-    fed = start(tmp_path_factory.mktemp("starvation"))
-    try:
-        fed.enrol_member("acme", "company", "--purposes", "counterparty_verification")
-        fed.enrol_member(ATTACKER, "company", "--purposes", "counterparty_verification")
-        fed.add_agency(COURT)
-        yield fed
-    finally:
-        fed.stop()
+def federation(start_federation: StartFederation) -> InProcessFederation:
+    fed = start_federation("starvation")
+    fed.enrol_member("acme", "company", "--purposes", "counterparty_verification")
+    fed.enrol_member(ATTACKER, "company", "--purposes", "counterparty_verification")
+    fed.add_agency(COURT)
+    return fed
 
 
 def _node(fed: InProcessFederation) -> str:

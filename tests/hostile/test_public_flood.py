@@ -14,26 +14,19 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
+from support.public_port import enrol_outcomes, enrol_request, public_stub, row_counts
+from support.registry import init_registry, running_registry
+
+from central_registry import database, membership, store
 from central_registry.config import PublicLimits, load_config
 from central_registry.keyring import load_keys
-from central_registry.limits.public import ENROL, take_public_tokens
-from central_registry.store import member_rows
+from central_registry.public_port import ENROL, take_public_tokens
+from central_registry.server import RegistryThread
 from credence.cli import main
 from credence.errors import FailedPrecondition, ResourceExhausted
 from credence.storage import session_factory
 from credence.v1 import manifest_pb2, registry_pb2
-from hostile.public_port import (
-    enrol_outcomes,
-    enrol_request,
-    init_registry,
-    public_stub,
-    row_counts,
-    running_registry,
-)
-from sqlalchemy.orm import Session, sessionmaker
-
-from central_registry import database, membership
-from central_registry.server import RegistryThread
 
 OK, REFUSED = grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -44,8 +37,7 @@ def burst_registry(tmp_path: Path) -> Iterator[tuple[RegistryThread, Path]]:
     # depend on how fast this machine sends.
     directory = init_registry(
         tmp_path / "registry",
-        enrolment_burst_per_address=5,
-        enrolments_per_second_per_address=0.001,
+        public={"enrolment_burst_per_address": 5, "enrolments_per_second_per_address": 0.001},
     )
     with running_registry(directory) as registry:
         yield registry, directory
@@ -73,7 +65,7 @@ def test_a_burst_of_enrolments_from_one_address_is_refused_beyond_its_burst(
 
 
 def test_the_pending_enrolment_cap_holds(tmp_path: Path) -> None:
-    directory = init_registry(tmp_path / "registry", max_pending_enrolments=3)
+    directory = init_registry(tmp_path / "registry", public={"max_pending_enrolments": 3})
     with running_registry(directory) as registry, public_stub(registry, directory) as stub:
         codes = enrol_outcomes(stub, [enrol_request(f"queue-{i}") for i in range(6)])
         assert codes == [OK] * 3 + [REFUSED] * 3
@@ -90,7 +82,9 @@ def test_the_pending_enrolment_cap_holds(tmp_path: Path) -> None:
 
 def test_expired_pending_enrolments_are_dropped_and_cannot_be_approved(tmp_path: Path) -> None:
     lifetime = 2.0  # seconds; waiting longer than this only makes the expiry surer
-    directory = init_registry(tmp_path / "registry", pending_enrolment_days=lifetime / 86400)
+    directory = init_registry(
+        tmp_path / "registry", public={"pending_enrolment_days": lifetime / 86400}
+    )
     with running_registry(directory) as registry, public_stub(registry, directory) as stub:
         assert enrol_outcomes(stub, [enrol_request("stale")]) == [OK]
         enrolled_at = time.monotonic()
@@ -116,7 +110,7 @@ def test_expired_pending_enrolments_are_dropped_and_cannot_be_approved(tmp_path:
         # The next enrolment drops it; so does the registry's housekeeping.
         assert enrol_outcomes(stub, [enrol_request("fresh")]) == [OK]
         with sessions() as session:
-            assert [m.member_id for m in member_rows.list_members(session)] == ["fresh"]
+            assert [m.member_id for m in store.list_members(session)] == ["fresh"]
         # Its id is free again: the member may enrol anew.
         assert enrol_outcomes(stub, [enrol_request("stale")]) == [OK]
 

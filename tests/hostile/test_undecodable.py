@@ -22,7 +22,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
-from inprocess_federation import InProcessFederation, start
+from support.inprocess import InProcessFederation, start
 
 from credence.dev import synthetic
 from credence.rpc.tls import channel_credentials

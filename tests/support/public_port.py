@@ -11,39 +11,10 @@ from sqlalchemy import func, select
 
 from central_registry.models import Member, RateBucket
 from central_registry.server import RegistryThread
-from credence.cli import main
 from credence.enrolment import enrol_proof
 from credence.keys import SigningKey
 from credence.pki import generate_tls_key, make_csr
 from credence.v1 import common_pb2, manifest_pb2, registry_pb2, registry_pb2_grpc
-
-
-def init_registry(directory: Path, **public: object) -> Path:
-    """``credence registry init`` on loopback, with ``[public]`` settings replaced."""
-    args = ["registry", "init", "--dir", str(directory), "--listen", "127.0.0.1:0",
-            "--public-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]  # fmt: skip
-    assert main(args) == 0
-    config = directory / "registry.toml"
-    text = config.read_text()
-    head, marker, tail = text.partition("[public]\n")
-    assert marker, "registry init wrote no [public] table"
-    lines = tail.split("\n")
-    for key, value in public.items():
-        matches = [i for i, line in enumerate(lines) if line.startswith(f"{key} = ")]
-        assert len(matches) == 1, f"{key} not in [public]"
-        lines[matches[0]] = f"{key} = {value}"
-    config.write_text(head + marker + "\n".join(lines))
-    return directory
-
-
-@contextmanager
-def running_registry(directory: Path) -> Iterator[RegistryThread]:
-    """The registry of ``directory`` in a background thread, stopped afterwards."""
-    registry = RegistryThread(directory)
-    try:
-        yield registry
-    finally:
-        registry.stop()
 
 
 @contextmanager

@@ -20,6 +20,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import grpc
+from sqlalchemy import Engine, insert
+from sqlalchemy.orm import Session, sessionmaker
+
 from agency_node import config as node_config
 from agency_node import database as node_database
 from agency_node.audit import LogAuditor
@@ -27,8 +30,7 @@ from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.models import QueryLogEntry
 from central_registry.database import create_engine_for, upgrade_schema
 from central_registry.keyring import RegistryKeys
-from central_registry.log.entries import append_entries
-from central_registry.log.rows import OUTCOME_DISPATCHED, LogRow
+from central_registry.log_store import OUTCOME_DISPATCHED, LogRow, append_entries
 from central_registry.service import TransparencyLogServicer
 from credence import queries
 from credence.keys import SigningKey, load_signing_key
@@ -38,9 +40,7 @@ from credence.subjects import PseudonymisationKey
 from credence.transparency import log_promise
 from credence.transparency.log_audit import LogClient
 from credence.v1 import common_pb2, registry_pb2_grpc
-from federation_factory import Federation
-from sqlalchemy import Engine, insert
-from sqlalchemy.orm import Session, sessionmaker
+from support.signed_federation import Federation
 
 REQUESTER = "acme"
 PURPOSE = common_pb2.PURPOSE_COUNTERPARTY_VERIFICATION

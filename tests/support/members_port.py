@@ -1,6 +1,6 @@
 """A real registry, a member on its mutual-TLS port, and the database's size.
 
-Shared by ``test_amplification.py`` and ``bench/bench_amplification.py``: the
+Shared by ``tests/hostile/test_amplification.py`` and ``bench/bench_amplification.py``: the
 registry runs in a :class:`central_registry.server.RegistryThread` after
 ``credence registry init``, the member enrols over the public port and is
 approved by the CLI, and its raw stub sends whatever it is given (the
@@ -10,7 +10,6 @@ registry's limits are under test, not the SDK's).
 from __future__ import annotations
 
 import hashlib
-import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,12 +20,12 @@ import grpc
 
 from central_registry.config import DATABASE_FILE
 from central_registry.server import RegistryThread
-from credence.cli import main
 from credence.client.enrol import collect_enrolment, enrol
 from credence.keys import SigningKey, private_key_pem
 from credence.pki import generate_tls_key, make_csr
 from credence.rpc.tls import channel_credentials
 from credence.v1 import common_pb2, registry_pb2_grpc
+from support.registry import init_registry, run
 
 MEMBER_ID = "acme"
 
@@ -90,22 +89,13 @@ class MembersPort:
             connection.close()
 
 
-def _set(config: Path, settings: dict[str, object]) -> None:
-    text = config.read_text()
-    for key, value in settings.items():
-        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
-        assert count == 1, f"{key} not in {config}"
-    config.write_text(text)
-
-
 def _enrol(thread: RegistryThread, data_dir: Path) -> grpc.ChannelCredentials:
     public = f"127.0.0.1:{thread.public_port}"
     ca_pem = (data_dir / "ca.crt").read_bytes()
     tls_key, signing_key = generate_tls_key(), SigningKey.generate()
     enrol(public, ca_pem, member_id=MEMBER_ID, display_name="Acme", role="company",
           csr_pem=make_csr(tls_key, MEMBER_ID), signing_key=signing_key)  # fmt: skip
-    approve = ["registry", "members", "approve", MEMBER_ID, "--dir", str(data_dir)]
-    assert main(approve) == 0
+    run("registry", "members", "approve", MEMBER_ID, "--dir", data_dir)
     active = collect_enrolment(public, ca_pem, member_id=MEMBER_ID, signing_key=signing_key)
     return channel_credentials(private_key_pem(tls_key), active.certificate_pem, active.ca_pem)
 
@@ -116,10 +106,7 @@ def members_port(data_dir: Path, **settings: object) -> Iterator[MembersPort]:
 
     Stops the registry and closes the channel afterwards.
     """
-    ports = ["--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0"]
-    init = ["registry", "init", "--dir", str(data_dir), *ports, "--http-listen", "127.0.0.1:0"]
-    assert main(init) == 0
-    _set(data_dir / "registry.toml", settings)
+    init_registry(data_dir, settings)
     thread = RegistryThread(data_dir)
     try:
         credentials = _enrol(thread, data_dir)

@@ -8,8 +8,6 @@ test can reach inside (patch the registry, read a node's database).
 from __future__ import annotations
 
 import json
-import re
-import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,7 +15,6 @@ from pathlib import Path
 
 from agency_node.server import RunningNode, start_node
 from central_registry.server import RegistryThread
-from credence.cli import main
 from credence.client import enrol as client_enrol
 from credence.client.requester import MemberCredentials, Requester
 from credence.dev import synthetic
@@ -26,28 +23,9 @@ from credence.grants import tokens
 from credence.keys import KeySet, SigningKey, load_signing_key, private_key_pem
 from credence.pki import generate_tls_key, make_csr
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for
+from support.registry import free_port, init_registry, run, set_config
 
 FANOUT_DEADLINE_SECONDS = 8.0  # under the client's own 10 s timeout
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def run(*args: str | Path) -> None:
-    code = main([str(arg) for arg in args])
-    assert code == 0, f"credence {' '.join(map(str, args))} exited {code}"
-
-
-def _set(config: Path, **values: object) -> None:
-    text = config.read_text()
-    for key, value in values.items():
-        rendered = json.dumps(value)
-        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {rendered}", text)
-        assert count == 1, f"{key} not in {config}"
-    config.write_text(text)
 
 
 @dataclass
@@ -143,12 +121,14 @@ class InProcessFederation:
         run(*enrol)
         run("registry", "members", "approve", "--dir", self.registry_dir, profile.name)
         run(*enrol, "--wait", "10")
-        _set(
+        set_config(
             node_dir / "node.toml",
-            listen=listen,
-            audit_interval_seconds=1,
-            audit_merge_delay_seconds=0,
-            manifest_refresh_seconds=1,
+            {
+                "listen": listen,
+                "audit_interval_seconds": 1,
+                "audit_merge_delay_seconds": 0,
+                "manifest_refresh_seconds": 1,
+            },
         )
         records = node_dir / "records.csv"
         records.write_text(synthetic.agency_csv(profile, subjects, 7, datetime.now(UTC).date()))
@@ -221,12 +201,11 @@ def start(
     ``batch_deadline_seconds`` None keeps the file's default.
     """
     registry_dir = root / "registry"
-    run("registry", "init", "--dir", registry_dir, "--listen", "127.0.0.1:0",
-        "--public-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")  # fmt: skip
     # Tests here ask live nodes, never dead ones: a deadline with headroom for a
     # busy machine (a first call opens a TLS channel to a cold node) costs nothing.
     # Tests that make nodes late on purpose (tests/faults/) pass a shorter one.
-    _set(registry_dir / "registry.toml", fanout_deadline_seconds=fanout_deadline_seconds)
+    settings: dict[str, object] = {"fanout_deadline_seconds": fanout_deadline_seconds}
     if batch_deadline_seconds is not None:
-        _set(registry_dir / "registry.toml", batch_deadline_seconds=batch_deadline_seconds)
+        settings["batch_deadline_seconds"] = batch_deadline_seconds
+    init_registry(registry_dir, settings)
     return InProcessFederation(root, RegistryThread(registry_dir))
