@@ -7,6 +7,7 @@ credence node import  --dir D FILE
 credence node migrate --dir D
 credence node purge   --dir D
 credence node serve   --dir D [--listen ADDR]
+credence node audit   --dir D [--json]
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import grpc
 from sqlalchemy import Engine
 
 from agency_node import config as node_config
 from agency_node import database, disputes
+from agency_node.audit import UNREACHABLE, audit_node
 from agency_node.importer import (
     STAGING_DIR_NAME,
     ImportRefused,
@@ -33,6 +36,7 @@ from agency_node.importer import (
 )
 from agency_node.manifest_holder import load_manifest
 from agency_node.server import serve
+from credence.cli.command import command, subcommands
 from credence.client import enrol as client_enrol
 from credence.client.errors import rpc_errors
 from credence.clock import utc_now
@@ -65,30 +69,31 @@ EXAMPLES = """examples:
       --manifest manifest.bin --root-keys root.jwks.json --pseudonymisation-key pseudo.key
   credence node import --dir ./court judgments.csv
   credence node serve --dir ./court
+  credence node audit --dir ./court
 """
+DISPUTE_EXAMPLES = """examples:
+  credence node disputes list --dir ./court
+  credence node disputes resolve --dir ./court CONTEST_ID --outcome upheld
+"""
+AUDIT_DESCRIPTION = """\
+check that every query this node answered is in the registry's log: a missing
+one is evidence that the registry looked someone up in secret. It proves up to
+1,000 queries per request, shows its progress on stderr, and reports the lag:
+promises still unchecked and how far the oldest is past its merge delay.
+Exit 0 when everything verifies, 1 when anything does not."""
+DATA_DIR = "the node's data directory"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``node`` sub-commands to ``parser``."""
-    parser.epilog = EXAMPLES
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def command(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            epilog=f"example:\n  {example}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        sub.add_argument("--dir", type=Path, required=True, help="the node's data directory")
-        return sub
-
+    commands = subcommands(parser, EXAMPLES)
     init = command(
+        commands,
         "init",
         "create the node's keys, certificate request, config and database",
         "credence node init --dir ./court --member-id court-1 --kinds court_judgment",
+        data_dir=DATA_DIR,
+        handler=_init,
     )
     init.add_argument("--member-id", required=True, help="the id the registry will know you by")
     init.add_argument(
@@ -97,13 +102,15 @@ def register(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated record kinds this agency holds ({', '.join(KINDS)})",
     )
     init.add_argument("--listen", default=node_config.DEFAULT_LISTEN, help="host:port to serve on")
-    init.set_defaults(handler=_init)
 
     install = command(
+        commands,
         "install",
         "install the files the registry issued at enrolment",
         "credence node install --dir ./court --cert court-1.crt --ca ca.crt "
         "--manifest manifest.bin --root-keys root.jwks.json --pseudonymisation-key pseudo.key",
+        data_dir=DATA_DIR,
+        handler=_install,
     )
     for flag, meaning in (
         ("--cert", "this node's certificate (PEM)"),
@@ -113,13 +120,15 @@ def register(parser: argparse.ArgumentParser) -> None:
         ("--pseudonymisation-key", "the federation's subject-reference key (32 raw bytes)"),
     ):
         install.add_argument(flag, type=Path, required=True, help=meaning)
-    install.set_defaults(handler=_install)
 
     enrol = command(
+        commands,
         "enrol",
         "ask the registry to admit this node, wait for approval, install what it issues",
         "credence node enrol --dir ./court --registry 127.0.0.1:7700 --public 127.0.0.1:7702 "
         "--ca ca.crt --root-keys root.jwks.json --wait 600",
+        data_dir=DATA_DIR,
+        handler=_enrol,
     )
     enrol.add_argument(
         "--registry", required=True, help="the registry's members' host:port (manifest updates)"
@@ -138,41 +147,41 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="seconds to wait for the operator's approval (0: enrol and return)",
     )
-    enrol.set_defaults(handler=_enrol)
 
-    dispute_parser = commands.add_parser(
-        "disputes",
-        help="list and resolve subjects' contests of records",
-        description="list and resolve subjects' contests of records",
+    dispute_commands = subcommands(
+        commands.add_parser(
+            "disputes",
+            help="list and resolve subjects' contests of records",
+            description="list and resolve subjects' contests of records",
+        ),
+        DISPUTE_EXAMPLES,
+        dest="dispute_command",
+        metavar="ACTION",
     )
-    dispute_commands = dispute_parser.add_subparsers(
-        dest="dispute_command", metavar="ACTION", required=True
-    )
-    listing = dispute_commands.add_parser(
-        "list",
-        help="open contests and their records",
-        epilog="example:\n  credence node disputes list --dir ./court",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    listing.add_argument("--dir", type=Path, required=True, help="the node's data directory")
-    listing.set_defaults(handler=_disputes_list)
-    resolving = dispute_commands.add_parser(
+    command(
+        dispute_commands, "list", "open contests and their records",
+        "credence node disputes list --dir ./court", data_dir=DATA_DIR, handler=_disputes_list,
+    )  # fmt: skip
+    resolving = command(
+        dispute_commands,
         "resolve",
-        help="resolve a contest (upheld, corrected, removed) and tell the registry",
-        epilog="example:\n  credence node disputes resolve --dir ./court CONTEST_ID "
+        "resolve a contest (upheld, corrected, removed) and tell the registry",
+        "credence node disputes resolve --dir ./court CONTEST_ID "
         "--outcome corrected --note 'debt was paid in 2025'",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        data_dir=DATA_DIR,
+        handler=_disputes_resolve,
     )
-    resolving.add_argument("--dir", type=Path, required=True, help="the node's data directory")
     resolving.add_argument("contest_id")
     resolving.add_argument("--outcome", required=True, choices=("upheld", "corrected", "removed"))
     resolving.add_argument("--note", default="", help="what the subject is told")
-    resolving.set_defaults(handler=_disputes_resolve)
 
     load = command(
+        commands,
         "import",
         "import records from CSV or JSON Lines; all or nothing",
         "credence node import --dir ./court judgments.csv",
+        data_dir=DATA_DIR,
+        handler=_import,
     )
     load.add_argument("file", type=Path, help="a .csv, .jsonl or .ndjson file")
     load.add_argument(
@@ -180,22 +189,32 @@ def register(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="refuse identifiers and record ids that begin like a spreadsheet formula",
     )
-    load.set_defaults(handler=_import)
 
     command(
-        "migrate", "bring the database schema up to date", "credence node migrate --dir ./court"
-    ).set_defaults(handler=_migrate)
+        commands, "migrate", "bring the database schema up to date",
+        "credence node migrate --dir ./court", data_dir=DATA_DIR, handler=_migrate,
+    )  # fmt: skip
     command(
-        "purge",
-        "delete records past their rehabilitation period",
-        "credence node purge --dir ./court",
-    ).set_defaults(handler=_purge)
+        commands, "purge", "delete records past their rehabilitation period",
+        "credence node purge --dir ./court", data_dir=DATA_DIR, handler=_purge,
+    )  # fmt: skip
 
     run = command(
-        "serve", "answer the registry's queries until SIGTERM", "credence node serve --dir ./court"
-    )
+        commands, "serve", "answer the registry's queries until SIGTERM",
+        "credence node serve --dir ./court", data_dir=DATA_DIR, handler=_serve,
+    )  # fmt: skip
     run.add_argument("--listen", default=None, help="host:port, overriding node.toml")
-    run.set_defaults(handler=_serve)
+
+    audit = command(
+        commands,
+        "audit",
+        "check that every query this node answered is in the registry's log",
+        "credence node audit --dir ./court",
+        description=AUDIT_DESCRIPTION,
+        data_dir=DATA_DIR,
+        handler=_audit,
+    )
+    audit.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -430,4 +449,83 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"listening on port {port}", flush=True)
 
     serve(args.dir, listen=args.listen, ready=ready)
+    return 0
+
+
+class _AuditProgress:
+    """Promises checked so far, on stderr.
+
+    One updated line on a terminal; elsewhere a line every few seconds, so a long
+    audit never looks hung in a log file.
+    """
+
+    def __init__(self, stream: TextIO, *, every: float = 3.0) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._every = every
+        self._started = self._last = time.monotonic()
+        self._shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self._tty and now - self._last < self._every and done < total:
+            return
+        self._last = now
+        rate = done / max(now - self._started, 1e-6)
+        line = f"audit node: {done:,}/{total:,} promises checked ({rate:,.0f}/s)"
+        if self._tty:
+            self._stream.write(f"\r{line} ")
+            self._shown = True
+        else:
+            self._stream.write(line + "\n")
+        self._stream.flush()
+
+    def end(self) -> None:
+        if self._shown:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+def _audit(args: argparse.Namespace) -> int:
+    progress = _AuditProgress(sys.stderr)
+    try:
+        report, alarms = audit_node(args.dir, clock=utc_now, progress=progress)
+    finally:
+        progress.end()
+    recorded = [alarm for alarm in alarms if alarm not in report.problems]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "tree_size": report.tree_size,
+                    "checked": report.checked,
+                    "unchecked": report.unchecked,
+                    "overdue": report.overdue,
+                    "lag_seconds": round(report.lag_seconds, 3),
+                    "problems": [
+                        {"kind": kind, "query_id": query_id, "detail": detail}
+                        for kind, query_id, detail in report.problems
+                    ],
+                    "earlier_alarms": len(recorded),
+                },
+                indent=2,
+            )
+        )
+        return 0 if report.ok else 1
+    print(f"checked {report.checked} answered queries against a log of {report.tree_size} entries")
+    print(
+        f"lag: {report.unchecked} promise(s) unchecked, {report.overdue} past their merge delay, "
+        f"the oldest by {report.lag_seconds:.0f} s"
+    )
+    for kind, query_id, detail in report.problems:
+        print(f"PROBLEM {kind} {query_id}: {detail}")
+    if recorded:
+        print(f"{len(recorded)} earlier alarm(s) recorded by the node's background check")
+    if any(kind != UNREACHABLE for kind, _, _ in report.problems):
+        print("the registry's log is missing what it promised: report this to the federation")
+        return 1
+    if report.problems:
+        return 1
+    print("every answered query is in the registry's log")
     return 0

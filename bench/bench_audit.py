@@ -6,7 +6,7 @@ Two targets, each printed with its figure and met/MISSED:
    background pass (:class:`agency_node.audit.LogAuditor`) over every
    answered query awaiting its check, in bulk requests of 1,000 against one
    signed tree head, marking each verified row.
-2. **``credence audit node`` over 50,000 answered queries**, under 10 s: the
+2. **``credence node audit`` over 50,000 answered queries**, under 10 s: the
    real command in its own process (wall time, start-up included), which
    re-checks every answered query; its progress lines on stderr are counted.
 
@@ -169,20 +169,20 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         command = [sys.executable, "-c", "import sys; from credence.cli import main; "
-                   "sys.exit(main())", "audit", "node", "--dir", str(node_dir)]  # fmt: skip
+                   "sys.exit(main())", "node", "audit", "--dir", str(node_dir)]  # fmt: skip
         started = time.perf_counter()
         done = subprocess.run(
             command, capture_output=True, text=True, check=False, env=dict(os.environ)
         )
         wall = time.perf_counter() - started
         lines = [line for line in done.stderr.splitlines() if line.startswith("audit node:")]
-        print(f"  $ credence audit node --dir {node_dir}  (exit {done.returncode})")
+        print(f"  $ credence node audit --dir {node_dir}  (exit {done.returncode})")
         for line in done.stdout.splitlines():
             print(f"    {line}")
         print(f"    stderr: {len(lines)} progress line(s), last: {lines[-1] if lines else '-'}")
         ok = done.returncode == 0 and wall < TARGET_AUDIT_NODE_S
         print(
-            f"credence audit node over {args.queries:,} answered queries: {wall:.2f} s wall "
+            f"credence node audit over {args.queries:,} answered queries: {wall:.2f} s wall "
             f"(target < {TARGET_AUDIT_NODE_S:.0f} s: {verdict(ok)})"
         )
         return 0 if ok and rate >= TARGET_PER_S else 1

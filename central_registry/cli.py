@@ -22,10 +22,12 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from central_registry import config as registry_config
-from central_registry import database, membership, store
+from central_registry import database, membership
 from central_registry.keyring import create_keys, load_keys
 from central_registry.publishing import publish
 from central_registry.server import serve
+from central_registry.store import member_rows
+from credence.cli.command import command, subcommands
 from credence.clock import utc_now
 from credence.errors import InvalidInput
 from credence.scorecard import default_scorecard
@@ -38,35 +40,19 @@ EXAMPLES = """examples:
   credence registry members approve --dir ./registry court-1
   credence registry members suspend --dir ./registry shop-7
 """
+DATA_DIR = "the registry's data directory"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``registry`` sub-commands to ``parser``."""
-    parser.epilog = EXAMPLES
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def command(
-        group: argparse._SubParsersAction[argparse.ArgumentParser],
-        name: str,
-        help_text: str,
-        example: str,
-    ) -> argparse.ArgumentParser:
-        sub = group.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            epilog=f"example:\n  {example}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        sub.add_argument("--dir", type=Path, required=True, help="the registry's data directory")
-        return sub
-
+    commands = subcommands(parser, EXAMPLES)
     init = command(
         commands,
         "init",
         "create the root key, CA, registry keys, config, database and first manifest",
         "credence registry init --dir ./registry --federation-id demo",
+        data_dir=DATA_DIR,
+        handler=_init,
     )
     init.add_argument("--federation-id", default="credence", help="the federation's name")
     init.add_argument("--listen", default="127.0.0.1:7700", help="members' gRPC host:port")
@@ -76,23 +62,23 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="public gRPC host:port (enrolment, subject access)",
     )
     init.add_argument("--http-listen", default="127.0.0.1:7780", help="HTTP host:port")
-    init.set_defaults(handler=_init)
 
     run = command(
         commands,
         "serve",
         "serve gRPC and the HTTP side until SIGTERM",
         "credence registry serve --dir ./registry",
+        data_dir=DATA_DIR,
+        handler=_serve,
     )
     run.add_argument("--listen", default=None, help="members' host:port, overriding the config")
     run.add_argument("--public-listen", default=None, help="public host:port")
     run.add_argument("--http-listen", default=None, help="HTTP host:port")
-    run.set_defaults(handler=_serve)
 
     command(
         commands, "migrate", "bring the database schema up to date",
-        "credence registry migrate --dir ./registry",
-    ).set_defaults(handler=_migrate)  # fmt: skip
+        "credence registry migrate --dir ./registry", data_dir=DATA_DIR, handler=_migrate,
+    )  # fmt: skip
 
     members = commands.add_parser(
         "members",
@@ -102,16 +88,18 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     member_commands = members.add_subparsers(dest="member_command", metavar="ACTION", required=True)
     listing = command(
-        member_commands, "list", "list members", "credence registry members list --dir ./registry"
-    )
+        member_commands, "list", "list members", "credence registry members list --dir ./registry",
+        data_dir=DATA_DIR, handler=_list,
+    )  # fmt: skip
     listing.add_argument("--state", choices=("pending", "active", "suspended"), default=None)
     listing.add_argument("--json", action="store_true", help="one JSON object per member")
-    listing.set_defaults(handler=_list)
     approve = command(
         member_commands,
         "approve",
         "approve a pending member: issue its certificate, publish the manifest",
         "credence registry members approve --dir ./registry court-1",
+        data_dir=DATA_DIR,
+        handler=_approve,
     )
     approve.add_argument("member_id")
     approve.add_argument("--purposes", default=None, help="comma-separated purposes it may ask")
@@ -119,16 +107,16 @@ def register(parser: argparse.ArgumentParser) -> None:
     approve.add_argument(
         "--identity-verifier", action="store_true", help="it may bind subjects' personal keys"
     )
-    approve.set_defaults(handler=_approve)
     for name, state, meaning in (
         ("suspend", "suspended", "refuse a member everywhere at once"),
         ("reinstate", "active", "let a suspended member take part again"),
     ):
         action = command(
-            member_commands, name, meaning, f"credence registry members {name} --dir ./registry ID"
-        )
+            member_commands, name, meaning, f"credence registry members {name} --dir ./registry ID",
+            data_dir=DATA_DIR, handler=_set_state,
+        )  # fmt: skip
         action.add_argument("member_id")
-        action.set_defaults(handler=_set_state, state=state)
+        action.set_defaults(state=state)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -207,7 +195,7 @@ def _list(args: argparse.Namespace) -> int:
     engine = _engine(config)
     try:
         with session_factory(engine)() as session:
-            members = store.list_members(session, args.state)
+            members = member_rows.list_members(session, args.state)
             rows = [
                 {
                     "member_id": member.member_id,

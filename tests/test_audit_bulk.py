@@ -21,10 +21,10 @@ from support.log_server import AuditBed, audit_bed
 from agency_node import config as node_config
 from agency_node import database as node_database
 from agency_node.audit import AuditThread, log_keys
+from agency_node.cli import _AuditProgress
 from agency_node.models import QueryLogEntry
 from central_registry import transparency
 from central_registry.database import create_engine_for, session_factory
-from credence.cli import audit as audit_cli
 from credence.cli import main
 from credence.errors import ClaimMismatch, InvalidInput
 from credence.transparency import merkle
@@ -91,7 +91,7 @@ def test_the_background_audit_proves_every_promise_and_reports_no_lag(setup: Aud
 def test_audit_node_reports_progress_and_lag_as_json(
     setup: AuditBed, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["audit", "node", "--dir", str(setup.node_dir), "--json"]) == 0
+    assert main(["node", "audit", "--dir", str(setup.node_dir), "--json"]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)
     assert result["ok"] is True
@@ -119,13 +119,13 @@ def test_lag_is_reported_and_turns_health_not_serving_when_the_registry_is_away(
     assert any("NOT_SERVING" in record.getMessage() for record in caplog.records)
     # The command line reports the same lag, with the registry unreachable too.
     capsys.readouterr()
-    assert main(["audit", "node", "--dir", str(setup.node_dir), "--json"]) == 1
+    assert main(["node", "audit", "--dir", str(setup.node_dir), "--json"]) == 1
     result = json.loads(capsys.readouterr().out)
     assert result["ok"] is False
     assert (result["checked"], result["unchecked"], result["overdue"]) == (0, ENTRIES, ENTRIES)
     assert 3_200 < result["lag_seconds"] < 3_700
     assert [problem["kind"] for problem in result["problems"]] == ["registry_unreachable"]
-    assert main(["audit", "node", "--dir", str(setup.node_dir)]) == 1
+    assert main(["node", "audit", "--dir", str(setup.node_dir)]) == 1
     out = capsys.readouterr().out
     assert f"lag: {ENTRIES} promise(s) unchecked, {ENTRIES} past their merge delay" in out
     assert "cannot reach the registry's log" in out
@@ -133,7 +133,7 @@ def test_lag_is_reported_and_turns_health_not_serving_when_the_registry_is_away(
 
 
 def test_plain_output_names_the_lag(setup: AuditBed, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["audit", "node", "--dir", str(setup.node_dir)]) == 0
+    assert main(["node", "audit", "--dir", str(setup.node_dir)]) == 0
     out = capsys.readouterr().out
     assert f"checked {ENTRIES} answered queries" in out
     assert "lag: 0 promise(s) unchecked, 0 past their merge delay" in out
@@ -210,7 +210,7 @@ def test_progress_on_a_terminal_is_one_updated_line() -> None:
             return True
 
     stream = Terminal()
-    progress = audit_cli._Progress(stream)
+    progress = _AuditProgress(stream)
     progress(1_000, 3_000)
     progress(3_000, 3_000)
     progress.end()

@@ -84,7 +84,7 @@ def test_honest_lookups_pass_the_audit(federation: InProcessFederation, tmp_path
     with federation.requester("acme") as acme:
         verdict = acme.verify_organisation(federation.subject(synthetic.organisation(1)))
     assert verdict.status == "listed"
-    assert main(["audit", "node", "--dir", str(federation.node_dir("court"))]) == 0
+    assert main(["node", "audit", "--dir", str(federation.node_dir("court"))]) == 0
     head = tmp_path / "head.bin"
     args = [
         "audit", "log", "--registry-public", federation.public,
@@ -123,7 +123,7 @@ def test_a_registry_that_skips_the_log_is_caught(
     assert _wait_for(
         lambda: _audit_health(federation, "court") == health_pb2.HealthCheckResponse.NOT_SERVING
     )
-    assert main(["audit", "node", "--dir", str(federation.node_dir("court"))]) == 1
+    assert main(["node", "audit", "--dir", str(federation.node_dir("court"))]) == 1
 
 
 def _subject_client(fed: InProcessFederation, identifier: str, key: SigningKey) -> SubjectClient:

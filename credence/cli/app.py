@@ -21,14 +21,14 @@ EXIT_USAGE = 2
 
 # group name -> (module that defines `register(subparsers)`, one-line help)
 _GROUPS = {
-    "node": ("agency_node.cli", "run an agency node: init, install, import, serve, purge"),
+    "node": ("agency_node.cli", "run and audit an agency node: init, import, serve, audit, ..."),
     "registry": ("central_registry.cli", "run the central registry and manage its members"),
     "audit": ("credence.cli.audit", "check the registry's transparency log from outside"),
     "me": ("credence.cli.me", "a subject: who looked me up, my grants, revoke, contest"),
-    "verify": ("credence.cli.requester", "one subject's signed verdict (organisation, or person)"),
-    "screen": ("credence.cli.requester", "screen a CSV of organisations (resumable)"),
-    "verdict": ("credence.cli.requester", "check a saved verdict file offline"),
-    "consent": ("credence.cli.requester", "consent: the subject requests, the requester issues"),
+    "verify": ("credence.cli.verify", "one subject's signed verdict (organisation, or person)"),
+    "screen": ("credence.cli.screen", "screen a CSV of organisations (resumable)"),
+    "verdict": ("credence.cli.verdict", "check a saved verdict file offline"),
+    "consent": ("credence.cli.consent", "consent: the subject requests, the requester issues"),
     "dev": ("credence.cli.dev", "a whole federation on loopback: up, status, down"),
 }
 

@@ -11,8 +11,8 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
+from credence.cli.command import command, subcommands
 from credence.dev import federation as dev_federation
 
 EXAMPLES = """examples:
@@ -24,19 +24,18 @@ EXAMPLES = """examples:
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``dev`` sub-commands to ``parser``."""
-    parser.epilog = EXAMPLES
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    up = commands.add_parser(
+    commands = subcommands(parser, EXAMPLES)
+    up = command(
+        commands,
         "up",
-        help="start a registry and N agency nodes on loopback, with synthetic records",
+        "start a registry and N agency nodes on loopback, with synthetic records",
+        "credence dev up --dir ./demo --agencies 3 --subjects 200",
         description="start a registry and N agency nodes on loopback, each its own process "
         "with its own SQLite database and real mutual TLS; enrol a demo company, authority "
         "and identity verifier; write DIR/federation.json",
-        epilog="example:\n  credence dev up --dir ./demo --agencies 3 --subjects 200",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        data_dir="where everything goes",
+        handler=_up,
     )
-    up.add_argument("--dir", type=Path, required=True, help="where everything goes")
     up.add_argument(
         "--agencies",
         type=int,
@@ -46,20 +45,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--subjects", type=int, default=200, help="synthetic subjects per agency")
     up.add_argument("--seed", type=int, default=7, help="the same seed gives the same records")
     up.add_argument("--json", action="store_true", help="print federation.json when done")
-    up.set_defaults(handler=_up)
-    for name, help_text, handler in (
-        ("status", "show the federation's processes", _status),
-        ("down", "stop every process `dev up` started", _down),
-    ):
-        sub = commands.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            epilog=f"example:\n  credence dev {name} --dir ./demo",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        sub.add_argument("--dir", type=Path, required=True, help="the federation's directory")
-        sub.set_defaults(handler=handler)
+    command(
+        commands, "status", "show the federation's processes",
+        "credence dev status --dir ./demo", data_dir="the federation's directory", handler=_status,
+    )  # fmt: skip
+    command(
+        commands, "down", "stop every process `dev up` started",
+        "credence dev down --dir ./demo", data_dir="the federation's directory", handler=_down,
+    )  # fmt: skip
 
 
 def _up(args: argparse.Namespace) -> int:

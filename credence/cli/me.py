@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from credence import jws
+from credence.cli.command import Handler, command, subcommands
+from credence.cli.federation import Federation, add_federation_option
+from credence.cli.options import read_binding
 from credence.client.subject import SubjectClient
-from credence.dev.federation import load_federation
-from credence.errors import InvalidInput
 from credence.keys import load_signing_key
 
 EXAMPLES = """examples:
@@ -35,80 +34,58 @@ EXAMPLES = """examples:
 """
 
 
-def default_federation() -> Path:
-    """``$CREDENCE_FEDERATION``, else ``./federation.json``."""
-    return Path(os.environ.get("CREDENCE_FEDERATION") or "federation.json")
-
-
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``me`` sub-commands to ``parser``."""
-    parser.epilog = EXAMPLES
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = subcommands(parser, EXAMPLES)
 
-    def command(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            epilog=f"example:\n  {example}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+    def subject_command(
+        name: str, help_text: str, example: str, handler: Handler
+    ) -> argparse.ArgumentParser:
+        sub = command(commands, name, help_text, example, handler=handler)
         sub.add_argument("--key", type=Path, required=True, help="your personal key")
         sub.add_argument(
             "--binding", type=Path, required=True, help="the binding of your key (JWS file)"
         )
-        sub.add_argument(
-            "--federation",
-            type=Path,
-            default=None,
-            help="federation.json (default $CREDENCE_FEDERATION, then ./federation.json)",
-        )
+        add_federation_option(sub)
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         return sub
 
-    command(
+    subject_command(
         "lookups", "who looked you up, when, why, and the outcome",
-        "credence me lookups --key me.key --binding me.binding.jwt",
-    ).set_defaults(handler=_lookups)  # fmt: skip
-    command(
+        "credence me lookups --key me.key --binding me.binding.jwt", _lookups,
+    )  # fmt: skip
+    subject_command(
         "grants", "your consents and the mandates about you",
-        "credence me grants --key me.key --binding me.binding.jwt",
-    ).set_defaults(handler=_grants)  # fmt: skip
-    revoke = command(
+        "credence me grants --key me.key --binding me.binding.jwt", _grants,
+    )  # fmt: skip
+    revoke = subject_command(
         "revoke", "revoke a consent: every later lookup with it is refused",
-        "credence me revoke --key me.key --binding me.binding.jwt GRANT_ID",
+        "credence me revoke --key me.key --binding me.binding.jwt GRANT_ID", _revoke,
     )  # fmt: skip
     revoke.add_argument("grant_id")
-    revoke.set_defaults(handler=_revoke)
-    contest = command(
+    contest = subject_command(
         "contest", "contest the records an agency holds about you",
         "credence me contest --key me.key --binding me.binding.jwt --agency court "
-        "--statement 'paid in full'",
+        "--statement 'paid in full'", _contest,
     )  # fmt: skip
     contest.add_argument("--agency", required=True, help="the agency holding the records")
     contest.add_argument("--statement", required=True, help="what is wrong, in your words")
     contest.add_argument("--kind", default="", help="only records of this kind")
-    contest.set_defaults(handler=_contest)
-    command(
+    subject_command(
         "contests", "your contests and how they were resolved",
-        "credence me contests --key me.key --binding me.binding.jwt",
-    ).set_defaults(handler=_contests)  # fmt: skip
+        "credence me contests --key me.key --binding me.binding.jwt", _contests,
+    )  # fmt: skip
 
 
 def _client(args: argparse.Namespace) -> SubjectClient:
-    registry = load_federation(args.federation or default_federation())["registry"]
-    binding = args.binding.read_text().strip()
-    claims = jws.parse_json_object(jws.parse_compact(binding).payload, "binding")
-    subject = claims.get("sub")
-    if not isinstance(subject, str):
-        raise InvalidInput(f"{args.binding} is not a binding (no 'sub' claim)")
+    federation = Federation(args.federation)
+    _, subject = read_binding(args.binding)
     return SubjectClient(
-        registry["public_address"],
-        Path(registry["ca_cert"]).read_bytes(),
+        federation.registry["public_address"],
+        federation.ca_cert(),
         subject_key=load_signing_key(args.key),
         subject_ref_hex=subject,
-        registry_id=registry.get("member_id", "registry"),
+        registry_id=federation.registry.get("member_id", "registry"),
     )
 
 

@@ -501,25 +501,3 @@ def _reap(pid: int) -> None:
         return
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def load_federation(path: Path) -> dict[str, Any]:
-    """Read a ``federation.json``.
-
-    Raises:
-        InvalidInput: missing or not a federation file.
-    """
-    if path.is_dir():
-        path = path / FEDERATION_FILE
-    if not path.is_file():
-        raise InvalidInput(
-            f"{path} not found: start a federation with `credence dev up --dir DIR` "
-            "or pass --federation FILE"
-        )
-    try:
-        document: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"{path} is not valid JSON: {exc}") from exc
-    if "registry" not in document or "company" not in document:
-        raise InvalidInput(f"{path} is not a federation file (no registry or company)")
-    return document
