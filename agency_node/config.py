@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from credence.config_values import config_value
 from credence.errors import InvalidInput
 from credence.v1 import common_pb2
 
@@ -97,13 +98,6 @@ _PURPOSES = {
 }
 
 
-def _expect(table: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
-    value = table.get(key, default)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidInput(f"{CONFIG_FILE}: '{key}' must be a {kind.__name__}, got {value!r}")
-    return value
-
-
 def _string_list(table: Mapping[str, Any], key: str) -> tuple[str, ...]:
     value = table.get(key, [])
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
@@ -126,7 +120,7 @@ def parse_config(text: str, data_dir: Path, environ: Mapping[str, str] | None = 
     policy = document.get("policy", {})
     if not isinstance(node, dict) or not isinstance(policy, dict):
         raise InvalidInput(f"{CONFIG_FILE}: [node] and [policy] must be tables")
-    member_id = _expect(node, "member_id", str, "")
+    member_id = config_value(CONFIG_FILE, node, "member_id", str, "")
     if not member_id:
         raise InvalidInput(f"{CONFIG_FILE}: [node] member_id is required")
     refused_purposes = frozenset(_string_list(policy, "refused_purposes"))
@@ -137,25 +131,34 @@ def parse_config(text: str, data_dir: Path, environ: Mapping[str, str] | None = 
     config = NodeConfig(
         data_dir=data_dir,
         member_id=member_id,
-        listen=environ.get("CREDENCE_NODE_LISTEN") or _expect(node, "listen", str, DEFAULT_LISTEN),
+        listen=environ.get("CREDENCE_NODE_LISTEN")
+        or config_value(CONFIG_FILE, node, "listen", str, DEFAULT_LISTEN),
         database_url=environ.get("CREDENCE_NODE_DATABASE_URL")
-        or _expect(node, "database_url", str, ""),
+        or config_value(CONFIG_FILE, node, "database_url", str, ""),
         record_kinds=_string_list(node, "record_kinds"),
-        max_message_bytes=_expect(node, "max_message_bytes", int, DEFAULT_MAX_MESSAGE_BYTES),
-        grace_seconds=float(_expect(node, "grace_seconds", (int, float), 5.0)),  # type: ignore[arg-type]
-        workers=_expect(node, "workers", int, 8),
-        max_calls_per_peer=_expect(node, "max_calls_per_peer", int, 16),
-        max_registry_calls=_expect(node, "max_registry_calls", int, 1024),
-        max_watch_streams_per_peer=_expect(node, "max_watch_streams_per_peer", int, 4),
-        max_watch_streams=_expect(node, "max_watch_streams", int, 64),
-        purge_interval_seconds=_expect(node, "purge_interval_seconds", int, 3600),
-        root_threshold=_expect(node, "root_threshold", int, 1),
-        registry=_expect(node, "registry", str, ""),
-        registry_public=_expect(node, "registry_public", str, ""),
-        manifest_refresh_seconds=_expect(node, "manifest_refresh_seconds", int, 10),
-        audit_interval_seconds=_expect(node, "audit_interval_seconds", int, 30),
-        audit_merge_delay_seconds=_expect(node, "audit_merge_delay_seconds", int, 300),
-        audit_max_lag_seconds=_expect(node, "audit_max_lag_seconds", int, 600),
+        max_message_bytes=config_value(
+            CONFIG_FILE, node, "max_message_bytes", int, DEFAULT_MAX_MESSAGE_BYTES
+        ),
+        grace_seconds=float(config_value(CONFIG_FILE, node, "grace_seconds", (int, float), 5.0)),
+        workers=config_value(CONFIG_FILE, node, "workers", int, 8),
+        max_calls_per_peer=config_value(CONFIG_FILE, node, "max_calls_per_peer", int, 16),
+        max_registry_calls=config_value(CONFIG_FILE, node, "max_registry_calls", int, 1024),
+        max_watch_streams_per_peer=config_value(
+            CONFIG_FILE, node, "max_watch_streams_per_peer", int, 4
+        ),
+        max_watch_streams=config_value(CONFIG_FILE, node, "max_watch_streams", int, 64),
+        purge_interval_seconds=config_value(CONFIG_FILE, node, "purge_interval_seconds", int, 3600),
+        root_threshold=config_value(CONFIG_FILE, node, "root_threshold", int, 1),
+        registry=config_value(CONFIG_FILE, node, "registry", str, ""),
+        registry_public=config_value(CONFIG_FILE, node, "registry_public", str, ""),
+        manifest_refresh_seconds=config_value(
+            CONFIG_FILE, node, "manifest_refresh_seconds", int, 10
+        ),
+        audit_interval_seconds=config_value(CONFIG_FILE, node, "audit_interval_seconds", int, 30),
+        audit_merge_delay_seconds=config_value(
+            CONFIG_FILE, node, "audit_merge_delay_seconds", int, 300
+        ),
+        audit_max_lag_seconds=config_value(CONFIG_FILE, node, "audit_max_lag_seconds", int, 600),
         policy=NodePolicy(
             refused_purposes=refused_purposes,
             refused_requesters=frozenset(_string_list(policy, "refused_requesters")),

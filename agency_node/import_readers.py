@@ -20,8 +20,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO
 
-from agency_node.import_rows import FIELDS, REQUIRED_FIELDS, ImportRefused, RowError, _Bad, _shown
+from agency_node.import_rows import ImportRefused, RowError, _Bad, _shown
 from credence.errors import InvalidInput
+from credence.import_format import FIELDS, REQUIRED_FIELDS
 
 __all__ = [
     "MAX_COLUMNS",

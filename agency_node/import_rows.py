@@ -15,26 +15,10 @@ from typing import Any, TypeVar
 
 from credence.encoding import format_time
 from credence.errors import InvalidIdentifier, InvalidInput
+from credence.import_format import REQUIRED_FIELDS
 from credence.record_kinds import KINDS, STATUSES
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for
 
-#: Every field a row may carry, in the order of the documented CSV header.
-FIELDS = (
-    "record_id",
-    "identifier",
-    "kind",
-    "category",
-    "amount",
-    "currency",
-    "status",
-    "occurred_at",
-    "expires_at",
-    "disputed",
-    "days_overdue",
-)
-REQUIRED_FIELDS = frozenset(
-    {"record_id", "identifier", "kind", "category", "status", "occurred_at"}
-)
 MAX_LISTED_ERRORS = 20
 MAX_RECORD_ID = 128
 #: An error line is cut to this many characters.
@@ -180,7 +164,7 @@ def _parse_days(text: str) -> int:
 # --- one row ----------------------------------------------------------------
 
 
-#: A row as read: every field of :data:`FIELDS` in order, "" when absent.
+#: A row as read: every field of :data:`credence.import_format.FIELDS` in order, "" when absent.
 _Raw = tuple[str, ...]
 # Distinct timestamps repeat a lot (most records carry a date); the memo of
 # parsed and formatted times is dropped when it grows past this.

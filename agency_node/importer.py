@@ -78,7 +78,6 @@ from agency_node.import_readers import (
 )
 from agency_node.import_rows import (
     CURRENCY_EXPONENTS,
-    FIELDS,
     FORMULA_PREFIXES,
     MAX_ERROR_CHARS,
     MAX_LISTED_ERRORS,
@@ -99,7 +98,6 @@ from credence.subjects import PseudonymisationKey
 
 __all__ = [
     "CURRENCY_EXPONENTS",
-    "FIELDS",
     "FORMULA_PREFIXES",
     "MAX_COLUMNS",
     "MAX_ERROR_CHARS",
@@ -201,28 +199,18 @@ class _Validation:
             self._store(check_chunk(checker, chunk))
 
     def in_workers(
-        self,
-        chunks: Iterator[list[RawRow]],
-        pool: ProcessPoolExecutor,
-        workers: int,
-        checker: _RowChecker,
+        self, chunks: Iterator[list[RawRow]], pool: ProcessPoolExecutor, workers: int
     ) -> None:
         # Each worker has a chunk queued behind the one it is checking, while
-        # this process reads the file and stages the chunks checked. Checking
-        # costs more than reading and staging, so when every worker is busy
-        # this process checks the chunk itself instead of waiting.
+        # this process reads the file and stages the chunk before. This
+        # process does not check chunks itself when the workers fall behind:
+        # on a node the CPU it would take is the one answering queries.
         in_flight: deque[Future[Checked]] = deque()
         depth = 2 * workers
         for chunk in chunks:
             self.rows += len(chunk)
-            if sum(not future.done() for future in in_flight) < depth:
-                in_flight.append(pool.submit(check_in_worker, chunk))
-            else:
-                here: Future[Checked] = Future()
-                here.set_result(check_chunk(checker, chunk))
-                in_flight.append(here)
-            # Staged in file order; at most a few chunks wait in memory.
-            while in_flight and (in_flight[0].done() or len(in_flight) > 2 * depth):
+            in_flight.append(pool.submit(check_in_worker, chunk))
+            if len(in_flight) > depth:
                 self._store(in_flight.popleft().result())
         while in_flight:
             self._store(in_flight.popleft().result())
@@ -372,13 +360,13 @@ def import_records(
                 rows = read(stream)
                 try:
                     chunks = _chunks(rows, chunk_size, errors)
-                    checker = _RowChecker(pseudonymisation_key, now, hash_time, strict=strict)
                     if workers:
                         with worker_pool(
                             workers, pseudonymisation_key, now, hash_time, strict=strict
                         ) as pool:
-                            validation.in_workers(chunks, pool, workers, checker)
+                            validation.in_workers(chunks, pool, workers)
                     else:
+                        checker = _RowChecker(pseudonymisation_key, now, hash_time, strict=strict)
                         validation.here(chunks, checker)
                 finally:
                     # Close the reader while its file is still open, also on error.

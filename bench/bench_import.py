@@ -32,6 +32,7 @@ from pathlib import Path
 
 from agency_node.database import create_engine_for, session_factory, upgrade_schema
 from agency_node.importer import ImportReport, import_records
+from credence.import_format import FIELDS
 from credence.record_kinds import KINDS
 from credence.subjects import PseudonymisationKey
 
@@ -79,21 +80,7 @@ def generate_csv(path: Path, rows: int, seed: int = 1) -> None:
     identifier = _identifier(rng)
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
-        writer.writerow(
-            [
-                "record_id",
-                "identifier",
-                "kind",
-                "category",
-                "amount",
-                "currency",
-                "status",
-                "occurred_at",
-                "expires_at",
-                "disputed",
-                "days_overdue",
-            ]
-        )
+        writer.writerow(FIELDS)
         for n in range(rows):
             # About 1.4 records per subject.
             if rng.random() < 0.7:

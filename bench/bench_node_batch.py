@@ -51,6 +51,7 @@ from agency_node.importer import import_records
 from agency_node.models import Record
 from credence import payloads, queries
 from credence.envelope import Envelope, verify_message
+from credence.import_format import FIELDS
 from credence.keys import KeySet
 from credence.rpc.tls import channel_credentials
 from credence.transparency import log_promise
@@ -58,10 +59,7 @@ from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2
 
 TARGET_SUBJECTS_PER_S = 50_000
 COURT = "court-1"
-HEADER = (
-    "record_id,identifier,kind,category,amount,currency,status,occurred_at,expires_at,"
-    "disputed,days_overdue"
-)
+HEADER = ",".join(FIELDS)
 # Four rows for every three subjects: some organisations have two judgments.
 _ROWS_PER_SUBJECT = (4, 3)
 _COLUMNS = (

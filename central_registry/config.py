@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from credence import names
+from credence.config_values import config_value
 from credence.errors import InvalidInput
 
 CONFIG_FILE = "registry.toml"
@@ -167,13 +168,6 @@ class RegistryConfig:
         return self.database_url or f"sqlite:///{(self.data_dir / DATABASE_FILE).resolve()}"
 
 
-def _get(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
-    value = table.get(key, default)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise InvalidInput(f"{CONFIG_FILE}: '{key}' has the wrong type ({value!r})")
-    return value
-
-
 def _purposes(table: Mapping[str, Any]) -> dict[str, PurposeRules]:
     purposes = dict(DEFAULT_PURPOSES)
     for name, rules in table.items():
@@ -184,11 +178,13 @@ def _purposes(table: Mapping[str, Any]) -> dict[str, PurposeRules]:
             )
         if not isinstance(rules, dict):
             raise InvalidInput(f"{CONFIG_FILE}: [purposes.{name}] must be a table")
-        kinds = frozenset(_get(rules, "kinds", list, sorted(purposes[name].kinds)))
+        kinds = frozenset(
+            config_value(CONFIG_FILE, rules, "kinds", list, sorted(purposes[name].kinds))
+        )
         if unknown := kinds - names.KIND_NAMES:
             raise InvalidInput(f"{CONFIG_FILE}: [purposes.{name}] unknown kinds {sorted(unknown)}")
-        days = _get(rules, "max_validity_days", (int, float), 30)
-        uses = _get(rules, "max_uses", int, 1)
+        days = config_value(CONFIG_FILE, rules, "max_validity_days", (int, float), 30)
+        uses = config_value(CONFIG_FILE, rules, "max_uses", int, 1)
         if days <= 0 or uses < 1:
             raise InvalidInput(
                 f"{CONFIG_FILE}: [purposes.{name}] needs max_validity_days > 0 and max_uses >= 1"
@@ -201,18 +197,18 @@ def _public_limits(table: Mapping[str, Any]) -> PublicLimits:
     defaults = PublicLimits()
 
     def rate(key: str) -> float:
-        value = float(_get(table, key, (int, float), getattr(defaults, key)))
+        value = float(config_value(CONFIG_FILE, table, key, (int, float), getattr(defaults, key)))
         if value <= 0:
             raise InvalidInput(f"{CONFIG_FILE}: [public] {key} must be positive")
         return value
 
     def count(key: str) -> int:
-        value: int = _get(table, key, int, getattr(defaults, key))
+        value: int = config_value(CONFIG_FILE, table, key, int, getattr(defaults, key))
         if value < 1:
             raise InvalidInput(f"{CONFIG_FILE}: [public] {key} must be at least 1")
         return value
 
-    days = _get(table, "pending_enrolment_days", (int, float), 7)
+    days = config_value(CONFIG_FILE, table, "pending_enrolment_days", (int, float), 7)
     if days <= 0:
         raise InvalidInput(f"{CONFIG_FILE}: [public] pending_enrolment_days must be positive")
     limits = PublicLimits(
@@ -237,7 +233,7 @@ def _peer_call_limits(table: Mapping[str, Any]) -> PeerCallLimits:
     defaults = PeerCallLimits()
     values: dict[str, int] = {}
     for key in ("calls_per_member", "calls_per_address", "watch_streams_per_peer", "watch_streams"):
-        values[key] = _get(table, key, int, getattr(defaults, key))
+        values[key] = config_value(CONFIG_FILE, table, key, int, getattr(defaults, key))
         if values[key] < 1:
             raise InvalidInput(f"{CONFIG_FILE}: [peer_limits] {key} must be at least 1")
     return PeerCallLimits(**values)
@@ -262,46 +258,68 @@ def parse_config(
         raise InvalidInput(f"{CONFIG_FILE}: [registry] and [rate_limits] must be tables")
 
     def seconds(key: str, default: int) -> timedelta:
-        return timedelta(seconds=_get(main, key, (int, float), default))
+        return timedelta(seconds=config_value(CONFIG_FILE, main, key, (int, float), default))
 
     config = RegistryConfig(
         data_dir=data_dir,
-        member_id=_get(main, "member_id", str, "registry"),
-        federation_id=_get(main, "federation_id", str, "credence"),
+        member_id=config_value(CONFIG_FILE, main, "member_id", str, "registry"),
+        federation_id=config_value(CONFIG_FILE, main, "federation_id", str, "credence"),
         listen=environ.get("CREDENCE_REGISTRY_LISTEN")
-        or _get(main, "listen", str, "127.0.0.1:7700"),
+        or config_value(CONFIG_FILE, main, "listen", str, "127.0.0.1:7700"),
         public_listen=environ.get("CREDENCE_REGISTRY_PUBLIC_LISTEN")
-        or _get(main, "public_listen", str, "127.0.0.1:7702"),
+        or config_value(CONFIG_FILE, main, "public_listen", str, "127.0.0.1:7702"),
         http_listen=environ.get("CREDENCE_REGISTRY_HTTP_LISTEN")
-        or _get(main, "http_listen", str, "127.0.0.1:7780"),
+        or config_value(CONFIG_FILE, main, "http_listen", str, "127.0.0.1:7780"),
         database_url=environ.get("CREDENCE_REGISTRY_DATABASE_URL")
-        or _get(main, "database_url", str, ""),
-        max_message_bytes=_get(main, "max_message_bytes", int, DEFAULT_MAX_MESSAGE_BYTES),
-        max_screen_rows=_get(main, "max_screen_rows", int, DEFAULT_MAX_SCREEN_ROWS),
-        grace_seconds=float(_get(main, "grace_seconds", (int, float), 5.0)),
-        manifest_validity=timedelta(days=_get(main, "manifest_validity_days", (int, float), 30)),
-        member_certificate_validity=timedelta(
-            days=_get(main, "member_certificate_days", (int, float), 30)
+        or config_value(CONFIG_FILE, main, "database_url", str, ""),
+        max_message_bytes=config_value(
+            CONFIG_FILE, main, "max_message_bytes", int, DEFAULT_MAX_MESSAGE_BYTES
         ),
-        fanout_deadline_seconds=float(_get(main, "fanout_deadline_seconds", (int, float), 2.0)),
-        batch_deadline_seconds=float(_get(main, "batch_deadline_seconds", (int, float), 20.0)),
-        fanout_concurrency=_get(main, "fanout_concurrency", int, 256),
+        max_screen_rows=config_value(
+            CONFIG_FILE, main, "max_screen_rows", int, DEFAULT_MAX_SCREEN_ROWS
+        ),
+        grace_seconds=float(config_value(CONFIG_FILE, main, "grace_seconds", (int, float), 5.0)),
+        manifest_validity=timedelta(
+            days=config_value(CONFIG_FILE, main, "manifest_validity_days", (int, float), 30)
+        ),
+        member_certificate_validity=timedelta(
+            days=config_value(CONFIG_FILE, main, "member_certificate_days", (int, float), 30)
+        ),
+        fanout_deadline_seconds=float(
+            config_value(CONFIG_FILE, main, "fanout_deadline_seconds", (int, float), 2.0)
+        ),
+        batch_deadline_seconds=float(
+            config_value(CONFIG_FILE, main, "batch_deadline_seconds", (int, float), 20.0)
+        ),
+        fanout_concurrency=config_value(CONFIG_FILE, main, "fanout_concurrency", int, 256),
         query_lifetime=seconds("query_lifetime_seconds", 60),
         verdict_lifetime=seconds("verdict_lifetime_seconds", 86400),
-        max_embargo=timedelta(days=_get(main, "max_embargo_days", (int, float), 90)),
-        log_merge_delay=seconds("log_merge_delay_seconds", 300),
-        log_retention=timedelta(days=_get(main, "log_retention_days", (int, float), 730)),
-        node_batch_size=_get(main, "node_batch_size", int, 1000),
-        purposes=_purposes(_get(document, "purposes", dict, {})),
-        rate_limits=RateLimits(
-            requests_per_second=float(_get(limits, "requests_per_second", (int, float), 200.0)),
-            burst=_get(limits, "burst", int, 400),
-            distinct_subjects_per_day=_get(limits, "distinct_subjects_per_day", int, 1_000_000),
-            log_rows_per_minute=_get(limits, "log_rows_per_minute", int, 120_000),
-            refused_rows_per_minute=_get(limits, "refused_rows_per_minute", int, 600),
+        max_embargo=timedelta(
+            days=config_value(CONFIG_FILE, main, "max_embargo_days", (int, float), 90)
         ),
-        public=_public_limits(_get(document, "public", dict, {})),
-        peer_limits=_peer_call_limits(_get(document, "peer_limits", dict, {})),
+        log_merge_delay=seconds("log_merge_delay_seconds", 300),
+        log_retention=timedelta(
+            days=config_value(CONFIG_FILE, main, "log_retention_days", (int, float), 730)
+        ),
+        node_batch_size=config_value(CONFIG_FILE, main, "node_batch_size", int, 1000),
+        purposes=_purposes(config_value(CONFIG_FILE, document, "purposes", dict, {})),
+        rate_limits=RateLimits(
+            requests_per_second=float(
+                config_value(CONFIG_FILE, limits, "requests_per_second", (int, float), 200.0)
+            ),
+            burst=config_value(CONFIG_FILE, limits, "burst", int, 400),
+            distinct_subjects_per_day=config_value(
+                CONFIG_FILE, limits, "distinct_subjects_per_day", int, 1_000_000
+            ),
+            log_rows_per_minute=config_value(
+                CONFIG_FILE, limits, "log_rows_per_minute", int, 120_000
+            ),
+            refused_rows_per_minute=config_value(
+                CONFIG_FILE, limits, "refused_rows_per_minute", int, 600
+            ),
+        ),
+        public=_public_limits(config_value(CONFIG_FILE, document, "public", dict, {})),
+        peer_limits=_peer_call_limits(config_value(CONFIG_FILE, document, "peer_limits", dict, {})),
     )
     if config.max_message_bytes < 64 * 1024:
         raise InvalidInput(f"{CONFIG_FILE}: max_message_bytes must be at least 65536")

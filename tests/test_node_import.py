@@ -17,7 +17,6 @@ from support.fixtures import MakeEngine, Schema
 
 from agency_node import database
 from agency_node.importer import (
-    FIELDS,
     ImportRefused,
     ImportReport,
     import_records,
@@ -25,6 +24,7 @@ from agency_node.importer import (
 )
 from agency_node.models import Record, RecordDispute
 from credence.errors import InvalidInput
+from credence.import_format import FIELDS
 from credence.record_kinds import rehabilitation_end
 from credence.subjects import PseudonymisationKey, ref_for
 

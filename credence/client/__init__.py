@@ -4,7 +4,7 @@
 grants), ``results`` the verified outcomes it returns, ``screening`` resumable
 file screening, ``enrol`` a member's enrolment, ``subject`` a subject's access
 to their own lookups, grants and contests, ``errors`` gRPC statuses back to
-domain errors.
+domain errors, ``channel`` the channel handling both clients share.
 """
 
 from credence.client.requester import MemberCredentials, Requester

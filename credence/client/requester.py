@@ -22,11 +22,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 import grpc
 
+from credence.client.channel import ChannelClient
 from credence.client.errors import error_from_rpc, error_from_status, rpc_errors
 from credence.client.results import (
     ScreenOutcome,
@@ -168,7 +168,7 @@ class _Rows:
             )
 
 
-class Requester:
+class Requester(ChannelClient):
     """A member's connection to the registry: verdicts in, verified verdicts out.
 
     Args:
@@ -206,21 +206,6 @@ class Requester:
         creds = channel_credentials(credentials.key_pem, credentials.cert_pem, credentials.ca_pem)
         self._channel = grpc.secure_channel(address, creds, options=CHANNEL_OPTIONS)
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
-
-    def close(self) -> None:
-        """Close the channel; calls in flight are cancelled."""
-        self._channel.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- manifest ---------------------------------------------------------------
 

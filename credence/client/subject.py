@@ -8,11 +8,10 @@ subject's personal key (:func:`credence.grants.subject_proofs.sign_subject_proof
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Self
 
 import grpc
 
+from credence.client.channel import ChannelClient
 from credence.client.errors import rpc_errors
 from credence.clock import Clock, utc_now
 from credence.grants.subject_proofs import sign_subject_proof
@@ -25,7 +24,7 @@ __all__ = ["SubjectClient"]
 DEFAULT_TIMEOUT = 10.0
 
 
-class SubjectClient:
+class SubjectClient(ChannelClient):
     """A subject's connection to the registry's SubjectAccessService.
 
     Args:
@@ -61,21 +60,6 @@ class SubjectClient:
         credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
         self._channel = grpc.secure_channel(address, credentials)
         self._stub = registry_pb2_grpc.SubjectAccessServiceStub(self._channel)
-
-    def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _proof(self, action: str, target: str = "") -> str:
         return sign_subject_proof(

@@ -24,19 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-HEADER = (
-    "record_id",
-    "identifier",
-    "kind",
-    "category",
-    "amount",
-    "currency",
-    "status",
-    "occurred_at",
-    "expires_at",
-    "disputed",
-    "days_overdue",
-)
+from credence.import_format import FIELDS
 
 
 @dataclass(frozen=True)
@@ -259,7 +247,7 @@ def agency_csv(profile: AgencyProfile, subjects: int, seed: int, today: date) ->
     """The import file (CSV) of one agency's synthetic records."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(HEADER)
+    writer.writerow(FIELDS)
     writer.writerows(_records(profile, subjects, seed, today))
     return out.getvalue()
 

@@ -6,7 +6,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from credence.encoding import from_epoch, require_utc
 from credence.errors import InvalidInput, MessageTooLarge
@@ -90,6 +90,41 @@ def check_window(not_before: datetime, expires_at: datetime, what: str) -> None:
     """
     if require_utc(expires_at, "expires_at") <= require_utc(not_before, "not_before"):
         raise InvalidInput(f"{what} must expire after it becomes valid")
+
+
+class _Terms(Protocol):
+    """The fields a consent's and a mandate's terms share."""
+
+    @property
+    def subject_ref(self) -> str: ...
+    @property
+    def requester(self) -> str: ...
+    @property
+    def purpose(self) -> str: ...
+    @property
+    def scope(self) -> tuple[str, ...]: ...
+    @property
+    def not_before(self) -> datetime: ...
+    @property
+    def expires_at(self) -> datetime: ...
+
+
+def check_terms(terms: _Terms, what: str) -> None:
+    """The checks every grant's terms share; stores the scope in its sorted form.
+
+    For a frozen dataclass's ``__post_init__``: the subject reference, the
+    requester and purpose, the scope (sorted and deduplicated in place) and
+    the validity window.
+
+    Raises:
+        InvalidInput: a shared field is malformed or the window is empty.
+        ValueError: a time is naive (a programming error).
+    """
+    check_subject_ref(terms.subject_ref)
+    check_text(terms.requester, "requester")
+    check_text(terms.purpose, "purpose")
+    object.__setattr__(terms, "scope", check_scope(terms.scope))
+    check_window(terms.not_before, terms.expires_at, what)
 
 
 def whole_seconds(value: timedelta, what: str) -> int:

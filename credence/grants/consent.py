@@ -33,8 +33,8 @@ from credence.grants._claims import (
     check_positive_int,
     check_scope,
     check_subject_ref,
+    check_terms,
     check_text,
-    check_window,
     claim_str,
     claim_time,
     new_jti,
@@ -87,11 +87,7 @@ class ConsentTerms:
     data_life: timedelta
 
     def __post_init__(self) -> None:
-        check_subject_ref(self.subject_ref)
-        check_text(self.requester, "requester")
-        check_text(self.purpose, "purpose")
-        object.__setattr__(self, "scope", check_scope(self.scope))
-        check_window(self.not_before, self.expires_at, "consent")
+        check_terms(self, "consent")
         object.__setattr__(self, "not_before", require_utc(self.not_before))
         object.__setattr__(self, "expires_at", require_utc(self.expires_at))
         check_positive_int(self.max_uses, "max_uses", 1)

@@ -16,8 +16,8 @@ from credence.errors import ClaimMismatch, InvalidInput
 from credence.grants._claims import (
     check_scope,
     check_subject_ref,
+    check_terms,
     check_text,
-    check_window,
     claim_str,
     claim_time,
     new_jti,
@@ -71,11 +71,7 @@ class MandateTerms:
     embargo_until: datetime
 
     def __post_init__(self) -> None:
-        check_subject_ref(self.subject_ref)
-        check_text(self.requester, "requester")
-        check_text(self.purpose, "purpose")
-        object.__setattr__(self, "scope", check_scope(self.scope))
-        check_window(self.not_before, self.expires_at, "mandate")
+        check_terms(self, "mandate")
         for name in ("not_before", "expires_at", "embargo_until"):
             object.__setattr__(self, name, require_utc(getattr(self, name), name))
 

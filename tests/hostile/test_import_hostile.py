@@ -26,12 +26,13 @@ from support.signed_federation import NOW, REGISTRY_ID, Federation
 
 from agency_node import database
 from agency_node.import_staging import Staging
-from agency_node.importer import FIELDS, STAGING_DIR_NAME, ImportRefused, import_records
+from agency_node.importer import STAGING_DIR_NAME, ImportRefused, import_records
 from agency_node.models import Record
 from agency_node.server import RunningNode, start_node
 from credence import payloads
 from credence.envelope import Envelope, verify_message
 from credence.errors import FailedPrecondition
+from credence.import_format import FIELDS
 from credence.keys import KeySet
 from credence.rpc.tls import channel_credentials
 from credence.subjects import PseudonymisationKey
