@@ -8,15 +8,13 @@ receipt. Resolution (upheld, corrected, removed) is the agency's own decision.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
-
 from sqlalchemy import Engine, select, update
 
 from agency_node import database
 from agency_node.manifest_holder import ManifestHolder
 from agency_node.models import Record, RecordDispute
 from credence import payloads
+from credence.clock import Clock
 from credence.envelope import Envelope, sign, verify_message
 from credence.errors import InvalidInput
 from credence.keys import SigningKey
@@ -36,7 +34,7 @@ class ContestDesk:
         manifests: ManifestHolder,
         signing_key: SigningKey,
         engine: Engine,
-        clock: Callable[[], datetime],
+        clock: Clock,
     ) -> None:
         self._member_id = member_id
         self._manifests = manifests

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
-from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc.aio
@@ -23,6 +22,7 @@ from cryptography import x509
 from agency_node.answering import Answerer
 from agency_node.contests import ContestDesk
 from agency_node.manifest_holder import ManifestHolder
+from credence.clock import Clock
 from credence.errors import PermissionDenied
 from credence.rpc.status import grpc_errors_async
 from credence.rpc.tls import peer_member_id
@@ -43,7 +43,7 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         contests: ContestDesk,
         manifests: ManifestHolder,
         ca_cert: x509.Certificate,
-        clock: Callable[[], datetime],
+        clock: Clock,
         executor: Executor,
     ) -> None:
         self._answerer = answerer

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
 from central_registry import store
 from central_registry.models import Manifest
+from credence.clock import Clock
 from credence.envelope import Envelope
 from credence.errors import FailedPrecondition
 from credence.keys import KeySet
@@ -38,7 +37,7 @@ class ManifestCache:
         self,
         engine: Engine,
         root_keys: KeySet,
-        clock: Callable[[], datetime],
+        clock: Clock,
         interval: float = 0.5,
     ) -> None:
         self._sessions = session_factory(engine)

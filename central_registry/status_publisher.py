@@ -11,13 +11,13 @@ format is :mod:`credence.grants.status_list`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
 from central_registry import store
+from credence.clock import Clock
 from credence.grants.status_list import sign_status_list
 from credence.keys import SigningKey
 from credence.storage import reader, session_factory
@@ -44,7 +44,7 @@ class StatusListPublisher:
         *,
         key: SigningKey,
         registry_id: str,
-        clock: Callable[[], datetime],
+        clock: Clock,
         lifetime: timedelta = DEFAULT_LIFETIME,
         refresh: timedelta = DEFAULT_REFRESH,
         check_interval: timedelta = timedelta(seconds=1),

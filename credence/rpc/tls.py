@@ -25,6 +25,7 @@ import grpc.aio
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from credence.clock import Clock
 from credence.errors import CredenceError, InvalidInput, Unauthenticated
 from credence.keys import load_private_key_pem
 from credence.pki import load_certificate_pem, verify_member_certificate
@@ -139,7 +140,7 @@ class _PeerCheck:
         self,
         ca_cert: x509.Certificate,
         revoked_serials_provider: Callable[[], Collection[int]],
-        clock: Callable[[], datetime],
+        clock: Clock,
         *,
         authorize: Callable[[str, str], None] | None = None,
     ) -> None:
