@@ -30,6 +30,7 @@ from typing import Any
 
 from credence.config_values import config_value
 from credence.errors import InvalidInput
+from credence.storage import sqlite_url
 from credence.v1 import common_pb2
 
 CONFIG_FILE = "node.toml"
@@ -88,7 +89,7 @@ class NodeConfig:
     @property
     def effective_database_url(self) -> str:
         """The configured URL, or the SQLite file in the data directory."""
-        return self.database_url or f"sqlite:///{self.data_dir / DATABASE_FILE}"
+        return self.database_url or sqlite_url(self.data_dir / DATABASE_FILE)
 
 
 _PURPOSES = {

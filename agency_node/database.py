@@ -25,12 +25,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from agency_node.config import DATABASE_FILE
 from agency_node.models import RECORD_GENERATION, NodeCounter, Record, SeenQuery
 from credence.encoding import require_utc
-from credence.storage import Migrations, create_engine_for, session_factory
+from credence.storage import Migrations, create_engine_for, session_factory, sqlite_url
 
 __all__ = [
-    "DB_FILE_NAME",
     "bump_record_generation",
     "create_engine_for",
     "iter_all_subject_refs",
@@ -46,13 +46,12 @@ __all__ = [
     "upgrade_schema",
 ]
 
-DB_FILE_NAME = "node.db"
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def sqlite_url_for(data_dir: Path) -> str:
     """The default database URL: ``node.db`` in the node's data directory."""
-    return f"sqlite:///{(data_dir / DB_FILE_NAME).resolve()}"
+    return sqlite_url(data_dir / DATABASE_FILE)
 
 
 # --- schema ----------------------------------------------------------------

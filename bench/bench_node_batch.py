@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
 
         held_refs = [federation.subject(_held(rng.randrange(held))).ref for _ in range(1000)]
         absent_refs = [federation.subject(_absent(10**8 + n)).ref for n in range(1000)]
-        hot_path(data_dir / database.DB_FILE_NAME, held_refs, absent_refs, args.rounds)
+        hot_path(data_dir / node_config.DATABASE_FILE, held_refs, absent_refs, args.rounds)
     finally:
         if process is not None:
             if process.is_alive():

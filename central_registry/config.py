@@ -31,6 +31,7 @@ from typing import Any
 from credence import names
 from credence.config_values import config_value
 from credence.errors import InvalidInput
+from credence.storage import sqlite_url
 
 CONFIG_FILE = "registry.toml"
 ROOT_KEY_FILE = "root.key"
@@ -165,7 +166,7 @@ class RegistryConfig:
     @property
     def effective_database_url(self) -> str:
         """The configured URL, or the SQLite file in the data directory."""
-        return self.database_url or f"sqlite:///{(self.data_dir / DATABASE_FILE).resolve()}"
+        return self.database_url or sqlite_url(self.data_dir / DATABASE_FILE)
 
 
 def _purposes(table: Mapping[str, Any]) -> dict[str, PurposeRules]:

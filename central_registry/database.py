@@ -16,11 +16,11 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from central_registry.config import DATABASE_FILE
 from credence import storage
-from credence.storage import Migrations, session_factory
+from credence.storage import Migrations, session_factory, sqlite_url
 
 __all__ = [
-    "DB_FILE_NAME",
     "create_engine_for",
     "require_current_schema",
     "schema_head",
@@ -31,13 +31,12 @@ __all__ = [
     "upgrade_schema",
 ]
 
-DB_FILE_NAME = "registry.db"
 _SCHEMA = Migrations(Path(__file__).resolve().parent / "migrations", "credence registry migrate")
 
 
 def sqlite_url_for(data_dir: Path) -> str:
     """The default database URL: ``registry.db`` in the registry's data directory."""
-    return f"sqlite:///{(data_dir / DB_FILE_NAME).resolve()}"
+    return sqlite_url(data_dir / DATABASE_FILE)
 
 
 def schema_head() -> str:

@@ -126,6 +126,15 @@ def immediate_writer(engine: Engine) -> Engine:
     return engine.execution_options(**{IMMEDIATE_OPTION: True})
 
 
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of a SQLite database file, by its absolute path.
+
+    Absolute, so that the URL names the same file whatever directory the
+    process later runs in.
+    """
+    return f"sqlite:///{path.resolve()}"
+
+
 def create_engine_for(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``, tuned for SQLite when the URL is one.
 

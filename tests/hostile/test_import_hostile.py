@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from support.fixtures import Schema
 from support.signed_federation import NOW, REGISTRY_ID, Federation
 
+from agency_node import config as node_config
 from agency_node import database
 from agency_node.import_staging import Staging
 from agency_node.importer import STAGING_DIR_NAME, ImportRefused, import_records
@@ -524,7 +525,7 @@ def test_node_import_command_refuses_a_hostile_file_in_one_line(
 ) -> None:
     path = tmp_path / name
     path.write_bytes(_HOSTILE_FILES[name])
-    db_file = node_dir / database.DB_FILE_NAME
+    db_file = node_dir / node_config.DATABASE_FILE
     before = db_file.read_bytes()
     result = subprocess.run(
         [sys.executable, "-m", "credence.cli", "node", "import", "--dir", str(node_dir), str(path)],
