@@ -74,8 +74,10 @@ __all__ = [
 #: Rows in the first apply transaction (and each undo transaction).
 APPLY_CHUNK = 500
 #: The most rows one apply transaction takes, however fast the machine.
-APPLY_CHUNK_MAX = 20_000
-_APPLY_CHUNK_MIN = 100
+APPLY_CHUNK_MAX = 10_000
+# Sizes are multiples of this: each size is its own ``IN (...)`` statement in
+# the driver's statement cache (128 entries), so few sizes keep memory flat.
+_APPLY_CHUNK_STEP = 250
 #: How long one apply transaction aims to hold the node's write lock: half the
 #: ~100 ms an import may make an answer wait, leaving room for a slow one.
 APPLY_TARGET_SECONDS = 0.05
@@ -387,10 +389,11 @@ def next_chunk_size(size: int, held: float, target: float = APPLY_TARGET_SECONDS
 
     Aims at ``target`` seconds a transaction. One step at most doubles the
     size or quarters it, so a single slow or fast measure (a busy machine)
-    moves it little; it stays within ``[100, APPLY_CHUNK_MAX]``.
+    moves it little; it is a multiple of 250 within ``[250, APPLY_CHUNK_MAX]``.
     """
     wanted = 2 * size if held <= 0 else int(size * target / held)
-    return max(_APPLY_CHUNK_MIN, min(APPLY_CHUNK_MAX, 2 * size, max(size // 4, wanted)))
+    bounded = min(APPLY_CHUNK_MAX, 2 * size, max(size // 4, wanted))
+    return max(_APPLY_CHUNK_STEP, bounded // _APPLY_CHUNK_STEP * _APPLY_CHUNK_STEP)
 
 
 class _Pace:

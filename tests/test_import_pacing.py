@@ -23,7 +23,13 @@ def test_a_transaction_over_the_target_shrinks_the_next_at_most_fourfold() -> No
 
 def test_the_size_stays_within_its_bounds() -> None:
     assert next_chunk_size(APPLY_CHUNK_MAX, APPLY_TARGET_SECONDS / 10) == APPLY_CHUNK_MAX
-    assert next_chunk_size(100, 100 * APPLY_TARGET_SECONDS) == 100
+    assert next_chunk_size(250, 100 * APPLY_TARGET_SECONDS) == 250
+
+
+def test_sizes_come_in_few_steps_so_the_driver_caches_few_statements() -> None:
+    sizes = {next_chunk_size(3000, held / 1000) for held in range(1, 400)}
+    assert all(size % 250 == 0 for size in sizes)
+    assert len(sizes) <= APPLY_CHUNK_MAX // 250
 
 
 def test_the_first_transactions_stay_small_so_a_short_file_still_applies_in_several() -> None:
