@@ -16,7 +16,7 @@ the attempt, up to ``refused_rows_per_minute`` (600) per member and minute;
 past it the refusals go unlogged. The quota bounds that flood instead.
 
 With ``--postgres-url`` it also measures what one refusal row costs on each
-backend (the source of ``request_limits.REFUSAL_ROW_BYTES``): 10,000 rows
+backend (the source of ``request_shape.REFUSAL_ROW_BYTES``): 10,000 rows
 appended to a fresh database, SQLite's in-use pages or PostgreSQL's
 ``pg_total_relation_size`` of every table before and after.
 """
@@ -48,7 +48,8 @@ from hostile.amplification_inputs import (
 from support.members_port import members_port, organisation, person
 
 from central_registry import database
-from central_registry.log_store import OUTCOME_REFUSED, LogRow, append_entries
+from central_registry.log.entries import append_entries
+from central_registry.log.rows import OUTCOME_REFUSED, LogRow
 from credence.v1 import registry_pb2
 
 _ROWS = 10_000

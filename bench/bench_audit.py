@@ -11,7 +11,7 @@ Two targets, each printed with its figure and met/MISSED:
    re-checks every answered query; its progress lines on stderr are counted.
 
 Setup (untimed): a registry database in SQLite filled through the screening
-append path (:func:`central_registry.log_store.append_entries`, 1,000 rows
+append path (:func:`central_registry.log.entries.append_entries`, 1,000 rows
 per transaction), the registry's TransparencyLogService on a loopback TLS
 port in a process of its own, and a node data directory (the test federation
 helper) whose query log holds the matching answered queries, received an hour

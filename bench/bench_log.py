@@ -54,7 +54,8 @@ from central_registry.database import (
     sqlite_url_for,
     upgrade_schema,
 )
-from central_registry.log_store import OUTCOME_DISPATCHED, LogRow, append_entries
+from central_registry.log.entries import append_entries
+from central_registry.log.rows import OUTCOME_DISPATCHED, LogRow, dispatched_row
 from central_registry.models import MerkleNode
 from central_registry.transparency import SqlSubtrees
 from credence import payloads, queries
@@ -105,20 +106,19 @@ def _entry(now: datetime) -> tuple[log_promise.LogEntry, bytes, LogRow]:
 
 
 def _row(entry: log_promise.LogEntry, salt: bytes, commitment: bytes) -> LogRow:
-    return LogRow(
+    return dispatched_row(
         query_id=entry.query_id,
         requester=entry.requester,
         subject_type=entry.subject_type,
         subject_ref=entry.subject_ref,
         purpose=entry.purpose,
-        kinds=",".join(str(kind) for kind in entry.kinds),
+        kinds=entry.kinds,
         grant_id=entry.grant_id,
-        basis=BASIS,
-        outcome=OUTCOME_DISPATCHED,
-        reason="",
         issued_at=entry.issued_at,
         salt=salt,
         commitment=commitment,
+        basis=BASIS,
+        embargo_until=None,
     )
 
 

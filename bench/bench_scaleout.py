@@ -10,7 +10,7 @@ company asks for organisations' verdicts on the public-register basis through
    The ratio shows what the second process buys on this machine; with 2 cores
    shared by the registries, the nodes and the client, expect little.
 2. **Log appends per second on PostgreSQL**:
-   :func:`central_registry.log_store.append_entries` on a fresh database, one
+   :func:`central_registry.log.entries.append_entries` on a fresh database, one
    entry per transaction and 1,000 per transaction (entries and Merkle
    subtrees, under the log's advisory lock; no promise signing).
 
@@ -43,7 +43,8 @@ from sqlalchemy import make_url, text
 from central_registry import config as registry_config
 from central_registry import database
 from central_registry.keyring import load_keys
-from central_registry.log_store import OUTCOME_DISPATCHED, LogRow, append_entries
+from central_registry.log.entries import append_entries
+from central_registry.log.rows import OUTCOME_DISPATCHED, LogRow
 from central_registry.publishing import publish
 from credence.cli import main as credence_main
 from credence.client import enrol as client_enrol

@@ -5,7 +5,7 @@ SQLAlchemy URL works (PostgreSQL through ``postgresql+psycopg://``). Schema
 changes are the Alembic migrations in :mod:`central_registry.migrations`, run
 programmatically: there is no ``alembic.ini`` on disk.
 
-The repositories in :mod:`central_registry.store` receive a ``Session``; the
+The repositories in :mod:`central_registry.store` (and the log and limits) receive a ``Session``; the
 caller owns ``with session.begin():``.
 """
 

@@ -12,9 +12,9 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from central_registry import store
 from central_registry.config import RegistryConfig
 from central_registry.models import UsedSubjectProof
+from central_registry.store import binding_rows, grant_rows
 from credence import jws, names
 from credence.errors import (
     AlreadyExists,
@@ -65,7 +65,7 @@ def register_binding(
     )
     if binding.issuer != caller:
         raise PermissionDenied(f"binding is issued by {binding.issuer!r}, not by the caller")
-    store.add_binding(
+    binding_rows.add_binding(
         session,
         subject_ref_hex=binding.subject_ref,
         subject_kid=binding.subject_key.kid,
@@ -120,7 +120,7 @@ def issue_consent(
         if (issued := _issued_for(session, checked)) is not None:
             return issued
         grant_id = new_jti()
-        status_index = store.next_status_index(session)
+        status_index = grant_rows.next_status_index(session)
         token = tokens_consent.sign_consent(
             checked,
             registry_key=registry_key,
@@ -138,7 +138,7 @@ def issue_consent(
             policy=policy.purpose_policies(),
         )
         try:
-            store.add_grant(
+            grant_rows.add_grant(
                 session,
                 grant_id=grant_id,
                 kind="consent",
@@ -171,7 +171,7 @@ def _issued_for(
     session: Session, checked: tokens_consent.CheckedConsentRequest
 ) -> tuple[str, str] | None:
     terms = checked.request.terms
-    grant = store.grant_for_request(session, terms.subject_ref, checked.request.jti)
+    grant = grant_rows.grant_for_request(session, terms.subject_ref, checked.request.jti)
     if grant is None:
         return None
     issued_request = _unverified_claims(grant.token, tokens.CONSENT_MAX_SIZE).get("req")
@@ -223,7 +223,7 @@ def register_mandate(
     claims_aud = _unverified_claims(token, tokens.MANDATE_MAX_SIZE).get("aud")
     mandate = verify_mandate_token(token, requester=str(claims_aud), policy=policy, now=now)
     _check_purpose_kinds(mandate.purpose, mandate.scope, policy)
-    store.add_grant(
+    grant_rows.add_grant(
         session,
         grant_id=mandate.grant_id,
         kind="mandate",
@@ -262,7 +262,7 @@ def subject_keys(session: Session, subject_ref_hex: str, now: datetime) -> KeySe
     """The personal keys currently bound to a subject."""
     keys = [
         _bound_key(binding.binding_token)
-        for binding in store.bindings_for(session, subject_ref_hex, now)
+        for binding in binding_rows.bindings_for(session, subject_ref_hex, now)
     ]
     return KeySet(keys)
 

@@ -14,8 +14,8 @@ import threading
 
 from sqlalchemy import Engine, func, select
 
-from central_registry import store
 from central_registry.models import Manifest
+from central_registry.store import manifest_rows
 from credence.clock import Clock
 from credence.envelope import Envelope
 from credence.errors import FailedPrecondition
@@ -96,7 +96,7 @@ class ManifestCache:
                     "no manifest has been published: run `credence registry init`"
                 )
             if self._held is None or latest != self._held.version:
-                row = store.get_manifest(session, latest)
+                row = manifest_rows.get_manifest(session, latest)
                 self._held = verify_manifest(
                     Envelope.from_bytes(row.envelope),
                     trusted_root=self._root,

@@ -25,12 +25,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from central_registry import store
 from central_registry.config import DEFAULT_ROLE_PURPOSES, PublicLimits, RegistryConfig
 from central_registry.keyring import RegistryKeys
+from central_registry.limits.public import check_text, lock_enrolments
 from central_registry.models import Member
-from central_registry.public_port import check_text, lock_enrolments
 from central_registry.publishing import publish
+from central_registry.store import manifest_rows, member_rows
 from credence import names
 from credence.encoding import format_time, require_utc
 from credence.enrolment import verify_enrol_proof, verify_status_proof
@@ -192,7 +192,7 @@ def enrol(
         raise InvalidInput("only agencies hold records")
     if unknown := sorted(set(kinds) - set(KINDS)):
         raise InvalidInput(f"unknown record kinds {unknown} (known: {', '.join(KINDS)})")
-    return store.add_enrolment(
+    return member_rows.add_enrolment(
         session,
         member_id=member_id,
         display_name=request.display_name or member_id,
@@ -236,7 +236,7 @@ def enrolment_status(
     check_text("member_id", request.member_id, MAX_MEMBER_ID, required=True)
     if len(request.proof) != ED25519_SIGNATURE_BYTES:
         raise InvalidInput(f"proof must be a {ED25519_SIGNATURE_BYTES}-byte Ed25519 signature")
-    member = store.get_member(session, request.member_id)
+    member = member_rows.get_member(session, request.member_id)
     if pending_lifetime is not None:
         try:
             _require_unexpired(member, now, pending_lifetime)
@@ -248,7 +248,7 @@ def enrolment_status(
     )
     if member.state != "active":
         return EnrolmentStatus(_STATES[member.state], "", "", b"", b"")
-    latest = store.latest_manifest(session)
+    latest = manifest_rows.latest_manifest(session)
     return EnrolmentStatus(
         state=_STATES[member.state],
         certificate_pem=member.certificate_pem or "",
@@ -284,7 +284,7 @@ def approve(
         FailedPrecondition: the member is not pending, or its enrolment expired.
         InvalidInput: an unknown purpose or kind.
     """
-    member = store.get_member(session, member_id)
+    member = member_rows.get_member(session, member_id)
     _require_unexpired(member, now, config.public.pending_enrolment_lifetime)
     purposes = sorted(DEFAULT_ROLE_PURPOSES[member.role] if purposes is None else purposes)
     kinds = sorted(
@@ -303,7 +303,7 @@ def approve(
         hosts=_hosts(member),
     )
     serial = f"{load_certificate_pem(certificate).serial_number:x}"
-    store.approve_member(
+    member_rows.approve_member(
         session,
         member_id,
         certificate_pem=certificate.decode(),
@@ -332,5 +332,5 @@ def set_state(
         NotFound: no such member.
         FailedPrecondition: an impossible transition.
     """
-    store.set_member_state(session, member_id, state, now)
+    member_rows.set_member_state(session, member_id, state, now)
     return publish(session, config=config, keys=keys, scorecard=scorecard, now=now)

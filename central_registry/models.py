@@ -346,7 +346,7 @@ class RateBucket(Base):
     """A requester's request-rate token bucket, shared by every registry process.
 
     ``tokens`` is the count as of ``updated_at``; the refill since is computed
-    by :class:`central_registry.ratelimit.TokenBucket` when the row is next read.
+    by :class:`central_registry.limits.buckets.TokenBucket` when the row is next read.
     """
 
     __tablename__ = "rate_buckets"

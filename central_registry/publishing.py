@@ -14,10 +14,10 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from central_registry import store
 from central_registry.config import RegistryConfig
 from central_registry.keyring import RegistryKeys
 from central_registry.models import Member
+from central_registry.store import manifest_rows, member_rows
 from credence import names
 from credence.envelope import Envelope
 from credence.manifest import sign_manifest
@@ -125,18 +125,18 @@ def publish(
     now: datetime,
 ) -> Envelope:
     """Sign and store the next manifest version from the database's current state."""
-    latest = store.latest_manifest(session)
+    latest = manifest_rows.latest_manifest(session)
     manifest = build_manifest(
         config=config,
         keys=keys,
         version=(latest.version if latest else 0) + 1,
         now=now,
-        members=store.list_members(session),
-        revoked_serials=store.revoked_serials(session),
+        members=member_rows.list_members(session),
+        revoked_serials=member_rows.revoked_serials(session),
         scorecard=scorecard,
     )
     envelope = sign_manifest(manifest, [keys.root])
-    store.store_manifest(
+    manifest_rows.store_manifest(
         session,
         version=manifest.version,
         issued_at=now,

@@ -32,10 +32,11 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
 
 from central_registry import config as registry_config
-from central_registry import database, membership, transparency
+from central_registry import database, membership
 from central_registry.fanout import FanOut
 from central_registry.http_side import HttpSide
 from central_registry.keyring import load_keys
+from central_registry.log.entries import erase_expired
 from central_registry.lookups import Lookups
 from central_registry.manifest_cache import ManifestCache
 from central_registry.service import (
@@ -254,7 +255,7 @@ async def _housekeeping(
 
     def erase() -> int:
         with sessions.begin() as session:
-            return transparency.erase_expired(session, clock() - config.log_retention)
+            return erase_expired(session, clock() - config.log_retention)
 
     def drop() -> int:
         with sessions.begin() as session:

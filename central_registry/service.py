@@ -17,14 +17,16 @@ import grpc.aio
 from cryptography import x509
 from sqlalchemy.orm import Session
 
-from central_registry import contests, grants, membership, store, transparency
+from central_registry import contests, grants, membership, transparency
 from central_registry.config import RegistryConfig
 from central_registry.grants import GrantPolicy
 from central_registry.keyring import RegistryKeys
+from central_registry.limits.public import ACCESS, ENROL, PublicGate, check_subject_access
+from central_registry.log.entries import entries_for_subject
 from central_registry.lookups import Lookups
 from central_registry.manifest_cache import ManifestCache
-from central_registry.public_port import ACCESS, ENROL, PublicGate, check_subject_access
 from central_registry.status_publisher import StatusListPublisher
+from central_registry.store import grant_rows
 from credence import names
 from credence.clock import Clock
 from credence.envelope import Envelope
@@ -239,7 +241,7 @@ class EnrolmentServicer(registry_pb2_grpc.EnrolmentServiceServicer):
 
     Open to anyone, so every call is bounded before it costs anything: field
     sizes first, then the per-address and overall rate limits, then the
-    pending-enrolment cap (see :mod:`central_registry.public_port`).
+    pending-enrolment cap (see :mod:`central_registry.limits.public`).
     """
 
     def __init__(
@@ -412,7 +414,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
                 with self._sessions.begin() as session:
                     proof = self._proof(session, request.subject_proof, "list-lookups")
                     response = registry_pb2.ListMyLookupsResponse()
-                    for entry in store.entries_for_subject(
+                    for entry in entries_for_subject(
                         session, bytes.fromhex(proof.subject_ref), now
                     ):
                         outcome = "served" if entry.outcome == "dispatched" else "refused"
@@ -442,7 +444,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
                 with self._sessions.begin() as session:
                     proof = self._proof(session, request.subject_proof, "list-grants")
                     response = registry_pb2.ListMyGrantsResponse()
-                    for grant in store.grants_for_subject(session, proof.subject_ref):
+                    for grant in grant_rows.grants_for_subject(session, proof.subject_ref):
                         record = response.grants.add(
                             grant_id=grant.grant_id,
                             kind=grant.kind,
@@ -476,7 +478,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
                         raise PermissionDenied(
                             "the subject proof names another grant than the request"
                         )
-                    revoked_at = store.revoke_grant(
+                    revoked_at = grant_rows.revoke_grant(
                         session, request.grant_id, subject_ref_hex=proof.subject_ref, now=now
                     )
                 response = registry_pb2.RevokeGrantResponse()

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
-from central_registry import store
+from central_registry.store import grant_rows
 from credence.clock import Clock
 from credence.grants.status_list import sign_status_list
 from credence.keys import SigningKey
@@ -72,11 +72,11 @@ class StatusListPublisher:
                 assert signed is not None
                 return signed.token
             with reader(self._sessions()) as session:
-                state = store.status_list_state(session)
+                state = grant_rows.status_list_state(session)
                 if fresh and signed is not None and signed.state == state:
                     self._checked_at = now
                     return signed.token
-                revoked = store.revoked_status_indexes(session)
+                revoked = grant_rows.revoked_status_indexes(session)
             revoked_count, size = state
             token = sign_status_list(
                 revoked=revoked,

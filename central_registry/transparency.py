@@ -1,4 +1,7 @@
-"""The transparency log in SQL: Merkle subtrees, signed tree heads, proofs.
+"""The transparency log's Merkle tree in SQL: subtrees, signed tree heads, proofs.
+
+The log's rows, their appends and reads are in :mod:`central_registry.log`;
+this module integrates appended entries into the tree and proves what it holds.
 
 Each log entry's leaf is its 32-byte salted commitment; the leaf hash is
 ``SHA-256(0x00 || commitment)`` (RFC 9162). Appends store every complete
@@ -14,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from central_registry.models import LogEntry, MerkleNode, TreeHead
@@ -146,7 +149,7 @@ def append_leaves(session: Session, first_index: int, commitments: Sequence[byte
 
 
 def log_size(session: Session) -> int:
-    """How many leaves the tree holds."""
+    """How many entries the log holds, and so leaves the tree (indexes are dense from 0)."""
     return int(session.scalar(select(func.coalesce(func.max(LogEntry.idx) + 1, 0))) or 0)
 
 
@@ -280,30 +283,3 @@ def consistency_proof(session: Session, first: int, second: int) -> list[bytes]:
     if not 0 <= first <= second <= size:
         raise InvalidInput(f"need 0 <= first <= second <= {size}, got {first} and {second}")
     return merkle.consistency_proof(SqlSubtrees(session), first, second)
-
-
-ERASED_REF = bytes(32)
-ERASED_SALT = bytes(16)
-
-
-def erase_expired(session: Session, before: datetime) -> int:
-    """Erase the content of entries issued before ``before``; returns how many.
-
-    The leaf (the salted commitment) stays, so every tree head and proof stays
-    valid; who looked whom up, why and on what basis is gone, and with the
-    salt gone the commitment can no longer be tested against a guess.
-    """
-    result = session.execute(
-        update(LogEntry)
-        .where(LogEntry.issued_at < before, LogEntry.requester != "")
-        .values(
-            requester="",
-            subject_ref=ERASED_REF,
-            kinds="",
-            grant_id="",
-            basis="",
-            reason="",
-            salt=ERASED_SALT,
-        )
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]

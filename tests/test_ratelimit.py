@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from central_registry import database, store
-from central_registry.ratelimit import BucketState, TokenBucket
+from central_registry import database
+from central_registry.limits.buckets import BucketState, TokenBucket
+from central_registry.limits.rate_store import take_rate_tokens
 from credence.errors import ResourceExhausted
 
 
@@ -78,7 +79,7 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
 
 def _take(sessions: sessionmaker[Session], at: datetime, cost: float = 1.0) -> float:
     with sessions.begin() as session:
-        return store.take_rate_tokens(session, "acme", TokenBucket(10, 3), at, cost)
+        return take_rate_tokens(session, "acme", TokenBucket(10, 3), at, cost)
 
 
 def test_stored_bucket_spends_refuses_and_refills(sessions: sessionmaker[Session]) -> None:
@@ -91,7 +92,7 @@ def test_stored_bucket_spends_refuses_and_refills(sessions: sessionmaker[Session
     with pytest.raises(ResourceExhausted, match="send smaller batches"):
         _take(sessions, NOW + timedelta(seconds=10), cost=4)
     with sessions.begin() as session:
-        other = store.take_rate_tokens(session, "beta", TokenBucket(10, 3), NOW)
+        other = take_rate_tokens(session, "beta", TokenBucket(10, 3), NOW)
     assert other == 2.0
 
 

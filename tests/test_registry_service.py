@@ -28,8 +28,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 from central_registry import config as registry_config
-from central_registry import database, store
+from central_registry import database, transparency
 from central_registry.keyring import RegistryKeys, load_keys
+from central_registry.log.entries import entries_for_subject
 from central_registry.publishing import publish
 from central_registry.server import RegistryThread
 from central_registry.service import (
@@ -38,6 +39,7 @@ from central_registry.service import (
     SubjectAccessServicer,
     TransparencyLogServicer,
 )
+from central_registry.store import grant_rows, member_rows
 from credence.cli import main
 from credence.client.enrol import collect_enrolment, enrol
 from credence.client.errors import rpc_errors
@@ -205,13 +207,13 @@ def _log(registry: Registry, subject: SubjectRef) -> list[tuple[str, str]]:
     with registry.session() as session:
         return [
             (entry.outcome, entry.reason)
-            for entry in store.entries_for_subject(session, subject.ref, datetime.now(UTC))
+            for entry in entries_for_subject(session, subject.ref, datetime.now(UTC))
         ]
 
 
 def _log_size(registry: Registry) -> int:
     with registry.session() as session:
-        return store.log_size(session)
+        return transparency.log_size(session)
 
 
 # --- 1. rate limits --------------------------------------------------------------------
@@ -384,7 +386,7 @@ def test_members_port_refuses_a_revoked_certificate(registry: Registry) -> None:
         config = registry_config.load_config(registry.data_dir)
         now = datetime.now(UTC)
         with registry.session() as session:
-            store.revoke_serial(session, f"{serial:x}", "revoked-co", now)
+            member_rows.revoke_serial(session, f"{serial:x}", "revoked-co", now)
             publish(
                 session, config=config, keys=registry.keys, scorecard=default_scorecard(), now=now
             )
@@ -775,7 +777,7 @@ def test_revoking_a_grant_of_another_subject_is_not_found(
     with _subject_client(registry, subjects.ref_a, subjects.key_a) as client:
         assert not client.grants()[0].HasField("revoked_at")
     with registry.session() as session:
-        assert store.get_grant(session, subjects.grant_a).revoked_at is None
+        assert grant_rows.get_grant(session, subjects.grant_a).revoked_at is None
 
 
 def test_subject_revokes_its_own_grant_once(registry: Registry, subjects: Subjects) -> None:
@@ -785,7 +787,7 @@ def test_subject_revokes_its_own_grant_once(registry: Registry, subjects: Subjec
         [grant] = client.grants()
     assert grant.revoked_at.ToDatetime(tzinfo=UTC) == first
     with registry.session() as session:
-        assert store.get_grant(session, subjects.grant_a).revoked_at is None
+        assert grant_rows.get_grant(session, subjects.grant_a).revoked_at is None
 
 
 # --- 6. every RPC of the proto is implemented --------------------------------------------

@@ -1,4 +1,4 @@
-"""The central registry's database: migrations and the repositories of store.py."""
+"""The central registry's database: migrations and the repositories of central_registry.store."""
 
 from __future__ import annotations
 
@@ -14,9 +14,21 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
-from central_registry import database, store, transparency
-from central_registry.log_store import LogRow, append_entries
+from central_registry import database, transparency
+from central_registry.limits.subject_usage import (
+    note_subject_use,
+    note_subject_uses,
+    prune_subject_usage,
+)
+from central_registry.log.entries import (
+    append_entries,
+    entries_for_subject,
+    erase_expired,
+    log_entry,
+)
+from central_registry.log.rows import LogRow
 from central_registry.models import Base
+from central_registry.store import binding_rows, grant_rows, manifest_rows, member_rows
 from credence.errors import (
     AlreadyExists,
     Expired,
@@ -77,7 +89,7 @@ def sessions(make_engine: Callable[[bool], Engine]) -> sessionmaker[Session]:
 
 
 def _enrol(session: Session, member_id: str = "agency-a", role: str = "agency") -> None:
-    store.add_enrolment(
+    member_rows.add_enrolment(
         session,
         member_id=member_id,
         display_name=member_id.title(),
@@ -91,7 +103,7 @@ def _enrol(session: Session, member_id: str = "agency-a", role: str = "agency") 
 
 
 def _approve(session: Session, member_id: str = "agency-a") -> None:
-    store.approve_member(
+    member_rows.approve_member(
         session,
         member_id,
         certificate_pem="-----BEGIN CERTIFICATE-----\n...",
@@ -111,7 +123,7 @@ def _grant(
     kind: str = "consent",
     subject: str = REF_A,
 ) -> None:
-    store.add_grant(
+    grant_rows.add_grant(
         session,
         grant_id=grant_id,
         kind=kind,
@@ -205,7 +217,7 @@ def test_unmigrated_database_is_refused_with_the_fix(
 def test_enrolment_is_pending_with_the_key_and_kinds(sessions: sessionmaker[Session]) -> None:
     key = SigningKey.generate()
     with sessions.begin() as session:
-        member = store.add_enrolment(
+        member = member_rows.add_enrolment(
             session,
             member_id="agency-a",
             display_name="Agency A",
@@ -217,7 +229,7 @@ def test_enrolment_is_pending_with_the_key_and_kinds(sessions: sessionmaker[Sess
             now=NOW,
         )
     with sessions() as session:
-        member = store.get_member(session, "agency-a")
+        member = member_rows.get_member(session, "agency-a")
     assert member.state == "pending"
     assert member.signing_key == key.public.raw()
     assert member.signing_kid == key.kid
@@ -238,8 +250,8 @@ def test_duplicate_enrolment_is_refused_and_the_first_kept(
         # The refusal left the transaction usable.
         _enrol(session, "company-x", role="company")
     with sessions() as session:
-        assert [m.member_id for m in store.list_members(session)] == ["agency-a", "company-x"]
-        assert store.get_member(session, "agency-a").role == "agency"
+        assert [m.member_id for m in member_rows.list_members(session)] == ["agency-a", "company-x"]
+        assert member_rows.get_member(session, "agency-a").role == "agency"
 
 
 def test_enrolment_input_is_checked(sessions: sessionmaker[Session]) -> None:
@@ -247,7 +259,7 @@ def test_enrolment_input_is_checked(sessions: sessionmaker[Session]) -> None:
         with pytest.raises(InvalidInput, match="role must be one of agency, company, authority"):
             _enrol(session, role="bank")
         with pytest.raises(InvalidInput, match="public key is 32 bytes, got 31"):
-            store.add_enrolment(
+            member_rows.add_enrolment(
                 session,
                 member_id="x",
                 display_name="X",
@@ -262,7 +274,7 @@ def test_enrolment_input_is_checked(sessions: sessionmaker[Session]) -> None:
 
 def test_unknown_member_is_not_found(sessions: sessionmaker[Session]) -> None:
     with sessions() as session, pytest.raises(NotFound, match="no member 'nobody'"):
-        store.get_member(session, "nobody")
+        member_rows.get_member(session, "nobody")
 
 
 def test_approve_suspend_reinstate(sessions: sessionmaker[Session]) -> None:
@@ -271,23 +283,26 @@ def test_approve_suspend_reinstate(sessions: sessionmaker[Session]) -> None:
         _enrol(session, "company-x", role="company")
         _approve(session)
     with sessions() as session:
-        member = store.get_member(session, "agency-a")
+        member = member_rows.get_member(session, "agency-a")
         assert member.state == "active"
         assert member.certificate_serial == "ab12"
         assert member.allowed_purpose_names == ("counterparty_verification", "credit_assessment")
         assert member.allowed_kind_names == ("blacklist", "credit")
         assert member.identity_verifier
         assert member.updated_at == NOW + timedelta(minutes=1)
-        assert [m.member_id for m in store.list_members(session, "pending")] == ["company-x"]
-        assert [m.member_id for m in store.list_members(session, "active")] == ["agency-a"]
+        assert [m.member_id for m in member_rows.list_members(session, "pending")] == ["company-x"]
+        assert [m.member_id for m in member_rows.list_members(session, "active")] == ["agency-a"]
 
     later = NOW + timedelta(hours=1)
     with sessions.begin() as session:
-        assert store.set_member_state(session, "agency-a", "suspended", later).state == "suspended"
+        assert (
+            member_rows.set_member_state(session, "agency-a", "suspended", later).state
+            == "suspended"
+        )
     with sessions.begin() as session:
-        assert store.set_member_state(session, "agency-a", "active", later).state == "active"
+        assert member_rows.set_member_state(session, "agency-a", "active", later).state == "active"
     with sessions() as session:
-        assert store.get_member(session, "agency-a").updated_at == later
+        assert member_rows.get_member(session, "agency-a").updated_at == later
 
 
 def test_impossible_member_transitions_are_refused(sessions: sessionmaker[Session]) -> None:
@@ -302,35 +317,35 @@ def test_impossible_member_transitions_are_refused(sessions: sessionmaker[Sessio
             FailedPrecondition,
             match="'agency-a' is active, not suspended: only a member that is suspended can be",
         ):
-            store.set_member_state(session, "agency-a", "active", NOW)
+            member_rows.set_member_state(session, "agency-a", "active", NOW)
         with pytest.raises(
             FailedPrecondition, match="'company-x' is pending, not active: approve it first"
         ):
-            store.set_member_state(session, "company-x", "suspended", NOW)
+            member_rows.set_member_state(session, "company-x", "suspended", NOW)
         with pytest.raises(InvalidInput, match="not 'pending'"):
-            store.set_member_state(session, "agency-a", "pending", NOW)
-        store.set_member_state(session, "agency-a", "suspended", NOW)
+            member_rows.set_member_state(session, "agency-a", "pending", NOW)
+        member_rows.set_member_state(session, "agency-a", "suspended", NOW)
         with pytest.raises(
             FailedPrecondition,
             match="is suspended, not active: only a member that is active can be suspended",
         ):
-            store.set_member_state(session, "agency-a", "suspended", NOW)
+            member_rows.set_member_state(session, "agency-a", "suspended", NOW)
         with pytest.raises(NotFound, match="no member 'nobody'"):
-            store.set_member_state(session, "nobody", "suspended", NOW)
+            member_rows.set_member_state(session, "nobody", "suspended", NOW)
     with sessions() as session:
-        assert store.get_member(session, "company-x").state == "pending"
-        assert store.get_member(session, "agency-a").state == "suspended"
+        assert member_rows.get_member(session, "company-x").state == "pending"
+        assert member_rows.get_member(session, "agency-a").state == "suspended"
 
 
 def test_revoked_serials_are_normalised_and_kept_once(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        store.revoke_serial(session, "0x0ABC", "agency-a", NOW)
-        store.revoke_serial(session, "abc", "agency-a", NOW + timedelta(hours=1))
-        store.revoke_serial(session, "1f", "company-x", NOW)
+        member_rows.revoke_serial(session, "0x0ABC", "agency-a", NOW)
+        member_rows.revoke_serial(session, "abc", "agency-a", NOW + timedelta(hours=1))
+        member_rows.revoke_serial(session, "1f", "company-x", NOW)
         with pytest.raises(InvalidInput, match="certificate serial must be 1 to 40 hex digits"):
-            store.revoke_serial(session, "xyz", "company-x", NOW)
+            member_rows.revoke_serial(session, "xyz", "company-x", NOW)
     with sessions() as session:
-        assert store.revoked_serials(session) == ["1f", "abc"]
+        assert member_rows.revoked_serials(session) == ["1f", "abc"]
 
 
 # --- manifests --------------------------------------------------------------
@@ -338,10 +353,10 @@ def test_revoked_serials_are_normalised_and_kept_once(sessions: sessionmaker[Ses
 
 def test_manifest_versions(sessions: sessionmaker[Session]) -> None:
     with sessions() as session:
-        assert store.latest_manifest(session) is None
+        assert manifest_rows.latest_manifest(session) is None
     with sessions.begin() as session:
         for version in (1, 2):
-            store.store_manifest(
+            manifest_rows.store_manifest(
                 session,
                 version=version,
                 issued_at=NOW,
@@ -352,14 +367,16 @@ def test_manifest_versions(sessions: sessionmaker[Session]) -> None:
         sessions.begin() as session,
         pytest.raises(AlreadyExists, match="manifest version 2 exists already"),
     ):
-        store.store_manifest(session, version=2, issued_at=NOW, expires_at=NOW, envelope=b"forged")
+        manifest_rows.store_manifest(
+            session, version=2, issued_at=NOW, expires_at=NOW, envelope=b"forged"
+        )
     with sessions() as session:
-        latest = store.latest_manifest(session)
+        latest = manifest_rows.latest_manifest(session)
         assert latest is not None
         assert (latest.version, latest.envelope) == (2, b"envelope 2")
-        assert store.get_manifest(session, 1).envelope == b"envelope 1"
+        assert manifest_rows.get_manifest(session, 1).envelope == b"envelope 1"
         with pytest.raises(NotFound, match="manifest version 3 was never published"):
-            store.get_manifest(session, 3)
+            manifest_rows.get_manifest(session, 3)
 
 
 # --- bindings ---------------------------------------------------------------
@@ -368,7 +385,7 @@ def test_manifest_versions(sessions: sessionmaker[Session]) -> None:
 def test_bindings_are_idempotent_and_expire(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
         for token in ("t1", "t2"):
-            store.add_binding(
+            binding_rows.add_binding(
                 session,
                 subject_ref_hex=REF_A.upper(),
                 subject_kid="kid-1",
@@ -377,7 +394,7 @@ def test_bindings_are_idempotent_and_expire(sessions: sessionmaker[Session]) -> 
                 now=NOW,
                 expires_at=NOW + timedelta(days=365),
             )
-        store.add_binding(
+        binding_rows.add_binding(
             session,
             subject_ref_hex=REF_A,
             subject_kid="kid-old",
@@ -387,11 +404,11 @@ def test_bindings_are_idempotent_and_expire(sessions: sessionmaker[Session]) -> 
             expires_at=NOW - timedelta(days=35),
         )
     with sessions() as session:
-        bindings = store.bindings_for(session, REF_A, NOW)
+        bindings = binding_rows.bindings_for(session, REF_A, NOW)
         assert [(b.subject_kid, b.binding_token) for b in bindings] == [("kid-1", "t2")]
-        assert store.bindings_for(session, REF_B, NOW) == []
+        assert binding_rows.bindings_for(session, REF_B, NOW) == []
         with pytest.raises(InvalidInput, match="subject reference must be 64 hex digits"):
-            store.bindings_for(session, "abc", NOW)
+            binding_rows.bindings_for(session, "abc", NOW)
 
 
 # --- grants -----------------------------------------------------------------
@@ -402,13 +419,13 @@ def test_use_grant_counts_to_max_then_refuses(sessions: sessionmaker[Session]) -
         _grant(session, max_uses=2)
     for _ in range(2):
         with sessions.begin() as session:
-            store.use_grant(session, "g1", NOW)
+            grant_rows.use_grant(session, "g1", NOW)
     with sessions.begin() as session:
         with pytest.raises(ResourceExhausted, match="grant g1 allowed 2 uses, all used") as caught:
-            store.use_grant(session, "g1", NOW)
+            grant_rows.use_grant(session, "g1", NOW)
         assert caught.value.retry_after is None
     with sessions() as session:
-        assert store.get_grant(session, "g1").uses == 2
+        assert grant_rows.get_grant(session, "g1").uses == 2
 
 
 def test_concurrent_uses_never_exceed_max_uses(sessions: sessionmaker[Session]) -> None:
@@ -418,7 +435,7 @@ def test_concurrent_uses_never_exceed_max_uses(sessions: sessionmaker[Session]) 
     def use_once(_: int) -> bool:
         try:
             with sessions.begin() as session:
-                store.use_grant(session, "g1", NOW)
+                grant_rows.use_grant(session, "g1", NOW)
         except ResourceExhausted:
             return False
         return True
@@ -427,7 +444,7 @@ def test_concurrent_uses_never_exceed_max_uses(sessions: sessionmaker[Session]) 
         outcomes = list(pool.map(use_once, range(40)))
     assert outcomes.count(True) == 10
     with sessions() as session:
-        assert store.get_grant(session, "g1").uses == 10
+        assert grant_rows.get_grant(session, "g1").uses == 10
 
 
 def test_use_grant_refuses_revoked_expired_early_and_unknown(
@@ -436,21 +453,21 @@ def test_use_grant_refuses_revoked_expired_early_and_unknown(
     with sessions.begin() as session:
         _grant(session, "g1")
         _grant(session, "g2")
-        store.revoke_grant(session, "g1", subject_ref_hex=REF_A, now=NOW + timedelta(hours=1))
+        grant_rows.revoke_grant(session, "g1", subject_ref_hex=REF_A, now=NOW + timedelta(hours=1))
     with sessions.begin() as session:
         with pytest.raises(Revoked, match="grant g1 was revoked at 2026-11-28T11:00:00Z"):
-            store.use_grant(session, "g1", NOW + timedelta(hours=2))
+            grant_rows.use_grant(session, "g1", NOW + timedelta(hours=2))
         with pytest.raises(
             Expired,
             match=r"grant g2 expired at 2026-12-28T10:00:00Z \(now 2026-12-28T10:00:00Z\)",
         ):
-            store.use_grant(session, "g2", NOW + timedelta(days=30))
+            grant_rows.use_grant(session, "g2", NOW + timedelta(days=30))
         with pytest.raises(NotYetValid, match="grant g2 is valid from 2026-11-28T10:00:00Z"):
-            store.use_grant(session, "g2", NOW - timedelta(seconds=1))
+            grant_rows.use_grant(session, "g2", NOW - timedelta(seconds=1))
         with pytest.raises(NotFound, match="no grant 'g9'"):
-            store.use_grant(session, "g9", NOW)
+            grant_rows.use_grant(session, "g9", NOW)
     with sessions() as session:
-        assert [g.uses for g in store.grants_for_subject(session, REF_A)] == [0, 0]
+        assert [g.uses for g in grant_rows.grants_for_subject(session, REF_A)] == [0, 0]
 
 
 def test_mandate_without_max_uses_is_unlimited_within_validity(
@@ -459,11 +476,11 @@ def test_mandate_without_max_uses_is_unlimited_within_validity(
     with sessions.begin() as session:
         _grant(session, "m1", kind="mandate", max_uses=None)
         for _ in range(50):
-            store.use_grant(session, "m1", NOW + timedelta(days=1))
+            grant_rows.use_grant(session, "m1", NOW + timedelta(days=1))
         with pytest.raises(Expired, match="grant m1 expired"):
-            store.use_grant(session, "m1", NOW + timedelta(days=31))
+            grant_rows.use_grant(session, "m1", NOW + timedelta(days=31))
     with sessions() as session:
-        mandate = store.get_grant(session, "m1")
+        mandate = grant_rows.get_grant(session, "m1")
         assert (mandate.uses, mandate.max_uses) == (50, None)
         assert mandate.legal_basis == "Act 12 s.4 / case 2026-77"
 
@@ -478,10 +495,10 @@ def test_add_grant_refuses_duplicates_and_bad_input(sessions: sessionmaker[Sessi
         with pytest.raises(InvalidInput, match="at least 1 use, got max_uses=0"):
             _grant(session, "g2", max_uses=0)
     with sessions() as session:
-        grant = store.get_grant(session, "g1")
+        grant = grant_rows.get_grant(session, "g1")
         assert grant.scope_names == ("credit",)
         with pytest.raises(NotFound, match="no grant 'g2'"):
-            store.get_grant(session, "g2")
+            grant_rows.get_grant(session, "g2")
 
 
 def test_revoke_grant_of_another_subject_is_not_found_and_changes_nothing(
@@ -491,13 +508,13 @@ def test_revoke_grant_of_another_subject_is_not_found_and_changes_nothing(
         _grant(session, "g1", subject=REF_A)
     with sessions.begin() as session:
         with pytest.raises(NotFound, match="no grant 'g1' for this subject"):
-            store.revoke_grant(session, "g1", subject_ref_hex=REF_B, now=NOW)
+            grant_rows.revoke_grant(session, "g1", subject_ref_hex=REF_B, now=NOW)
         with pytest.raises(NotFound, match="no grant 'g9' for this subject"):
-            store.revoke_grant(session, "g9", subject_ref_hex=REF_A, now=NOW)
+            grant_rows.revoke_grant(session, "g9", subject_ref_hex=REF_A, now=NOW)
     with sessions.begin() as session:
-        assert store.get_grant(session, "g1").revoked_at is None
-        store.use_grant(session, "g1", NOW)
-        assert store.grants_for_subject(session, REF_B) == []
+        assert grant_rows.get_grant(session, "g1").revoked_at is None
+        grant_rows.use_grant(session, "g1", NOW)
+        assert grant_rows.grants_for_subject(session, REF_B) == []
 
 
 def test_a_subject_cannot_revoke_a_mandate_nor_learn_of_it(
@@ -506,10 +523,10 @@ def test_a_subject_cannot_revoke_a_mandate_nor_learn_of_it(
     with sessions.begin() as session:
         _grant(session, "m1", kind="mandate", max_uses=None)
     with sessions.begin() as session, pytest.raises(NotFound, match="no grant 'm1' for this"):
-        store.revoke_grant(session, "m1", subject_ref_hex=REF_A, now=NOW)
+        grant_rows.revoke_grant(session, "m1", subject_ref_hex=REF_A, now=NOW)
     with sessions.begin() as session:
-        assert store.get_grant(session, "m1").revoked_at is None
-        store.use_grant(session, "m1", NOW + timedelta(hours=1))
+        assert grant_rows.get_grant(session, "m1").revoked_at is None
+        grant_rows.use_grant(session, "m1", NOW + timedelta(hours=1))
 
 
 def test_revoking_twice_keeps_the_first_time(sessions: sessionmaker[Session]) -> None:
@@ -517,11 +534,11 @@ def test_revoking_twice_keeps_the_first_time(sessions: sessionmaker[Session]) ->
     with sessions.begin() as session:
         _grant(session, "g1")
     with sessions.begin() as session:
-        assert store.revoke_grant(session, "g1", subject_ref_hex=REF_A, now=first) == first
+        assert grant_rows.revoke_grant(session, "g1", subject_ref_hex=REF_A, now=first) == first
     with sessions.begin() as session:
-        assert store.revoke_grant(session, "g1", subject_ref_hex=REF_A, now=second) == first
+        assert grant_rows.revoke_grant(session, "g1", subject_ref_hex=REF_A, now=second) == first
     with sessions() as session:
-        assert store.get_grant(session, "g1").revoked_at == first
+        assert grant_rows.get_grant(session, "g1").revoked_at == first
 
 
 # --- transparency log -------------------------------------------------------
@@ -529,17 +546,17 @@ def test_revoking_twice_keeps_the_first_time(sessions: sessionmaker[Session]) ->
 
 def test_log_indexes_are_dense_from_zero(sessions: sessionmaker[Session]) -> None:
     with sessions() as session:
-        assert store.log_size(session) == 0
+        assert transparency.log_size(session) == 0
     with sessions.begin() as session:
         assert [_append(session, f"q{i}") for i in range(3)] == [0, 1, 2]
     with sessions.begin() as session:
         assert _append(session, "q3") == 3
     with sessions() as session:
-        assert store.log_size(session) == 4
-        entry = store.log_entry(session, 2)
+        assert transparency.log_size(session) == 4
+        entry = log_entry(session, 2)
         assert (entry.query_id, entry.kind_values, entry.outcome) == ("q2", (1, 2), "dispatched")
         with pytest.raises(NotFound, match="no log entry at index 4: the log has 4 entries"):
-            store.log_entry(session, 4)
+            log_entry(session, 4)
 
 
 def test_concurrent_appends_get_distinct_dense_indexes(sessions: sessionmaker[Session]) -> None:
@@ -588,9 +605,9 @@ def test_embargoed_entries_are_hidden_until_the_embargo_ends(
         _append(session, "q2", subject_ref=other)
         _append(session, "q3", subject_ref=ref)
     with sessions() as session:
-        seen = store.entries_for_subject(session, ref, NOW)
+        seen = entries_for_subject(session, ref, NOW)
         assert [e.idx for e in seen] == [0, 3]
-        assert [e.idx for e in store.entries_for_subject(session, ref, embargo)] == [0, 1, 3]
+        assert [e.idx for e in entries_for_subject(session, ref, embargo)] == [0, 1, 3]
 
 
 # --- distinct subjects per day ------------------------------------------------
@@ -599,18 +616,18 @@ def test_embargoed_entries_are_hidden_until_the_embargo_ends(
 def test_distinct_subjects_per_day(sessions: sessionmaker[Session]) -> None:
     a, b, c = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
     with sessions.begin() as session:
-        assert store.note_subject_use(session, "company-x", "2026-11-28", a) == 1
-        assert store.note_subject_use(session, "company-x", "2026-11-28", a) == 1
-        assert store.note_subject_use(session, "company-x", "2026-11-28", b) == 2
+        assert note_subject_use(session, "company-x", "2026-11-28", a) == 1
+        assert note_subject_use(session, "company-x", "2026-11-28", a) == 1
+        assert note_subject_use(session, "company-x", "2026-11-28", b) == 2
         # Another requester and another day count on their own.
-        assert store.note_subject_use(session, "company-y", "2026-11-28", a) == 1
-        assert store.note_subject_use(session, "company-x", "2026-11-29", a) == 1
-        assert store.note_subject_uses(session, "company-x", "2026-11-28", [a, c, c]) == 3
+        assert note_subject_use(session, "company-y", "2026-11-28", a) == 1
+        assert note_subject_use(session, "company-x", "2026-11-29", a) == 1
+        assert note_subject_uses(session, "company-x", "2026-11-28", [a, c, c]) == 3
     with sessions.begin() as session:
-        assert store.prune_subject_usage(session, "2026-11-29") == 4
-        assert store.note_subject_uses(session, "company-x", "2026-11-29", []) == 1
+        assert prune_subject_usage(session, "2026-11-29") == 4
+        assert note_subject_uses(session, "company-x", "2026-11-29", []) == 1
         with pytest.raises(ValueError, match="day must be YYYY-MM-DD"):
-            store.note_subject_use(session, "company-x", "28/11/2026", a)
+            note_subject_use(session, "company-x", "28/11/2026", a)
 
 
 def test_expired_entries_lose_their_content_but_not_their_leaves(
@@ -622,15 +639,15 @@ def test_expired_entries_lose_their_content_but_not_their_leaves(
         head_before = transparency.tree_head(session, log_key=SigningKey.generate(), now=NOW)
     commitment = hashlib.sha256(b"commitment old-2").digest()
     with sessions.begin() as session:
-        assert transparency.erase_expired(session, NOW + timedelta(seconds=1)) == 5
-        assert transparency.erase_expired(session, NOW + timedelta(seconds=1)) == 0
+        assert erase_expired(session, NOW + timedelta(seconds=1)) == 5
+        assert erase_expired(session, NOW + timedelta(seconds=1)) == 0
     with sessions() as session:
-        entry = store.log_entry(session, 2)
+        entry = log_entry(session, 2)
         assert (entry.requester, entry.basis, entry.grant_id) == ("", "", "")
         assert entry.subject_ref == bytes(32)
         assert entry.salt == bytes(16)
         assert entry.commitment == commitment, "the leaf stays"
-        assert store.entries_for_subject(session, b"\x01" * 32, NOW) == []
+        assert entries_for_subject(session, b"\x01" * 32, NOW) == []
         index, path = transparency.inclusion_proof(session, commitment, 5)
         root = merkle.root(transparency.SqlSubtrees(session), 5)
     merkle.verify_inclusion(merkle.leaf_hash(commitment), index, 5, path, root)

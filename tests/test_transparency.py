@@ -22,8 +22,8 @@ from support.registry import run
 
 from agency_node import database as node_database
 from agency_node.models import AuditAlarm
-from central_registry.log_store import LogRow
-from central_registry.lookups import Lookups
+from central_registry.log.rows import LogRow
+from central_registry.lookup_log import LookupLog
 from credence.cli import main
 from credence.client.subject import SubjectClient
 from credence.dev import synthetic
@@ -103,16 +103,16 @@ def test_a_registry_that_skips_the_log_is_caught(
     federation: InProcessFederation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = federation.subject(synthetic.organisation(4))
-    original = Lookups._log_rows
+    original = LookupLog.record
 
     def skip_secret(
-        self: Lookups, rows: Sequence[LogRow], requester: str, now: datetime,
+        self: LookupLog, rows: Sequence[LogRow], requester: str, now: datetime,
         subjects: Sequence[bytes], grant_ids: Sequence[str] = (),
     ) -> int:  # fmt: skip
         kept = [row for row in rows if row.subject_ref != secret.ref]
         return original(self, kept, requester, now, subjects, grant_ids)
 
-    monkeypatch.setattr(Lookups, "_log_rows", skip_secret)
+    monkeypatch.setattr(LookupLog, "record", skip_secret)
     with federation.requester("acme") as acme:
         verdict = acme.verify_organisation(secret)
     monkeypatch.undo()

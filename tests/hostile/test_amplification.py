@@ -27,14 +27,15 @@ from support.members_port import MembersPort, members_port, organisation, person
 
 from central_registry import database
 from central_registry.config import RegistryConfig, parse_config, render_config
-from central_registry.log_store import OUTCOME_REFUSED, LogRow, append_entries
-from central_registry.models import LogEntry
-from central_registry.request_limits import (
+from central_registry.limits.request_shape import (
     AMPLIFICATION_LIMIT,
     MAX_REASON_CHARS,
     REFUSAL_ROW_BYTES,
     refusal_row_budget,
 )
+from central_registry.log.entries import append_entries
+from central_registry.log.rows import OUTCOME_REFUSED, LogRow
+from central_registry.models import LogEntry
 from credence.errors import InvalidInput
 from credence.v1 import agency_pb2, registry_pb2
 from hostile.amplification_inputs import (

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, func, select
 
-from central_registry import database, store
+from central_registry import database
 from central_registry.models import Grant
+from central_registry.store import grant_rows
 from credence.errors import AlreadyExists
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -29,7 +30,7 @@ def _issue(engine: Engine, grant_id: str, request_jti: str, gate: threading.Barr
     sessions = database.session_factory(engine)
     with sessions.begin() as session:
         gate.wait(timeout=30)
-        store.add_grant(
+        grant_rows.add_grant(
             session, grant_id=grant_id, kind="consent", subject_ref_hex=REF, requester="acme",
             purpose="credit_assessment", scope=("credit",), issued_at=NOW, not_before=NOW,
             expires_at=NOW + timedelta(days=1), max_uses=3, data_life_seconds=60,

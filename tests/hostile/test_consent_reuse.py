@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session
 from support.fixtures import StartFederation
 from support.inprocess import InProcessFederation
 
-from central_registry import store
 from central_registry.models import Grant
 from central_registry.status_publisher import StatusListPublisher
+from central_registry.store import grant_rows
 from credence.client.subject import SubjectClient
 from credence.dev import synthetic
 from credence.encoding import b64url_decode
@@ -200,7 +200,7 @@ def test_node_refuses_a_revoked_consent_the_registry_still_signs(
     # The registry is the attacker here: it skips its own revocation check.
     person = synthetic.person(14)
     token, grant_id, key, _ = fed.consent(person, requester="acme", idp="idp")
-    monkeypatch.setattr(store, "use_grant", lambda *args, **kwargs: None)
+    monkeypatch.setattr(grant_rows, "use_grant", lambda *args, **kwargs: None)
     answered = common_pb2.COVERAGE_STATE_ANSWERED
     assert _node_state(_lookup(fed, person, token))[0] == answered
     with _subject(fed, person, key) as me:
@@ -219,7 +219,7 @@ def test_node_with_a_stale_list_refuses_consent_lookups(
     token, _, _, _ = fed.consent(person, requester="acme", idp="idp")
     answered = common_pb2.COVERAGE_STATE_ANSWERED
     # Uses are not what this test counts: many lookups poll the node's state.
-    monkeypatch.setattr(store, "use_grant", lambda *args, **kwargs: None)
+    monkeypatch.setattr(grant_rows, "use_grant", lambda *args, **kwargs: None)
     # The registry hands out lists that live 3 s, then stops handing any out.
     original = StatusListPublisher.current
     serving = threading.Event()

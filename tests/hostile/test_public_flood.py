@@ -18,11 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from support.public_port import enrol_outcomes, enrol_request, public_stub, row_counts
 from support.registry import init_registry, running_registry
 
-from central_registry import database, membership, store
+from central_registry import database, membership
 from central_registry.config import PublicLimits, load_config
 from central_registry.keyring import load_keys
-from central_registry.public_port import ENROL, take_public_tokens
+from central_registry.limits.public import ENROL, take_public_tokens
 from central_registry.server import RegistryThread
+from central_registry.store import member_rows
 from credence.cli import main
 from credence.errors import FailedPrecondition, ResourceExhausted
 from credence.storage import session_factory
@@ -110,7 +111,7 @@ def test_expired_pending_enrolments_are_dropped_and_cannot_be_approved(tmp_path:
         # The next enrolment drops it; so does the registry's housekeeping.
         assert enrol_outcomes(stub, [enrol_request("fresh")]) == [OK]
         with sessions() as session:
-            assert [m.member_id for m in store.list_members(session)] == ["fresh"]
+            assert [m.member_id for m in member_rows.list_members(session)] == ["fresh"]
         # Its id is free again: the member may enrol anew.
         assert enrol_outcomes(stub, [enrol_request("stale")]) == [OK]
 

@@ -30,7 +30,8 @@ from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.models import QueryLogEntry
 from central_registry.database import create_engine_for, upgrade_schema
 from central_registry.keyring import RegistryKeys
-from central_registry.log_store import OUTCOME_DISPATCHED, LogRow, append_entries
+from central_registry.log.entries import append_entries
+from central_registry.log.rows import OUTCOME_DISPATCHED, LogRow
 from central_registry.service import TransparencyLogServicer
 from credence import queries
 from credence.keys import SigningKey, load_signing_key

@@ -1,11 +1,9 @@
-"""Per-requester request rate: a token bucket per member, refused with when to retry.
+"""Token buckets, the pure maths of every rate limit: refused with when to retry.
 
-:class:`TokenBucket` is the pure maths: given a bucket's stored state and the
-time, it returns the state after a request or refuses it. The registry keeps
-each requester's state in the database (``store.take_rate_tokens``) so the
-limit holds across every registry process sharing it. The
-distinct-subjects-per-day limit lives in the database too
-(``store.note_subject_use``).
+:class:`TokenBucket`: given a bucket's stored state and the time, it returns
+the state after a request or refuses it. The registry keeps each bucket's
+state in the database (:func:`central_registry.limits.rate_store.take_rate_tokens`)
+so the limit holds across every registry process sharing it.
 
 The quotas of log rows per member and minute (all rows, and refused single
 lookups alone) are the same bucket under their own keys (:func:`log_quota_key`),

@@ -3,7 +3,7 @@
 Anyone can reach the public port, so every call there is rate-limited twice:
 per source address (one address cannot crowd out the others) and overall (many
 addresses cannot exhaust the registry). Both use the database-backed token
-bucket of :func:`central_registry.store.take_rate_tokens`, so the limits hold
+bucket of :func:`central_registry.limits.rate_store.take_rate_tokens`, so the limits hold
 across every registry process sharing the database; a call spends from both
 buckets or, when either refuses, from neither. Request fields are bounded here
 before anything is verified or written.
@@ -19,10 +19,10 @@ from google.protobuf.message import Message
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from central_registry import store
 from central_registry.config import PublicLimits
+from central_registry.limits.buckets import TokenBucket
+from central_registry.limits.rate_store import take_rate_tokens
 from central_registry.models import RateBucket
-from central_registry.ratelimit import TokenBucket
 from credence.errors import InvalidInput, ResourceExhausted
 from credence.storage import immediate_writer, session_factory
 
@@ -104,7 +104,7 @@ def take_public_tokens(
     per_address, overall = _buckets(action, limits)
     what = "enrolments" if action == ENROL else "subject access and enrolment status calls"
     try:
-        store.take_rate_tokens(session, bucket_key(action, address), per_address, now)
+        take_rate_tokens(session, bucket_key(action, address), per_address, now)
     except ResourceExhausted as exc:
         raise ResourceExhausted(
             f"too many {what} from {address}: the limit is {per_address.rate:g}/s "
@@ -112,7 +112,7 @@ def take_public_tokens(
             retry_after=exc.retry_after,
         ) from None
     try:
-        store.take_rate_tokens(session, bucket_key(action, _OVERALL), overall, now)
+        take_rate_tokens(session, bucket_key(action, _OVERALL), overall, now)
     except ResourceExhausted as exc:
         raise ResourceExhausted(
             f"the registry is taking too many {what} from all addresses "

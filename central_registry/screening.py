@@ -1,0 +1,283 @@
+"""Screening: many subjects per message, one log transaction, one signature per batch.
+
+Each message is checked as a whole (shape, rate, log quota, rights), then row
+by row (subject, grant). Its rows are logged in one transaction with their
+grant uses (a grant used up or revoked meanwhile refuses its row alone), sent
+to the nodes in signed batches of ``node_batch_size``, and answered with one
+signed verdict batch. A refusal writes bounded rows only: at most
+:func:`~central_registry.limits.request_shape.refusal_row_budget` per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from central_registry.access import Allowed, Asked, check_asked, check_grant, subject_from_proto
+from central_registry.aggregation import aggregate
+from central_registry.grants import GrantPolicy
+from central_registry.limits import request_shape
+from central_registry.log.rows import LogRow, dispatched_row, refused_row
+from central_registry.lookup_context import LookupContext
+from credence import payloads, queries
+from credence.envelope import sign
+from credence.errors import CredenceError
+from credence.queries import Lookup
+from credence.rpc.status import reason_for, status_for
+from credence.transparency import log_promise
+from credence.v1 import agency_pb2, common_pb2, registry_pb2
+
+__all__ = ["screen_message"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A row whose subject and grant passed: its place in the message and its lookup."""
+
+    index: int
+    item: registry_pb2.ScreenItem
+    lookup: Lookup
+    allowed: Allowed
+
+
+def _subject_type(lookup: Lookup) -> int:
+    return queries.subject_to_proto(lookup.subject).type
+
+
+def _refuse_message(
+    ctx: LookupContext,
+    requester: str,
+    message: registry_pb2.ScreenBatchRequest,
+    error: CredenceError,
+    *,
+    now: datetime,
+    budget: int,
+) -> None:
+    """Log a message refused as a whole: its identifiable rows as refused, within budget."""
+    rows: list[LogRow] = []
+    for item in message.items:
+        if len(rows) >= budget:
+            _log.warning(
+                "refused message of %d rows by %r: only %d logged (its budget)",
+                len(message.items), requester, budget,
+            )  # fmt: skip
+            break
+        row = refused_row(
+            requester, item.subject, purpose=message.purpose,
+            kinds=message.kinds, error=error, now=now,
+        )  # fmt: skip
+        if row is not None:
+            rows.append(row)
+    ctx.log.record_refusals(rows, requester, now)
+
+
+async def screen_message(
+    ctx: LookupContext, requester: str, message: registry_pb2.ScreenBatchRequest
+) -> registry_pb2.ScreenBatchResponse:
+    """Screen one message's rows: refusals per row, verdicts under one signature.
+
+    Raises:
+        CredenceError: the whole message is refused (its shape, rate limit, log quota,
+            rights); its identifiable rows are logged as refused, within budget.
+    """
+    now = ctx.clock()
+    # Refusal rows may cost the database twice what the message carried, no more.
+    budget = request_shape.refusal_row_budget(message.ByteSize())
+    try:
+        request_shape.check_screen_message(message, ctx.config.max_screen_rows)
+        await asyncio.to_thread(ctx.log.admit, requester, now, max(1, len(message.items)))
+        policy = ctx.policy()
+        asked = check_asked(policy, requester, message.purpose, tuple(message.kinds))
+    except CredenceError as exc:
+        await asyncio.to_thread(
+            _refuse_message, ctx, requester, message, exc, now=now, budget=budget
+        )
+        raise
+    checked, refused = _check_rows(ctx, policy, asked, message, now)
+    rows = _dispatched_rows(requester, asked, checked, now)
+
+    def refusal_rows(used_up: Mapping[int, CredenceError]) -> list[LogRow]:
+        # Every refusal of the message in its order, grant uses included; the
+        # rows beyond what the message paid to log are answered, not logged.
+        for position, error in used_up.items():
+            refused[checked[position].index] = (checked[position].item, error)
+        logged: list[LogRow] = []
+        for index in sorted(refused):
+            if len(logged) >= budget:
+                break
+            item, error = refused[index]
+            refusal = refused_row(
+                requester, item.subject, purpose=asked.purpose, kinds=asked.kinds,
+                error=error, now=now,
+            )  # fmt: skip
+            if refusal is not None:
+                logged.append(refusal)
+        return logged
+
+    used_up = await asyncio.to_thread(ctx.log.record_screened, rows, requester, now, refusal_rows)
+    accepted = [row for position, row in enumerate(checked) if position not in used_up]
+    promises = _promises(
+        ctx, [row for position, row in enumerate(rows) if position not in used_up], now
+    )
+    response = registry_pb2.ScreenBatchResponse()
+    for index in sorted(refused):
+        item, error = refused[index]
+        response.results.add(
+            row_key=item.row_key,
+            refusal=agency_pb2.ItemRefusal(
+                code=status_for(error).value[0], reason=reason_for(error)
+            ),
+        )
+    if accepted:
+        verdicts = await _screen_accepted(ctx, policy, asked, accepted, promises, now=now)
+        batch = registry_pb2.VerdictBatch(verdicts=verdicts)
+        for verdict_index, row in enumerate(accepted):
+            response.results.add(row_key=row.item.row_key, verdict_index=verdict_index)
+        response.verdicts.CopyFrom(
+            sign(payloads.VERDICT_BATCH, batch.SerializeToString(), [ctx.keys.signing]).to_proto()
+        )
+    return response
+
+
+def _check_rows(
+    ctx: LookupContext,
+    policy: GrantPolicy,
+    asked: Asked,
+    message: registry_pb2.ScreenBatchRequest,
+    now: datetime,
+) -> tuple[list[_Checked], dict[int, tuple[registry_pb2.ScreenItem, CredenceError]]]:
+    """Each row's subject and grant: the rows that passed, and the refused ones by index."""
+    checked: list[_Checked] = []
+    refused: dict[int, tuple[registry_pb2.ScreenItem, CredenceError]] = {}
+    # One draw of randomness per message, not one per row (each draw costs a syscall).
+    query_ids = iter(queries.new_query_ids(len(message.items)))
+    for index, item in enumerate(message.items):
+        try:
+            subject = subject_from_proto(item.subject)
+            allowed = check_grant(policy, asked, subject, item.grant, cache=ctx.grants, now=now)
+        except CredenceError as exc:
+            refused[index] = (item, exc)
+            continue
+        lookup = Lookup(
+            subject=subject, grant=item.grant, grant_id=allowed.grant_id, query_id=next(query_ids)
+        )
+        checked.append(_Checked(index, item, lookup, allowed))
+    return checked, refused
+
+
+def _dispatched_rows(
+    requester: str, asked: Asked, checked: Sequence[_Checked], now: datetime
+) -> list[LogRow]:
+    """The log rows of the checked rows, each under a fresh salt and its commitment."""
+    encoder = log_promise.CommitmentEncoder.for_shared(
+        requester=requester, purpose=asked.purpose, kinds=asked.kinds, issued_at=now
+    )
+    rows = []
+    for row, salt in zip(checked, log_promise.new_salts(len(checked)), strict=True):
+        lookup = row.lookup
+        subject_type = _subject_type(lookup)
+        rows.append(
+            dispatched_row(
+                query_id=lookup.query_id,
+                requester=requester,
+                subject_type=subject_type,
+                subject_ref=lookup.subject.ref,
+                purpose=asked.purpose,
+                kinds=asked.kinds,
+                grant_id=lookup.grant_id,
+                issued_at=now,
+                salt=salt,
+                commitment=encoder.commit(
+                    salt, lookup.query_id, subject_type, lookup.subject.ref, lookup.grant_id
+                ),
+                basis=row.allowed.basis,
+                embargo_until=row.allowed.embargo_until,
+            )
+        )
+    return rows
+
+
+def _promises(
+    ctx: LookupContext, rows: Sequence[LogRow], now: datetime
+) -> list[common_pb2.LogPromise]:
+    """The unsigned promises of logged rows, carried inside the signed batch query."""
+    promised_at = Timestamp()
+    promised_at.FromDatetime(now)
+    merge_delay = Duration()
+    merge_delay.FromTimedelta(ctx.config.log_merge_delay)
+    return [
+        common_pb2.LogPromise(
+            log_id=ctx.keys.signing.kid,
+            query_id=row.query_id,
+            entry_commitment=row.commitment,
+            salt=row.salt,
+            promised_at=promised_at,
+            max_merge_delay=merge_delay,
+        )
+        for row in rows
+    ]
+
+
+async def _screen_accepted(
+    ctx: LookupContext,
+    policy: GrantPolicy,
+    asked: Asked,
+    accepted: Sequence[_Checked],
+    promises: Sequence[common_pb2.LogPromise],
+    *,
+    now: datetime,
+) -> list[registry_pb2.Verdict]:
+    targets, contributors = ctx.views.targets_for(policy, asked.kinds)
+    aggregator, version = ctx.views.scorecard(policy)
+    size = ctx.config.node_batch_size
+    chunks = [
+        (accepted[start : start + size], promises[start : start + size])
+        for start in range(0, len(accepted), size)
+    ]
+
+    async def one_chunk(
+        chunk: Sequence[_Checked], chunk_promises: Sequence[common_pb2.LogPromise]
+    ) -> list[registry_pb2.Verdict]:
+        envelope = queries.sign_batch(
+            [(row.lookup, promise) for row, promise in zip(chunk, chunk_promises, strict=True)],
+            requester=asked.requester,
+            purpose=asked.purpose,
+            kinds=asked.kinds,
+            audience=[target.member_id for target in targets],
+            scorecard_version=version,
+            now=now,
+            registry_key=ctx.keys.signing,
+            lifetime=ctx.config.query_lifetime,
+        )
+        outcomes = await ctx.fanout.batch(targets, envelope, [row.lookup.query_id for row in chunk])
+        verdict_ids = iter(queries.new_query_ids(len(chunk)))
+        return [
+            aggregate(
+                verdict_id=next(verdict_ids),
+                query_id=row.lookup.query_id,
+                subject=queries.subject_to_proto(row.lookup.subject),
+                requester=asked.requester,
+                purpose=asked.purpose,
+                kinds=asked.kinds,
+                grant_id=row.allowed.grant_id,
+                outcomes=outcomes[row.lookup.query_id],
+                aggregator=aggregator,
+                scorecard_version=version,
+                log_promise=None,
+                issued_at=now,
+                expires_at=now + ctx.verdict_life(row.allowed),
+                contributors=contributors,
+            )
+            for row in chunk
+        ]
+
+    results = await asyncio.gather(*(one_chunk(chunk, ps) for chunk, ps in chunks))
+    return [verdict for chunk_verdicts in results for verdict in chunk_verdicts]
