@@ -15,12 +15,13 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from agency_node import database
-from agency_node.batch_store import BatchStore, LogValues
+from agency_node.batch_store import BatchStore
 from agency_node.bloom_filter import BloomFilter
 from agency_node.config import NodeConfig
 from agency_node.evaluation import (
@@ -32,18 +33,13 @@ from agency_node.evaluation import (
 )
 from agency_node.manifest_holder import ManifestHolder
 from agency_node.models import Record
-from agency_node.query_checks import (
-    CheckedQuery,
-    QueryChecker,
-    RevocationCheck,
-    open_single_promise,
-    timestamp,
-)
+from agency_node.query_checks import CheckedQuery, QueryChecker, open_single_promise, timestamp
 from credence import names, payloads
 from credence.clock import Clock
-from credence.envelope import Envelope, sign, verify
+from credence.envelope import Envelope, open_message, sign
 from credence.errors import CredenceError, InvalidInput, MessageTooLarge, Replayed
 from credence.grants.cache import GrantCache
+from credence.grants.check import RevocationCheck
 from credence.keys import SigningKey
 from credence.manifest import TrustedManifest
 from credence.rpc.status import reason_for, status_for
@@ -65,6 +61,23 @@ class _LogRow:
     entry_commitment: bytes | None = None
     log_promise: bytes | None = None
     answer_hash: bytes | None = None
+
+
+class QueryLogRow(NamedTuple):
+    """One query-log row as the batch store writes it: its columns, in their order."""
+
+    query_id: str
+    received_at: Any  # already in the driver's form (BatchStore.time)
+    requester: str
+    purpose: str
+    kinds: str
+    subject_ref: bytes | None
+    outcome: str
+    status_code: str
+    reason: str
+    entry_commitment: bytes | None
+    log_promise: bytes | None
+    answer_hash: bytes | None
 
 
 def _kinds_text(kinds: Sequence[int]) -> str:
@@ -330,7 +343,7 @@ class Answerer:
         batch: agency_pb2.BatchQuery,
         fresh: set[str],
         now: datetime,
-    ) -> tuple[agency_pb2.BatchAnswer, list[LogValues]]:
+    ) -> tuple[agency_pb2.BatchAnswer, list[QueryLogRow]]:
         checked = self._checker.check_batch_items(batch, fresh, now)
         found = self.records.records_for(
             [result.subject.ref for result in checked if isinstance(result, CheckedQuery)]
@@ -344,9 +357,9 @@ class Answerer:
         # Most subjects hold no record: their answer is one template, copied.
         template = self._answer_proto(batch.kinds, self._evaluator.evaluate([], now))
         stored_now = self._batches.time(now)
-        requester, purpose, kinds = batch.requester, _purpose_text(batch.purpose), ""
+        requester, purpose = batch.requester, _purpose_text(batch.purpose)
         kinds = _kinds_text(batch.kinds)
-        rows: list[LogValues] = []
+        rows: list[QueryLogRow] = []
         for item, result in zip(batch.items, checked, strict=True):
             entry = reply.items.add(query_id=item.query_id)
             if isinstance(result, CredenceError):
@@ -355,12 +368,21 @@ class Answerer:
                 entry.refusal.reason = reason_for(result)
                 subject_ref = bytes(item.subject.ref)
                 rows.append(
-                    (
-                        item.query_id[:64], stored_now, requester[:128], purpose, kinds,
-                        subject_ref if len(subject_ref) == 32 else None, "refused",
-                        code.name, entry.refusal.reason, None, None, None,
+                    QueryLogRow(
+                        query_id=item.query_id[:64],
+                        received_at=stored_now,
+                        requester=requester[:128],
+                        purpose=purpose,
+                        kinds=kinds,
+                        subject_ref=subject_ref if len(subject_ref) == 32 else None,
+                        outcome="refused",
+                        status_code=code.name,
+                        reason=entry.refusal.reason,
+                        entry_commitment=None,
+                        log_promise=None,
+                        answer_hash=None,
                     )
-                )  # fmt: skip
+                )
                 continue
             records = found.get(result.subject.ref)
             if records:
@@ -370,11 +392,21 @@ class Answerer:
             else:
                 entry.answer.CopyFrom(template)
             rows.append(
-                (
-                    item.query_id, stored_now, requester, purpose, kinds, result.subject.ref,
-                    "answered", "OK", "", result.entry_commitment, None, None,
+                QueryLogRow(
+                    query_id=item.query_id,
+                    received_at=stored_now,
+                    requester=requester,
+                    purpose=purpose,
+                    kinds=kinds,
+                    subject_ref=result.subject.ref,
+                    outcome="answered",
+                    status_code="OK",
+                    reason="",
+                    entry_commitment=result.entry_commitment,
+                    log_promise=None,
+                    answer_hash=None,
                 )
-            )  # fmt: skip
+            )
         return reply, rows
 
     # -- pieces ---------------------------------------------------------------------------
@@ -390,15 +422,12 @@ class Answerer:
 
     def _open_batch(self, envelope: Envelope, now: datetime) -> agency_pb2.BatchQuery:
         # A batch is signed with the log key: the one signature covers every promise.
-        registry = self._manifest.registry
-        verified = verify(envelope, payloads.BATCH_QUERY, self._manifest.registry_keys)
-        if registry.log_id not in verified.kids:
+        verified = open_message(
+            envelope, payloads.BATCH_QUERY, self._manifest.registry_keys, agency_pb2.BatchQuery
+        )
+        if self._manifest.registry.log_id not in verified.kids:
             raise InvalidInput("batch is not signed by the registry's log key")
-        batch = agency_pb2.BatchQuery()
-        try:
-            batch.ParseFromString(verified.payload)
-        except Exception as exc:
-            raise InvalidInput(f"batch payload does not parse: {exc}") from exc
+        batch = verified.message
         if not batch.batch_id:
             raise InvalidInput("batch has no batch_id")
         if len(batch.items) > payloads.MAX_BATCH_ITEMS:
@@ -418,12 +447,21 @@ class Answerer:
             answer.credit.CopyFrom(to_credit_proto(evaluation.credit, self._scorecard_version))
         return answer
 
-    def _values(self, row: _LogRow, now: datetime) -> LogValues:
-        return (
-            row.query_id[:64], self._batches.time(now), row.requester[:128], row.purpose,
-            row.kinds, row.subject_ref, row.outcome, row.status_code, row.reason,
-            row.entry_commitment, row.log_promise, row.answer_hash,
-        )  # fmt: skip
+    def _values(self, row: _LogRow, now: datetime) -> QueryLogRow:
+        return QueryLogRow(
+            query_id=row.query_id[:64],
+            received_at=self._batches.time(now),
+            requester=row.requester[:128],
+            purpose=row.purpose,
+            kinds=row.kinds,
+            subject_ref=row.subject_ref,
+            outcome=row.outcome,
+            status_code=row.status_code,
+            reason=row.reason,
+            entry_commitment=row.entry_commitment,
+            log_promise=row.log_promise,
+            answer_hash=row.answer_hash,
+        )
 
     def _log(self, rows: Sequence[_LogRow], now: datetime) -> None:
         if rows:

@@ -21,13 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agency_node.config import NodePolicy
-from credence import jws, names, payloads
+from credence import payloads
 from credence.encoding import format_time
-from credence.envelope import Envelope, verify
+from credence.envelope import Envelope, verify_message
 from credence.errors import (
     ClaimMismatch,
     CredenceError,
@@ -38,29 +39,16 @@ from credence.errors import (
     Replayed,
     WrongAudience,
 )
-from credence.grants import tokens
+from credence.grants import check
 from credence.grants.cache import GrantCache
+from credence.grants.check import Asked, RevocationCheck
 from credence.manifest import TrustedManifest
-from credence.subjects import SubjectRef, SubjectType
+from credence.subjects import SubjectRef
 from credence.transparency import log_promise
-from credence.v1 import agency_pb2, common_pb2, manifest_pb2
+from credence.v1 import agency_pb2, common_pb2
 
 #: Records a query id as seen; raises :class:`~credence.errors.Replayed` if it was.
 ClaimId = Callable[[str, datetime], None]
-#: Refuses a grant the registry revoked (see :mod:`agency_node.status_list_holder`).
-RevocationCheck = Callable[[tokens.Grant, datetime], None]
-
-_SUBJECT_TYPES = {
-    common_pb2.SUBJECT_TYPE_PERSON: SubjectType.PERSON,
-    common_pb2.SUBJECT_TYPE_ORGANISATION: SubjectType.ORGANISATION,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class _SharedChecks:
-    purpose_name: str
-    kind_names: list[str]
-    public_register_error: CredenceError | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +85,11 @@ class QueryChecker:
     #: None when the node has no registry to fetch a revocation list from.
     revocations: RevocationCheck | None = None
 
+    @cached_property
+    def grant_rules(self) -> check.GrantRules:
+        """The shared grant check's rules, as this node's manifest states them."""
+        return check.GrantRules.from_manifest(self.manifest)
+
     # -- steps 1-2 -------------------------------------------------------------
 
     def open_query(self, envelope: Envelope, now: datetime) -> agency_pb2.Query:
@@ -108,12 +101,9 @@ class QueryChecker:
             WrongAudience: the query is addressed to other agencies.
             Expired, NotYetValid: outside its validity window.
         """
-        verified = verify(envelope, payloads.QUERY, self.manifest.registry_keys)
-        query = agency_pb2.Query()
-        try:
-            query.ParseFromString(verified.payload)
-        except Exception as exc:
-            raise InvalidInput(f"query payload does not parse: {exc}") from exc
+        query = verify_message(
+            envelope, payloads.QUERY, self.manifest.registry_keys, agency_pb2.Query
+        )
         if not query.query_id:
             raise InvalidInput("query has no query_id")
         self.check_window(query.query_id, query.audience, query.issued_at, query.expires_at, now)
@@ -174,24 +164,15 @@ class QueryChecker:
         Raises:
             CredenceError: the first check that fails, naming it.
         """
-        if subject.type not in _SUBJECT_TYPES:
+        subject_type = check.SUBJECT_TYPES.get(subject.type)
+        if subject_type is None:
             raise InvalidInput(f"query {query_id}: subject type is unspecified")
-        ref = SubjectRef(_SUBJECT_TYPES[subject.type], bytes(subject.ref))
+        ref = SubjectRef(subject_type, bytes(subject.ref))
         if not kinds:
             raise InvalidInput(f"query {query_id}: no verdict kind asked")
-        kind_names = [names.kind_name(kind) for kind in kinds]
-        purpose_name = names.purpose_name(purpose)
+        asked = Asked.of(requester, purpose, kinds)
         self.manifest.active_member(requester)
-        grant_id = self._check_grant(
-            grant,
-            ref,
-            requester=requester,
-            purpose=purpose,
-            kinds=kinds,
-            now=now,
-            purpose_name=purpose_name,
-            kind_names=kind_names,
-        )
+        grant_id = self._check_grant(grant, ref, asked, now)
         entry = log_promise.LogEntry(
             query_id=query_id,
             requester=requester,
@@ -203,10 +184,7 @@ class QueryChecker:
             issued_at=issued_at,
         )
         log_promise.check_promise(promise, entry, log_id=self.manifest.registry.log_id, now=now)
-        if purpose_name in self.policy.refused_purposes:
-            raise PermissionDenied(f"this agency does not answer queries for {purpose_name}")
-        if requester in self.policy.refused_requesters:
-            raise PermissionDenied(f"this agency does not answer queries from {requester!r}")
+        self._check_local_policy(asked)
         return CheckedQuery(
             query_id=query_id,
             subject=ref,
@@ -228,15 +206,14 @@ class QueryChecker:
         """
         issued_at = timestamp(batch.issued_at, f"batch {batch.batch_id}: issued_at")
         try:
-            shared = self._shared_checks(batch.kinds, batch.purpose, batch.requester)
+            asked = self._shared_checks(batch.kinds, batch.purpose, batch.requester)
         except CredenceError as exc:
             return [exc for _ in batch.items]
         encoder = log_promise.CommitmentEncoder.for_shared(
             requester=batch.requester, purpose=batch.purpose, kinds=batch.kinds, issued_at=issued_at
         )
         rules = log_promise.PromiseRules.at(self.manifest.registry.log_id, now)
-        public_register = shared.public_register_error
-        kinds = tuple(batch.kinds)
+        kinds = asked.kinds
         requester, purpose = batch.requester, batch.purpose
         salt_bytes = log_promise.SALT_BYTES
         results: list[CheckedQuery | CredenceError] = []
@@ -246,29 +223,11 @@ class QueryChecker:
                 if query_id not in fresh:
                     raise Replayed(f"query {query_id} was already received")
                 subject = item.subject
-                subject_type = _SUBJECT_TYPES.get(subject.type)
+                subject_type = check.SUBJECT_TYPES.get(subject.type)
                 if subject_type is None:
                     raise InvalidInput(f"query {query_id}: subject type is unspecified")
                 ref = SubjectRef(subject_type, subject.ref)
-                if item.grant.WhichOneof("basis") == "public_register":
-                    if public_register is not None:
-                        raise public_register
-                    if subject_type is not SubjectType.ORGANISATION:
-                        raise PermissionDenied(
-                            "a person is never looked up on the public-register basis"
-                        )
-                    grant_id = ""
-                else:
-                    grant_id = self._check_grant(
-                        item.grant,
-                        ref,
-                        requester=requester,
-                        purpose=purpose,
-                        kinds=kinds,
-                        now=now,
-                        purpose_name=shared.purpose_name,
-                        kind_names=shared.kind_names,
-                    )
+                grant_id = self._check_grant(item.grant, ref, asked, now)
                 promise = item.log_promise
                 salt = promise.salt
                 rules.check(
@@ -285,102 +244,32 @@ class QueryChecker:
                 results.append(exc)
         return results
 
-    def _shared_checks(self, kinds: Sequence[int], purpose: int, requester: str) -> _SharedChecks:
+    def _shared_checks(self, kinds: Sequence[int], purpose: int, requester: str) -> Asked:
         if not kinds:
             raise InvalidInput("no verdict kind asked")
-        kind_names = [names.kind_name(kind) for kind in kinds]
-        purpose_name = names.purpose_name(purpose)
+        asked = Asked.of(requester, purpose, kinds)
         self.manifest.active_member(requester)
-        if purpose_name in self.policy.refused_purposes:
-            raise PermissionDenied(f"this agency does not answer queries for {purpose_name}")
-        if requester in self.policy.refused_requesters:
-            raise PermissionDenied(f"this agency does not answer queries from {requester!r}")
-        public_register_error: CredenceError | None = None
-        if set(kinds) != {common_pb2.VERDICT_KIND_BLACKLIST}:
-            public_register_error = PermissionDenied(
-                "the public-register basis covers blacklist status only"
-            )
-        elif purpose != common_pb2.PURPOSE_COUNTERPARTY_VERIFICATION:
-            public_register_error = PermissionDenied(
-                "the public-register basis covers counterparty_verification only"
-            )
-        return _SharedChecks(purpose_name, kind_names, public_register_error)
+        self._check_local_policy(asked)
+        return asked
+
+    def _check_local_policy(self, asked: Asked) -> None:
+        if asked.purpose_name in self.policy.refused_purposes:
+            raise PermissionDenied(f"this agency does not answer queries for {asked.purpose_name}")
+        if asked.requester in self.policy.refused_requesters:
+            raise PermissionDenied(f"this agency does not answer queries from {asked.requester!r}")
 
     def _check_grant(
-        self,
-        grant: agency_pb2.Grant,
-        ref: SubjectRef,
-        *,
-        requester: str,
-        purpose: int,
-        kinds: Sequence[int],
-        now: datetime,
-        purpose_name: str,
-        kind_names: Sequence[str],
+        self, grant: agency_pb2.Grant, ref: SubjectRef, asked: Asked, now: datetime
     ) -> str:
-        basis = grant.WhichOneof("basis")
-        if basis == "public_register":
-            if ref.subject_type is not SubjectType.ORGANISATION:
-                raise PermissionDenied("a person is never looked up on the public-register basis")
-            if set(kinds) != {common_pb2.VERDICT_KIND_BLACKLIST}:
-                raise PermissionDenied("the public-register basis covers blacklist status only")
-            if purpose != common_pb2.PURPOSE_COUNTERPARTY_VERIFICATION:
-                raise PermissionDenied(
-                    "the public-register basis covers counterparty_verification only"
-                )
-            return ""
-        if basis == "consent_token":
-            token = grant.consent_token
-            verified = self.grants.get(token, now) or self._verify_consent(token, requester, now)
-        elif basis == "mandate_token":
-            token = grant.mandate_token
-            verified = self.grants.get(token, now) or self._verify_mandate(token, requester, now)
-        else:
-            raise PermissionDenied("query carries no grant (consent, mandate or public register)")
-        self.grants.put(token, verified)
-        # After the cache: a revocation must reach grants verified before it.
-        if self.revocations is not None:
-            self.revocations(verified, now)
-        tokens.check_grant_for_query(
-            verified,
-            subject_ref_hex=ref.hex(),
-            requester=requester,
-            purpose=purpose_name,
-            kinds=kind_names,
-        )
-        return verified.grant_id
-
-    def _verify_consent(self, token: str, requester: str, now: datetime) -> tokens.Grant:
-        policy = {
-            names.purpose_name(purpose): tokens.PurposePolicy(
-                max_validity=limits.max_validity, max_uses=limits.max_uses
-            )
-            for purpose, limits in self.manifest.purpose_policies.items()
-        }
-        return tokens.verify_consent(
-            token,
-            registry_keys=self.manifest.registry_keys,
-            identity_keys=self.manifest.identity_verifier_keys(),
-            expected_audience=requester,
+        return check.check_grant(
+            grant,
+            ref,
+            asked,
+            rules=self.grant_rules,
+            cache=self.grants,
             now=now,
-            policy=policy,
-            expected_issuer=self.manifest.registry.member_id,
-        )
-
-    def _verify_mandate(self, token: str, requester: str, now: datetime) -> tokens.Grant:
-        kid = jws.peek_header(token, max_size=tokens.MANDATE_MAX_SIZE).get("kid")
-        if not isinstance(kid, str):
-            raise InvalidInput("mandate header has no kid")
-        issuer = self.manifest.key_owner(kid)
-        if self.manifest.active_member(issuer).role != manifest_pb2.ROLE_AUTHORITY:
-            raise PermissionDenied(f"mandate is signed by {issuer!r}, which is not an authority")
-        return tokens.verify_mandate(
-            token,
-            authority_keys=self.manifest.member_keys(issuer),
-            expected_audience=requester,
-            now=now,
-            expected_issuer=issuer,
-        )
+            revocations=self.revocations,
+        ).grant_id
 
 
 def open_single_promise(checker: QueryChecker, query: agency_pb2.Query) -> common_pb2.LogPromise:

@@ -3,20 +3,18 @@
 Only the registry may call a node: the caller's member id is read from its
 mutual-TLS certificate (never from a request field) and must be the
 registry's. Answering is synchronous database and signing work: it runs in
-the node's bounded answer pool, never on the event loop, so streams held
-open by peers (health watches, slow readers) cannot take the threads that
-answer queries. Domain errors become gRPC statuses in one place,
-:func:`credence.rpc.status.grpc_errors_async`.
+the node's bounded answer pool (the servicer's ``executor``), never on the
+event loop, so streams held open by peers (health watches, slow readers)
+cannot take the threads that answer queries. The handlers are made by
+:mod:`credence.rpc.handlers`, which maps domain errors to gRPC statuses.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import Executor
-from typing import Any, TypeVar
 
-import grpc.aio
 from cryptography import x509
 
 from agency_node.answering import Answerer
@@ -24,13 +22,10 @@ from agency_node.contests import ContestDesk
 from agency_node.manifest_holder import ManifestHolder
 from credence.clock import Clock
 from credence.errors import PermissionDenied
-from credence.rpc.status import grpc_errors_async
+from credence.rpc import handlers
+from credence.rpc.handlers import Context
 from credence.rpc.tls import peer_member_id
 from credence.v1 import agency_pb2, agency_pb2_grpc
-
-Context = grpc.aio.ServicerContext[Any, Any]
-_Arg = TypeVar("_Arg")
-_Result = TypeVar("_Result")
 
 
 class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
@@ -51,7 +46,7 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         self._manifests = manifests
         self._ca_cert = ca_cert
         self._clock = clock
-        self._executor = executor
+        self.executor = executor
 
     def _require_registry(self, context: Context) -> None:
         manifest = self._manifests.current()
@@ -61,41 +56,39 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
                 f"only the registry may query this node; {caller!r} is not the registry"
             )
 
-    async def _in_pool(self, work: Callable[[_Arg], _Result], argument: _Arg) -> _Result:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work, argument)
-
-    async def AnswerQuery(  # noqa: N802 - gRPC method name
+    @handlers.blocking
+    def AnswerQuery(
         self, request: agency_pb2.AnswerQueryRequest, context: Context
     ) -> agency_pb2.AnswerQueryResponse:
         """Answer one signed query."""
-        async with grpc_errors_async(context):
-            self._require_registry(context)
-            answer = await self._in_pool(self._answerer.answer, request.query)
-            return agency_pb2.AnswerQueryResponse(answer=answer.to_proto())
-        raise AssertionError("unreachable")  # pragma: no cover - grpc_errors_async aborts
+        self._require_registry(context)
+        answer = self._answerer.answer(request.query)
+        return agency_pb2.AnswerQueryResponse(answer=answer.to_proto())
 
-    async def AnswerBatch(  # noqa: N802 - gRPC method name
+    @handlers.stream
+    async def AnswerBatch(
         self,
         request_iterator: AsyncIterator[agency_pb2.AnswerBatchRequest],
         context: Context,
-    ) -> AsyncIterator[agency_pb2.AnswerBatchResponse]:
+    ) -> AsyncGenerator[agency_pb2.AnswerBatchResponse, None]:
         """Answer each signed batch of the stream under one signature.
 
         A caller that gives up or passes its deadline cancels the stream, and
         with it the wait for the batch in progress.
         """
-        async with grpc_errors_async(context):
-            self._require_registry(context)
-            async for request in request_iterator:
-                answers = await self._in_pool(self._answerer.answer_batch, request.batch)
-                yield agency_pb2.AnswerBatchResponse(answers=answers.to_proto())
+        self._require_registry(context)
+        loop = asyncio.get_running_loop()
+        async for request in request_iterator:
+            answers = await loop.run_in_executor(
+                self.executor, self._answerer.answer_batch, request.batch
+            )
+            yield agency_pb2.AnswerBatchResponse(answers=answers.to_proto())
 
-    async def FileContest(  # noqa: N802 - gRPC method name
+    @handlers.blocking
+    def FileContest(
         self, request: agency_pb2.FileContestRequest, context: Context
     ) -> agency_pb2.FileContestResponse:
         """Flag the contested records disputed and return a signed receipt."""
-        async with grpc_errors_async(context):
-            self._require_registry(context)
-            receipt = await self._in_pool(self._contests.file, request.contest.SerializeToString())
-            return agency_pb2.FileContestResponse(receipt=receipt.to_proto())
-        raise AssertionError("unreachable")  # pragma: no cover - grpc_errors_async aborts
+        self._require_registry(context)
+        receipt = self._contests.file(request.contest.SerializeToString())
+        return agency_pb2.FileContestResponse(receipt=receipt.to_proto())

@@ -9,13 +9,15 @@ node reports the signed resolution, and the subject sees it.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import grpc
 import grpc.aio
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from central_registry.keyring import RegistryKeys
 from central_registry.models import Contest
@@ -118,6 +120,58 @@ async def deliver(
     if receipt.contest_id != contest.contest_id or receipt.agency != agency_id:
         raise ClaimMismatch("the agency's receipt is for another contest or agency")
     return int(receipt.records_flagged)
+
+
+async def file_contest(
+    request: registry_pb2.ContestRecordsRequest,
+    *,
+    prove: Callable[[], SubjectProof],
+    sessions: sessionmaker[Session],
+    manifest: TrustedManifest,
+    keys: RegistryKeys,
+    now: datetime,
+) -> tuple[str, int]:
+    """File a subject's contest: check and sign it, deliver it, keep it open.
+
+    ``prove`` checks the request's subject proof (blocking, like the signing
+    and the keeping, so both run in a worker thread); the delivery to the
+    agency's node is awaited on the event loop.
+
+    Returns:
+        The contest id and how many records the agency flagged disputed.
+
+    Raises:
+        VerificationError: the subject proof or the agency's receipt does not check out.
+        PermissionDenied: the proof names another agency, or it is not an agency.
+        InvalidInput: an empty or too long statement, or a kind the agency does not hold.
+        Unavailable: the agency's node could not be reached or refused.
+    """
+
+    def check() -> tuple[SubjectProof, agency_pb2.Contest, Envelope, str]:
+        proof = prove()
+        contest, envelope, endpoint = signed_contest(
+            proof, request.subject_proof, request, manifest=manifest, keys=keys, now=now
+        )
+        return proof, contest, envelope, endpoint
+
+    proof, contest, envelope, endpoint = await asyncio.to_thread(check)
+    flagged = await deliver(
+        envelope, contest, agency_id=request.agency, endpoint=endpoint, manifest=manifest, keys=keys
+    )
+
+    def keep() -> None:
+        with sessions.begin() as session:
+            record_contest(
+                session,
+                contest,
+                agency_id=request.agency,
+                subject_ref_hex=proof.subject_ref,
+                records_flagged=flagged,
+                now=now,
+            )
+
+    await asyncio.to_thread(keep)
+    return contest.contest_id, flagged
 
 
 def record_contest(

@@ -5,8 +5,8 @@ SQLAlchemy URL works (PostgreSQL through ``postgresql+psycopg://``). Schema
 changes are the Alembic migrations in :mod:`central_registry.migrations`, run
 programmatically: there is no ``alembic.ini`` on disk.
 
-The repositories in :mod:`central_registry.store` (and the log and limits) receive a ``Session``; the
-caller owns ``with session.begin():``.
+The repositories in :mod:`central_registry.store` (and the log and limits)
+receive a ``Session``; the caller owns ``with session.begin():``.
 """
 
 from __future__ import annotations

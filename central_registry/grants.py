@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -26,10 +27,10 @@ from credence.errors import (
 from credence.grants import consent as tokens_consent
 from credence.grants import tokens
 from credence.grants._claims import new_jti
+from credence.grants.check import GrantRules, verify_authority_mandate
 from credence.grants.subject_proofs import SubjectProof, verify_subject_proof
 from credence.keys import KeySet, SigningKey, VerifyKey
 from credence.manifest import TrustedManifest
-from credence.v1 import manifest_pb2
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,16 @@ class GrantPolicy:
             name: tokens.PurposePolicy(max_validity=rules.max_validity, max_uses=rules.max_uses)
             for name, rules in self.config.purposes.items()
         }
+
+    @cached_property
+    def grant_rules(self) -> GrantRules:
+        """The shared grant check's rules: the registry's own caps, id and embargo limit."""
+        return GrantRules(
+            manifest=self.manifest,
+            fair_use=self.purpose_policies(),
+            registry_id=self.config.member_id,
+            max_embargo=self.config.max_embargo,
+        )
 
 
 def register_binding(
@@ -183,31 +194,6 @@ def _issued_for(
     return grant.token, grant.grant_id
 
 
-def verify_mandate_token(
-    token: str, *, requester: str, policy: GrantPolicy, now: datetime
-) -> tokens.VerifiedMandate:
-    """Verify a mandate against the keys of the authority that signed it.
-
-    Raises:
-        PermissionDenied: the signer is not an active authority.
-        VerificationError: the mandate does not verify or is not for ``requester``.
-    """
-    kid = jws.peek_header(token, max_size=tokens.MANDATE_MAX_SIZE).get("kid")
-    if not isinstance(kid, str):
-        raise InvalidInput("mandate header has no kid")
-    issuer = policy.manifest.key_owner(kid)
-    if policy.manifest.active_member(issuer).role != manifest_pb2.ROLE_AUTHORITY:
-        raise PermissionDenied(f"mandate is signed by {issuer!r}, which is not an authority")
-    return tokens.verify_mandate(
-        token,
-        authority_keys=policy.manifest.member_keys(issuer),
-        expected_audience=requester,
-        now=now,
-        max_embargo=policy.config.max_embargo,
-        expected_issuer=issuer,
-    )
-
-
 def register_mandate(
     session: Session, token: str, *, caller: str, policy: GrantPolicy, now: datetime
 ) -> str:
@@ -221,7 +207,13 @@ def register_mandate(
     if not isinstance(kid, str) or policy.manifest.key_owner(kid) != caller:
         raise PermissionDenied("only the authority that signed a mandate may register it")
     claims_aud = _unverified_claims(token, tokens.MANDATE_MAX_SIZE).get("aud")
-    mandate = verify_mandate_token(token, requester=str(claims_aud), policy=policy, now=now)
+    mandate = verify_authority_mandate(
+        token,
+        manifest=policy.manifest,
+        requester=str(claims_aud),
+        now=now,
+        max_embargo=policy.config.max_embargo,
+    )
     _check_purpose_kinds(mandate.purpose, mandate.scope, policy)
     grant_rows.add_grant(
         session,

@@ -19,7 +19,7 @@ from datetime import datetime
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from central_registry.access import Allowed, Asked, check_asked, check_grant, subject_from_proto
+from central_registry.access import Allowed, check_asked, check_grant, subject_from_proto
 from central_registry.aggregation import aggregate
 from central_registry.grants import GrantPolicy
 from central_registry.limits import request_shape
@@ -28,6 +28,7 @@ from central_registry.lookup_context import LookupContext
 from credence import payloads, queries
 from credence.envelope import sign
 from credence.errors import CredenceError
+from credence.grants.check import Asked
 from credence.queries import Lookup
 from credence.rpc.status import reason_for, status_for
 from credence.transparency import log_promise

@@ -39,9 +39,9 @@ from central_registry.keyring import load_keys
 from central_registry.log.entries import erase_expired
 from central_registry.lookups import Lookups
 from central_registry.manifest_cache import ManifestCache
-from central_registry.service import (
+from central_registry.service_members import RegistryServicer
+from central_registry.service_public import (
     EnrolmentServicer,
-    RegistryServicer,
     SubjectAccessServicer,
     TransparencyLogServicer,
 )

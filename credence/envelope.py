@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
@@ -336,15 +336,26 @@ def verify(
     )
 
 
-def verify_message(
+@dataclass(frozen=True)
+class VerifiedMessage(Generic[M]):
+    """What :func:`open_message` vouches for: the parsed payload and who signed it."""
+
+    message: M
+    kids: tuple[str, ...]
+
+
+def open_message(
     envelope: Envelope,
     expected_payload_type: str,
     keys: KeySet,
     message_cls: type[M],
     *,
     threshold: int = 1,
-) -> M:
-    """Verify the envelope, then parse its exact payload bytes as ``message_cls``.
+) -> VerifiedMessage[M]:
+    """Verify the envelope, then parse its exact payload bytes, keeping the signers' key ids.
+
+    For callers that require one particular key among the trusted ones (a log
+    key among the registry's keys); the others use :func:`verify_message`.
 
     Raises:
         WrongPayloadType: as :func:`verify`.
@@ -361,7 +372,28 @@ def verify_message(
         raise InvalidInput(
             f"signed {expected_payload_type} payload is not a {name} protobuf: {exc}"
         ) from exc
-    return message
+    return VerifiedMessage(message, verified.kids)
+
+
+def verify_message(
+    envelope: Envelope,
+    expected_payload_type: str,
+    keys: KeySet,
+    message_cls: type[M],
+    *,
+    threshold: int = 1,
+) -> M:
+    """Verify the envelope, then parse its exact payload bytes as ``message_cls``.
+
+    Raises:
+        WrongPayloadType: as :func:`verify`.
+        BadSignature: as :func:`verify`.
+        UnknownKey: as :func:`verify`.
+        InvalidInput: the verified payload does not parse as ``message_cls``.
+    """
+    return open_message(
+        envelope, expected_payload_type, keys, message_cls, threshold=threshold
+    ).message
 
 
 def _check_size(size: int, max_size: int) -> None:

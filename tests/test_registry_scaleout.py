@@ -32,7 +32,7 @@ from pathlib import Path
 import grpc
 import pytest
 from sqlalchemy import Engine, select
-from support.inprocess import free_port, run
+from support.registry import free_port, run
 
 from agency_node.server import RunningNode, start_node
 from central_registry import config as registry_config

@@ -15,7 +15,6 @@ import hashlib
 import http.client
 import io
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 import grpc
 import pytest
 from sqlalchemy.orm import Session
+from support.registry import init_registry, running_registry
 
 from central_registry import config as registry_config
 from central_registry import database, transparency
@@ -33,9 +33,9 @@ from central_registry.keyring import RegistryKeys, load_keys
 from central_registry.log.entries import entries_for_subject
 from central_registry.publishing import publish
 from central_registry.server import RegistryThread
-from central_registry.service import (
+from central_registry.service_members import RegistryServicer
+from central_registry.service_public import (
     EnrolmentServicer,
-    RegistryServicer,
     SubjectAccessServicer,
     TransparencyLogServicer,
 )
@@ -166,29 +166,12 @@ class Registry:
         return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
-def _set_rate_limits(data_dir: Path, **limits: float) -> None:
-    path = data_dir / registry_config.CONFIG_FILE
-    text = path.read_text()
-    for key, value in limits.items():
-        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
-        assert count == 1, f"{key} not in {path}"
-    path.write_text(text)
-
-
 @contextlib.contextmanager
 def _registry(data_dir: Path, **limits: float) -> Iterator[Registry]:
-    ports = ["--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0"]
-    assert (
-        main(["registry", "init", "--dir", str(data_dir), *ports, "--http-listen", "127.0.0.1:0"])
-        == 0
-    )
-    _set_rate_limits(data_dir, **limits)
+    init_registry(data_dir, limits)
     keys = load_keys(registry_config.load_config(data_dir))
-    thread = RegistryThread(data_dir)
-    try:
+    with running_registry(data_dir) as thread:
         yield Registry(data_dir, thread, keys)
-    finally:
-        thread.stop()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
+from support.fixtures import Schema
 
 from central_registry import database, transparency
 from central_registry.limits.subject_usage import (
@@ -66,21 +67,10 @@ def sqlite_url(tmp_path: Path) -> str:
     return database.sqlite_url_for(tmp_path)
 
 
-# database_url (conftest.py) runs every test using these once on SQLite, once on PostgreSQL.
 @pytest.fixture
-def make_engine(database_url: str) -> Iterator[Callable[[bool], Engine]]:
-    engines: list[Engine] = []
-
-    def _make(migrate: bool = True) -> Engine:
-        engine = database.create_engine_for(database_url)
-        engines.append(engine)
-        if migrate:
-            database.upgrade_schema(engine)
-        return engine
-
-    yield _make
-    for engine in engines:
-        engine.dispose()
+def schema() -> Schema:
+    """The registry's database (``make_engine`` and ``engine`` are in support.fixtures)."""
+    return database
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ processes would.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import select
-from support.inprocess import InProcessFederation, start
+from support.fixtures import StartFederation
+from support.inprocess import InProcessFederation
 from support.registry import run
 
 from agency_node import database as node_database
@@ -38,19 +39,14 @@ COURT, BANK = synthetic.AGENCY_PROFILES[0], synthetic.AGENCY_PROFILES[2]
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessFederation]:
-    fed = start(tmp_path_factory.mktemp("transparency"))
-    try:
-        fed.enrol_member(
-            "acme", "company", "--purposes", "counterparty_verification,credit_assessment"
-        )
-        fed.enrol_member("idp", "company", "--identity-verifier")
-        fed.enrol_member("police", "authority")
-        fed.add_agency(COURT)
-        fed.add_agency(BANK)
-        yield fed
-    finally:
-        fed.stop()
+def federation(start_federation: StartFederation) -> InProcessFederation:
+    fed = start_federation("transparency")
+    fed.enrol_member("acme", "company", "--purposes", "counterparty_verification,credit_assessment")
+    fed.enrol_member("idp", "company", "--identity-verifier")
+    fed.enrol_member("police", "authority")
+    fed.add_agency(COURT)
+    fed.add_agency(BANK)
+    return fed
 
 
 def _audit_health(fed: InProcessFederation, node: str) -> int:

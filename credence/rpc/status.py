@@ -1,7 +1,8 @@
 """The one map from domain errors to gRPC status codes.
 
-Servicers wrap each handler in :func:`grpc_errors` (thread-pool servers) or
-:func:`grpc_errors_async` (grpc.aio servers). A :class:`CredenceError` becomes
+The grpc.aio servicers get :func:`grpc_errors_async` around every handler from
+the decorators of :mod:`credence.rpc.handlers`; :func:`grpc_errors` is the same
+for thread-pool servers. A :class:`CredenceError` becomes
 its mapped status with its message as the one-line reason; anything else is
 logged with its traceback and becomes INTERNAL with a generic reason, so no
 internal detail leaks to the caller.

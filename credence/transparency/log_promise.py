@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 
 from credence import payloads
 from credence.encoding import format_time, require_utc, to_epoch
-from credence.envelope import Envelope, sign, verify
+from credence.envelope import Envelope, open_message, sign
 from credence.errors import ClaimMismatch, InvalidInput, NotYetValid
 from credence.keys import KeySet, SigningKey
 from credence.v1 import common_pb2
@@ -195,12 +195,8 @@ def open_promise(envelope: Envelope, log_keys: KeySet) -> common_pb2.LogPromise:
         VerificationError: the promise is not signed by a log key.
         InvalidInput: it does not parse.
     """
-    verified = verify(envelope, payloads.LOG_PROMISE, log_keys)
-    promise = common_pb2.LogPromise()
-    try:
-        promise.ParseFromString(verified.payload)
-    except Exception as exc:
-        raise InvalidInput(f"log promise does not parse: {exc}") from exc
+    verified = open_message(envelope, payloads.LOG_PROMISE, log_keys, common_pb2.LogPromise)
+    promise = verified.message
     if promise.log_id not in verified.kids:
         raise ClaimMismatch(f"log promise names log {promise.log_id} but is signed by another key")
     return promise

@@ -22,7 +22,7 @@ from support.log_server import AuditBed, audit_bed
 from agency_node.audit import AuditThread, log_keys
 from agency_node.models import AuditAlarm, QueryLogEntry
 from central_registry import transparency
-from central_registry.service import TransparencyLogServicer
+from central_registry.service_public import TransparencyLogServicer
 from credence.v1 import registry_pb2
 
 ENTRIES = 2_500

@@ -32,7 +32,7 @@ from central_registry.database import create_engine_for, upgrade_schema
 from central_registry.keyring import RegistryKeys
 from central_registry.log.entries import append_entries
 from central_registry.log.rows import OUTCOME_DISPATCHED, LogRow
-from central_registry.service import TransparencyLogServicer
+from central_registry.service_public import TransparencyLogServicer
 from credence import queries
 from credence.keys import SigningKey, load_signing_key
 from credence.pki import create_ca
