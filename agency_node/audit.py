@@ -48,7 +48,7 @@ AUDIT_SERVICE = "credence.audit"
 CHUNK = MAX_PROOFS_PER_CALL
 
 _LOGGED_PROBLEMS = 20
-#: The kind of problem ``credence audit node`` reports when it could check nothing.
+#: The kind of problem ``credence node audit`` reports when it could check nothing.
 UNREACHABLE = "registry_unreachable"
 
 #: The audit component turns NOT_SERVING when a promise is this far past its merge delay.
@@ -360,7 +360,7 @@ class AuditThread(threading.Thread):
 def audit_node(
     data_dir: Path, *, clock: Clock, everything: bool = True, progress: Progress | None = None
 ) -> tuple[AuditReport, list[tuple[str, str, str]]]:
-    """``credence audit node``: check every answered query of a node against the log.
+    """``credence node audit``: check every answered query of a node against the log.
 
     Returns:
         This pass's report and every alarm the node has recorded.

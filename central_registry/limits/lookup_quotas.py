@@ -71,15 +71,23 @@ class LookupQuotas:
         """Spend ``rows`` of ``requester``'s quota of refused single lookups logged per minute.
 
         Raises:
-            ResourceExhausted: the quota is spent.
+            ResourceExhausted: the quota is spent; the message names the setting.
         """
-        take_rate_tokens(
-            session,
-            log_quota_key(requester, REFUSED_ROWS),
-            self._refused_quota,
-            now,
-            cost=float(rows),
-        )
+        try:
+            take_rate_tokens(
+                session,
+                log_quota_key(requester, REFUSED_ROWS),
+                self._refused_quota,
+                now,
+                cost=float(rows),
+            )
+        except ResourceExhausted as exc:
+            quota = self._limits.refused_rows_per_minute
+            raise ResourceExhausted(
+                f"{requester!r} reached its quota of {quota} logged refused lookups per "
+                f"minute (refused_rows_per_minute)",
+                retry_after=exc.retry_after,
+            ) from None
 
     def note_subjects(
         self, session: Session, requester: str, subjects: Sequence[bytes], now: datetime
