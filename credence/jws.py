@@ -147,6 +147,14 @@ def parse_compact(token: str, *, max_size: int = DEFAULT_MAX_SIZE) -> ParsedJws:
     except InvalidInput as exc:
         raise InvalidInput(f"compact JWS part is not strict base64url: {exc}") from exc
     header = parse_json_object(header_bytes, "JWS header")
+    if "alg" not in header:
+        # What a flipped bit in the header's base64url usually leaves behind:
+        # valid JSON whose member names no longer read "alg".
+        members = ", ".join(repr(name) for name in sorted(header)) or "none"
+        raise BadSignature(
+            f"JWS header does not decode to a JOSE header: it has no 'alg' member "
+            f"(members: {members}); the token was damaged or altered, ask for it again"
+        )
     alg = header.get("alg")
     if alg != ALGORITHM:
         raise BadSignature(f"JWS alg {alg!r} is refused; only {ALGORITHM!r} is accepted")

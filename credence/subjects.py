@@ -134,7 +134,22 @@ _USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 # ISO 7064 MOD 97-10 as ISO 17442 uses it: letters become 10..35.
 _LEI_EXPAND = str.maketrans({chr(ord("A") + i): str(10 + i) for i in range(26)})
 
-_COUNTRY_RE = re.compile(r"[A-Z]{2}")
+#: The 249 officially assigned ISO 3166-1 alpha-2 country codes (Debian
+#: iso-codes 4.x, which follows the ISO 3166 Maintenance Agency). User-assigned
+#: codes (AA, QM-QZ, XA-XZ, ZZ) and reserved ones are not countries.
+ISO_3166_ALPHA_2 = frozenset(
+    (  # noqa: SIM905 - 249 codes read better as text than as a list
+        "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN "
+        "BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ "
+        "DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL "
+        "GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM "
+        "JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME "
+        "MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP "
+        "NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD "
+        "SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO "
+        "TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW"
+    ).split()
+)
 _ASCII = frozenset(chr(code) for code in range(128))
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 
@@ -213,10 +228,11 @@ def _check_reg(value: str) -> str:
         raise InvalidIdentifier(
             "reg value must be '<country>:<number>' with an ISO 3166 alpha-2 country code"
         )
-    if not _COUNTRY_RE.fullmatch(country):
+    if country not in ISO_3166_ALPHA_2:
         shown = f"{country!r}" if len(country) <= 2 else f"{len(country)} characters"
         raise InvalidIdentifier(
-            f"reg country must be an ISO 3166 alpha-2 code (two letters A-Z), got {shown}"
+            "reg country must be an ISO 3166 alpha-2 code (an assigned country such as "
+            f"CN, DE or GB), got {shown}"
         )
     if not 1 <= len(number) <= 32:
         raise InvalidIdentifier(

@@ -175,7 +175,7 @@ def test_other_algorithms_are_refused(alg: str) -> None:
 def test_missing_alg_is_refused() -> None:
     header = header_of()
     del header["alg"]
-    with pytest.raises(BadSignature, match="alg None is refused"):
+    with pytest.raises(BadSignature, match="header does not decode to a JOSE header: it has no 'alg'"):
         verify_compact(forge(header, b"{}", KEY), KEYS, TYP)
 
 

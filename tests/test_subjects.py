@@ -211,6 +211,10 @@ INVALID = [
     ("reg:GBR:01234567", r"^reg country must be an ISO 3166 alpha-2 code .*, got 3 characters$"),
     ("reg:G1:01234567", r"^reg country must be an ISO 3166 alpha-2 code .*, got 'G1'$"),
     ("reg::01234567", r"^reg country must be an ISO 3166 alpha-2 code .*, got ''$"),
+    # Two letters, but no country: unassigned and user-assigned codes.
+    ("reg:XX:123", r"^reg country must be an ISO 3166 alpha-2 code .*, got 'XX'$"),
+    ("reg:ZZ:123", r"^reg country must be an ISO 3166 alpha-2 code .*, got 'ZZ'$"),
+    ("reg:UK:123", r"^reg country must be an ISO 3166 alpha-2 code .*, got 'UK'$"),
     ("reg:GB:", r"^reg number must be 1 to 32 characters after normalisation, got 0$"),
     ("reg:GB:" + "1" * 33, r"^reg number must be 1 to 32 characters after normalisation, got 33$"),
     ("reg:GB:0123_4567", r"^reg number character 5 is '_', expected A-Z or 0-9$"),

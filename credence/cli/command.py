@@ -10,9 +10,66 @@ The server packages build their groups with these too (``credence node``,
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeAlias
+
+#: Example lines longer than this are folded with `` \\`` continuations.
+EXAMPLE_WIDTH = 78
+# A run of spaces inside a line: what a backslash-newline in a non-raw string
+# literal leaves of a continuation (the backslash and newline vanish).
+_JOINED = re.compile(r"(?<=\S) {3,}(?=-)")
+
+
+def fold_example(line: str, width: int = EXAMPLE_WIDTH) -> list[str]:
+    r"""One example line as shown: long command lines folded before an option.
+
+    Only command lines (``credence ...``) are folded. A line joined by a lost
+    continuation (a run of spaces before an option) is joined up cleanly; a
+    line wider than ``width`` is broken before an option (with its value),
+    each piece but the last ending in `` \``.
+
+    Args:
+        line: one line of an example block, with its indentation.
+        width: the widest line to show.
+
+    Returns:
+        The lines to show in its place.
+    """
+    if not line.lstrip().startswith("credence ") or (
+        len(line) <= width and not _JOINED.search(line)
+    ):
+        return [line]  # prose, comments and short commands are shown as written
+    indent = line[: len(line) - len(line.lstrip())]
+    pieces: list[str] = []
+    for word in _JOINED.sub(" ", line.strip()).split(" "):
+        if word.startswith("-") or not pieces:
+            pieces.append(word)
+        else:
+            pieces[-1] += " " + word
+    shown: list[str] = []
+    current = indent + pieces[0]
+    for piece in pieces[1:]:
+        if len(current) + 1 + len(piece) + 2 > width:
+            shown.append(current + " \\")
+            current = indent + "    " + piece
+        else:
+            current += " " + piece
+    shown.append(current)
+    return shown
+
+
+class ExampleFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples as written, long command lines folded (:func:`fold_example`)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        # ``width`` is the terminal's; examples fold at EXAMPLE_WIDTH so that
+        # they read the same everywhere and can be pasted.
+        del width
+        lines = [folded for line in text.splitlines() for folded in fold_example(line)]
+        return "\n".join(indent + line for line in lines)
+
 
 #: The sub-command group :func:`subcommands` returns.
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -39,7 +96,7 @@ def subcommands(
         The group to add commands to with :func:`command`.
     """
     parser.epilog = examples
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = ExampleFormatter
     return parser.add_subparsers(dest=dest, metavar=metavar, required=True)
 
 
@@ -83,7 +140,7 @@ def command(
         help=help_text,
         description=description or help_text,
         epilog=epilog if example is None else f"example:\n  {example}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ExampleFormatter,
     )
     if data_dir is not None:
         sub.add_argument("--dir", type=Path, required=True, help=data_dir)

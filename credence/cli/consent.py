@@ -33,8 +33,8 @@ from credence.subjects import SubjectType, normalise, ref_for
 
 EXAMPLES = """examples:
   # the subject, with their personal key and binding:
-  credence consent request --requester demo-company --purpose credit_assessment \
-      --kinds blacklist,credit --days 14 --uses 1 \
+  credence consent request --requester demo-company --purpose credit_assessment \\
+      --kinds blacklist,credit --days 14 --uses 1 \\
       --key me.key --binding me.binding.jwt --out request.jwt
   # the requester named in it has the registry countersign it:
   credence consent issue request.jwt --binding me.binding.jwt --out consent.jwt
