@@ -10,7 +10,9 @@ A verdict travels in two forms signed by the same registry key:
 
 The JWS binds what the verdict binds: subject, requester (``aud``), purpose,
 kinds, times, outcome, coverage, scorecard version, grant, the hashes of the
-answers it was built from and the hash of the log promise envelope.
+answers it was built from and the SHA-256 of the log promise envelope's
+payload: the signed ``LogPromise`` bytes exactly as the log produced them,
+never a re-serialization (``docs/protocol.md`` gives every claim).
 
 Time rules: the envelope expires exactly at ``expires_at`` (the registry chose
 that instant; a requester relying on a verdict gains nothing from leeway), and
@@ -201,8 +203,10 @@ def verdict_claims(verdict: registry_pb2.Verdict, issuer: str) -> dict[str, Any]
     claims["grant_id"] = verdict.grant_id
     claims["answers"] = [b64url_encode(digest) for digest in verdict.answer_hashes]
     if verdict.HasField("log_promise"):
-        promise = verdict.log_promise.SerializeToString(deterministic=True)
-        claims["log_promise"] = b64url_encode(hashlib.sha256(promise).digest())
+        # The signed LogPromise bytes as the log produced them (like an answer
+        # hash); re-serializing the envelope would make the hash depend on a
+        # serializer.
+        claims["log_promise"] = b64url_encode(hashlib.sha256(verdict.log_promise.payload).digest())
     return claims
 
 
