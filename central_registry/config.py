@@ -139,6 +139,10 @@ class RegistryConfig:
     listen: str = "127.0.0.1:7700"
     public_listen: str = "127.0.0.1:7702"
     http_listen: str = "127.0.0.1:7780"
+    #: The HTTP side's TLS certificate chain and key (PEM files); None: the
+    #: registry's own ``tls.crt`` / ``tls.key`` from the federation CA.
+    http_tls_cert: Path | None = None
+    http_tls_key: Path | None = None
     database_url: str = ""
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_screen_rows: int = DEFAULT_MAX_SCREEN_ROWS
@@ -271,6 +275,10 @@ def parse_config(
         or config_value(CONFIG_FILE, main, "public_listen", str, "127.0.0.1:7702"),
         http_listen=environ.get("CREDENCE_REGISTRY_HTTP_LISTEN")
         or config_value(CONFIG_FILE, main, "http_listen", str, "127.0.0.1:7780"),
+        http_tls_cert=_data_path(
+            data_dir, config_value(CONFIG_FILE, main, "http_tls_cert", str, "")
+        ),
+        http_tls_key=_data_path(data_dir, config_value(CONFIG_FILE, main, "http_tls_key", str, "")),
         database_url=environ.get("CREDENCE_REGISTRY_DATABASE_URL")
         or config_value(CONFIG_FILE, main, "database_url", str, ""),
         max_message_bytes=config_value(
@@ -322,6 +330,11 @@ def parse_config(
         public=_public_limits(config_value(CONFIG_FILE, document, "public", dict, {})),
         peer_limits=_peer_call_limits(config_value(CONFIG_FILE, document, "peer_limits", dict, {})),
     )
+    if (config.http_tls_cert is None) != (config.http_tls_key is None):
+        raise InvalidInput(
+            f"{CONFIG_FILE}: set both http_tls_cert and http_tls_key (the operator's "
+            "certificate and its key), or neither for the federation CA's"
+        )
     if config.max_message_bytes < 64 * 1024:
         raise InvalidInput(f"{CONFIG_FILE}: max_message_bytes must be at least 65536")
     if config.rate_limits.refused_rows_per_minute < 1:
@@ -353,6 +366,11 @@ def load_config(data_dir: Path, environ: Mapping[str, str] | None = None) -> Reg
     return parse_config(path.read_text(encoding="utf-8"), Path(data_dir), environ)
 
 
+def _data_path(data_dir: Path, value: str) -> Path | None:
+    """``value`` as a path, relative ones under ``data_dir``; empty: None."""
+    return (data_dir / value) if value else None
+
+
 def render_config(config: RegistryConfig) -> str:
     """The ``registry.toml`` that ``init`` writes."""
     lines = [
@@ -362,11 +380,15 @@ def render_config(config: RegistryConfig) -> str:
         "[registry]",
         f'member_id = "{config.member_id}"',
         f'federation_id = "{config.federation_id}"',
-        "# Members' port: mutual TLS, lookups, grants, manifest, log.",
+        "# Members' port: mutual TLS, lookups, grants, manifest, status list.",
         f'listen = "{config.listen}"',
-        "# Public TLS port without client certificates: enrolment and subject access.",
+        "# Public TLS port, no client certificates: enrolment, subject access, the log.",
         f'public_listen = "{config.public_listen}"',
+        "# The HTTP side (manifest, JWKS, status list) is HTTPS; empty: tls.crt/tls.key",
+        "# (the federation CA's), else the operator's PEM chain and key (relative: here).",
         f'http_listen = "{config.http_listen}"',
+        f'http_tls_cert = "{config.http_tls_cert or ""}"',
+        f'http_tls_key = "{config.http_tls_key or ""}"',
         "# Empty: the SQLite file registry.db in this directory.",
         f'database_url = "{config.database_url}"',
         f"manifest_validity_days = {config.manifest_validity.days}",

@@ -125,7 +125,9 @@ class Query(_message.Message):
 
     @_builtins.property
     def log_promise(self) -> _common_pb2.Envelope:
-        """Envelope of a LogPromise signed by the log key."""
+        """Envelope of a LogPromise signed by the log key
+        (payload type application/vnd.credence.log-promise.v1+proto).
+        """
 
     @_builtins.property
     def audience(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -604,7 +606,9 @@ class AnswerQueryRequest(_message.Message):
     QUERY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def query(self) -> _common_pb2.Envelope:
-        """Envelope of a Query signed by the registry."""
+        """Envelope of a Query signed by the registry
+        (payload type application/vnd.credence.query.v1+proto).
+        """
 
     def __init__(
         self,
@@ -628,7 +632,9 @@ class AnswerQueryResponse(_message.Message):
     ANSWER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def answer(self) -> _common_pb2.Envelope:
-        """Envelope of an Answer signed by the node."""
+        """Envelope of an Answer signed by the node
+        (payload type application/vnd.credence.answer.v1+proto).
+        """
 
     def __init__(
         self,
@@ -652,7 +658,9 @@ class AnswerBatchRequest(_message.Message):
     BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def batch(self) -> _common_pb2.Envelope:
-        """Envelope of a BatchQuery signed by the registry."""
+        """Envelope of a BatchQuery signed by the registry
+        (payload type application/vnd.credence.batch-query.v1+proto).
+        """
 
     def __init__(
         self,
@@ -676,7 +684,9 @@ class AnswerBatchResponse(_message.Message):
     ANSWERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def answers(self) -> _common_pb2.Envelope:
-        """Envelope of a BatchAnswer signed by the node."""
+        """Envelope of a BatchAnswer signed by the node
+        (payload type application/vnd.credence.batch-answer.v1+proto).
+        """
 
     def __init__(
         self,
@@ -700,7 +710,9 @@ class FileContestRequest(_message.Message):
     CONTEST_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def contest(self) -> _common_pb2.Envelope:
-        """Envelope of a Contest signed by the registry."""
+        """Envelope of a Contest signed by the registry
+        (payload type application/vnd.credence.contest.v1+proto).
+        """
 
     def __init__(
         self,
@@ -724,7 +736,9 @@ class FileContestResponse(_message.Message):
     RECEIPT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def receipt(self) -> _common_pb2.Envelope:
-        """Envelope of a ContestReceipt signed by the node."""
+        """Envelope of a ContestReceipt signed by the node
+        (payload type application/vnd.credence.contest-receipt.v1+proto).
+        """
 
     def __init__(
         self,

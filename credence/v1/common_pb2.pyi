@@ -262,7 +262,8 @@ Global___SubjectRef: _TypeAlias = SubjectRef  # noqa: Y015
 class LogPromise(_message.Message):
     """The registry's signed promise that a lookup is in the transparency log, in
     the spirit of a Certificate Transparency SCT. Travels inside an Envelope
-    signed by the registry's log key.
+    signed by the registry's log key
+    (payload type application/vnd.credence.log-promise.v1+proto).
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -420,7 +420,7 @@ Global___RegistryInfo: _TypeAlias = RegistryInfo  # noqa: Y015
 class Manifest(_message.Message):
     """The signed federation manifest, in the spirit of TUF metadata: members,
     keys, endpoints, scorecard, revocations. Travels in an Envelope signed by
-    root keys; a holder refuses one that is unsigned, expired or older than
+    root keys (payload type application/vnd.credence.manifest.v1+proto); a holder refuses one that is unsigned, expired or older than
     the one it holds.
     """
 

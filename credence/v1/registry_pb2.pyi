@@ -166,7 +166,9 @@ class Verdict(_message.Message):
 
     @_builtins.property
     def log_promise(self) -> _common_pb2.Envelope:
-        """The log promise of the lookup."""
+        """The log promise of the lookup: an Envelope of a LogPromise signed by the
+        log key (payload type application/vnd.credence.log-promise.v1+proto).
+        """
 
     @_builtins.property
     def answer_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
@@ -251,7 +253,9 @@ class RequestVerdictResponse(_message.Message):
     """The same verdict as a compact JWS (typ verdict+jwt) for JOSE tooling."""
     @_builtins.property
     def verdict(self) -> _common_pb2.Envelope:
-        """Envelope of the Verdict signed by the registry."""
+        """Envelope of the Verdict signed by the registry
+        (payload type application/vnd.credence.verdict.v1+proto).
+        """
 
     def __init__(
         self,
@@ -411,8 +415,8 @@ class ScreenBatchResponse(_message.Message):
 
     @_builtins.property
     def verdicts(self) -> _common_pb2.Envelope:
-        """Envelope of the VerdictBatch the results' verdict_index values point into;
-        absent when every result is a refusal.
+        """Envelope of the VerdictBatch the results' verdict_index values point into
+        (payload type application/vnd.credence.verdict-batch.v1+proto); absent when every result is a refusal.
         """
 
     def __init__(
@@ -603,7 +607,9 @@ class GetManifestResponse(_message.Message):
     MANIFEST_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def manifest(self) -> _common_pb2.Envelope:
-        """Envelope of the current Manifest signed by the root keys."""
+        """Envelope of the current Manifest signed by the root keys
+        (payload type application/vnd.credence.manifest.v1+proto).
+        """
 
     def __init__(
         self,
@@ -797,7 +803,9 @@ class GetEnrolmentResponse(_message.Message):
     """
     @_builtins.property
     def manifest(self) -> _common_pb2.Envelope:
-        """Envelope of the current Manifest."""
+        """Envelope of the current Manifest signed by the root keys
+        (payload type application/vnd.credence.manifest.v1+proto).
+        """
 
     def __init__(
         self,
@@ -1284,7 +1292,9 @@ class ReportContestOutcomeRequest(_message.Message):
     RESOLUTION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def resolution(self) -> _common_pb2.Envelope:
-        """Envelope of a ContestResolution signed by the agency."""
+        """Envelope of a ContestResolution signed by the agency
+        (payload type application/vnd.credence.contest-resolution.v1+proto).
+        """
 
     def __init__(
         self,
@@ -1381,7 +1391,9 @@ class GetTreeHeadResponse(_message.Message):
     TREE_HEAD_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def tree_head(self) -> _common_pb2.Envelope:
-        """Envelope of the latest TreeHead."""
+        """Envelope of the latest TreeHead signed by the log key
+        (payload type application/vnd.credence.tree-head.v1+proto).
+        """
 
     def __init__(
         self,
