@@ -36,14 +36,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support.log_server import fill_log, new_promises, record_answers, serve_forever
-from support.signed_federation import REGISTRY_ID, Federation
 
 from agency_node import config as node_config
 from agency_node import database as node_database
 from agency_node.audit import LogAuditor, log_keys
 from agency_node.manifest_holder import ManifestHolder, load_manifest
+from agency_node.offline_node import write_node_dir
 from central_registry.database import create_engine_for, session_factory, sqlite_url_for
 from central_registry.database import upgrade_schema as upgrade_registry
+from credence.dev.offline_federation import REGISTRY_ID, Federation
 from credence.keys import save_signing_key
 from credence.transparency.log_audit import check_inclusion
 
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             if not process.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the log service did not start; see its traceback above")
         port = ours.recv()
-        node_dir = federation.write_node_dir(root, COURT, registry_public=f"127.0.0.1:{port}")
+        node_dir = write_node_dir(federation, root, COURT, registry_public=f"127.0.0.1:{port}")
         node_engine = node_database.create_engine_for(node_database.sqlite_url_for(node_dir))
         record_answers(
             node_engine, [item for item, _ in made], datetime.now(UTC) - timedelta(hours=1)

@@ -4,7 +4,7 @@ Issue 10's target: while ``credence node import`` of a large file runs, the
 node still answers every lookup, and an answer waits at most ~100 ms.
 
 The bench builds a node data directory with the test federation helper
-(``tests/support/signed_federation.py``), starts ``credence node serve`` in its own
+(:mod:`credence.dev.offline_federation`), starts ``credence node serve`` in its own
 process (real mutual TLS on loopback, real clock), and checks that it
 answers. It then starts ``credence node import`` of ``--rows`` generated
 court judgments in another process, against the same node database, and
@@ -37,13 +37,11 @@ from pathlib import Path
 
 import grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from support.signed_federation import REGISTRY_ID, Federation
-
 from agency_node import config as node_config
+from agency_node.offline_node import write_node_dir
 from bench.bench_node_batch import COURT, generate_csv, held_subjects
 from credence import payloads
+from credence.dev.offline_federation import REGISTRY_ID, Federation
 from credence.envelope import Envelope, verify_message
 from credence.keys import KeySet
 from credence.rpc.tls import channel_credentials
@@ -238,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     node: subprocess.Popen[str] | None = None
     importer: subprocess.Popen[str] | None = None
     try:
-        data_dir = federation.write_node_dir(root, COURT)
+        data_dir = write_node_dir(federation, root, COURT)
         now = datetime.now(UTC)
         (data_dir / node_config.MANIFEST_FILE).write_bytes(
             federation.manifest_envelope(now=now).to_bytes()

@@ -4,8 +4,8 @@ Issue 3's target: subjects answered per second by one node process over
 loopback mutual TLS, with 1M records in SQLite, batches of 1,000, most
 subjects holding no record (as in real screening): at least 50,000/s.
 
-The bench builds a node data directory with the test federation helper
-(``tests/support/signed_federation.py``), imports N generated court judgments about
+The bench builds a node data directory with the offline federation
+(:mod:`credence.dev.offline_federation`), imports N generated court judgments about
 ``reg:CN:`` organisations, starts the node in its own process (spawned, real
 clock), pre-signs every batch in this process (signing is the registry's
 cost, not the node's), then times streaming all batches through one
@@ -40,16 +40,14 @@ from pathlib import Path
 import grpc
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from support.signed_federation import REGISTRY_ID, Federation
-
 from agency_node import config as node_config
 from agency_node import database
 from agency_node.answering import RecordReader
 from agency_node.importer import import_records
 from agency_node.models import Record
+from agency_node.offline_node import write_node_dir
 from credence import payloads, queries
+from credence.dev.offline_federation import REGISTRY_ID, Federation
 from credence.envelope import Envelope, verify_message
 from credence.import_format import FIELDS
 from credence.keys import KeySet
@@ -352,7 +350,7 @@ def hot_path(db_file: Path, held_refs: list[bytes], absent_refs: list[bytes], ro
 
 
 def _prepare(federation: Federation, root: Path, records: int, now: datetime) -> Path:
-    data_dir = federation.write_node_dir(root, COURT)
+    data_dir = write_node_dir(federation, root, COURT)
     # The helper signs the manifest at its fixed test time; the node runs on the real clock.
     (data_dir / node_config.MANIFEST_FILE).write_bytes(
         federation.manifest_envelope(now=now).to_bytes()

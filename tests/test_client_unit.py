@@ -10,7 +10,6 @@ from typing import Any
 
 import grpc
 import pytest
-from support.signed_federation import NOW, REGISTRY_ID, Federation
 
 from credence import payloads
 from credence.client.errors import error_from_rpc, error_from_status, rpc_errors
@@ -21,6 +20,7 @@ from credence.client.requester import (
     outcomes_from_response,
     verify_single,
 )
+from credence.dev.offline_federation import NOW, REGISTRY_ID, Federation
 from credence.envelope import Envelope, sign
 from credence.errors import (
     AlreadyExists,

@@ -20,14 +20,15 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 import pytest
-from support.signed_federation import NOW, REGISTRY_ID, Federation
 
 from agency_node import database
 from agency_node.importer import import_records
+from agency_node.offline_node import write_node_dir
 from agency_node.server import RunningNode, start_node
 from central_registry.fanout import AgencyTarget, FanOut
 from central_registry.outcomes import AgencyOutcome
 from credence import payloads, queries
+from credence.dev.offline_federation import NOW, REGISTRY_ID, Federation
 from credence.envelope import Envelope, sign
 from credence.errors import InvalidInput
 from credence.keys import KeySet, SigningKey
@@ -105,7 +106,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     nodes: dict[str, RunningNode] = {}
     try:
         for member_id in NODES:
-            data_dir = federation.write_node_dir(root, member_id)
+            data_dir = write_node_dir(federation, root, member_id)
             records = root / f"{member_id}.csv"
             records.write_text(HEADER + "".join(f"{row}\n" for row in RECORDS[member_id]))
             engine = database.create_engine_for(database.sqlite_url_for(data_dir))

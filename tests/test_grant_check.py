@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from support.signed_federation import NOW, REGISTRY_ID, Federation
 
 from credence import queries
+from credence.dev.offline_federation import NOW, REGISTRY_ID, Federation
 from credence.errors import ClaimMismatch, CredenceError, PermissionDenied
 from credence.grants import check, tokens
 from credence.grants.cache import GrantCache

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support.signed_federation import Federation, Member
 from test_node_service import LISTED_ORG, RECORDS_CSV
 
 from credence import payloads
+from credence.dev.offline_federation import Federation, Member
 from credence.envelope import Envelope, verify_message
 from credence.keys import KeySet, load_signing_key
 from credence.pki import issue_member_certificate

@@ -17,14 +17,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import select
-from support.signed_federation import NOW, REGISTRY_ID, Federation
 
 from agency_node import database
 from agency_node.importer import import_records
 from agency_node.models import QueryLogEntry, Record
+from agency_node.offline_node import write_node_dir
 from agency_node.server import RunningNode, start_node
 from agency_node.service import AgencyNodeServicer
 from credence import payloads, queries
+from credence.dev.offline_federation import NOW, REGISTRY_ID, Federation
 from credence.envelope import Envelope, verify_message
 from credence.keys import KeySet, SigningKey
 from credence.rpc.tls import channel_credentials
@@ -60,7 +61,7 @@ def federation() -> Federation:
 
 @pytest.fixture
 def node_dir(tmp_path: Path, federation: Federation) -> Path:
-    data_dir = federation.write_node_dir(tmp_path, COURT)
+    data_dir = write_node_dir(federation, tmp_path, COURT)
     (tmp_path / "records.csv").write_text(RECORDS_CSV)
     engine = database.create_engine_for(database.sqlite_url_for(data_dir))
     import_records(

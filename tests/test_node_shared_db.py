@@ -15,13 +15,14 @@ from pathlib import Path
 import grpc
 import pytest
 from sqlalchemy import select
-from support.signed_federation import NOW, REGISTRY_ID, Federation
 
 from agency_node import database
 from agency_node.importer import import_records
 from agency_node.models import QueryLogEntry
+from agency_node.offline_node import write_node_dir
 from agency_node.server import RunningNode, start_node
 from credence import payloads
+from credence.dev.offline_federation import NOW, REGISTRY_ID, Federation
 from credence.envelope import Envelope, verify_message
 from credence.keys import KeySet
 from credence.rpc.tls import channel_credentials
@@ -47,7 +48,7 @@ def federation() -> Federation:
 
 @pytest.fixture
 def node_dir(tmp_path: Path, federation: Federation, database_url: str) -> Path:
-    data_dir = federation.write_node_dir(tmp_path, COURT, database_url=database_url)
+    data_dir = write_node_dir(federation, tmp_path, COURT, database_url=database_url)
     (tmp_path / "records.csv").write_text(RECORDS_CSV)
     engine = database.create_engine_for(database_url)
     import_records(

@@ -22,15 +22,16 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from support.fixtures import Schema
-from support.signed_federation import NOW, REGISTRY_ID, Federation
 
 from agency_node import config as node_config
 from agency_node import database
 from agency_node.import_staging import Staging
 from agency_node.importer import STAGING_DIR_NAME, ImportRefused, import_records
 from agency_node.models import Record
+from agency_node.offline_node import write_node_dir
 from agency_node.server import RunningNode, start_node
 from credence import payloads
+from credence.dev.offline_federation import NOW, REGISTRY_ID, Federation
 from credence.envelope import Envelope, verify_message
 from credence.errors import FailedPrecondition
 from credence.import_format import FIELDS
@@ -382,7 +383,7 @@ def federation() -> Federation:
 @pytest.fixture
 def node_dir(federation: Federation, tmp_path: Path) -> Path:
     """A node's data directory whose database lists one organisation."""
-    data_dir = federation.write_node_dir(tmp_path, COURT)
+    data_dir = write_node_dir(federation, tmp_path, COURT)
     engine = database.create_engine_for(database.sqlite_url_for(data_dir))
     try:
         import_records(

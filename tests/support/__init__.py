@@ -1,7 +1,8 @@
 """Builders the test suites share, as python-tuf's ``tests/repository_simulator.py``.
 
-- :mod:`support.signed_federation`: keys, CA and signed manifests without a
-  registry, for node unit tests (it plays the registry's part).
+- (keys, CA and signed manifests without a registry are the product's own
+  :mod:`credence.dev.offline_federation`, with
+  :func:`agency_node.offline_node.write_node_dir` for a node's directory.)
 - :mod:`support.registry`: ``credence registry init`` on loopback with settings
   overridden, served in this process.
 - :mod:`support.inprocess`: a registry with approved members and agencies as threads.

@@ -28,12 +28,14 @@ from agency_node import database as node_database
 from agency_node.audit import LogAuditor
 from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.models import QueryLogEntry
+from agency_node.offline_node import write_node_dir
 from central_registry.database import create_engine_for, upgrade_schema
 from central_registry.keyring import RegistryKeys
 from central_registry.log.entries import append_entries
 from central_registry.log.rows import OUTCOME_DISPATCHED, LogRow
 from central_registry.service_public import TransparencyLogServicer
 from credence import queries
+from credence.dev.offline_federation import Federation
 from credence.keys import SigningKey, load_signing_key
 from credence.pki import create_ca
 from credence.storage import session_factory
@@ -41,7 +43,6 @@ from credence.subjects import PseudonymisationKey
 from credence.transparency import log_promise
 from credence.transparency.log_audit import LogClient
 from credence.v1 import common_pb2, registry_pb2_grpc
-from support.signed_federation import Federation
 
 REQUESTER = "acme"
 PURPOSE = common_pb2.PURPOSE_COUNTERPARTY_VERIFICATION
@@ -240,8 +241,8 @@ def audit_bed(
         engine, registry_keys(federation.registry_key, registry.tls_key_pem, registry.cert_pem)
     ).start()
     try:
-        node_dir = federation.write_node_dir(
-            directory, "court-1", registry_public=f"127.0.0.1:{server.port}"
+        node_dir = write_node_dir(
+            federation, directory, "court-1", registry_public=f"127.0.0.1:{server.port}"
         )
         promised = [item for item, _ in made]
         node_engine = node_database.create_engine_for(node_database.sqlite_url_for(node_dir))

@@ -1,8 +1,12 @@
-"""A small federation for tests: root and registry keys, CA, manifest, node directories.
+"""A federation without a registry: root and registry keys, CA, signed manifests.
 
-Plays the registry's part without the registry package: it signs manifests,
-issues certificates, and signs queries and batches exactly as
-:mod:`credence.queries` builds them, so the node is tested against real bytes.
+Plays the registry's part offline: it enrols members (keys and certificates),
+signs manifests, and signs queries, batches and consents exactly as
+:mod:`credence.queries` and :mod:`credence.grants.tokens` build them. Tests and
+benchmarks drive a node against real bytes with it, and a node operator can try
+a node without running a registry; :func:`agency_node.offline_node.write_node_dir`
+writes the node's data directory from it, as ``credence node init`` and
+``credence node install`` would leave it.
 """
 
 from __future__ import annotations
@@ -12,15 +16,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from agency_node import config as node_config
-from agency_node import database
 from credence import queries
 from credence.encoding import b64url_decode
 from credence.envelope import Envelope
 from credence.grants import tokens
-from credence.keys import KeySet, SigningKey, private_key_pem, save_signing_key
+from credence.keys import KeySet, SigningKey, private_key_pem
 from credence.manifest import sign_manifest
 from credence.pki import (
     CertificateAuthority,
@@ -67,6 +68,7 @@ class Federation:
 
     @classmethod
     def create(cls) -> Federation:
+        """A federation with fresh root and registry keys, a CA, and the registry enrolled."""
         root = SigningKey.generate()
         federation = cls(
             root_key=root,
@@ -78,6 +80,7 @@ class Federation:
         return federation
 
     def enrol(self, member_id: str, *, hosts: Sequence[str] = ()) -> Member:
+        """Admit ``member_id``: a signing key, a TLS key and a certificate for ``hosts``."""
         tls_key = generate_tls_key()
         cert = issue_member_certificate(
             self.ca,
@@ -92,10 +95,12 @@ class Federation:
         return member
 
     def add_agency(self, member_id: str, kinds: Sequence[str]) -> Member:
+        """Admit ``member_id`` as an agency holding ``kinds``, serving on loopback."""
         self.agencies[member_id] = tuple(kinds)
         return self.enrol(member_id, hosts=("127.0.0.1",))
 
     def manifest_envelope(self, *, now: datetime = NOW) -> Envelope:
+        """The next manifest version listing every member, signed by the root key."""
         self.version += 1
         manifest = manifest_pb2.Manifest(
             federation_id="test-federation",
@@ -143,39 +148,10 @@ class Federation:
                 entry.role = manifest_pb2.ROLE_COMPANY
         return sign_manifest(manifest, [self.root_key])
 
-    def write_node_dir(self, root: Path, member_id: str, **config: object) -> Path:
-        """A ready node data directory, as `init` + `install` would leave it."""
-        member = self.members[member_id]
-        data_dir = root / member_id
-        data_dir.mkdir(parents=True)
-        settings = node_config.NodeConfig(
-            data_dir=data_dir,
-            member_id=member_id,
-            listen="127.0.0.1:0",
-            record_kinds=self.agencies[member_id],
-            grace_seconds=2.0,
-            **config,  # type: ignore[arg-type]
-        )
-        (data_dir / node_config.CONFIG_FILE).write_text(node_config.render_config(settings))
-        save_signing_key(data_dir / node_config.SIGNING_KEY_FILE, member.signing_key)
-        (data_dir / node_config.TLS_KEY_FILE).write_bytes(member.tls_key_pem)
-        (data_dir / node_config.TLS_CERT_FILE).write_bytes(member.cert_pem)
-        (data_dir / node_config.CA_CERT_FILE).write_bytes(self.ca.certificate_pem)
-        (data_dir / node_config.ROOT_KEYS_FILE).write_text(
-            json.dumps(KeySet([self.root_key.public]).to_jwks())
-        )
-        (data_dir / node_config.MANIFEST_FILE).write_bytes(self.manifest_envelope().to_bytes())
-        (data_dir / node_config.PSEUDONYMISATION_KEY_FILE).write_bytes(
-            self.pseudonymisation_key.secret
-        )
-        engine = database.create_engine_for(settings.effective_database_url)
-        database.upgrade_schema(engine)
-        engine.dispose()
-        return data_dir
-
     # -- the registry's side of a lookup --------------------------------------------
 
     def subject(self, identifier: str) -> SubjectRef:
+        """The federation's reference of ``identifier``."""
         return ref_for(self.pseudonymisation_key, identifier)
 
     def query(
@@ -194,6 +170,7 @@ class Federation:
         lifetime: timedelta = timedelta(seconds=60),
         tamper_promise: bool = False,
     ) -> Envelope:
+        """A query for ``subject`` as the registry signs it, with its log promise."""
         lookup = Lookup(
             subject=subject,
             grant=grant or queries.public_register(),
@@ -232,6 +209,7 @@ class Federation:
         kinds: Sequence[int] = (common_pb2.VERDICT_KIND_BLACKLIST,),
         now: datetime = NOW,
     ) -> Envelope:
+        """A batch of ``lookups`` as the registry signs it, one promise per lookup."""
         signed = []
         for lookup in lookups:
             entry = lookup.log_entry(
@@ -271,6 +249,7 @@ class Federation:
         now: datetime = NOW,
         subject_key: SigningKey | None = None,
     ) -> tuple[agency_pb2.Grant, str]:
+        """A consent token for ``subject``, bound by ``identity_member``, and its ``jti``."""
         subject_key = subject_key or SigningKey.generate()
         binding = tokens.issue_binding(
             subject_ref_hex=subject.hex(),
