@@ -31,7 +31,6 @@ import grpc
 import grpc.aio
 from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
 
 from agency_node import config as node_config
@@ -56,6 +55,7 @@ from credence.rpc.peer_limits import (
     PeerLimitInterceptor,
     member_of_peer,
 )
+from credence.rpc.reflection import enable_reflection
 from credence.rpc.tls import AsyncRevocationInterceptor, channel_credentials, server_credentials
 from credence.transparency.log_audit import LogClient
 from credence.v1 import agency_pb2, agency_pb2_grpc, registry_pb2, registry_pb2_grpc
@@ -413,9 +413,7 @@ async def _start_grpc(
     agency_pb2_grpc.add_AgencyNodeServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
     port = server.add_secure_port(address, credentials)
     if port == 0:
         raise FailedPrecondition(f"cannot listen on {address}")
