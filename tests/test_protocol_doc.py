@@ -1,0 +1,215 @@
+"""docs/protocol.md cannot drift from the code.
+
+The vectors file is what scripts/protocol_vectors.py writes, byte for byte;
+every vector verifies with the library and, where the document gives the rule
+in a few lines (subject MAC input, leaf hash, PAE, log_promise claim), with
+plain hashlib/cryptography too; the document quotes the vectors' values and
+names every payload type; every Envelope field of the protos names its payload.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from credence import payloads
+from credence.envelope import Envelope, pae
+from credence.errors import ClaimMismatch
+from credence.grants.consent import PurposePolicy, verify_consent
+from credence.jws import sign_compact
+from credence.keys import KeySet, SigningKey, VerifyKey
+from credence.subjects import PseudonymisationKey, normalise, ref_for
+from credence.transparency import merkle
+from credence.transparency.log_promise import open_promise
+from credence.verdicts import verify_verdict_file
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = ROOT / "docs" / "protocol-vectors.json"
+DOC = ROOT / "docs" / "protocol.md"
+
+
+@pytest.fixture(scope="module")
+def vectors() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(VECTORS.read_text(encoding="utf-8"))
+    return document
+
+
+def key(vectors: dict[str, Any], name: str) -> VerifyKey:
+    return VerifyKey.from_jwk(vectors["keys"][name]["jwk"])
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_regenerating_gives_the_committed_file(tmp_path: Path) -> None:
+    out = tmp_path / "vectors.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "protocol_vectors.py"), "--out", str(out)],
+        check=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert out.read_bytes() == VECTORS.read_bytes(), (
+        "docs/protocol-vectors.json is stale: run scripts/protocol_vectors.py"
+    )
+
+
+def test_subject_references(vectors: dict[str, Any]) -> None:
+    secret = bytes.fromhex(vectors["keys"]["pseudonymisation_key_hex"])
+    for vector in vectors["subject_references"]:
+        normalised = normalise(vector["input"])
+        assert f"{normalised.scheme}:{normalised.value}" == vector["canonical"]
+        mac_input = b"credence-subject-v1\x00" + vector["canonical"].encode()
+        assert mac_input.hex() == vector["mac_input_hex"]
+        plain = hmac.new(secret, mac_input, hashlib.sha256).hexdigest()
+        assert plain == vector["ref_hex"]
+        assert ref_for(PseudonymisationKey(secret), vector["input"]).ref.hex() == plain
+
+
+def test_consent_chain_verifies(vectors: dict[str, Any]) -> None:
+    chain = vectors["consent_chain"]
+    consent = verify_consent(
+        chain["consent"],
+        registry_keys=KeySet([key(vectors, "registry")]),
+        identity_keys=KeySet([key(vectors, "identity_member")]),
+        expected_audience="acme",
+        expected_issuer="registry",
+        now=datetime.fromtimestamp(chain["now"], tz=UTC),
+        policy={"credit_assessment": PurposePolicy(max_validity=timedelta(days=90), max_uses=10)},
+    )
+    assert consent.grant_id == "grant-0001"
+    assert consent.status_index == 7
+    assert consent.request.subject_kid == vectors["keys"]["subject_personal"]["kid"]
+    assert consent.subject_ref == vectors["subject_references"][0]["ref_hex"]
+
+
+def test_verdict_envelope_jws_and_file_verify(vectors: dict[str, Any]) -> None:
+    verdict_vectors = vectors["verdict"]
+    registry = KeySet([key(vectors, "registry")])
+    envelope = Envelope.from_json(json.dumps(verdict_vectors["envelope"]))
+    assert envelope.payload_type == payloads.VERDICT
+    assert pae(envelope.payload_type, envelope.payload).hex() == verdict_vectors["pae_hex"]
+    assert envelope.to_bytes().hex() == verdict_vectors["envelope_proto_hex"]
+    # The signature, checked with cryptography alone over the PAE bytes.
+    raw = base64.urlsafe_b64decode(vectors["keys"]["registry"]["jwk"]["x"] + "=")
+    Ed25519PublicKey.from_public_bytes(raw).verify(
+        envelope.signatures[0].sig, bytes.fromhex(verdict_vectors["pae_hex"])
+    )
+    now = datetime.fromtimestamp(verdict_vectors["claims"]["iat"], tz=UTC)
+    verdict, claims = verify_verdict_file(
+        verdict_vectors["file"],
+        registry_keys=registry,
+        now=now,
+        requester="acme",
+        issuer="registry",
+    )
+    assert claims == verdict_vectors["claims"]
+    assert claims["sub"] == verdict.subject.ref.hex()
+    # log_promise: SHA-256 of the promise envelope's payload bytes as received.
+    promise_payload = base64.b64decode(vectors["log"]["log_promise_envelope"]["payload"])
+    assert verdict.log_promise.payload == promise_payload
+    assert claims["log_promise"] == b64url(hashlib.sha256(promise_payload).digest())
+    assert claims["answers"] == [b64url(h) for h in verdict.answer_hashes]
+
+
+def test_a_verdict_file_whose_log_promise_claim_differs_is_refused(
+    vectors: dict[str, Any],
+) -> None:
+    """What a verdict file made before the log_promise rule change meets."""
+    verdict_vectors = vectors["verdict"]
+    document = json.loads(verdict_vectors["file"])
+    legacy = dict(verdict_vectors["claims"], log_promise=b64url(hashlib.sha256(b"old").digest()))
+    # Re-sign the claims as the old code would have, under the registry's key.
+    signing = SigningKey.from_seed(bytes.fromhex(vectors["keys"]["registry"]["seed"]))
+    document["jws"] = sign_compact(legacy, signing, "verdict+jwt")
+    now = datetime.fromtimestamp(legacy["iat"], tz=UTC)
+    with pytest.raises(ClaimMismatch, match="disagree on log_promise"):
+        verify_verdict_file(
+            json.dumps(document),
+            registry_keys=KeySet([signing.public]),
+            now=now,
+            requester="acme",
+            issuer="registry",
+        )
+
+
+def test_log_leaf_and_proofs(vectors: dict[str, Any]) -> None:
+    log = vectors["log"]
+    commitment = bytes.fromhex(log["commitment_hex"])
+    assert hashlib.sha256(bytes.fromhex(log["commitment_input_hex"])).digest() == commitment
+    leaf = hashlib.sha256(b"\x00" + commitment).digest()
+    assert leaf.hex() == log["leaf_hash_hex"] == merkle.leaf_hash(commitment).hex()
+    tree, inclusion, consistency = log["tree"], log["inclusion"], log["consistency"]
+    assert tree["leaf_hashes_hex"][inclusion["index"]] == log["leaf_hash_hex"]
+    root = bytes.fromhex(tree["root_hex"])
+    proof = [bytes.fromhex(h) for h in inclusion["proof_hex"]]
+    merkle.verify_inclusion(leaf, inclusion["index"], inclusion["size"], proof, root)
+    merkle.verify_consistency(
+        consistency["first"],
+        consistency["second"],
+        bytes.fromhex(consistency["first_root_hex"]),
+        root,
+        [bytes.fromhex(h) for h in consistency["proof_hex"]],
+    )
+    envelope = Envelope.from_json(json.dumps(log["log_promise_envelope"]))
+    promise = open_promise(envelope, KeySet([key(vectors, "log")]))
+    assert promise.entry_commitment == commitment
+    assert promise.salt.hex() == log["salt_hex"]
+    assert promise.promised_at.seconds == log["entry"]["issued_at"]
+
+
+def test_the_document_quotes_the_vectors(vectors: dict[str, Any]) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    quoted = [
+        vectors["subject_references"][0]["canonical"],
+        vectors["subject_references"][0]["mac_input_hex"],
+        vectors["subject_references"][0]["ref_hex"],
+        vectors["keys"]["pseudonymisation_key_hex"],
+        vectors["keys"]["registry"]["kid"],
+        vectors["log"]["commitment_hex"],
+        vectors["log"]["leaf_hash_hex"],
+        vectors["log"]["tree"]["root_hex"],
+        *vectors["log"]["inclusion"]["proof_hex"],
+        vectors["verdict"]["claims"]["log_promise"],
+    ]
+    missing = [value for value in quoted if value not in text]
+    assert not missing, f"docs/protocol.md does not quote {missing}"
+    unnamed = [
+        value
+        for name, value in vars(payloads).items()
+        if name.isupper() and isinstance(value, str) and value not in text
+    ]
+    assert not unnamed, f"docs/protocol.md does not name payload types {unnamed}"
+    assert "docs/protocol.md" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_envelope_field_of_the_protos_names_its_payload_type() -> None:
+    known = {value for name, value in vars(payloads).items() if name.isupper()}
+    unnamed = []
+    for proto in sorted((ROOT / "proto" / "credence" / "v1").glob("*.proto")):
+        comment: list[str] = []
+        for number, line in enumerate(proto.read_text().splitlines(), 1):
+            stripped = line.strip()
+            if stripped.startswith("//"):
+                comment.append(stripped)
+                continue
+            if re.match(r"(repeated\s+)?Envelope\s+\w+\s*=", stripped):
+                named = set(
+                    re.findall(r"application/vnd\.credence\.[a-z-]+\.v1\+proto", " ".join(comment))
+                )
+                if not named or not named <= known:
+                    unnamed.append(f"{proto.name}:{number}")
+            comment = []
+    assert not unnamed, f"Envelope fields without a known payload type in their comment: {unnamed}"
