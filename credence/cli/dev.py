@@ -8,9 +8,12 @@ credence dev down   --dir DIR
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import threading
 import time
+from typing import TextIO
 
 from credence.cli.command import command, subcommands
 from credence.dev import federation as dev_federation
@@ -32,7 +35,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         "credence dev up --dir ./demo --agencies 3 --subjects 200",
         description="start a registry and N agency nodes on loopback, each its own process "
         "with its own SQLite database and real mutual TLS; enrol a demo company, authority "
-        "and identity verifier; write DIR/federation.json",
+        "and identity verifier; write DIR/federation.json. In the directory of a stopped "
+        "federation, start it again with its data",
         data_dir="where everything goes",
         handler=_up,
     )
@@ -55,20 +59,78 @@ def register(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+class Progress:
+    """The current step on stderr: one updating line on a terminal, else a line every few seconds.
+
+    Off a terminal a new step is printed at once when the last line is older
+    than ``every`` seconds, and a step that lasts is repeated with its elapsed
+    time, so a log shows that work goes on without a line per tick.
+    """
+
+    def __init__(self, stream: TextIO, *, every: float = 3.0) -> None:
+        self._stream = stream  # held: the steps themselves may redirect sys.stderr
+        self._tty = stream.isatty()
+        self._every = every
+        self._started = time.monotonic()
+        self._message = ""
+        self._printed_at = -every
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="dev-up-progress", daemon=True)
+
+    def __enter__(self) -> Progress:
+        self._ticker.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stopping.set()
+        self._ticker.join()
+        if self._tty and self._message:
+            self._write("\r\033[K")
+
+    def __call__(self, message: str) -> None:
+        """Report the step now under way."""
+        with self._lock:
+            self._message = message
+            if self._tty or time.monotonic() - self._printed_at >= self._every:
+                self._show()
+
+    def _tick(self) -> None:
+        while not self._stopping.wait(0.5 if self._tty else self._every / 3):
+            with self._lock:
+                if self._message and (
+                    self._tty or time.monotonic() - self._printed_at >= self._every
+                ):
+                    self._show()
+
+    def _show(self) -> None:
+        line = f"[{time.monotonic() - self._started:5.1f}s] {self._message}"
+        self._write(f"\r\033[K{line}" if self._tty else f"{line}\n")
+        self._printed_at = time.monotonic()
+
+    def _write(self, text: str) -> None:
+        with contextlib.suppress(OSError):  # a closed pipe must not stop the federation
+            self._stream.write(text)
+            self._stream.flush()
+
+
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
-
-    def progress(message: str) -> None:
-        print(f"[{time.monotonic() - started:5.1f}s] {message}", file=sys.stderr, flush=True)
-
-    federation = dev_federation.up(
-        args.dir, agencies=args.agencies, subjects=args.subjects, seed=args.seed, progress=progress
-    )
+    restarting = dev_federation.is_stopped(args.dir)
+    with Progress(sys.stderr) as progress:
+        federation = dev_federation.up(
+            args.dir,
+            agencies=args.agencies,
+            subjects=args.subjects,
+            seed=args.seed,
+            progress=progress,
+        )
     if args.json:
         print(json.dumps(federation, indent=2))
     else:
         path = args.dir.resolve() / dev_federation.FEDERATION_FILE
-        print(f"federation up in {time.monotonic() - started:.1f}s: {path}")
+        what = "stopped federation restarted with its data" if restarting else "federation up"
+        print(f"{what} in {time.monotonic() - started:.1f}s: {path}")
         registry = federation["registry"]
         print(f"  registry  {registry['address']} (public {registry['public_address']}, "
               f"{registry['http_url']})")  # fmt: skip

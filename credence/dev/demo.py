@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,8 @@ from credence.subjects import PseudonymisationKey, ref_for
 from credence.v1 import agency_pb2
 
 BOLD, DIM, GREEN, RED, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m"
+WIDTH = 80
+INDENT = "   "
 
 
 class Story:
@@ -55,14 +59,21 @@ class Story:
         print(f"   {self._c(RED, 'refused')}  {text}")
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-        """A readable table."""
+        """A readable table within :data:`WIDTH` columns; the last column wraps at words."""
         widths = [
             max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)
         ]
+        room = WIDTH - len(INDENT) - sum(width + 2 for width in widths[:-1])
+        widths[-1] = max(len(header[-1]), min(widths[-1], room))
         line = "  ".join(str(cell).ljust(width) for cell, width in zip(header, widths, strict=True))
-        print(f"   {self._c(BOLD, line)}")
+        print(f"{INDENT}{self._c(BOLD, line.rstrip())}")
         for row in rows:
-            print("   " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+            last = textwrap.wrap(str(row[-1]), widths[-1], break_long_words=False) or [""]
+            lead = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)]
+            print(INDENT + "  ".join([*lead[:-1], last[0]]).rstrip())
+            blank = " " * (sum(width + 2 for width in widths[:-1]))
+            for more in last[1:]:
+                print(f"{INDENT}{blank}{more}")
 
 
 def _verdict_row(identifier: str, verified: VerifiedVerdict) -> list[object]:
@@ -169,7 +180,7 @@ def run(directory: Path, story: Story) -> None:
         ["when", "who", "purpose", "outcome"],
         [[f"{record.at.ToDatetime():%H:%M:%S}", record.requester,
           {1: "counterparty", 2: "credit assessment"}.get(record.purpose, str(record.purpose)),
-          record.outcome[:60]] for record in lookups],
+          record.outcome] for record in lookups],
     )  # fmt: skip
     story.ok("the refused attempt is in the log too: nothing is looked up in secret")
 
@@ -177,10 +188,17 @@ def run(directory: Path, story: Story) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=None, help="keep the federation here")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="put the federation in DIR and keep it there (keys, databases, logs); "
+        "without it a temporary directory is used and removed",
+    )
     args = parser.parse_args(argv)
     story = Story()
-    directory = args.dir or Path(tempfile.mkdtemp(prefix="credence-demo-"))
+    directory = args.keep or Path(tempfile.mkdtemp(prefix="credence-demo-"))
     try:
         run(directory, story)
     finally:
@@ -190,6 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             story.refused(f"had to kill: {', '.join(stubborn)}")
         else:
             story.ok("every process stopped")
+        if args.keep is None:  # it holds the federation's root and CA keys
+            shutil.rmtree(directory, ignore_errors=True)
+            story.ok("its temporary directory, keys included, removed")
+        else:
+            story.ok(f"kept in {directory}")
     print(f"\ndone in {time.monotonic() - story.started:.1f}s")
     return 0
 

@@ -6,13 +6,23 @@ the ``credence`` command line (init, enrol, approve, import, serve). It enrols
 a demo company, a demo authority and a demo identity verifier, loads
 reproducible synthetic records (:mod:`credence.dev.synthetic`), makes a few
 consents, waits until every server reports healthy, and writes
-``DIR/federation.json`` describing it all. :func:`down` stops every process it
-started (and only those); :func:`status` shows them.
+``DIR/federation.json`` describing it all, with the manifest it verified in
+``DIR/manifest.bin``. :func:`down` stops every process it started (and only
+those); :func:`status` shows them; :func:`up` on a stopped federation's
+directory starts its servers again on their data.
+
+Where the seconds go: a fresh interpreter costs about a second of imports, so
+the one-shot commands (init, enrol, approve, import) run in this process
+through :func:`credence.cli.app.main`, and only the servers get processes of
+their own. The agencies go through each stage together: all are enrolled, all
+approved, all installed, then every node starts at once, each with a manifest
+that already lists all of them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -29,6 +39,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from credence.cli.app import main as credence_main
 from credence.client import enrol as client_enrol
 from credence.client.requester import MemberCredentials, Requester
 from credence.dev import synthetic
@@ -48,6 +59,8 @@ from credence.subjects import PseudonymisationKey, ref_for
 
 FEDERATION_FILE = "federation.json"
 PROCESSES_FILE = "processes.json"
+MANIFEST_FILE = "manifest.bin"
+REGISTRY_DIR = "registry"
 COMPANY = "demo-company"
 AUTHORITY = "demo-authority"
 IDENTITY_VERIFIER = "demo-idp"
@@ -66,24 +79,27 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _credence(*args: str | Path) -> str:
-    """Run the ``credence`` command line; returns its standard output.
+def _credence(step: str, *args: str | Path) -> str:
+    """Run one ``credence`` command in this process; returns its standard output.
+
+    Args:
+        step: what the command does, in words; a failure names the step, never
+            the command, which the user did not type.
+        *args: the command line after ``credence``.
 
     Raises:
         FailedPrecondition: the command failed; its error line is in the message.
     """
-    result = subprocess.run(  # noqa: S603 - our own command line, fixed arguments
-        [sys.executable, "-m", "credence.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise FailedPrecondition(
-            f"`credence {' '.join(map(str, args[:3]))} ...` failed: {result.stderr.strip()}"
-        )
-    return result.stdout
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = credence_main([str(arg) for arg in args])
+        except SystemExit as exc:  # argparse refusing the arguments
+            code = exc.code if isinstance(exc.code, int) else 1
+    if code != 0:
+        reason = err.getvalue().strip().removeprefix("credence: ") or out.getvalue().strip()
+        raise FailedPrecondition(f"{step} failed: {reason}")
+    return out.getvalue()
 
 
 @dataclass
@@ -184,8 +200,9 @@ def _enrol_member(
         signing_key=signing_key,
     )
     _credence(
-        "registry", "members", "approve", "--dir", registry_dir, member.member_id, *approve_args
-    )
+        f"approving {member.member_id}",
+        "registry", "members", "approve", "--dir", registry_dir, member.member_id, *approve_args,
+    )  # fmt: skip
     result = client_enrol.collect_enrolment(
         address, ca_pem, member_id=member.member_id, signing_key=signing_key
     )
@@ -265,8 +282,13 @@ def up(
 ) -> dict[str, Any]:
     """Start a local federation in ``directory`` and describe it in ``federation.json``.
 
+    A directory that holds a stopped federation (see :func:`is_stopped`) gets
+    its servers started again on their data; ``agencies``, ``subjects`` and
+    ``seed`` then do not apply.
+
     Raises:
-        InvalidInput: a bad number of agencies or subjects, or a non-empty directory.
+        InvalidInput: a bad number of agencies or subjects, a directory whose
+            federation runs already, or one holding an unfinished federation.
         FailedPrecondition: a step failed; what has started is stopped again.
     """
     if not 1 <= agencies <= MAX_AGENCIES:
@@ -274,14 +296,42 @@ def up(
     if subjects < 16:
         raise InvalidInput(f"--subjects must be at least 16, got {subjects}")
     directory = directory.resolve()
-    if (directory / PROCESSES_FILE).exists():
+    if (directory / FEDERATION_FILE).exists():
+        if not is_stopped(directory):
+            raise InvalidInput(
+                f"{directory} already runs a federation: use it as it is, or stop it "
+                f"with `credence dev down --dir {directory}` first"
+            )
+        down(directory)  # whatever is left of a partly stopped one
+        return _guarded(directory, progress, _restart)
+    if (directory / REGISTRY_DIR).exists() or (directory / PROCESSES_FILE).exists():
         raise InvalidInput(
-            f"{directory} already runs a federation: `credence dev down --dir {directory}` first"
+            f"{directory} holds a federation that never finished starting: remove that "
+            "directory or choose another one"
         )
     directory.mkdir(parents=True, exist_ok=True)
+    return _guarded(
+        directory,
+        progress,
+        lambda launch: _up(launch, agencies=agencies, subjects=subjects, seed=seed),
+    )
+
+
+def is_stopped(directory: Path) -> bool:
+    """Whether ``directory`` holds a complete federation with a server not running."""
+    directory = directory.resolve()
+    if not (directory / FEDERATION_FILE).exists():
+        return False
+    entries = status(directory)
+    return not entries or not all(entry["running"] for entry in entries)
+
+
+def _guarded(
+    directory: Path, progress: Progress, start: Callable[[_Launch], dict[str, Any]]
+) -> dict[str, Any]:
     launch = _Launch(directory, progress, [])
     try:
-        return _up(launch, agencies=agencies, subjects=subjects, seed=seed)
+        return start(launch)
     except BaseException:
         _save_processes(directory, launch.started)
         down(directory)
@@ -298,21 +348,35 @@ class _Launch:
 
     @property
     def registry_dir(self) -> Path:
-        return self.directory / "registry"
+        return self.directory / REGISTRY_DIR
 
     def spawn(self, name: str, args: Sequence[str | Path], address: str) -> None:
+        """Start a server; :meth:`wait_listening` waits for it."""
         log = self.directory / "logs" / f"{name}.log"
+        if log.exists():  # a restart: readiness is read from a fresh log, the old one kept
+            log.replace(log.with_suffix(".log.1"))
         process = _spawn(args, log)
         _CHILDREN[process.pid] = process
         self.started.append(_Started(name, process.pid, log, address))
         _save_processes(self.directory, self.started)
-        _wait_listening(process, log, name)
+
+    def wait_listening(self) -> None:
+        """Wait until every server started so far listens."""
+        for entry in self.started:
+            _wait_listening(_CHILDREN[entry.pid], entry.log, entry.name)
+
+    def wait_healthy(self, credentials: grpc.ChannelCredentials) -> None:
+        """Wait until every server started so far reports SERVING."""
+        self.progress("waiting until every server reports healthy")
+        for entry in self.started:
+            _wait_healthy(entry.address, credentials, entry.name)
 
     def registry(self) -> tuple[str, str, int]:
         address, public = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
         http_port = _free_port()
         self.progress("initialising the registry (root key, CA, database)")
         _credence(
+            "initialising the registry",
             "registry", "init", "--dir", self.registry_dir, "--federation-id", "local-demo",
             "--listen", address, "--public-listen", public,
             "--http-listen", f"127.0.0.1:{http_port}",
@@ -324,43 +388,108 @@ class _Launch:
         )
         return address, public, http_port
 
-    def agency(
-        self,
-        profile: synthetic.AgencyProfile,
-        registry: tuple[str, str],
-        subjects: int,
-        seed: int,
-    ) -> dict[str, Any]:
-        node_dir = self.directory / "agencies" / profile.name
-        node_address = f"127.0.0.1:{_free_port()}"
-        self.progress(f"enrolling agency {profile.name} ({', '.join(profile.record_kinds)})")
-        _credence(
-            "node", "init", "--dir", node_dir, "--member-id", profile.name,
-            "--kinds", ",".join(profile.record_kinds), "--listen", node_address,
-        )  # fmt: skip
-        enrol = ("node", "enrol", "--dir", node_dir, "--registry", registry[0],
-                 "--public", registry[1],
-                 "--ca", self.registry_dir / "ca.crt",
-                 "--root-keys", self.registry_dir / "root.jwks.json",
-                 "--display-name", profile.display_name)  # fmt: skip
-        _credence(*enrol)
-        _credence("registry", "members", "approve", "--dir", self.registry_dir, profile.name)
-        _credence(*enrol, "--wait", "30")
-        records = node_dir / "records.csv"
-        records.write_text(synthetic.agency_csv(profile, subjects, seed, datetime.now(UTC).date()))
-        _credence("node", "import", "--dir", node_dir, records)
-        self.spawn(profile.name, ["node", "serve", "--dir", node_dir], node_address)
+
+@dataclass(frozen=True)
+class _Agency:
+    """An agency node being brought up: its profile, directory and address."""
+
+    profile: synthetic.AgencyProfile
+    directory: Path
+    address: str
+
+    def entry(self) -> dict[str, Any]:
         return {
-            "member_id": profile.name,
-            "address": node_address,
-            "kinds": list(profile.record_kinds),
-            "data_dir": str(node_dir),
+            "member_id": self.profile.name,
+            "address": self.address,
+            "kinds": list(self.profile.record_kinds),
+            "data_dir": str(self.directory),
         }
+
+
+def _agencies(
+    launch: _Launch,
+    profiles: Sequence[synthetic.AgencyProfile],
+    registry: tuple[str, str],
+    subjects: int,
+    seed: int,
+) -> list[_Agency]:
+    """Enrol, approve, install, load and start every agency, each stage for all at once."""
+    nodes = [
+        _Agency(profile, launch.directory / "agencies" / profile.name, f"127.0.0.1:{_free_port()}")
+        for profile in profiles
+    ]
+    names = ", ".join(node.profile.name for node in nodes)
+    launch.progress(f"enrolling {len(nodes)} agencies ({names})")
+    for node in nodes:
+        _credence(
+            f"initialising agency {node.profile.name}",
+            "node", "init", "--dir", node.directory, "--member-id", node.profile.name,
+            "--kinds", ",".join(node.profile.record_kinds), "--listen", node.address,
+        )  # fmt: skip
+
+    def enrol(node: _Agency) -> tuple[str | Path, ...]:
+        return ("node", "enrol", "--dir", node.directory, "--registry", registry[0],
+                "--public", registry[1],
+                "--ca", launch.registry_dir / "ca.crt",
+                "--root-keys", launch.registry_dir / "root.jwks.json",
+                "--display-name", node.profile.display_name)  # fmt: skip
+
+    for node in nodes:
+        _credence(f"enrolling agency {node.profile.name}", *enrol(node))
+    for node in nodes:
+        _credence(
+            f"approving agency {node.profile.name}",
+            "registry", "members", "approve", "--dir", launch.registry_dir, node.profile.name,
+        )  # fmt: skip
+    # Installed after every approval: each node starts with a manifest listing all of them.
+    for node in nodes:
+        out = _credence(f"installing agency {node.profile.name}", *enrol(node), "--wait", "30")
+        if "approved" not in out:
+            raise FailedPrecondition(f"agency {node.profile.name} was not approved: {out.strip()}")
+    launch.progress(f"loading synthetic records ({subjects} subjects per agency)")
+    today = datetime.now(UTC).date()
+    for node in nodes:
+        records = node.directory / "records.csv"
+        records.write_text(synthetic.agency_csv(node.profile, subjects, seed, today))
+        _credence(
+            f"loading agency {node.profile.name}'s records",
+            "node", "import", "--dir", node.directory, records,
+        )  # fmt: skip
+    launch.progress(f"starting {len(nodes)} agency nodes")
+    for node in nodes:
+        launch.spawn(node.profile.name, ["node", "serve", "--dir", node.directory], node.address)
+    launch.wait_listening()
+    return nodes
+
+
+def _health_credentials(federation: dict[str, Any]) -> grpc.ChannelCredentials:
+    company = federation["company"]
+    return channel_credentials(
+        Path(company["key"]).read_bytes(),
+        Path(company["cert"]).read_bytes(),
+        Path(federation["registry"]["ca_cert"]).read_bytes(),
+    )
+
+
+def _restart(launch: _Launch) -> dict[str, Any]:
+    """Start a stopped federation's servers again, on the data they left."""
+    federation: dict[str, Any] = json.loads((launch.directory / FEDERATION_FILE).read_text())
+    registry = federation["registry"]
+    launch.progress(f"restarting the stopped federation in {launch.directory} with its data")
+    launch.spawn("registry", ["registry", "serve", "--dir", registry["data_dir"]],
+                 registry["address"])  # fmt: skip
+    for agency in federation["agencies"]:
+        launch.spawn(agency["member_id"], ["node", "serve", "--dir", agency["data_dir"]],
+                     agency["address"])  # fmt: skip
+    launch.wait_listening()
+    launch.wait_healthy(_health_credentials(federation))
+    return federation
 
 
 def _up(launch: _Launch, *, agencies: int, subjects: int, seed: int) -> dict[str, Any]:
     address, public, http_port = launch.registry()
     registry_dir = launch.registry_dir
+    launch.wait_listening()
     ca_pem = (registry_dir / "ca.crt").read_bytes()
     root_set = KeySet.from_jwks(json.loads((registry_dir / "root.jwks.json").read_text()))
     # Members first: every node then collects a manifest that already lists them.
@@ -379,22 +508,22 @@ def _up(launch: _Launch, *, agencies: int, subjects: int, seed: int) -> dict[str
             approve_args=approve_args,
         )  # fmt: skip
     profiles = synthetic.AGENCY_PROFILES[:agencies]
-    agency_entries = [
-        launch.agency(profile, (address, public), subjects, seed) for profile in profiles
-    ]
-    launch.progress("waiting until every server reports healthy")
-    health_credentials = channel_credentials(
-        (company.directory / "tls.key").read_bytes(),
-        (company.directory / "tls.crt").read_bytes(),
-        ca_pem,
+    nodes = _agencies(launch, profiles, (address, public), subjects, seed)
+    launch.wait_healthy(
+        channel_credentials(
+            (company.directory / "tls.key").read_bytes(),
+            (company.directory / "tls.crt").read_bytes(),
+            ca_pem,
+        )
     )
-    for entry in launch.started:
-        _wait_healthy(entry.address, health_credentials, entry.name)
     expected = synthetic.expected(profiles, subjects)
     with (
         Requester(address, company.credentials(), root_keys=root_set) as company_client,
         Requester(address, idp.credentials(), root_keys=root_set) as idp_client,
     ):
+        # Kept for offline checks (`credence verdict check`): the manifest as verified here.
+        manifest_path = launch.directory / MANIFEST_FILE
+        manifest_path.write_bytes(company_client.refresh_manifest().envelope.to_bytes())
         launch.progress("making consents for sample persons")
         consents = _consents(
             launch.directory,
@@ -410,17 +539,18 @@ def _up(launch: _Launch, *, agencies: int, subjects: int, seed: int) -> dict[str
         "registry": {
             "address": address,
             "public_address": public,
-            "http_url": f"http://127.0.0.1:{http_port}",
+            "http_url": f"https://127.0.0.1:{http_port}",
             "ca_cert": str(registry_dir / "ca.crt"),
-            "jwks_url": f"http://127.0.0.1:{http_port}/.well-known/jwks.json",
+            "jwks_url": f"https://127.0.0.1:{http_port}/.well-known/jwks.json",
             "root_keys": str(registry_dir / "root.jwks.json"),
             "member_id": "registry",
             "data_dir": str(registry_dir),
         },
+        "manifest": str(manifest_path),
         "company": company.files(),
         "authority": authority.files(),
         "identity_verifier": idp.files(),
-        "agencies": agency_entries,
+        "agencies": [node.entry() for node in nodes],
         "samples": {
             "listed_organisation": expected.listed_organisations[:5],
             "clear_organisation": expected.clear_organisations[:5],
