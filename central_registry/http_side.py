@@ -1,4 +1,4 @@
-"""The registry's small HTTP side: the manifest and the JWKS, read-only.
+"""The registry's small HTTP side over TLS: the manifest and the JWKS, read-only.
 
 ``GET /manifest`` returns the current signed manifest as a DSSE JSON envelope;
 ``GET /.well-known/jwks.json`` the registry keys that sign verdicts, so any JOSE
@@ -7,30 +7,101 @@ registry is serving; ``GET /status-list`` the signed revocation list of grants
 (``application/statuslist+jwt``, draft-ietf-oauth-status-list: a bit per grant
 index, which alone names no subject). Nothing here accepts input or reveals
 anything about a subject.
+
+It is served over TLS only: by default with the registry's own certificate from
+the federation CA (``tls.crt`` / ``tls.key``, the gRPC ports' identity), or the
+operator's (``http_tls_cert`` / ``http_tls_key`` in ``registry.toml``). TLS
+keeps the network from swapping the documents in transit; clients still verify
+the manifest under the pinned root keys and match the JWKS to it
+(:mod:`credence.client.pinned`). The handshake runs in each connection's own
+thread under a timeout, so a client that stalls it holds up nobody else.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
+import ssl
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from credence.envelope import Envelope
+from credence.errors import InvalidInput
 from credence.keys import KeySet
 
 _log = logging.getLogger(__name__)
 
+#: How long a connection may take to finish its TLS handshake and send a request.
+HANDSHAKE_TIMEOUT_SECONDS = 10.0
+
+
+def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A TLS 1.2+ server context for the certificate chain in ``cert`` and its ``key``.
+
+    Raises:
+        InvalidInput: a file cannot be read, or the key does not match the certificate.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise InvalidInput(
+            f"HTTP side TLS: {exc.filename} not found; check http_tls_cert/http_tls_key"
+        ) from exc
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(
+            f"HTTP side TLS: cannot load certificate {cert} with key {key}: {exc}; "
+            "http_tls_cert must hold the PEM chain and http_tls_key its PEM key"
+        ) from exc
+    return context
+
+
+class _TlsHttpServer(ThreadingHTTPServer):
+    """Wraps each accepted connection in TLS inside its own handler thread."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 context: ssl.SSLContext) -> None:  # fmt: skip
+        self.tls = context
+        super().__init__(address, handler)
+
+    def finish_request(self, request: socket.socket | tuple[bytes, socket.socket],
+                       client_address: object) -> None:  # fmt: skip
+        if not isinstance(request, socket.socket):  # a TCP server's requests are sockets
+            return
+        request.settimeout(HANDSHAKE_TIMEOUT_SECONDS)
+        try:
+            wrapped = self.tls.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
+            _log.debug("http: TLS handshake with %s failed: %s", client_address, exc)
+            return
+        try:
+            super().finish_request(wrapped, client_address)
+        finally:
+            # wrap_socket detached the plain socket: the server's own shutdown
+            # of it is a no-op, so the TLS socket is closed here.
+            wrapped.close()
+
+    def handle_error(self, request: object, client_address: object) -> None:  # noqa: ARG002
+        # A client that hangs up mid-request is routine, not a traceback on stderr.
+        _log.debug("http: connection from %s failed", client_address, exc_info=True)
+
 
 class HttpSide:
-    """A threaded HTTP server over two providers of the current documents."""
+    """A threaded HTTPS server over providers of the current documents."""
 
     def __init__(
         self,
         listen: str,
         *,
+        tls_cert: Path,
+        tls_key: Path,
         manifest: Callable[[], Envelope],
         jwks: Callable[[], KeySet],
         status_list: Callable[[], str] | None = None,
@@ -50,8 +121,10 @@ class HttpSide:
         self._manifest = manifest
         self._jwks = jwks
         self._status_list = status_list
-        self._server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), Handler)
-        self._server.daemon_threads = True
+        context = server_tls_context(tls_cert, tls_key)
+        self._server = _TlsHttpServer(
+            (host.strip("[]") or "127.0.0.1", int(port)), Handler, context
+        )
         self._thread = threading.Thread(target=self._server.serve_forever, name="registry-http")
 
     @property

@@ -28,7 +28,6 @@ from pathlib import Path
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
 
 from central_registry import config as registry_config
@@ -59,6 +58,7 @@ from credence.rpc.peer_limits import (
     address_of_peer,
     member_of_peer,
 )
+from credence.rpc.reflection import enable_reflection
 from credence.rpc.tls import server_credentials
 from credence.storage import session_factory
 from credence.v1 import registry_pb2, registry_pb2_grpc
@@ -196,9 +196,7 @@ async def start_registry(
         (public, PUBLIC_SERVICES, public_listen or config.public_listen, False),
     ):
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        enable_reflection((*services, health.SERVICE_NAME), server)
         credentials = server_credentials(
             keys.tls_key_pem,
             keys.tls_cert_pem,
@@ -212,6 +210,8 @@ async def start_registry(
         await server.start()
     http = HttpSide(
         http_listen or config.http_listen,
+        tls_cert=config.http_tls_cert or config.path(registry_config.TLS_CERT_FILE),
+        tls_key=config.http_tls_key or config.path(registry_config.TLS_KEY_FILE),
         manifest=lambda: manifests.current().envelope,
         jwks=lambda: manifests.current().registry_keys,
         status_list=status_lists.current,

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ import jwt
 import pytest
 
 from credence.cli import main
+from credence.client.pinned import fetch_verified_jwks
 from credence.client.requester import MemberCredentials, Requester, ScreenRow
 from credence.client.subject import SubjectClient
 from credence.dev import federation as dev_federation
@@ -234,9 +234,15 @@ def test_jws_credential_verifies_with_pyjwt_against_the_jwks(federation: Federat
         verified = company.verify_organisation(
             federation.subject(federation.sample("listed_organisation"))
         )
-    jwks_url = federation.document["registry"]["jwks_url"]
-    with urllib.request.urlopen(jwks_url, timeout=5) as response:
-        jwks = json.load(response)
+    # The pinned path: the manifest over TLS, verified under the pinned root
+    # keys, then the JWKS accepted only as the manifest's registry keys.
+    registry = federation.document["registry"]
+    jwks = fetch_verified_jwks(
+        registry["http_url"],
+        ca_pem=Path(registry["ca_cert"]).read_bytes(),
+        root_keys=federation.root_keys,
+        now=datetime.now(UTC),
+    ).to_jwks()
     header = jwt.get_unverified_header(verified.jws)
     key = jwt.PyJWK.from_dict(next(k for k in jwks["keys"] if k["kid"] == header["kid"]))
     claims = jwt.decode(

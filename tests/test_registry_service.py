@@ -15,6 +15,7 @@ import hashlib
 import http.client
 import io
 import json
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from central_registry.store import grant_rows, member_rows
 from credence.cli import main
 from credence.client.enrol import collect_enrolment, enrol
 from credence.client.errors import rpc_errors
+from credence.client.pinned import fetch_verified_jwks
 from credence.client.requester import MemberCredentials, Requester
 from credence.client.subject import SubjectClient
 from credence.encoding import from_epoch, to_epoch
@@ -267,7 +269,10 @@ def test_distinct_subjects_per_day_are_capped_per_requester(tmp_path: Path) -> N
 
 
 def _http(registry: Registry, method: str, path: str) -> tuple[int, str, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", registry.thread.http_port, timeout=10)
+    context = ssl.create_default_context(cadata=registry.ca_pem.decode())
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", registry.thread.http_port, timeout=10, context=context
+    )
     try:
         connection.request(method, path)
         response = connection.getresponse()
@@ -313,6 +318,29 @@ def test_http_jwks_holds_the_registry_signing_key(registry: Registry) -> None:
     assert KeySet.from_jwks(document).resolve(registry.keys.signing.kid) == (
         registry.keys.signing.public
     )
+
+
+def test_http_side_speaks_no_plain_http(registry: Registry) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", registry.thread.http_port, timeout=10)
+    try:
+        connection.request("GET", "/.well-known/jwks.json")
+        with pytest.raises((http.client.HTTPException, ConnectionError)):
+            connection.getresponse()
+    finally:
+        connection.close()
+
+
+def test_the_pinned_path_yields_the_manifests_registry_keys(
+    registry: Registry, acme: Member
+) -> None:
+    url = f"https://127.0.0.1:{registry.thread.http_port}"
+    now = datetime.now(UTC)
+    jwks = fetch_verified_jwks(url, ca_pem=registry.ca_pem, root_keys=registry.root, now=now)
+    assert list(jwks) == [registry.keys.signing.kid]
+    with pytest.raises(UnknownKey, match="signed only by keys that are not trusted"):
+        fetch_verified_jwks(
+            url, ca_pem=registry.ca_pem, root_keys=KeySet([SigningKey.generate().public]), now=now
+        )
 
 
 @pytest.mark.parametrize("path", ["/", "/manifest.json", "/.well-known/other", "/../registry.db"])

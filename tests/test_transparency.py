@@ -86,7 +86,7 @@ def test_honest_lookups_pass_the_audit(federation: InProcessFederation, tmp_path
         "audit", "log", "--registry-public", federation.public,
         "--ca", str(federation.registry_dir / "ca.crt"),
         "--root-keys", str(federation.root / "root.jwks.json"),
-        "--http", f"http://127.0.0.1:{federation.registry.http_port}",
+        "--http", f"https://127.0.0.1:{federation.registry.http_port}",
         "--since-head", str(head),
     ]  # fmt: skip
     assert main(args) == 0

@@ -2,12 +2,15 @@
 
     credence audit log  [--federation F] --since-head FILE
     credence audit log  --registry-public ADDR --ca CA --root-keys R --http URL
-                        --since-head FILE
+                        [--http-ca CA] --since-head FILE
 
 ``audit log`` verifies the current signed tree head and that it extends the
 head saved in FILE (the log only grows, nothing rewritten), then saves the new
-head there. Without the four endpoint options the federation file is found as
-every command finds it. A node checks that every query it answered is in the
+head there. The log's key comes from the manifest, fetched over HTTPS from the
+registry's HTTP side (its certificate checked against the federation CA, or
+``--http-ca`` for an operator's certificate) and verified under the root keys.
+Without the four endpoint options the federation file is found as every
+command finds it. A node checks that every query it answered is in the
 log with ``credence node audit``.
 Exit code 0 when everything verifies, 1 when anything does not.
 """
@@ -24,9 +27,10 @@ from credence.cli.command import command, subcommands
 from credence.cli.federation import (
     Federation,
     add_federation_option,
-    fetch_manifest,
     read_root_keys,
 )
+from credence.cli.options import read_text
+from credence.client.pinned import fetch_manifest
 from credence.envelope import Envelope
 from credence.errors import InvalidInput
 from credence.keys import KeySet, write_private_file
@@ -52,7 +56,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     log.add_argument("--registry-public", help="the registry's public host:port")
     log.add_argument("--ca", type=Path, help="the federation CA (PEM)")
     log.add_argument("--root-keys", type=Path, help="the pinned root keys (JWK Set)")
-    log.add_argument("--http", help="the registry's HTTP side, e.g. http://127.0.0.1:7780")
+    log.add_argument("--http", help="the registry's HTTP side, e.g. https://127.0.0.1:7780")
+    log.add_argument(
+        "--http-ca",
+        type=Path,
+        help="the CA of the HTTP side's certificate, if the operator's (default: --ca)",
+    )
     log.add_argument(
         "--since-head", type=Path, required=True, help="saved head to check against, then update"
     )
@@ -77,7 +86,8 @@ def _endpoints(args: argparse.Namespace) -> tuple[str, bytes, KeySet, str]:
 
 def _audit_log(args: argparse.Namespace) -> int:
     address, ca_pem, root_keys, http_url = _endpoints(args)
-    manifest = fetch_manifest(http_url, root_keys, datetime.now(UTC))
+    http_ca = read_text(args.http_ca, "HTTP side CA").encode() if args.http_ca else ca_pem
+    manifest = fetch_manifest(http_url, ca_pem=http_ca, root_keys=root_keys, now=datetime.now(UTC))
     log_keys = KeySet(
         key for kid, key in manifest.registry_keys.items() if kid == manifest.registry.log_id
     )

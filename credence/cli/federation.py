@@ -4,8 +4,9 @@ Every command that talks to a federation finds its file the same way:
 ``--federation FILE`` (or a directory holding ``federation.json``), else
 ``$CREDENCE_FEDERATION``, else ``./federation.json``. The file says where the
 registry is, which credentials each role uses and where the pseudonymisation
-key is. :func:`fetch_manifest` is the one way a command gets the federation
-manifest from the registry's HTTP side, verified against the pinned root keys.
+key is. :meth:`Federation.manifest` gets the federation manifest from the
+registry's HTTP side over TLS, verified against the pinned root keys
+(:func:`credence.client.pinned.fetch_manifest`).
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from credence.client.pinned import fetch_manifest
 from credence.client.requester import MemberCredentials, Requester
 from credence.dev.federation import FEDERATION_FILE
-from credence.envelope import Envelope
-from credence.errors import InvalidInput, Unavailable
+from credence.errors import InvalidInput
 from credence.keys import KeySet
-from credence.manifest import TrustedManifest, verify_manifest
+from credence.manifest import TrustedManifest
 from credence.subjects import PseudonymisationKey
 
 #: The environment variable naming the federation file.
@@ -65,24 +65,6 @@ def load_federation(given: Path | None) -> dict[str, Any]:
     if "registry" not in document or "company" not in document:
         raise InvalidInput(f"{path} is not a federation file (no registry or company)")
     return document
-
-
-def fetch_manifest(http_url: str, root_keys: KeySet, now: datetime) -> TrustedManifest:
-    """Fetch the manifest from the registry's HTTP side and verify it.
-
-    Raises:
-        InvalidInput: ``http_url`` is not an http(s) URL.
-        Unavailable: the registry could not be reached.
-        VerificationError: the manifest is not signed by the root keys, or expired.
-    """
-    if not http_url.startswith(("http://", "https://")):
-        raise InvalidInput(f"the registry's HTTP URL must be http(s), got {http_url!r}")
-    try:
-        with urllib.request.urlopen(f"{http_url}/manifest", timeout=10) as response:  # noqa: S310 - scheme checked
-            envelope = Envelope.from_json(response.read())
-    except OSError as exc:
-        raise Unavailable(f"cannot fetch the manifest from {http_url}/manifest: {exc}") from exc
-    return verify_manifest(envelope, trusted_root=root_keys, threshold=1, now=now)
 
 
 def read_root_keys(path: Path) -> KeySet:
@@ -136,14 +118,16 @@ class Federation:
         return Path(self.registry["ca_cert"]).read_bytes()
 
     def manifest(self, now: datetime) -> TrustedManifest:
-        """The current manifest from the registry's HTTP side, verified.
+        """The current manifest from the registry's HTTP side over TLS, verified.
 
         Raises:
-            InvalidInput: the file's ``http_url`` is not http(s).
-            Unavailable: the registry could not be reached.
+            InvalidInput: the file's ``http_url`` is not https.
+            Unavailable: the registry could not be reached over TLS.
             VerificationError: the manifest does not verify.
         """
-        return fetch_manifest(self.registry["http_url"], self.root_keys(), now)
+        return fetch_manifest(
+            self.registry["http_url"], ca_pem=self.ca_cert(), root_keys=self.root_keys(), now=now
+        )
 
     def requester(self, role: str) -> Requester:
         """A requester client with ``role``'s credentials.

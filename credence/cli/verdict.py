@@ -1,15 +1,21 @@
 """``credence verdict check``: verify a saved verdict file offline.
 
-    credence verdict check FILE [--requester MEMBER] [--json]
+    credence verdict check FILE [--manifest M] [--refresh] [--requester MEMBER] [--json]
 
 Checks the registry's signature under a key of the federation manifest, the
 expiry, and that the verdict was issued to the requester. Exit 0 yes, 1 no.
+Offline: the manifest is one the user already holds (``--manifest FILE``, else
+the one ``dev up`` wrote, named by the federation file's ``manifest``, else
+``manifest.json`` beside it), verified against the pinned root keys. Only
+``--refresh`` goes to the network: it fetches the current manifest over TLS,
+verifies it and saves it where the held one is read from.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,16 +23,22 @@ from credence.cli.command import command, subcommands
 from credence.cli.federation import Federation, add_federation_option
 from credence.cli.options import add_role_option, read_text
 from credence.encoding import format_time
-from credence.errors import InvalidInput, VerificationError
+from credence.envelope import Envelope
+from credence.errors import Expired, InvalidInput, VerificationError
+from credence.manifest import TrustedManifest, verify_manifest
 from credence.verdicts import read_verdict_file, verify_verdict_file
 
 EXAMPLES = """examples:
   credence verdict check verdict.json
   credence verdict check verdict.json --as authority --json
+  credence verdict check verdict.json --manifest ./manifest.json
+  credence verdict check verdict.json --refresh
 
-Checks the registry's signature under a key of the federation manifest (fetched
-from the registry's HTTP side and verified against the pinned root keys), the
-expiry, and that the verdict was issued to you. Exit 0 yes, 1 no.
+Checks the registry's signature under a key of the federation manifest, the
+expiry, and that the verdict was issued to you. Exit 0 yes, 1 no. It runs
+offline against the manifest you hold (--manifest FILE, else the one `dev up`
+wrote), verified against the pinned root keys; --refresh fetches the current
+one over TLS first and saves it.
 """
 
 
@@ -44,7 +56,56 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--requester", metavar="MEMBER",
         help="the member the verdict must be issued to (default: the --as member)",
     )  # fmt: skip
+    check.add_argument(
+        "--manifest", type=Path, metavar="FILE",
+        help="the signed manifest you hold, as served by /manifest (default: the federation's)",
+    )  # fmt: skip
+    check.add_argument(
+        "--refresh", action="store_true",
+        help="fetch the current manifest over TLS, verify it and save it first (online)",
+    )  # fmt: skip
     check.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def held_manifest_path(federation: Federation, given: Path | None) -> Path:
+    """Where the held manifest is: ``given``, the federation's ``manifest``, or beside it."""
+    if given is not None:
+        return given
+    named = federation.document.get("manifest")
+    if isinstance(named, str) and named:
+        return Path(named)
+    return federation.path.parent / "manifest.json"
+
+
+def _held_manifest(federation: Federation, path: Path, now: datetime) -> TrustedManifest:
+    if not path.is_file():
+        raise InvalidInput(
+            f"no manifest held at {path}: pass --manifest FILE, or fetch the current one "
+            "with --refresh"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the manifest {path}: {exc.strerror}") from exc
+    # As served by /manifest (DSSE JSON), or the serialized envelope `dev up` saves.
+    envelope = Envelope.from_json(data) if data.lstrip()[:1] == b"{" else Envelope.from_bytes(data)
+    try:
+        return verify_manifest(envelope, trusted_root=federation.root_keys(), threshold=1, now=now)
+    except Expired as exc:
+        raise Expired(
+            f"the manifest held at {path} has expired ({exc}); fetch the current one with --refresh"
+        ) from exc
+
+
+def _manifest(federation: Federation, args: argparse.Namespace, now: datetime) -> TrustedManifest:
+    path = held_manifest_path(federation, args.manifest)
+    if not args.refresh:
+        return _held_manifest(federation, path, now)
+    manifest = federation.manifest(now)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(manifest.envelope.to_json())
+    print(f"fetched manifest version {manifest.version}, saved to {path}", file=sys.stderr)
+    return manifest
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -52,7 +113,7 @@ def _check(args: argparse.Namespace) -> int:
     requester = args.requester or federation.member(args.role)["member_id"]
     text = read_text(args.file, "verdict file")
     now = datetime.now(UTC)
-    manifest = federation.manifest(now)
+    manifest = _manifest(federation, args, now)
     try:
         verdict, claims = verify_verdict_file(
             text,

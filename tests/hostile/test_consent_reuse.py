@@ -10,6 +10,7 @@ registry's grants exactly as they were.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 import urllib.request
@@ -261,11 +262,12 @@ def test_the_list_is_served_signed_over_http_and_not_rebuilt_per_request(
     fed: InProcessFederation,
 ) -> None:
     running = fed.registry.running
-    url = f"http://127.0.0.1:{running.http.port}/status-list"
-    with urllib.request.urlopen(url, timeout=10) as reply:
+    url = f"https://127.0.0.1:{running.http.port}/status-list"
+    tls = ssl.create_default_context(cadata=fed.ca_pem.decode())
+    with urllib.request.urlopen(url, timeout=10, context=tls) as reply:
         assert reply.headers["Content-Type"] == "application/statuslist+jwt"
         first = reply.read().decode()
-    with urllib.request.urlopen(url, timeout=10) as reply:
+    with urllib.request.urlopen(url, timeout=10, context=tls) as reply:
         second = reply.read().decode()
     manifest = running.manifests.current()
     held = verify_status_list(
