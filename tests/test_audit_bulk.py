@@ -21,11 +21,11 @@ from support.log_server import AuditBed, audit_bed
 from agency_node import config as node_config
 from agency_node import database as node_database
 from agency_node.audit import AuditThread, log_keys
-from agency_node.cli import _AuditProgress
 from agency_node.models import QueryLogEntry
 from central_registry import transparency
 from central_registry.database import create_engine_for, session_factory
 from credence.cli import main
+from credence.cli.progress import Progress
 from credence.errors import ClaimMismatch, InvalidInput
 from credence.transparency import merkle
 from credence.transparency.log_audit import (
@@ -210,7 +210,7 @@ def test_progress_on_a_terminal_is_one_updated_line() -> None:
             return True
 
     stream = Terminal()
-    progress = _AuditProgress(stream)
+    progress = Progress(stream, "audit node", "promises checked")
     progress(1_000, 3_000)
     progress(3_000, 3_000)
     progress.end()

@@ -20,7 +20,8 @@ from types import FrameType
 
 from credence.cli.federation import Federation, add_federation_option
 from credence.cli.options import add_purpose_option, add_role_option, kinds, positive
-from credence.client.screening import ScreenProgress, screen_file
+from credence.cli.progress import Progress
+from credence.client.screening import screen_file
 
 EXIT_INTERRUPTED = 130
 
@@ -60,29 +61,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=_screen)
 
 
-class _ProgressBar:
-    """Rows done, rate and ETA on one terminal line."""
-
-    def __init__(self) -> None:
-        self.shown = False
-
-    def __call__(self, progress: ScreenProgress) -> None:
-        width = 30
-        fraction = progress.done / progress.total if progress.total else 1.0
-        bar = "#" * int(width * fraction)
-        eta = "--" if progress.eta is None else f"{progress.eta:.0f}s"
-        sys.stderr.write(
-            f"\r[{bar:<{width}}] {progress.done}/{progress.total} rows  "
-            f"{progress.rate:,.0f}/s  ETA {eta} "
-        )
-        sys.stderr.flush()
-        self.shown = True
-
-    def end(self) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
-
-
 @contextmanager
 def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT/SIGTERM set ``stop`` (a second SIGINT aborts at once)."""
@@ -104,7 +82,7 @@ def _screen(args: argparse.Namespace) -> int:
     federation = Federation(args.federation)
     pseudonymisation = federation.pseudonymisation()
     stop = threading.Event()
-    bar = _ProgressBar() if sys.stderr.isatty() else None
+    bar = Progress(sys.stderr, "screen", "rows")
     try:
         with federation.requester(args.role) as requester, _stop_on_signals(stop):
             summary = screen_file(
@@ -117,11 +95,10 @@ def _screen(args: argparse.Namespace) -> int:
                 resume=args.resume,
                 message_size=args.message_size,
                 stop=stop,
-                progress=bar,
+                progress=lambda update: bar(update.done, update.total),
             )
     finally:
-        if bar is not None:
-            bar.end()
+        bar.end()
     print(
         f"{summary.written} rows written to {args.out}: {summary.verdicts} verdicts, "
         f"{summary.refused} refused, {summary.invalid} invalid"

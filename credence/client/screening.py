@@ -70,23 +70,16 @@ _PROGRESS_SECONDS = 0.2
 
 @dataclass(frozen=True)
 class ScreenProgress:
-    """Where a screen stands: rows written this run out of the rows to do."""
+    """Where a screen stands: rows written this run out of the rows to do.
+
+    Rates and time left are the reporter's to estimate
+    (:class:`credence.cli.progress.Progress` smooths them).
+    """
 
     done: int
     total: int
     skipped: int
     elapsed: float
-
-    @property
-    def rate(self) -> float:
-        """Rows per second so far."""
-        return self.done / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds left at the current rate; None before the first result."""
-        rate = self.rate
-        return (self.total - self.done) / rate if rate > 0 else None
 
 
 @dataclass(frozen=True)
