@@ -56,12 +56,14 @@ def https_get(url: str, ca_pem: bytes, *, max_bytes: int = DEFAULT_MAX_MANIFEST_
     try:
         with urllib.request.urlopen(url, timeout=_TIMEOUT_SECONDS, context=context) as response:  # noqa: S310 - https only
             body: bytes = response.read(max_bytes + 1)
-    except ssl.SSLCertVerificationError as exc:
-        raise Unavailable(
-            f"{url}: the server's certificate does not verify against the given CA "
-            f"({exc.verify_message}); pass the federation CA, or the operator's CA"
-        ) from exc
     except OSError as exc:
+        # urllib wraps the TLS failure in a URLError whose reason is the cause.
+        cause = getattr(exc, "reason", exc)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            raise Unavailable(
+                f"{url}: the server's certificate does not verify against the given CA "
+                f"({cause.verify_message}); pass the federation CA, or the operator's CA"
+            ) from exc
         raise Unavailable(f"cannot fetch {url}: {exc}") from exc
     if len(body) > max_bytes:
         raise Unavailable(f"{url} returned more than {max_bytes} bytes; refusing it")
