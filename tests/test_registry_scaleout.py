@@ -32,7 +32,7 @@ from pathlib import Path
 import grpc
 import pytest
 from sqlalchemy import Engine, select
-from support.registry import free_port, run
+from support.registry import free_port, init_registry, run
 
 from agency_node.server import RunningNode, start_node
 from central_registry import config as registry_config
@@ -153,15 +153,6 @@ class ScaleOut:
         return [(row.idx, row.query_id, bytes(row.commitment), row.outcome) for row in rows]
 
 
-def _set_config(path: Path, **values: object) -> None:
-    text = path.read_text()
-    for key, value in values.items():
-        rendered = f'"{value}"' if isinstance(value, str) else str(value)
-        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {rendered}", text)
-        assert count == 1, f"{key} not in {path}"
-    path.write_text(text)
-
-
 def _serve(registry_dir: Path, log: Path) -> RegistryProcess:
     with log.open("ab") as out:
         command = [sys.executable, "-m", "credence.cli", "registry", "serve"]
@@ -234,13 +225,10 @@ def scaleout(
     def build(limits: dict[str, float]) -> ScaleOut:
         scale = ScaleOut(tmp_path, postgres_database, database.create_engine_for(postgres_database))
         built.append(scale)
-        run("registry", "init", "--dir", scale.registry_dir, "--listen", "127.0.0.1:0",
-            "--public-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")  # fmt: skip
         # `registry init` builds its config without the environment, so it always
         # starts on SQLite: point the directory at PostgreSQL, migrate it, and
         # publish the first manifest there as init did.
-        config_file = scale.registry_dir / registry_config.CONFIG_FILE
-        _set_config(config_file, database_url=postgres_database, **limits)
+        init_registry(scale.registry_dir, {"database_url": postgres_database, **limits})
         run("registry", "migrate", "--dir", scale.registry_dir)
         config = registry_config.load_config(scale.registry_dir)
         with database.session_factory(scale.engine).begin() as session:
