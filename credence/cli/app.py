@@ -12,7 +12,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+import grpc
+
 from credence import __version__
+from credence.client.errors import error_from_rpc
 from credence.errors import CredenceError
 
 EXIT_OK = 0
@@ -64,9 +67,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.handler(args)
     except CredenceError as exc:
-        print(f"credence: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_REFUSED
+        return _refused(str(exc))
+    except grpc.RpcError as exc:
+        # A call made outside credence.client's rpc_errors(): still one line.
+        return _refused(str(error_from_rpc(exc)))
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        return _refused(f"cannot use{where}: {exc.strerror or exc}")
     except KeyboardInterrupt:
         print("credence: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last line of defence: never a traceback
+        return _refused(
+            f"unexpected {type(exc).__name__}: {exc}; this is a bug in credence "
+            f"{__version__}, please report it with the command you ran"
+        )
     return result
+
+
+def _refused(message: str) -> int:
+    """One line on stderr, exit code 1."""
+    print(f"credence: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_REFUSED
