@@ -119,7 +119,19 @@ def test_verify_listed_and_clear_organisations_as_json(
     clear = json.loads(out)
     assert clear["status"] == "clear"
     assert clear["categories"] == []
-    assert clear["coverage"].startswith("2/2 agencies answered")
+    assert clear["coverage"] == {
+        "asked": 2,
+        "answered": 2,
+        "answered_by": clear["coverage"]["answered_by"],
+        "missing": [],
+    }
+    assert len(set(clear["coverage"]["answered_by"])) == 2
+    # The identifier asked about, as given and as looked up.
+    assert clear["subject"] == {
+        "identifier": sample(document, "clear_organisation"),
+        "normalised": sample(document, "clear_organisation"),
+        "type": "organisation",
+    }
 
 
 def test_verify_prints_the_verdict_and_the_key(
@@ -128,6 +140,8 @@ def test_verify_prints_the_verdict_and_the_key(
     path, document = federation
     code, out, _ = run(capsys, "verify", sample(document, "disputed"), "--federation", path)
     assert code == 0
+    assert f"subject   {sample(document, 'disputed')} (organisation)" in out
+    assert "coverage  2 of 2 agencies answered" in out
     assert "status    listed" in out
     assert "[disputed by the subject]" in out
     assert "expires   " in out

@@ -31,7 +31,7 @@ from credence.errors import InvalidInput
 from credence.grants import tokens
 from credence.queries import public_register
 from credence.subjects import SubjectType, normalise, ref_for
-from credence.v1 import agency_pb2
+from credence.v1 import agency_pb2, common_pb2
 
 EXAMPLES = """examples:
   credence verify cn-uscc:91350100M000100Y43
@@ -110,7 +110,15 @@ def _verify(args: argparse.Namespace) -> int:
     key_ids = [sig.keyid for sig in verified.envelope.signatures if sig.keyid in registry_keys]
     if args.out is not None:
         args.out.write_text(verified.to_file(), encoding="utf-8")
-    summary = _summary(verified, key_ids)
+    normalised = normalise(subject_id)
+    summary = {
+        "subject": {
+            "identifier": subject_id,
+            "normalised": normalised.canonical,
+            "type": normalised.subject_type.name.lower(),
+        },
+        **_summary(verified, key_ids),
+    }
     if args.json:
         print(json.dumps({**summary, "out": None if args.out is None else str(args.out)}))
         return 0
@@ -134,7 +142,7 @@ def _summary(verified: VerifiedVerdict, key_ids: list[str]) -> dict[str, Any]:
         "band": verified.band,
         "reason_codes": list(verified.reason_codes),
         "provisional": verified.provisional if verified.score is not None else None,
-        "coverage": verified.coverage,
+        "coverage": coverage_of(verified.verdict.coverage),
         "grant_id": verdict.grant_id,
         "issued_at": format_time(verdict.issued_at.ToDatetime(tzinfo=UTC)),
         "expires_at": format_time(verdict.expires_at.ToDatetime(tzinfo=UTC)),
@@ -142,8 +150,49 @@ def _summary(verified: VerifiedVerdict, key_ids: list[str]) -> dict[str, Any]:
     }
 
 
+def coverage_of(coverage: common_pb2.Coverage) -> dict[str, Any]:
+    """A verdict's coverage as data: who was asked, who answered, who is missing and why."""
+    missing = [
+        {
+            "agency": agency.member_id,
+            "state": _state_name(agency.state),
+            "reason": agency.reason,
+        }
+        for agency in coverage.agencies
+        if agency.state != common_pb2.COVERAGE_STATE_ANSWERED
+    ]
+    return {
+        "asked": coverage.expected,
+        "answered": coverage.answered,
+        "answered_by": [
+            agency.member_id
+            for agency in coverage.agencies
+            if agency.state == common_pb2.COVERAGE_STATE_ANSWERED
+        ],
+        "missing": missing,
+    }
+
+
+def _state_name(state: int) -> str:
+    try:
+        name = common_pb2.CoverageState.Name(common_pb2.CoverageState.ValueType(state))
+        return name.removeprefix("COVERAGE_STATE_").lower()
+    except ValueError:
+        return f"unknown state {state}"
+
+
+def _coverage_text(coverage: dict[str, Any]) -> str:
+    text = f"{coverage['answered']} of {coverage['asked']} agencies answered"
+    for agency in coverage["missing"]:
+        reason = f" ({agency['reason']})" if agency["reason"] else ""
+        text += f"; {agency['agency']}: {agency['state'].replace('_', ' ')}{reason}"
+    return text
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
-    lines = [("verdict", summary["verdict_id"])]
+    subject = summary["subject"]
+    lines = [("subject", f"{subject['normalised']} ({subject['type']})")]
+    lines.append(("verdict", summary["verdict_id"]))
     if summary["status"] is not None:
         status = summary["status"]
         if summary["categories"]:
@@ -157,7 +206,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
             score += " provisional"
         lines.append(("score", score))
         lines.append(("reasons", ", ".join(summary["reason_codes"]) or "none"))
-    lines.append(("coverage", summary["coverage"]))
+    lines.append(("coverage", _coverage_text(summary["coverage"])))
     if summary["grant_id"]:
         lines.append(("grant", summary["grant_id"]))
     lines.append(("expires", summary["expires_at"]))
