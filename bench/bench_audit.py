@@ -10,47 +10,137 @@ Two targets, each printed with its figure and met/MISSED:
    real command in its own process (wall time, start-up included), which
    re-checks every answered query; its progress lines on stderr are counted.
 
-Setup (untimed): a registry database in SQLite filled through the screening
-append path (:func:`central_registry.log.entries.append_entries`, 1,000 rows
-per transaction), the registry's TransparencyLogService on a loopback TLS
-port in a process of its own, and a node data directory (the test federation
-helper) whose query log holds the matching answered queries, received an hour
-ago. For comparison, the old way (one ``GetInclusionProof`` per promise) is
-timed over a sample.
+Setup (untimed), product code only: ``credence registry init``, its
+database in SQLite filled through the screening append path
+(:func:`central_registry.log.entries.append_entries`, 1,000 rows per
+transaction), ``credence registry serve`` in a process of its own, and a node
+data directory of an offline federation holding the registry's own keys
+(:mod:`credence.dev.offline_federation`, :mod:`agency_node.offline_node`)
+whose query log holds the matching answered queries, received an hour ago.
+For comparison, the old way (one ``GetInclusionProof`` per promise) is timed
+over a sample.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import multiprocessing.process
 import os
+import re
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from support.log_server import fill_log, new_promises, record_answers, serve_forever
+from sqlalchemy import insert
 
 from agency_node import config as node_config
 from agency_node import database as node_database
 from agency_node.audit import LogAuditor, log_keys
 from agency_node.manifest_holder import ManifestHolder, load_manifest
+from agency_node.models import QueryLogEntry
 from agency_node.offline_node import write_node_dir
-from central_registry.database import create_engine_for, session_factory, sqlite_url_for
-from central_registry.database import upgrade_schema as upgrade_registry
-from credence.dev.offline_federation import REGISTRY_ID, Federation
-from credence.keys import save_signing_key
+from central_registry import config as registry_config
+from central_registry.database import create_engine_for, session_factory
+from central_registry.keyring import load_keys
+from central_registry.log.entries import append_entries
+from central_registry.log.rows import LogRow, dispatched_row
+from credence import queries
+from credence.cli import main as credence_main
+from credence.dev.offline_federation import Federation
+from credence.transparency import log_promise
 from credence.transparency.log_audit import check_inclusion
+from credence.v1 import common_pb2
 
 TARGET_PER_S = 5_000.0
 TARGET_AUDIT_NODE_S = 10.0
 COURT = "court-1"
+REQUESTER = "acme"
+PURPOSE = common_pb2.PURPOSE_COUNTERPARTY_VERIFICATION
+KINDS = (common_pb2.VERDICT_KIND_BLACKLIST,)
+LOOPBACK = (
+    "--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+)  # fmt: skip
+_LISTENING = re.compile(r"listening on port \d+ \(members\), (\d+) \(public\)")
+
+
+def _promised_rows(count: int, now: datetime) -> list[LogRow]:
+    """``count`` lookups as the registry logs a screening run: shared fields, fresh salts."""
+    encoder = log_promise.CommitmentEncoder.for_shared(
+        requester=REQUESTER, purpose=PURPOSE, kinds=KINDS, issued_at=now
+    )
+    rows = []
+    for query_id in queries.new_query_ids(count):
+        ref, salt = secrets.token_bytes(32), log_promise.new_salt()
+        rows.append(
+            dispatched_row(
+                query_id=query_id,
+                requester=REQUESTER,
+                subject_type=common_pb2.SUBJECT_TYPE_ORGANISATION,
+                subject_ref=ref,
+                purpose=PURPOSE,
+                kinds=KINDS,
+                grant_id="",
+                issued_at=now,
+                salt=salt,
+                commitment=encoder.commit(
+                    salt, query_id, common_pb2.SUBJECT_TYPE_ORGANISATION, ref, ""
+                ),
+                basis="public register",
+                embargo_until=None,
+            )
+        )
+    return rows
+
+
+def _answered(node_dir: Path, rows: Sequence[LogRow], received_at: datetime) -> None:
+    """Write ``rows`` into the node's query log as answered queries awaiting the audit."""
+    engine = node_database.create_engine_for(node_database.sqlite_url_for(node_dir))
+    values = [
+        {
+            "query_id": row.query_id,
+            "received_at": received_at,
+            "requester": REQUESTER,
+            "purpose": "counterparty_verification",
+            "kinds": "blacklist",
+            "outcome": "answered",
+            "status_code": "OK",
+            "reason": "",
+            "entry_commitment": row.commitment,
+        }
+        for row in rows
+    ]
+    try:
+        for first in range(0, len(values), 10_000):
+            with node_database.session_factory(engine).begin() as session:
+                session.execute(insert(QueryLogEntry), values[first : first + 10_000])
+    finally:
+        engine.dispose()
+
+
+def _serve_registry(registry_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``credence registry serve`` in its own process; it and its public port once listening."""
+    command = [sys.executable, "-m", "credence.cli", "registry", "serve", "--dir",
+               str(registry_dir), *LOOPBACK]  # fmt: skip
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (found := _LISTENING.search(log.read_text(errors="replace"))):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"the registry did not start:\n{log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    return process, int(found[1])
+
+
 _STARTED = time.monotonic()
 
 
@@ -105,49 +195,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-sample", type=int, default=500, help="old-way sample size")
     args = parser.parse_args(argv)
 
-    federation = Federation.create()
-    federation.add_agency(COURT, ("court_judgment",))
     root = Path(tempfile.mkdtemp(prefix="bench-audit-"))
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    process: multiprocessing.process.BaseProcess | None = None
+    process: subprocess.Popen[bytes] | None = None
     try:
         registry_dir = root / "registry"
-        registry_dir.mkdir()
-        registry_url = sqlite_url_for(registry_dir)
-        engine = create_engine_for(registry_url)
-        upgrade_registry(engine)
-        made = new_promises(args.queries, datetime.now(UTC))
+        if credence_main(["registry", "init", "--dir", str(registry_dir), *LOOPBACK]) != 0:
+            raise RuntimeError("credence registry init failed")
+        config = registry_config.load_config(registry_dir)
+        keys = load_keys(config)
+        # The node's federation holds the registry's own keys: it trusts the
+        # registry's log key and CA, as an enrolled node would.
+        federation = Federation(
+            root_key=keys.root, registry_key=keys.signing, ca=keys.ca,
+            pseudonymisation_key=keys.pseudonymisation,
+        )  # fmt: skip
+        federation.add_agency(COURT, ("court_judgment",))
+        rows = _promised_rows(args.queries, datetime.now(UTC))
+        engine = create_engine_for(config.effective_database_url)
         started = time.perf_counter()
-        fill_log(session_factory(engine), [row for _, row in made])
+        for first in range(0, len(rows), 1_000):
+            with session_factory(engine).begin() as session:
+                append_entries(session, rows[first : first + 1_000])
         engine.dispose()
         progress(
             f"registry log: {args.queries:,} entries appended 1,000 per transaction in "
             f"{time.perf_counter() - started:.1f} s (untimed setup)"
         )
-        key_file = registry_dir / "log.key"
-        save_signing_key(key_file, federation.registry_key)
-        registry = federation.members[REGISTRY_ID]
-        process = context.Process(
-            target=serve_forever,
-            args=(registry_url, key_file, registry.tls_key_pem, registry.cert_pem, theirs),
-            daemon=True,
-        )
-        process.start()
-        deadline = time.monotonic() + 120
-        while not ours.poll(0.2):
-            if not process.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the log service did not start; see its traceback above")
-        port = ours.recv()
+        process, port = _serve_registry(registry_dir, root / "registry.log")
         node_dir = write_node_dir(federation, root, COURT, registry_public=f"127.0.0.1:{port}")
-        node_engine = node_database.create_engine_for(node_database.sqlite_url_for(node_dir))
-        record_answers(
-            node_engine, [item for item, _ in made], datetime.now(UTC) - timedelta(hours=1)
-        )
-        node_engine.dispose()
+        _answered(node_dir, rows, datetime.now(UTC) - timedelta(hours=1))
         progress(f"node: {args.queries:,} answered queries awaiting the audit; log on {port}")
 
-        sample = [item.commitment for item, _ in made[: args.single_sample]]
+        sample = [row.commitment for row in rows[: args.single_sample]]
         single = _single_rpc_rate(node_dir, sample)
         progress(f"old way, one GetInclusionProof per promise: {single:,.0f} promises/s")
 
@@ -189,11 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok and rate >= TARGET_PER_S else 1
     finally:
         if process is not None:
-            ours.send("stop")
-            process.join(timeout=30)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=10)
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         shutil.rmtree(root, ignore_errors=True)
 
 
