@@ -32,7 +32,7 @@ from agency_node.offline_node import write_node_dir
 from central_registry.database import create_engine_for, upgrade_schema
 from central_registry.keyring import RegistryKeys
 from central_registry.log.entries import append_entries
-from central_registry.log.rows import OUTCOME_DISPATCHED, LogRow
+from central_registry.log.rows import LogRow, dispatched_row
 from central_registry.service_public import TransparencyLogServicer
 from credence import queries
 from credence.dev.offline_federation import Federation
@@ -69,11 +69,10 @@ def new_promises(count: int, now: datetime) -> list[tuple[Promised, LogRow]]:
         ref = secrets.token_bytes(32)
         salt = log_promise.new_salt()
         commitment = encoder.commit(salt, query_id, SUBJECT_TYPE, ref, "")
-        row = LogRow(
+        row = dispatched_row(
             query_id=query_id, requester=REQUESTER, subject_type=SUBJECT_TYPE, subject_ref=ref,
-            purpose=PURPOSE, kinds=",".join(str(kind) for kind in KINDS), grant_id="",
-            basis="public register", outcome=OUTCOME_DISPATCHED, reason="", issued_at=now,
-            salt=salt, commitment=commitment,
+            purpose=PURPOSE, kinds=KINDS, grant_id="", basis="public register",
+            embargo_until=None, issued_at=now, salt=salt, commitment=commitment,
         )  # fmt: skip
         made.append((Promised(query_id, commitment), row))
     return made
