@@ -16,7 +16,7 @@ from agency_node.models import Record, RecordDispute
 from credence import payloads
 from credence.clock import Clock
 from credence.envelope import Envelope, sign, verify_message
-from credence.errors import InvalidInput
+from credence.errors import InvalidInput, NotFound
 from credence.keys import SigningKey
 from credence.storage import immediate_writer
 from credence.v1 import agency_pb2
@@ -49,6 +49,7 @@ class ContestDesk:
         Raises:
             VerificationError: the contest is not signed by the registry.
             InvalidInput: it lacks an id or subject, or the statement is too long.
+            NotFound: the node holds no record of the subject (of the kind named).
         """
         contest = verify_message(
             Envelope.from_bytes(envelope_bytes),
@@ -66,6 +67,13 @@ class ContestDesk:
             where.append(Record.kind == contest.record_kind)
         with self._sessions.begin() as session:
             record_pks = list(session.scalars(select(Record.id).where(*where)))
+            if not record_pks:
+                # Nothing to dispute: say so, rather than have an empty contest kept open.
+                kind = f" of kind {contest.record_kind}" if contest.record_kind else ""
+                raise NotFound(
+                    f"{self._member_id} holds no record{kind} of this subject: there is "
+                    "nothing to contest there, and no contest was filed"
+                )
             already = set(
                 session.scalars(
                     select(RecordDispute.record_pk).where(

@@ -96,6 +96,7 @@ async def deliver(
     """Send the signed contest to the agency's node; returns how many records it flagged.
 
     Raises:
+        NotFound: the node holds no record of the subject.
         Unavailable: the node could not be reached or refused.
         VerificationError: the receipt is not the agency's, or not for this contest.
     """
@@ -108,6 +109,9 @@ async def deliver(
                 timeout=CONTEST_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                # The node holds no record of the subject: nothing to contest, nothing kept.
+                raise NotFound(exc.details() or f"agency {agency_id} holds no record") from exc
             raise Unavailable(
                 f"agency {agency_id} did not take the contest ({exc.code().name}): try again later"
             ) from exc
@@ -144,6 +148,7 @@ async def file_contest(
         VerificationError: the subject proof or the agency's receipt does not check out.
         PermissionDenied: the proof names another agency, or it is not an agency.
         InvalidInput: an empty or too long statement, or a kind the agency does not hold.
+        NotFound: the agency holds no record of the subject; nothing is kept.
         Unavailable: the agency's node could not be reached or refused.
     """
 

@@ -160,6 +160,7 @@ class SubjectAccess:
             Replayed: the proof was used before.
             PermissionDenied: the proof names another agency, or it is not an agency.
             InvalidInput: an empty or too long statement, or a kind the agency does not hold.
+            NotFound: the agency holds no record of the subject; no contest is filed.
             Unavailable: the agency's node could not be reached or refused.
         """
 

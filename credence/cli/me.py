@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,25 +91,82 @@ def _client(args: argparse.Namespace) -> SubjectClient:
     )
 
 
-def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    if args.json:
-        for row in rows:
-            print(json.dumps(row))
-        return
-    if not rows:
-        print("nothing to show")
-        return
-    widths = [
-        max(len(column), *(len(str(row.get(column, ""))) for row in rows)) for column in columns
-    ]
-    print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))
+#: Human output fits this many columns.
+WIDTH = 80
+
+
+def _emit_json(rows: list[dict[str, Any]]) -> None:
     for row in rows:
-        print(
-            "  ".join(
-                str(row.get(column, "")).ljust(width)
-                for column, width in zip(columns, widths, strict=True)
-            )
-        )
+        print(json.dumps(row))
+
+
+def _print_blocks(blocks: list[list[str]], empty: str) -> None:
+    """One block of lines per entry, wrapped to :data:`WIDTH`, a blank line between."""
+    if not blocks:
+        print(empty)
+        return
+    for index, block in enumerate(blocks):
+        if index:
+            print()
+        print(textwrap.fill(block[0], WIDTH, subsequent_indent="    "))
+        for line in block[1:]:
+            print(textwrap.fill(line, WIDTH, initial_indent="  ", subsequent_indent="    "))
+
+
+def words(enum_name: str) -> str:
+    """An enum name in words: ``PURPOSE_CREDIT_ASSESSMENT`` -> ``credit assessment``."""
+    for prefix in ("PURPOSE_", "VERDICT_KIND_"):
+        enum_name = enum_name.removeprefix(prefix)
+    return enum_name.replace("_", " ").lower()
+
+
+def _listing(names: list[str]) -> str:
+    shown = [words(name) for name in names]
+    if len(shown) <= 1:
+        return "".join(shown) or "nothing"
+    return ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def _when(stamp: str) -> str:
+    """``2026-12-02T00:15:13.118247Z`` -> ``2026-12-02 00:15 UTC``."""
+    if not stamp:
+        return "never"
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def _contest_block(row: dict[str, Any]) -> list[str]:
+    kind = words(row["record_kind"]) + " records" if row.get("record_kind") else "all records"
+    resolved = f", resolved {_when(row['resolved_at'])}" if row.get("resolved_at") else ""
+    return [
+        f"contest {row.get('contest_id', '?')} at {row.get('agency', '?')} ({kind})",
+        f"{words(row.get('state', ''))}; filed {_when(row.get('filed_at', ''))}{resolved}",
+    ]
+
+
+def _lookup_block(row: dict[str, Any]) -> list[str]:
+    return [
+        f"{_when(row.get('at', ''))}  {row.get('requester', '?')}",
+        f"{words(row.get('purpose', ''))}: {_listing(row.get('kinds', []))}",
+        f"{row.get('outcome', '?')}; basis: {row.get('basis', '?')}",
+    ]
+
+
+def _grant_block(row: dict[str, Any]) -> list[str]:
+    uses = f"used {row.get('uses', 0)} of {row.get('max_uses', 0)} time(s)"
+    if not row.get("max_uses"):
+        uses = f"used {row.get('uses', 0)} time(s)"
+    block = [
+        f"{row.get('kind', 'grant')} {row.get('grant_id', '?')} for {row.get('requester', '?')}",
+        f"{words(row.get('purpose', ''))}: {_listing(row.get('kinds', []))}",
+        f"{uses}; valid until {_when(row.get('expires_at', ''))}",
+    ]
+    if row.get("revoked_at"):
+        block.append(f"revoked {_when(row['revoked_at'])}")
+    return block
 
 
 def _rows(messages: list[Any]) -> list[dict[str, Any]]:
@@ -120,20 +179,35 @@ def _rows(messages: list[Any]) -> list[dict[str, Any]]:
 def _lookups(args: argparse.Namespace) -> int:
     with _client(args) as client:
         rows = _rows(client.lookups())
-    _emit(args, rows, ["at", "requester", "purpose", "kinds", "outcome", "basis"])
+    if args.json:
+        _emit_json(rows)
+    else:
+        _print_blocks([_lookup_block(row) for row in rows], "nobody has looked you up")
     return 0
 
 
 def _grants(args: argparse.Namespace) -> int:
     with _client(args) as client:
         rows = _rows(client.grants())
-    _emit(args, rows, ["grant_id", "kind", "requester", "purpose", "uses", "max_uses",
-                       "expires_at", "revoked_at"])  # fmt: skip
+    if args.json:
+        _emit_json(rows)
+    else:
+        _print_blocks([_grant_block(row) for row in rows], "no consents or mandates name you")
     return 0
 
 
 def _revoke(args: argparse.Namespace) -> int:
     with _client(args) as client:
+        # The registry keeps the first revocation time; ask first, so a second
+        # revocation says so instead of reporting the old time as news.
+        earlier = next(
+            (grant for grant in client.grants() if grant.grant_id == args.grant_id), None
+        )
+        if earlier is not None and earlier.HasField("revoked_at"):
+            at = earlier.revoked_at.ToDatetime(tzinfo=UTC)
+            print(f"grant {args.grant_id} was already revoked at {at:%Y-%m-%dT%H:%M:%SZ}; "
+                  "nothing changed")  # fmt: skip
+            return 0
         revoked_at = client.revoke(args.grant_id)
     print(f"grant {args.grant_id} revoked at {revoked_at:%Y-%m-%dT%H:%M:%SZ}")
     return 0
@@ -149,5 +223,8 @@ def _contest(args: argparse.Namespace) -> int:
 def _contests(args: argparse.Namespace) -> int:
     with _client(args) as client:
         rows = _rows(client.contests())
-    _emit(args, rows, ["contest_id", "agency", "record_kind", "state", "filed_at", "resolved_at"])
+    if args.json:
+        _emit_json(rows)
+    else:
+        _print_blocks([_contest_block(row) for row in rows], "you have filed no contests")
     return 0
