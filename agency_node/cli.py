@@ -19,7 +19,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
 
 import grpc
 from sqlalchemy import Engine
@@ -37,6 +36,7 @@ from agency_node.importer import (
 from agency_node.manifest_holder import load_manifest
 from agency_node.server import serve
 from credence.cli.command import command, subcommands
+from credence.cli.progress import Progress
 from credence.client import enrol as client_enrol
 from credence.client.errors import rpc_errors
 from credence.clock import utc_now
@@ -266,13 +266,15 @@ def _enrol(args: argparse.Namespace) -> int:
     except AlreadyExists:
         print(f"{config.member_id} is enrolled already; checking its approval")
     deadline = time.monotonic() + args.wait
+    pause = 0.1  # an approval seconds away is seen at once; a long wait backs off to 2 s
     while True:
         result = client_enrol.collect_enrolment(
             args.public, ca_pem, member_id=config.member_id, signing_key=signing_key
         )
         if result.state == "active" or time.monotonic() >= deadline:
             break
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 2.0)
     if result.state != "active":
         print(f"state: {result.state}; run this again once the operator has approved it")
         return 0 if result.state == "pending" else 1
@@ -381,7 +383,7 @@ def _import(args: argparse.Namespace) -> int:
         raise InvalidInput(f"{args.file} not found")
     key = PseudonymisationKey.from_bytes(path.read_bytes())
     engine = _engine(config)
-    progress = _progress_bar if sys.stderr.isatty() else None
+    progress = Progress(sys.stderr, "import", "bytes read")
     try:
         report: ImportReport = import_records(
             # The import reads, then writes, while the node may be answering.
@@ -405,24 +407,12 @@ def _import(args: argparse.Namespace) -> int:
         return 1  # credence.cli.EXIT_REFUSED, like every refusal
     finally:
         engine.dispose()
-        if progress is not None:
-            print(file=sys.stderr)
+        progress.end()
     print(
         f"imported {report.rows} rows: {report.inserted} new, {report.updated} updated, "
         f"{report.unchanged} unchanged"
     )
     return 0
-
-
-def _progress_bar(read_bytes: int, total_bytes: int) -> None:
-    share = read_bytes / total_bytes if total_bytes else 1.0
-    filled = int(share * 30)
-    print(
-        f"\r[{'#' * filled}{'.' * (30 - filled)}] {share:6.1%} of {total_bytes:,} bytes",
-        end="",
-        file=sys.stderr,
-        flush=True,
-    )
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -452,42 +442,8 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-class _AuditProgress:
-    """Promises checked so far, on stderr.
-
-    One updated line on a terminal; elsewhere a line every few seconds, so a long
-    audit never looks hung in a log file.
-    """
-
-    def __init__(self, stream: TextIO, *, every: float = 3.0) -> None:
-        self._stream = stream
-        self._tty = stream.isatty()
-        self._every = every
-        self._started = self._last = time.monotonic()
-        self._shown = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self._tty and now - self._last < self._every and done < total:
-            return
-        self._last = now
-        rate = done / max(now - self._started, 1e-6)
-        line = f"audit node: {done:,}/{total:,} promises checked ({rate:,.0f}/s)"
-        if self._tty:
-            self._stream.write(f"\r{line} ")
-            self._shown = True
-        else:
-            self._stream.write(line + "\n")
-        self._stream.flush()
-
-    def end(self) -> None:
-        if self._shown:
-            self._stream.write("\n")
-            self._stream.flush()
-
-
 def _audit(args: argparse.Namespace) -> int:
-    progress = _AuditProgress(sys.stderr)
+    progress = Progress(sys.stderr, "audit node", "promises checked")
     try:
         report, alarms = audit_node(args.dir, clock=utc_now, progress=progress)
     finally:

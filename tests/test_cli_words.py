@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from credence.cli import main
+from credence.cli import main, progress
 from credence.dev import federation as dev_federation
 
 pytestmark = pytest.mark.slow
@@ -168,3 +169,25 @@ def test_audit_log_finds_the_federation_in_the_environment(cli: Any, tmp_path: P
     assert head.is_file()
     code, out, err = cli("audit", "log", "--since-head", head)
     assert code == 0, (out, err)
+
+
+def test_long_commands_report_progress_off_a_terminal(
+    federation: dict[str, Any], cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A line every "few seconds" is every call here, so a short run shows several.
+    monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)
+    source = tmp_path / "in.csv"
+    source.write_text("identifier\n" + "".join(f"reg:CN:ORG{index:06d}\n" for index in range(3000)))
+    code, _, err = cli("screen", source, "--out", tmp_path / "out.csv", "--message-size", "100")
+    assert code == 0, err
+    lines = err.splitlines()
+    assert len(lines) >= 2, err
+    assert all(re.match(r"screen: [\d,]+/3,000 rows \(\d+%\)", line) for line in lines), err
+    assert lines[-1].startswith("screen: 3,000/3,000 rows (100%)")
+    assert "\r" not in err
+    agency = Path(federation["agencies"][0]["data_dir"])
+    code, out, err = cli("node", "import", "--dir", agency, agency / "records.csv")
+    assert code == 0, err
+    assert err.splitlines()[-1].startswith("import: ")
+    assert " bytes read (100%)" in err.splitlines()[-1]
+    assert "unchanged" in out

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+#: Seconds between plain lines off a terminal.
+EVERY_SECONDS = 3.0
 #: No estimate before this share of the work is done ...
 ETA_MIN_FRACTION = 0.02
 #: ... nor before this many seconds of measuring.
@@ -86,7 +88,7 @@ class Progress:
         label: str,
         unit: str,
         *,
-        every: float = 3.0,
+        every: float | None = None,
         redraw: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -96,7 +98,8 @@ class Progress:
             stream: where to write (stderr).
             label: what the work is (``screen``, ``import``, ``audit node``).
             unit: what is counted (``rows``, ``bytes``, ``promises checked``).
-            every: seconds between plain lines when ``stream`` is not a terminal.
+            every: seconds between plain lines when ``stream`` is not a terminal
+                (default :data:`EVERY_SECONDS`).
             redraw: seconds between redraws on a terminal.
             clock: monotonic seconds (tests pass their own).
         """
@@ -104,7 +107,7 @@ class Progress:
         self._tty = stream.isatty()
         self._label = label
         self._unit = unit
-        self._every = every if not self._tty else redraw
+        self._every = redraw if self._tty else (EVERY_SECONDS if every is None else every)
         self._clock = clock
         self._started = clock()
         self._last_write: float | None = None
