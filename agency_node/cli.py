@@ -397,6 +397,7 @@ def _import(args: argparse.Namespace) -> int:
             staging_dir=config.path(STAGING_DIR_NAME),
         )
     except ImportRefused as refused:
+        progress.end(last=False)
         if refused.total_errors == 1:
             # One problem, one line: what a script or a log reader can take whole.
             message = f"import refused, nothing was imported: {refused.errors[0]}"

@@ -115,6 +115,7 @@ class Progress:
         self._latest: tuple[int, int] | None = None
         self._written: tuple[int, int] | None = None
         self._shown = False
+        self._ended = False
 
     def __call__(self, done: int, total: int) -> None:
         """Record progress; writes a line when one is due."""
@@ -151,13 +152,21 @@ class Progress:
         self._last_write = now
         self._written = self._latest
 
-    def end(self) -> None:
+    def end(self, *, last: bool = True) -> None:
         """Finish: write the last state if not yet written, then end a terminal line.
 
-        Off a terminal the last state is always written (once), so a log
-        shows where the work ended even when it took less than ``every``.
+        Off a terminal the last state is written (once), so a log shows where
+        the work ended even when it took less than ``every``; ``last=False``
+        leaves it out (work that was refused: its one line says why). Calling
+        it again does nothing.
+
+        Args:
+            last: write the last state if it was not written yet.
         """
-        if self._latest is not None and self._written != self._latest:
+        if self._ended:
+            return
+        self._ended = True
+        if last and self._latest is not None and self._written != self._latest:
             self._write(self._clock())
         if self._shown:
             self._stream.write("\n")
