@@ -64,7 +64,7 @@ class _FloorNode(agency_pb2_grpc.AgencyNodeServiceServicer):
         self._name = name
         self._key = key
 
-    async def AnswerQuery(  # noqa: N802 - the gRPC method name
+    async def AnswerQuery(
         self, request: agency_pb2.AnswerQueryRequest, _context: Any
     ) -> agency_pb2.AnswerQueryResponse:
         answer = agency_pb2.Answer(
@@ -73,7 +73,7 @@ class _FloorNode(agency_pb2_grpc.AgencyNodeServiceServicer):
         envelope = sign(payloads.ANSWER, answer.SerializeToString(), [self._key])
         return agency_pb2.AnswerQueryResponse(answer=envelope.to_proto())
 
-    async def AnswerBatch(  # noqa: N802 - the gRPC method name
+    async def AnswerBatch(
         self, request_iterator: AsyncIterator[agency_pb2.AnswerBatchRequest], _context: Any
     ) -> AsyncIterator[agency_pb2.AnswerBatchResponse]:
         async for request in request_iterator:
@@ -88,7 +88,7 @@ class _FloorNode(agency_pb2_grpc.AgencyNodeServiceServicer):
             envelope = sign(payloads.BATCH_ANSWER, answer.SerializeToString(), [self._key])
             yield agency_pb2.AnswerBatchResponse(answers=envelope.to_proto())
 
-    async def FileContest(  # noqa: N802 - the gRPC method name
+    async def FileContest(
         self, _request: agency_pb2.FileContestRequest, context: Any
     ) -> agency_pb2.FileContestResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a floor node takes no contests")

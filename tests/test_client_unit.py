@@ -278,13 +278,13 @@ class FakeStub:
     screen: Any = None
     requests: list[Any] = field(default_factory=list)
 
-    def GetManifest(  # noqa: N802
+    def GetManifest(
         self, request: registry_pb2.GetManifestRequest, timeout: float
     ) -> registry_pb2.GetManifestResponse:
         self.requests.append(request)
         return registry_pb2.GetManifestResponse(manifest=self.manifests.pop(0).to_proto())
 
-    def RequestVerdict(  # noqa: N802
+    def RequestVerdict(
         self, request: registry_pb2.RequestVerdictRequest, timeout: float
     ) -> registry_pb2.RequestVerdictResponse:
         self.requests.append(request)
@@ -293,7 +293,7 @@ class FakeStub:
         assert self.verdict is not None
         return self.verdict
 
-    def ScreenBatch(  # noqa: N802
+    def ScreenBatch(
         self, requests: Iterator[registry_pb2.ScreenBatchRequest], timeout: float | None
     ) -> FakeCall:
         messages = list(requests)
@@ -353,7 +353,7 @@ def test_an_unknown_key_with_the_registry_down_says_both(
     federation: Federation, manifest: TrustedManifest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class DownStub(FakeStub):
-        def GetManifest(  # noqa: N802
+        def GetManifest(
             self, request: registry_pb2.GetManifestRequest, timeout: float
         ) -> registry_pb2.GetManifestResponse:
             raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")

@@ -156,7 +156,7 @@ class FakeNode(agency_pb2_grpc.AgencyNodeServiceServicer):
         self.sent.append(envelope.payload)
         return envelope.to_proto()
 
-    async def AnswerQuery(  # noqa: N802 - the gRPC method name
+    async def AnswerQuery(
         self, request: agency_pb2.AnswerQueryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> agency_pb2.AnswerQueryResponse:
         if self.mode == "slow":
@@ -174,7 +174,7 @@ class FakeNode(agency_pb2_grpc.AgencyNodeServiceServicer):
         payload_type = payloads.QUERY if self.mode == "wrong_type" else payloads.ANSWER
         return agency_pb2.AnswerQueryResponse(answer=self._sign(payload_type, payload))
 
-    async def AnswerBatch(  # noqa: N802 - the gRPC method name
+    async def AnswerBatch(
         self,
         request_iterator: Any,
         context: grpc.aio.ServicerContext[Any, Any],
@@ -204,7 +204,7 @@ class FakeNode(agency_pb2_grpc.AgencyNodeServiceServicer):
             if self.mode == "fail_after":
                 await context.abort(grpc.StatusCode.INTERNAL, "disk on fire")
 
-    async def FileContest(  # noqa: N802 - the gRPC method name
+    async def FileContest(
         self, request: agency_pb2.FileContestRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> agency_pb2.FileContestResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fan-out never files contests")
