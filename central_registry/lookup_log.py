@@ -27,6 +27,9 @@ __all__ = ["LookupLog"]
 
 _log = logging.getLogger(__name__)
 
+#: Seconds between two reports of a requester's unlogged refusals.
+UNLOGGED_REPORT_SECONDS = 60.0
+
 
 class LookupLog:
     """The transactions of lookups over the registry database."""
@@ -34,6 +37,9 @@ class LookupLog:
     def __init__(self, sessions: sessionmaker[Session], quotas: LookupQuotas) -> None:
         self._sessions = sessions
         self._quotas = quotas
+        #: Per requester: when its unlogged refusals were last reported, and how
+        #: many went unlogged since. A flood must not grow the server's own log.
+        self._unlogged: dict[str, tuple[datetime, int]] = {}
 
     def admit(self, requester: str, now: datetime, rows: int) -> None:
         """Spend a request of ``requester``'s rate and ``rows`` of its log-row quota.
@@ -123,5 +129,17 @@ class LookupLog:
                     self._quotas.take_refused_rows(session, requester, len(rows), now)
                 append_entries(session, rows)
         except CredenceError as exc:
-            # A refusal cannot itself be refused: it goes unlogged, and says so once.
-            _log.warning("%d refused lookups by %r not logged: %s", len(rows), requester, exc)
+            # A refusal cannot itself be refused: it goes unlogged, and says so at
+            # most once a minute per requester, with the count since.
+            self._report_unlogged(requester, len(rows), now, exc)
+
+    def _report_unlogged(
+        self, requester: str, count: int, now: datetime, reason: CredenceError
+    ) -> None:
+        last, pending = self._unlogged.get(requester, (None, 0))
+        pending += count
+        if last is not None and (now - last).total_seconds() < UNLOGGED_REPORT_SECONDS:
+            self._unlogged[requester] = (last, pending)
+            return
+        self._unlogged[requester] = (now, 0)
+        _log.warning("%d refused lookups by %r not logged: %s", pending, requester, reason)

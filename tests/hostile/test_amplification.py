@@ -16,6 +16,7 @@ the wire, so the ratios are if anything too high.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,14 +152,16 @@ def test_log_rows_per_minute_are_a_quota_and_nothing_is_logged_past_it(tmp_path:
 
 
 def test_a_flood_of_small_refused_lookups_is_logged_only_within_its_quota(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A refused lookup is logged for its subject however small the request.
 
     A row outweighs the tens of bytes that cause it, so a member flooding the
     registry with refused lookups gets only ``refused_rows_per_minute`` of them
-    logged: past that they are still refused, and add nothing.
+    logged: past that they are still refused, and add nothing, not even a
+    line a call to the server's own log.
     """
+    caplog.set_level(logging.WARNING, logger="central_registry.lookup_log")
     with members_port(tmp_path / "registry", refused_rows_per_minute=5) as port:
         size = port.database_bytes()
         no_grant = [
@@ -171,6 +174,8 @@ def test_a_flood_of_small_refused_lookups_is_logged_only_within_its_quota(
             assert request(port, message) == grpc.StatusCode.PERMISSION_DENIED
         assert port.log_rows() == 5
         assert [reason for _, reason in port.refusals()] == [port.refusals()[0][1]] * 5
+        unlogged = [r.getMessage() for r in caplog.records if "not logged" in r.getMessage()]
+        assert len(unlogged) == 1, unlogged  # 35 went unlogged: said once, not 35 times
         grown = port.database_bytes() - size
         sent = sum(message.ByteSize() for message in no_grant)
         # Five rows of a few hundred bytes each, whatever the flood's length.
