@@ -55,7 +55,7 @@ from central_registry.database import (
     upgrade_schema,
 )
 from central_registry.log.entries import append_entries
-from central_registry.log.rows import OUTCOME_DISPATCHED, LogRow, dispatched_row
+from central_registry.log.rows import OUTCOME_DISPATCHED, LogRow, dispatched_row, entry_row
 from central_registry.models import MerkleNode
 from central_registry.transparency import SqlSubtrees
 from credence import payloads, queries
@@ -102,24 +102,7 @@ def _entry(now: datetime) -> tuple[log_promise.LogEntry, bytes, LogRow]:
         issued_at=now,
     )
     salt = log_promise.new_salt()
-    return entry, salt, _row(entry, salt, log_promise.entry_commitment(salt, entry))
-
-
-def _row(entry: log_promise.LogEntry, salt: bytes, commitment: bytes) -> LogRow:
-    return dispatched_row(
-        query_id=entry.query_id,
-        requester=entry.requester,
-        subject_type=entry.subject_type,
-        subject_ref=entry.subject_ref,
-        purpose=entry.purpose,
-        kinds=entry.kinds,
-        grant_id=entry.grant_id,
-        issued_at=entry.issued_at,
-        salt=salt,
-        commitment=commitment,
-        basis=BASIS,
-        embargo_until=None,
-    )
+    return entry, salt, entry_row(entry, salt, basis=BASIS, embargo_until=None)
 
 
 def append_singles(sessions: sessionmaker[Session], key: SigningKey, n: int) -> dict[str, float]:
@@ -192,17 +175,23 @@ def append_batches(
             item.log_promise.promised_at.FromDatetime(now)
             item.log_promise.max_merge_delay.FromTimedelta(MERGE_DELAY)
             items.append(item)
-            entry = log_promise.LogEntry(
-                query_id=query_id,
-                requester=REQUESTER,
-                subject_type=SUBJECT_TYPE,
-                subject_ref=ref,
-                purpose=PURPOSE,
-                kinds=KINDS,
-                grant_id="",
-                issued_at=now,
+            # As screening does: the commitment from the message's shared encoder.
+            rows.append(
+                dispatched_row(
+                    query_id=query_id,
+                    requester=REQUESTER,
+                    subject_type=SUBJECT_TYPE,
+                    subject_ref=ref,
+                    purpose=PURPOSE,
+                    kinds=KINDS,
+                    grant_id="",
+                    issued_at=now,
+                    salt=salt,
+                    commitment=commitment,
+                    basis=BASIS,
+                    embargo_until=None,
+                )
             )
-            rows.append(_row(entry, salt, commitment))
         t1 = time.perf_counter()
         with sessions.begin() as session:
             append_entries(session, rows)

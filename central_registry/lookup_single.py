@@ -14,7 +14,7 @@ from datetime import datetime
 from central_registry.access import check_asked, check_grant, subject_from_proto
 from central_registry.aggregation import aggregate
 from central_registry.limits import request_shape
-from central_registry.log.rows import dispatched_row, refused_row
+from central_registry.log.rows import entry_row, refused_row
 from central_registry.lookup_context import LookupContext
 from credence import queries
 from credence.errors import CredenceError
@@ -72,20 +72,7 @@ async def request_verdict(
             requester=requester, purpose=asked.purpose, kinds=asked.kinds, issued_at=now
         )
         salt = log_promise.new_salt()
-        row = dispatched_row(
-            query_id=entry.query_id,
-            requester=entry.requester,
-            subject_type=entry.subject_type,
-            subject_ref=entry.subject_ref,
-            purpose=entry.purpose,
-            kinds=entry.kinds,
-            grant_id=entry.grant_id,
-            issued_at=entry.issued_at,
-            salt=salt,
-            commitment=log_promise.entry_commitment(salt, entry),
-            basis=allowed.basis,
-            embargo_until=allowed.embargo_until,
-        )
+        row = entry_row(entry, salt, basis=allowed.basis, embargo_until=allowed.embargo_until)
         # The grant's use and the log entry land together, or neither does.
         await asyncio.to_thread(
             ctx.log.record,

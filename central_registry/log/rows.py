@@ -26,6 +26,7 @@ __all__ = [
     "OUTCOME_REFUSED",
     "LogRow",
     "dispatched_row",
+    "entry_row",
     "kinds_column",
     "refused_row",
 ]
@@ -142,6 +143,33 @@ def dispatched_row(
         issued_at=issued_at,
         salt=salt,
         commitment=commitment,
+        embargo_until=embargo_until,
+    )
+
+
+def entry_row(
+    entry: log_promise.LogEntry, salt: bytes, *, basis: str, embargo_until: datetime | None
+) -> LogRow:
+    """The dispatched row of one log ``entry`` under ``salt``: its commitment computed here.
+
+    Screening builds its rows with a commitment encoder shared across a
+    message instead (:func:`dispatched_row`); a single lookup has its entry.
+
+    Raises:
+        InvalidInput: a value does not fit its column.
+    """
+    return dispatched_row(
+        query_id=entry.query_id,
+        requester=entry.requester,
+        subject_type=entry.subject_type,
+        subject_ref=entry.subject_ref,
+        purpose=entry.purpose,
+        kinds=entry.kinds,
+        grant_id=entry.grant_id,
+        issued_at=entry.issued_at,
+        salt=salt,
+        commitment=log_promise.entry_commitment(salt, entry),
+        basis=basis,
         embargo_until=embargo_until,
     )
 
