@@ -106,13 +106,14 @@ class SubjectAccess:
         return response
 
     def revoke(self, request: registry_pb2.RevokeGrantRequest) -> registry_pb2.RevokeGrantResponse:
-        """Revoke one of the subject's grants; every later lookup with it is refused.
+        """Revoke one of the subject's consents; every later lookup with it is refused.
 
         Raises:
             VerificationError: the proof is not the subject's, or not for this action.
             Replayed: the proof was used before.
-            PermissionDenied: the proof names another grant, or the grant is a mandate.
-            NotFound: the subject holds no such grant.
+            PermissionDenied: the proof names another grant.
+            NotFound: the subject holds no such consent (a mandate is not found
+                here, in the same words, so an embargoed one stays hidden).
         """
         now = self._clock()
         with self._sessions.begin() as session:
