@@ -55,11 +55,18 @@ from credence.errors import ResourceExhausted
 from credence.keys import KeySet
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for
 
+# Issue 4's absolute targets.
 TARGET_P50_MS = 15.0
 TARGET_P99_MS = 40.0
 TARGET_RATE = 100.0
 TARGET_SCREEN = 20_000.0
 WARM_UP = 30
+
+# Issue 13's targets: ratios to the floor with 8 nodes from the same run, and CPU.
+FLOOR_P50_AT_MOST = 1.5
+FLOOR_P99_AT_MOST = 2.0
+FLOOR_RATE_AT_LEAST = 0.7
+FLOOR_BATCH_AT_LEAST = 0.3
 
 _STARTED = time.monotonic()
 
@@ -76,6 +83,32 @@ class Figures:
     p99_ms: float
     rate: float
     subjects_per_s: float
+
+
+@dataclass(frozen=True)
+class CpuFigures:
+    """CPU microseconds per unit of work: the client, the registry, the busiest node.
+
+    The busiest node stands for "each asked node": a node that is not asked
+    spends next to nothing, so the maximum is over the asked ones.
+    """
+
+    client_us: float
+    registry_us: float
+    busiest_node_us: float
+
+
+@dataclass(frozen=True)
+class OursCpu:
+    """Our CPU per verdict (the c=1 phase) and per screened subject."""
+
+    per_verdict: CpuFigures
+    per_subject: CpuFigures
+
+
+# CPU limits per verdict and per screened subject (microseconds).
+VERDICT_CPU_LIMITS = CpuFigures(client_us=1_000, registry_us=4_000, busiest_node_us=1_500)
+SUBJECT_CPU_LIMITS = CpuFigures(client_us=15, registry_us=60, busiest_node_us=15)
 
 
 # -- ours -----------------------------------------------------------------------------
@@ -194,8 +227,8 @@ class CpuMeter:
                 times["nodes"] += seconds
         return times
 
-    def report(self, what: str, units: int, unit: str, *, per_node: bool = False) -> None:
-        """Print the CPU spent since the last mark, per ``unit``."""
+    def report(self, what: str, units: int, unit: str, *, per_node: bool = False) -> CpuFigures:
+        """Print the CPU spent since the last mark, per ``unit``; return it in microseconds."""
         now = self._read()
         spent = {name: now[name] - self._last.get(name, 0.0) for name in now}
         self._last = now
@@ -204,13 +237,19 @@ class CpuMeter:
             for name in ("client (bench)", "registry", "nodes")
         )
         progress(f"  CPU per {unit} ({what}): {groups}")
+        per_node_us = {
+            name[5:]: seconds * 1e6 / units
+            for name, seconds in spent.items()
+            if name.startswith("node ")
+        }
         if per_node:
-            nodes = ", ".join(
-                f"{name[5:]} {seconds * 1e6 / units:,.0f}"
-                for name, seconds in spent.items()
-                if name.startswith("node ")
-            )
+            nodes = ", ".join(f"{name} {micros:,.0f}" for name, micros in per_node_us.items())
             progress(f"    per node (us): {nodes}")
+        return CpuFigures(
+            client_us=spent["client (bench)"] * 1e6 / units,
+            registry_us=spent["registry"] * 1e6 / units,
+            busiest_node_us=max(per_node_us.values(), default=0.0),
+        )
 
 
 def measure_ours(
@@ -219,8 +258,8 @@ def measure_ours(
     singles: Sequence[SubjectRef],
     screened: Sequence[SubjectRef],
     cpu: CpuMeter,
-) -> tuple[Figures, int]:
-    """Our three workloads; also how many agencies a verdict's coverage expects."""
+) -> tuple[Figures, OursCpu, int]:
+    """Our three workloads, our CPU, and how many agencies a verdict's coverage expects."""
     time.sleep(2.0)
     cpu.report("idle federation, 2 s", 2, "wall second", per_node=True)
     with ours.requester() as requester:
@@ -231,7 +270,7 @@ def measure_ours(
         progress(f"ours: {args.single} sequential verdicts (c=1); coverage expects {expected}")
         cpu.report("warm-up", WARM_UP, "verdict")
         latencies = _single(requester, singles, args.single)
-        cpu.report("c=1", args.single, "verdict", per_node=True)
+        per_verdict = cpu.report("c=1", args.single, "verdict", per_node=True)
         progress(f"ours: {args.rate_calls} verdicts at c={args.concurrency}")
         rate, refused = _concurrent(ours, singles, args.concurrency, args.rate_calls)
         if refused:
@@ -241,14 +280,14 @@ def measure_ours(
             f"ours: ScreenBatch of {len(screened):,} organisations, {args.message_size}/message"
         )
         subjects_per_s = _screen(requester, screened, args.message_size)
-        cpu.report("ScreenBatch", len(screened), "subject", per_node=True)
+        per_subject = cpu.report("ScreenBatch", len(screened), "subject", per_node=True)
     figures = Figures(
         p50_ms=statistics.median(latencies) * 1000,
         p99_ms=percentile(latencies, 0.99) * 1000,
         rate=rate,
         subjects_per_s=subjects_per_s,
     )
-    return figures, expected
+    return figures, OursCpu(per_verdict, per_subject), expected
 
 
 # -- profile of the registry ------------------------------------------------------------
@@ -460,6 +499,63 @@ def report(
     print("=" * 78)
 
 
+@dataclass(frozen=True)
+class TargetLine:
+    """One of issue 13's targets with the figure it is judged on."""
+
+    name: str
+    figure: str
+    target: str
+    met: bool
+
+
+def target_lines(ours: Figures, cpu: OursCpu, floor: FloorFigures) -> list[TargetLine]:
+    """Issue 13's targets, judged on this run's figures and its floor (8 nodes)."""
+    p50 = ours.p50_ms / floor.p50_ms
+    p99 = ours.p99_ms / floor.p99_ms
+    rate = ours.rate / floor.rate
+    batch = ours.subjects_per_s / floor.subjects_per_s
+    lines = [
+        TargetLine("single verdict p50 / floor", f"{p50:.2f}x", f"<= {FLOOR_P50_AT_MOST}x",
+                   p50 <= FLOOR_P50_AT_MOST),
+        TargetLine("single verdict p99 / floor", f"{p99:.2f}x", f"<= {FLOOR_P99_AT_MOST}x",
+                   p99 <= FLOOR_P99_AT_MOST),
+        TargetLine("verdicts/s c=16 / floor", f"{rate:.2f}x", f">= {FLOOR_RATE_AT_LEAST}x",
+                   rate >= FLOOR_RATE_AT_LEAST),
+        TargetLine("ScreenBatch subjects/s / floor batch", f"{batch:.3f}x",
+                   f">= {FLOOR_BATCH_AT_LEAST}x", batch >= FLOOR_BATCH_AT_LEAST),
+    ]  # fmt: skip
+    for unit, measured, limits in (
+        ("verdict", cpu.per_verdict, VERDICT_CPU_LIMITS),
+        ("screened subject", cpu.per_subject, SUBJECT_CPU_LIMITS),
+    ):
+        for who, value, limit in (
+            ("registry", measured.registry_us, limits.registry_us),
+            ("each asked node", measured.busiest_node_us, limits.busiest_node_us),
+            ("client", measured.client_us, limits.client_us),
+        ):
+            lines.append(
+                TargetLine(
+                    f"CPU per {unit}, {who}", f"{value:,.0f} us", f"<= {limit:,.0f} us",
+                    value <= limit,
+                )
+            )  # fmt: skip
+    return lines
+
+
+def report_targets(ours: Figures, cpu: OursCpu, floor: FloorFigures) -> None:
+    """Print issue 13's targets, each with its figure and "met" or "MISSED"."""
+    print(f"issue 13 targets (ratios to the floor with {floor.fanout} nodes from this run;")
+    print("CPU per verdict from the c=1 phase, per subject from ScreenBatch,")
+    print("each asked node's CPU as the busiest node's):")
+    for line in target_lines(ours, cpu, floor):
+        print(
+            f"  {line.name:<52} {line.figure:>10}   target {line.target:<11} "
+            f"{'met' if line.met else 'MISSED'}"
+        )
+    print("=" * 78)
+
+
 # -- main ------------------------------------------------------------------------------
 
 
@@ -528,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
             progress("computing subject references")
             singles, screened = _workload(ours_setup.key, args.subjects, args.screen, args.seed)
             cpu = CpuMeter(directory)
-            ours, expected = measure_ours(ours_setup, args, singles, screened, cpu)
+            ours, ours_cpu, expected = measure_ours(ours_setup, args, singles, screened, cpu)
             if args.profile:
                 profile_registry(directory, ours_setup, singles, screened[:20_000], args)
         finally:
@@ -545,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
             work / "central.db", singles, screened, args.central_lookups, args.message_size
         )
         report(ours, floors, central, expected, args)
+        report_targets(ours, ours_cpu, floors[0])
         progress("done")
     return 0
 
