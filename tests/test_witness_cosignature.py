@@ -177,7 +177,7 @@ def test_a_split_view_of_the_same_size_is_refused_naming_the_inconsistency() -> 
         merkle.append(forked, index, merkle.leaf_hash(bytes([index + 1]) * 32))
     state = WitnessState(ORIGIN, 8, merkle.root(honest, 8))
     request = AddCheckpointRequest(8, (), _checkpoint(forked, 8))
-    with pytest.raises(SizeConflict, match="inconsistent checkpoint.*split view"):
+    with pytest.raises(SizeConflict, match=r"inconsistent checkpoint.*split view"):
         witness_check(state, request, log=LOG, witness=_witness(), now=NOW)
 
 
@@ -190,7 +190,7 @@ def test_a_fork_that_grew_is_refused_as_a_bad_consistency_proof() -> None:
     request = AddCheckpointRequest(
         8, tuple(merkle.consistency_proof(forked, 8, 12)), _checkpoint(forked, 12)
     )
-    with pytest.raises(BadConsistencyProof, match="inconsistent checkpoint.*does not extend"):
+    with pytest.raises(BadConsistencyProof, match=r"inconsistent checkpoint.*does not extend"):
         witness_check(state, request, log=LOG, witness=_witness(), now=NOW)
     # 422 maps to INVALID_ARGUMENT through InvalidInput.
     assert issubclass(BadConsistencyProof, errors.InvalidInput)
@@ -287,7 +287,7 @@ def test_quorum_is_k_distinct_listed_witnesses(signed: list[int], threshold: int
         expected = NOW - timedelta(seconds=threshold - 1) if threshold else None
         assert cosigned.cosigned_at == expected
     else:
-        with pytest.raises(QuorumNotMet, match="cosigned by 1 of the 3 witnesses.*requires 2"):
+        with pytest.raises(QuorumNotMet, match=r"cosigned by 1 of the 3 witnesses.*requires 2"):
             verify_cosigned(data, policy, now=NOW)
 
 
@@ -328,7 +328,7 @@ def test_policy_file_round_trips_and_refuses_bad_quorums() -> None:
     assert "group quorum 2 w1 w2 w3\nquorum quorum\n" in text
     assert parse_policy(text) == policy
     assert parse_policy(format_policy(_policy(keys, 0))).threshold == 0
-    assert majority(0) == 0 and majority(1) == 1 and majority(4) == 3 and majority(5) == 3
+    assert [majority(n) for n in (0, 1, 4, 5)] == [0, 1, 3, 3]
     with pytest.raises(errors.InvalidInput, match="between 0 and the 3"):
         _policy(keys, 4)
     with pytest.raises(errors.InvalidInput, match="not witnesses defined above"):
