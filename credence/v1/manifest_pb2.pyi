@@ -95,6 +95,7 @@ class Member(_message.Message):
     IDENTITY_VERIFIER_FIELD_NUMBER: _builtins.int
     ALLOWED_PURPOSES_FIELD_NUMBER: _builtins.int
     ALLOWED_KINDS_FIELD_NUMBER: _builtins.int
+    WITNESS_KEY_FIELD_NUMBER: _builtins.int
     member_id: _builtins.str
     """Stable id; the certificate SAN is credence://member/<member_id>."""
     display_name: _builtins.str
@@ -127,6 +128,12 @@ class Member(_message.Message):
     def allowed_kinds(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.VerdictKind.ValueType]:
         """Verdict kinds the member may request."""
 
+    @_builtins.property
+    def witness_key(self) -> _common_pb2.PublicKey:
+        """The member's witness cosigning key (C2SP tlog-cosignature, Ed25519);
+        unset for a member that does not witness the log.
+        """
+
     def __init__(
         self,
         *,
@@ -141,10 +148,11 @@ class Member(_message.Message):
         identity_verifier: _builtins.bool = ...,
         allowed_purposes: _abc.Iterable[_common_pb2.Purpose.ValueType] | None = ...,
         allowed_kinds: _abc.Iterable[_common_pb2.VerdictKind.ValueType] | None = ...,
+        witness_key: _common_pb2.PublicKey | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["witness_key", b"witness_key"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_kinds", b"allowed_kinds", "allowed_purposes", b"allowed_purposes", "contributes", b"contributes", "display_name", b"display_name", "endpoint", b"endpoint", "identity_verifier", b"identity_verifier", "member_id", b"member_id", "record_kinds", b"record_kinds", "role", b"role", "signing_keys", b"signing_keys", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_kinds", b"allowed_kinds", "allowed_purposes", b"allowed_purposes", "contributes", b"contributes", "display_name", b"display_name", "endpoint", b"endpoint", "identity_verifier", b"identity_verifier", "member_id", b"member_id", "record_kinds", b"record_kinds", "role", b"role", "signing_keys", b"signing_keys", "state", b"state", "witness_key", b"witness_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -438,12 +446,17 @@ class Manifest(_message.Message):
     PURPOSE_POLICIES_FIELD_NUMBER: _builtins.int
     REVOKED_SERIALS_FIELD_NUMBER: _builtins.int
     REVOKED_KIDS_FIELD_NUMBER: _builtins.int
+    WITNESS_QUORUM_FIELD_NUMBER: _builtins.int
     federation_id: _builtins.str
     """Which federation this is."""
     version: _builtins.int
     """Strictly increasing with every change."""
     root_threshold: _builtins.int
     """How many root keys must sign."""
+    witness_quorum: _builtins.int
+    """How many of the active members' witness keys must cosign a checkpoint
+    before nodes trust it (tlog-policy k of n); unset means a majority.
+    """
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp:
         """When it was signed."""
@@ -495,11 +508,14 @@ class Manifest(_message.Message):
         purpose_policies: _abc.Iterable[Global___PurposePolicy] | None = ...,
         revoked_serials: _abc.Iterable[_builtins.str] | None = ...,
         revoked_kids: _abc.Iterable[_builtins.str] | None = ...,
+        witness_quorum: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "issued_at", b"issued_at", "registry", b"registry", "scorecard", b"scorecard"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_witness_quorum", b"_witness_quorum", "expires_at", b"expires_at", "issued_at", b"issued_at", "registry", b"registry", "scorecard", b"scorecard", "witness_quorum", b"witness_quorum"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "federation_id", b"federation_id", "issued_at", b"issued_at", "members", b"members", "purpose_policies", b"purpose_policies", "registry", b"registry", "revoked_kids", b"revoked_kids", "revoked_serials", b"revoked_serials", "root_keys", b"root_keys", "root_threshold", b"root_threshold", "scorecard", b"scorecard", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_witness_quorum", b"_witness_quorum", "expires_at", b"expires_at", "federation_id", b"federation_id", "issued_at", b"issued_at", "members", b"members", "purpose_policies", b"purpose_policies", "registry", b"registry", "revoked_kids", b"revoked_kids", "revoked_serials", b"revoked_serials", "root_keys", b"root_keys", "root_threshold", b"root_threshold", "scorecard", b"scorecard", "version", b"version", "witness_quorum", b"witness_quorum"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__witness_quorum: _TypeAlias = _typing.Literal["witness_quorum"]  # noqa: Y015
+    _WhichOneofArgType__witness_quorum: _TypeAlias = _typing.Literal["_witness_quorum", b"_witness_quorum"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__witness_quorum) -> _WhichOneofReturnType__witness_quorum | None: ...
 
 Global___Manifest: _TypeAlias = Manifest  # noqa: Y015

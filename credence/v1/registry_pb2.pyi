@@ -682,6 +682,7 @@ class EnrolRequest(_message.Message):
     ENDPOINT_FIELD_NUMBER: _builtins.int
     RECORD_KINDS_FIELD_NUMBER: _builtins.int
     SIGNING_KEY_PROOF_FIELD_NUMBER: _builtins.int
+    WITNESS_KEY_FIELD_NUMBER: _builtins.int
     member_id: _builtins.str
     """The id asked for."""
     display_name: _builtins.str
@@ -704,6 +705,12 @@ class EnrolRequest(_message.Message):
     def record_kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Record kinds an agency holds."""
 
+    @_builtins.property
+    def witness_key(self) -> _common_pb2.PublicKey:
+        """The member's witness cosigning key (agencies, and members that opt in to
+        witnessing the log); published in its manifest entry once approved.
+        """
+
     def __init__(
         self,
         *,
@@ -715,10 +722,11 @@ class EnrolRequest(_message.Message):
         endpoint: _builtins.str = ...,
         record_kinds: _abc.Iterable[_builtins.str] | None = ...,
         signing_key_proof: _builtins.bytes = ...,
+        witness_key: _common_pb2.PublicKey | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["signing_key", b"signing_key"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signing_key", b"signing_key", "witness_key", b"witness_key"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_pem", b"csr_pem", "display_name", b"display_name", "endpoint", b"endpoint", "member_id", b"member_id", "record_kinds", b"record_kinds", "role", b"role", "signing_key", b"signing_key", "signing_key_proof", b"signing_key_proof"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_pem", b"csr_pem", "display_name", b"display_name", "endpoint", b"endpoint", "member_id", b"member_id", "record_kinds", b"record_kinds", "role", b"role", "signing_key", b"signing_key", "signing_key_proof", b"signing_key_proof", "witness_key", b"witness_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
