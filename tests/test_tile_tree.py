@@ -188,3 +188,18 @@ def test_a_tree_of_another_size_does_not_verify_with_this_root(big: Log) -> None
     tree = TileTree(1000, merkle.root(big.store, 999), big.fetch_tile)
     with pytest.raises(ClaimMismatch, match="right-edge tiles"):
         tree.inclusion_proof(0)
+
+
+def test_find_locates_entries_reading_bundles_only_as_far_as_needed(big: Log) -> None:
+    big.reads.clear()
+    tree = big.tree(1_000)
+    wanted = [big.entries[3], big.entries[600], hashlib.sha256(b"never logged").digest()]
+    seen: list[int] = []
+    assert tree.find(wanted, progress=seen.append) == {big.entries[3]: 3, big.entries[600]: 600}
+    assert seen == [1, 1, 2, 2]
+    # All found: the rest is not read.
+    big.reads.clear()
+    assert tree.find([big.entries[10]]) == {big.entries[10]: 10}
+    assert [read for read in big.reads if read[0] == -1] == [(-1, 0, 256)]
+    # Entries beyond the tree's size are not in it, even if the log has them since.
+    assert big.tree(500).find([big.entries[600]]) == {}

@@ -24,7 +24,7 @@ RFC 9162 inclusion and consistency proofs come from :mod:`merkle`'s own code.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from credence.errors import ClaimMismatch, InvalidInput, NotFound
 from credence.transparency import merkle
@@ -296,6 +296,34 @@ class TileTree:
                 "checked leaf at its position: the bundle was tampered with"
             )
         return entries
+
+    def find(
+        self, wanted: Collection[bytes], *, progress: Callable[[int], None] | None = None
+    ) -> dict[bytes, int]:
+        """The leaf index of each entry of ``wanted`` the tree holds, from checked bundles.
+
+        Reads the entry bundles left to right, each once, and stops as soon as
+        every wanted entry is found; an entry missing from the result is not
+        in the tree. ``progress(found)`` is called after each bundle.
+
+        Raises:
+            NotFound: no entry fetcher was given.
+            ClaimMismatch: a bundle or tile does not hash to the checkpoint's root.
+            InvalidInput: a bundle or tile is malformed.
+        """
+        remaining = set(wanted)
+        found: dict[bytes, int] = {}
+        for bundle in range(-(-self.size // TILE_WIDTH)):
+            if not remaining:
+                break
+            base = bundle * TILE_WIDTH
+            for offset, entry in enumerate(self.entries(bundle)):
+                if entry in remaining:
+                    remaining.discard(entry)
+                    found[entry] = base + offset
+            if progress is not None:
+                progress(len(found))
+        return found
 
     @property
     def tiles_read(self) -> int:
