@@ -17,6 +17,7 @@ from credence.errors import Expired, NotYetValid
 from credence.keys import SigningKey, VerifyKey
 
 ENROL_PROOF_TYPE = "application/vnd.credence.enrol.v1"
+WITNESS_PROOF_TYPE = "application/vnd.credence.enrol-witness.v1"
 STATUS_PROOF_TYPE = "application/vnd.credence.enrolment-status.v1"
 STATUS_PROOF_WINDOW = timedelta(minutes=5)
 
@@ -33,6 +34,20 @@ def verify_enrol_proof(key: VerifyKey, csr_pem: bytes, proof: bytes) -> None:
         BadSignature: the proof is not the key's signature over this CSR.
     """
     key.verify(proof, pae(ENROL_PROOF_TYPE, csr_pem))
+
+
+def witness_key_proof(witness_key: SigningKey, csr_pem: bytes) -> bytes:
+    """The witness key's signature over the CSR its member enrols with."""
+    return witness_key.sign(pae(WITNESS_PROOF_TYPE, csr_pem))
+
+
+def verify_witness_key_proof(key: VerifyKey, csr_pem: bytes, proof: bytes) -> None:
+    """Check that the enrolling member holds the witness key it names.
+
+    Raises:
+        BadSignature: the proof is not the witness key's signature over this CSR.
+    """
+    key.verify(proof, pae(WITNESS_PROOF_TYPE, csr_pem))
 
 
 def _status_message(member_id: str, at: datetime) -> bytes:

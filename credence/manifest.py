@@ -95,6 +95,8 @@ class MemberView:
     identity_verifier: bool
     allowed_purposes: frozenset[Purpose]
     allowed_kinds: frozenset[VerdictKind]
+    #: The raw 32-byte witness cosigning key; ``None`` when the member does not witness.
+    witness_key: bytes | None = None
 
     @property
     def is_active(self) -> bool:
@@ -138,6 +140,8 @@ class TrustedManifest:
     purpose_policies: Mapping[Purpose, PurposeLimits]
     revoked_serials: frozenset[int]
     revoked_kids: frozenset[str]
+    #: How many active witnesses must cosign a checkpoint (k of :attr:`witnesses`).
+    witness_quorum: int
     _scorecard: bytes
     _key_owners: Mapping[str, str]
 
@@ -155,6 +159,15 @@ class TrustedManifest:
     def registry_keys(self) -> KeySet:
         """The registry's signing keys, minus revoked ones."""
         return self._unrevoked(self.registry.signing_keys)
+
+    @property
+    def witnesses(self) -> tuple[MemberView, ...]:
+        """The active members that witness the log, in member id order."""
+        return tuple(
+            member
+            for _, member in sorted(self.members.items())
+            if member.is_active and member.witness_key is not None
+        )
 
     @property
     def scorecard(self) -> manifest_pb2.Scorecard:
@@ -450,9 +463,29 @@ def _build(
         purpose_policies=MappingProxyType(_policies(message.purpose_policies)),
         revoked_serials=frozenset(_serial(text) for text in message.revoked_serials),
         revoked_kids=revoked_kids,
+        witness_quorum=_witness_quorum(message, members.values()),
         _scorecard=message.scorecard.SerializeToString(deterministic=True),
         _key_owners=MappingProxyType(owners),
     )
+
+
+def _witness_quorum(message: manifest_pb2.Manifest, members: Iterable[MemberView]) -> int:
+    witnesses = sum(1 for m in members if m.is_active and m.witness_key is not None)
+    if not message.HasField("witness_quorum"):
+        return witnesses // 2 + 1 if witnesses else 0
+    if message.witness_quorum > witnesses:
+        raise InvalidInput(
+            f"manifest witness_quorum {message.witness_quorum} is more than the {witnesses} "
+            "active witnesses it lists"
+        )
+    return message.witness_quorum
+
+
+def _witness_key(entry: manifest_pb2.Member, where: str) -> bytes | None:
+    if not entry.HasField("witness_key"):
+        return None
+    (key,) = _keys([entry.witness_key], f"{where} witness_key")
+    return key.raw()
 
 
 def _keys(entries: Iterable[common_pb2.PublicKey], where: str) -> tuple[VerifyKey, ...]:
@@ -516,6 +549,7 @@ def _member(entry: manifest_pb2.Member) -> MemberView:
         allowed_kinds=_known_set(
             common_pb2.VerdictKind, entry.allowed_kinds, f"{where} allowed_kinds"
         ),
+        witness_key=_witness_key(entry, where),
     )
 
 

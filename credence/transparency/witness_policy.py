@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from credence.errors import CredenceError, InvalidInput, VerificationError
-from credence.transparency.checkpoint import Checkpoint, open_checkpoint
+from credence.errors import CredenceError, InvalidInput, UnknownKey, VerificationError
+from credence.manifest import TrustedManifest
+from credence.transparency.checkpoint import Checkpoint, log_origin, open_checkpoint
 from credence.transparency.cosignature import open_cosignature
 from credence.transparency.note import (
     COSIGNATURE_TYPE,
@@ -99,6 +100,35 @@ def witness_name(federation_id: str, member_id: str) -> str:
 def majority(witnesses: int) -> int:
     """The default quorum: more than half of ``witnesses`` (0 when there are none)."""
     return witnesses // 2 + 1 if witnesses else 0
+
+
+def policy_from_manifest(manifest: TrustedManifest) -> WitnessPolicy:
+    """The federation's log and its witnesses' quorum, as the manifest publishes them.
+
+    Raises:
+        UnknownKey: the manifest's log key id is not one of the registry's keys.
+        InvalidInput: the witnesses or quorum break a policy rule.
+    """
+    log_key = next(
+        (key for key in manifest.registry.signing_keys if key.kid == manifest.registry.log_id),
+        None,
+    )
+    if log_key is None:
+        raise UnknownKey(
+            f"the manifest's log key {manifest.registry.log_id!r} is not among the registry's "
+            "signing keys"
+        )
+    witnesses = tuple(
+        Witness(witness_name(manifest.federation_id, member.member_id), member.witness_key)
+        for member in manifest.witnesses
+        if member.witness_key is not None
+    )
+    return WitnessPolicy(
+        origin=log_origin(manifest.federation_id),
+        log_public_key=log_key.raw(),
+        witnesses=witnesses,
+        threshold=manifest.witness_quorum,
+    )
 
 
 def verify_cosigned(data: bytes, policy: WitnessPolicy, *, now: datetime) -> Cosigned:
