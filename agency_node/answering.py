@@ -34,6 +34,7 @@ from agency_node.evaluation import (
 from agency_node.manifest_holder import ManifestHolder
 from agency_node.models import Record
 from agency_node.query_checks import CheckedQuery, QueryChecker, open_single_promise, timestamp
+from agency_node.single_store import SingleStore
 from credence import names, payloads
 from credence.clock import Clock
 from credence.envelope import Envelope, open_message, sign
@@ -209,6 +210,7 @@ class Answerer:
         self._grants = GrantCache()
         self.records = RecordReader(engine)
         self._batches = BatchStore(engine)
+        self._single = SingleStore(engine)
         self._adopt(manifests.current())
 
     def _adopt(self, manifest: TrustedManifest) -> None:
@@ -244,7 +246,7 @@ class Answerer:
         now = self._clock()
         row = _LogRow(query_id="")
         refusal: CredenceError | None = None
-        with self._engine.begin() as connection:
+        with self._single.transaction() as transaction:
             try:
                 envelope = self._open(message)
                 query = self._checker.open_query(envelope, now)
@@ -257,7 +259,7 @@ class Answerer:
                     log_promise=query.log_promise.SerializeToString() or None,
                 )
                 expires_at = timestamp(query.expires_at, "query expires_at")
-                if not self._batches.claim(connection, [query.query_id], expires_at):
+                if not transaction.claim(query.query_id, expires_at):
                     raise Replayed(
                         f"query {query.query_id} was already received; send a new query id"
                     )
@@ -272,8 +274,7 @@ class Answerer:
                     issued_at=timestamp(query.issued_at, "query issued_at"),
                     now=now,
                 )
-                records = self.records.records_for([checked.subject.ref])
-                evaluation = self._evaluator.evaluate(records.get(checked.subject.ref, []), now)
+                evaluation = self._evaluator.evaluate(transaction.records(checked.subject.ref), now)
                 answer = self._answer_proto(checked.kinds, evaluation)
                 answer.query_id = checked.query_id
                 answer.agency = self._config.member_id
@@ -294,7 +295,7 @@ class Answerer:
                 )
             except CredenceError as exc:
                 refusal, logged = exc, _refused(row, exc)
-            self._batches.log(connection, [self._values(logged, now)])
+            transaction.log(self._values(logged, now))
         if refusal is not None:
             raise refusal
         return signed

@@ -21,6 +21,7 @@ from agency_node.answering import RecordReader
 from agency_node.batch_store import BatchStore
 from agency_node.bloom_filter import BloomFilter
 from agency_node.models import Base, QueryLogEntry, Record, RecordDispute, SeenQuery
+from agency_node.single_store import SingleStore
 from credence.errors import FailedPrecondition
 
 NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
@@ -329,6 +330,65 @@ def test_batch_log_rows_read_back_through_the_model(engine: Engine) -> None:
     ]
     assert entries[0].received_at.tzinfo is UTC
     assert (entries[0].log_promise, entries[1].log_promise) == (b"promise", None)
+
+
+# --- the single path's driver-level transaction -------------------------------------
+
+
+def test_single_claim_refuses_a_replay_across_engines(
+    make_engine: Callable[[bool], Engine],
+) -> None:
+    first, second = SingleStore(make_engine(True)), SingleStore(make_engine(False))
+    with first.transaction() as transaction:
+        assert transaction.claim("q1", NOW) is True
+    with second.transaction() as transaction:
+        assert transaction.claim("q1", NOW) is False, "q1 was already received"
+        assert transaction.claim("q2", NOW) is True, "the transaction stays usable"
+    with first.transaction() as transaction:
+        assert transaction.claim("q2", NOW) is False
+
+
+def test_single_transaction_reads_records_and_logs_in_one_commit(
+    sessions: sessionmaker[Session], engine: Engine
+) -> None:
+    with sessions.begin() as session:
+        session.add_all(
+            [
+                _record("r1", subject_ref=b"a" * 32, disputed=True, days_overdue=30),
+                _record("r2", subject_ref=b"a" * 32),
+                _record("r3", subject_ref=b"b" * 32),
+            ]
+        )
+    store = SingleStore(engine)
+    with store.transaction() as transaction:
+        records = transaction.records(b"a" * 32)
+        assert transaction.records(b"c" * 32) == []
+        transaction.log(
+            ("q1", store.time(NOW), "bank-a", "credit_check", "blacklist", b"a" * 32,
+             "answered", "OK", "", b"c" * 32, b"promise", b"h" * 32)
+        )  # fmt: skip
+    assert len(records) == 2
+    assert {(r.disputed, r.days_overdue) for r in records} == {(True, 30), (False, None)}
+    assert all(r.occurred_at.tzinfo is UTC for r in records)
+    with Session(engine) as session:
+        entry = session.scalars(select(QueryLogEntry)).one()
+    assert (entry.query_id, entry.received_at, entry.log_promise) == ("q1", NOW, b"promise")
+
+
+def test_single_transaction_keeps_nothing_when_it_fails(engine: Engine) -> None:
+    store = SingleStore(engine)
+
+    def crash_after_the_claim() -> None:
+        with store.transaction() as transaction:
+            assert transaction.claim("q1", NOW) is True
+            raise RuntimeError("crash between the claim and the log row")
+
+    with pytest.raises(RuntimeError, match="crash"):
+        crash_after_the_claim()
+    with engine.connect() as connection:
+        assert list(connection.scalars(select(SeenQuery.query_id))) == []
+    with store.transaction() as transaction:
+        assert transaction.claim("q1", NOW) is True, "the failed claim left nothing behind"
 
 
 # --- the Bloom filter behind record reads -------------------------------------

@@ -1,0 +1,154 @@
+"""The single path's database work: one transaction, three statements, through the driver.
+
+A single query claims its id (the replay check), reads its subject's records
+and appends its query-log row. Through SQLAlchemy's ORM and Core that cost
+more than the two signature checks and the signature together (statement
+building, result processing, events, a savepoint, a second connection for
+the membership filter's generation). Here the statements are plain text
+prepared once per dialect and run on one pooled driver connection in one
+transaction, committed once:
+
+* the claim is ``INSERT ... ON CONFLICT DO NOTHING``: no row inserted means
+  the id was seen before, by this process or another sharing the database
+  (the primary key decides, atomically), and no savepoint is needed;
+* the records are read by the indexed ``subject_ref`` directly: one lookup
+  costs less than asking whether the membership filter is still current;
+* the log row is written in the same transaction, so a query is never
+  answered without its row, and a refusal's row is written before the
+  refusal leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from agency_node.evaluation import RecordFacts
+from agency_node.models import QueryLogEntry, Record, SeenQuery, UTCDateTime
+
+#: The query-log columns a single answer writes, in the order its values come.
+LOG_COLUMNS = (
+    "query_id",
+    "received_at",
+    "requester",
+    "purpose",
+    "kinds",
+    "subject_ref",
+    "outcome",
+    "status_code",
+    "reason",
+    "entry_commitment",
+    "log_promise",
+    "answer_hash",
+)
+
+
+class SingleTransaction:
+    """The statements of one single query, on one driver cursor inside one transaction."""
+
+    __slots__ = ("_cursor", "_store")
+
+    def __init__(self, store: SingleStore, cursor: Any) -> None:
+        self._store = store
+        self._cursor = cursor
+
+    def claim(self, query_id: str, expires_at: datetime) -> bool:
+        """Record ``query_id`` as seen; False when it was seen before (a replay)."""
+        store = self._store
+        self._cursor.execute(store.claim_sql, (query_id, store.time(expires_at)))
+        return bool(self._cursor.rowcount == 1)
+
+    def records(self, subject_ref: bytes) -> list[RecordFacts]:
+        """Every stored record of ``subject_ref``."""
+        store = self._store
+        self._cursor.execute(store.records_sql, (subject_ref,))
+        read_time = store.read_time
+        return [
+            RecordFacts(
+                kind=kind,
+                category=category,
+                status=status,
+                occurred_at=read_time(occurred),
+                expires_at=read_time(expires),
+                disputed=bool(disputed),
+                days_overdue=overdue,
+            )
+            for kind, category, status, occurred, expires, disputed, overdue in (
+                self._cursor.fetchall()
+            )
+        ]
+
+    def log(self, values: tuple[Any, ...]) -> None:
+        """Append one query-log row, its values in :data:`LOG_COLUMNS` order, times converted."""
+        self._cursor.execute(self._store.log_sql, values)
+
+
+class SingleStore:
+    """The single path's prepared statements for one engine's dialect."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        dialect = engine.dialect
+        self._sqlite = dialect.name == "sqlite"
+        marker = "?" if dialect.paramstyle == "qmark" else "%s"
+        stored = UTCDateTime().dialect_impl(dialect)
+        self._bind_time: Callable[[datetime], Any] = stored.bind_processor(dialect) or (
+            lambda value: value
+        )
+        self._read_time: Callable[[Any], Any] = stored.result_processor(dialect, None) or (
+            lambda value: value
+        )
+        # Names and markers are constants of this module and the models: nothing from a caller.
+        self.claim_sql = (
+            f"INSERT INTO {SeenQuery.__tablename__} (query_id, expires_at) "  # noqa: S608
+            f"VALUES ({marker}, {marker}) ON CONFLICT (query_id) DO NOTHING"
+        )
+        self.records_sql = (
+            "SELECT kind, category, status, occurred_at, expires_at, disputed, days_overdue "  # noqa: S608
+            f"FROM {Record.__tablename__} WHERE subject_ref = {marker}"
+        )
+        self.log_sql = (
+            f"INSERT INTO {QueryLogEntry.__tablename__} ({', '.join(LOG_COLUMNS)}) "  # noqa: S608
+            f"VALUES ({', '.join([marker] * len(LOG_COLUMNS))})"
+        )
+
+    def time(self, value: datetime) -> Any:
+        """``value`` as the driver stores it."""
+        return self._bind_time(value)
+
+    def read_time(self, value: Any) -> datetime:
+        """A stored time as an aware UTC datetime."""
+        result: datetime = self._read_time(value)
+        return result
+
+    @contextmanager
+    def transaction(self) -> Iterator[SingleTransaction]:
+        """One transaction on a pooled connection: committed on exit, rolled back on an error.
+
+        Raises:
+            Exception: the driver's own error (``sqlite3.Error``,
+                ``psycopg.Error``) when the database fails; nothing of the
+                transaction is kept.
+        """
+        connection = self._engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                if self._sqlite:
+                    # The connection runs in autocommit mode (credence.storage): begin
+                    # explicitly. The first statement writes, so DEFERRED takes the
+                    # write lock at once.
+                    cursor.execute("BEGIN")
+                yield SingleTransaction(self, cursor)
+                connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
+            finally:
+                cursor.close()
+        finally:
+            connection.close()  # back to the pool
