@@ -1,8 +1,8 @@
 """The node's proof that the registry logged every query it was asked to answer.
 
 Every answered query carries the registry's log promise. Once the promise's
-merge delay has passed, the node fetches a signed tree head (verified with the
-log key from the manifest), checks it is consistent with the last head it saw
+merge delay has passed, the node fetches the log's checkpoint (verified with
+the log's origin and key from the manifest), checks it is consistent with the last head it saw
 (the log only grows), and checks an inclusion proof for each promised entry.
 A missing entry or a failed proof is evidence of registry misbehaviour: an
 alarm row in the node's database, an error line in its log, and a
@@ -26,14 +26,13 @@ from agency_node import database
 from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.models import AuditAlarm, QueryLogEntry, SeenTreeHead
 from credence.clock import Clock
-from credence.envelope import Envelope
 from credence.errors import CredenceError, FailedPrecondition
-from credence.keys import KeySet
 from credence.storage import immediate_writer, reader, session_factory
 from credence.transparency.log_audit import (
     MAX_PROOFS_PER_CALL,
     MISSING_ENTRY,
     LogClient,
+    LogIdentity,
     TrustedHead,
     check_consistency,
     check_inclusions,
@@ -78,12 +77,13 @@ class AuditReport:
         return not self.problems
 
 
-def log_keys(manifests: ManifestHolder) -> KeySet:
-    """The registry's log key(s) from the current manifest."""
-    manifest = manifests.current()
-    return KeySet(
-        key for kid, key in manifest.registry_keys.items() if kid == manifest.registry.log_id
-    )
+def log_identity(manifests: ManifestHolder) -> LogIdentity:
+    """The registry's log (origin and key) from the current manifest.
+
+    Raises:
+        UnknownKey: the manifest's log key is revoked or missing.
+    """
+    return LogIdentity.from_manifest(manifests.current())
 
 
 class LogAuditor:
@@ -126,7 +126,7 @@ class LogAuditor:
         now = self._clock()
         report = AuditReport()
         try:
-            head = self._client.tree_head(log_keys(self._manifests))
+            head = self._client.tree_head(log_identity(self._manifests))
         except CredenceError as exc:
             report.problems.append(("bad_tree_head", "", str(exc)))
             self._record(report, now)
@@ -243,9 +243,7 @@ class LogAuditor:
             ).first()
         if previous is not None and previous.tree_size != head.tree_size:
             try:
-                older = open_tree_head(
-                    Envelope.from_bytes(previous.envelope), log_keys(self._manifests)
-                )
+                older = open_tree_head(previous.envelope, log_identity(self._manifests))
                 path = (
                     self._client.consistency(older.tree_size, head.tree_size)
                     if head.tree_size >= older.tree_size

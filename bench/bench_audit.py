@@ -40,7 +40,7 @@ from sqlalchemy import insert
 
 from agency_node import config as node_config
 from agency_node import database as node_database
-from agency_node.audit import LogAuditor, log_keys
+from agency_node.audit import LogAuditor, log_identity
 from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.models import QueryLogEntry
 from agency_node.offline_node import write_node_dir
@@ -180,7 +180,7 @@ def _single_rpc_rate(node_dir: Path, commitments: list[bytes]) -> float:
     auditor = _auditor(node_dir)
     client = auditor._client
     try:
-        head = client.tree_head(log_keys(auditor._manifests))
+        head = client.tree_head(log_identity(auditor._manifests))
         started = time.perf_counter()
         for commitment in commitments:
             check_inclusion(head, commitment, client.inclusion(commitment, head.tree_size))

@@ -12,6 +12,7 @@ statuses and runs blocking work off the event loop.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -166,10 +167,20 @@ class TransparencyLogServicer(registry_pb2_grpc.TransparencyLogServiceServicer):
     #: Blocking handlers run in the event loop's default pool.
     executor: Executor | None = None
 
-    def __init__(self, *, keys: RegistryKeys, engine: Any, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        keys: RegistryKeys,
+        engine: Any,
+        clock: Clock,
+        origin: str,
+        cosigned: Callable[[], bytes] = bytes,
+    ) -> None:
         self._keys = keys
         self._sessions = session_factory(engine)
         self._clock = clock
+        self._origin = origin
+        self._cosigned = cosigned
 
     @handlers.blocking
     def GetTreeHead(
@@ -177,10 +188,14 @@ class TransparencyLogServicer(registry_pb2_grpc.TransparencyLogServiceServicer):
         request: registry_pb2.GetTreeHeadRequest,  # noqa: ARG002 - there is one current head
         context: Context,  # noqa: ARG002 - nothing to admit: the head is public
     ) -> registry_pb2.GetTreeHeadResponse:
-        """The signed head of the current tree."""
+        """The checkpoint of the current tree (a C2SP signed note), and the latest cosigned one."""
         with self._sessions.begin() as session:
-            head = transparency.tree_head(session, log_key=self._keys.signing, now=self._clock())
-        return registry_pb2.GetTreeHeadResponse(tree_head=head.to_proto())
+            checkpoint = transparency.tree_head(
+                session, log_key=self._keys.signing, origin=self._origin, now=self._clock()
+            )
+        return registry_pb2.GetTreeHeadResponse(
+            checkpoint=checkpoint, cosigned_checkpoint=self._cosigned()
+        )
 
     @handlers.blocking
     def GetInclusionProof(

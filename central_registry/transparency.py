@@ -7,8 +7,8 @@ Each log entry's leaf is its 32-byte salted commitment; the leaf hash is
 ``SHA-256(0x00 || commitment)`` (RFC 9162). Appends store every complete
 subtree they finish (:func:`credence.transparency.merkle.append`), in the same transaction
 as the entries, so the tree always matches the log and no append or proof ever
-rehashes it. Tree heads are signed with the log key (the registry signing key)
-and kept, so anyone can ask for a consistency proof between two heads.
+rehashes it. Tree heads are C2SP checkpoints (signed notes) signed with the log
+key (the registry signing key) and kept, one per size.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from central_registry.models import LogEntry, MerkleNode, TreeHead
-from credence import payloads
-from credence.envelope import Envelope, sign
-from credence.errors import InvalidInput, NotFound
+from credence.errors import CredenceError, InvalidInput, NotFound
 from credence.keys import SigningKey
 from credence.transparency import merkle, merkle_batch
+from credence.transparency.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint
 from credence.transparency.log_audit import MAX_PROOFS_PER_CALL
-from credence.v1 import registry_pb2
+from credence.transparency.note import parse_note
 
 # The key of the PostgreSQL advisory lock that serialises log writers: ASCII "credence".
 _LOG_LOCK_KEY = 0x63726564656E6365
@@ -153,19 +152,37 @@ def log_size(session: Session) -> int:
     return int(session.scalar(select(func.coalesce(func.max(LogEntry.idx) + 1, 0))) or 0)
 
 
-def tree_head(session: Session, *, log_key: SigningKey, now: datetime) -> Envelope:
-    """The signed head of the current tree; signs a new one when the log has grown."""
+def _is_checkpoint(data: bytes, origin: str) -> bool:
+    """Whether stored head bytes are a checkpoint note of this log (not a pre-note head)."""
+    try:
+        return parse_checkpoint(parse_note(data).text).origin == origin
+    except CredenceError:
+        return False
+
+
+def tree_head(session: Session, *, log_key: SigningKey, origin: str, now: datetime) -> bytes:
+    """The C2SP checkpoint of the current tree, a note signed by the log key as ``origin``.
+
+    Signs a new one when the log has grown (or when the head kept for this
+    size predates checkpoints) and keeps it, so every size has one head.
+
+    Raises:
+        InvalidInput: ``origin`` is not a valid checkpoint origin.
+    """
     lock_log(session)
     size = log_size(session)
     latest = session.get(TreeHead, size)
-    if latest is not None:
-        return Envelope.from_bytes(latest.envelope)
+    # ``envelope`` holds the head as served: a checkpoint note since checkpoints
+    # replaced the signed TreeHead envelopes, which are re-signed on first read.
+    if latest is not None and _is_checkpoint(latest.envelope, origin):
+        return latest.envelope
     root = merkle.root(SqlSubtrees(session), size)
-    head = registry_pb2.TreeHead(log_id=log_key.kid, tree_size=size, root_hash=root)
-    head.timestamp.FromDatetime(now)
-    envelope = sign(payloads.TREE_HEAD, head.SerializeToString(), [log_key])
-    session.add(TreeHead(tree_size=size, root=root, signed_at=now, envelope=envelope.to_bytes()))
-    return envelope
+    note = sign_checkpoint(Checkpoint(origin=origin, size=size, root_hash=root), log_key)
+    if latest is None:
+        session.add(TreeHead(tree_size=size, root=root, signed_at=now, envelope=note))
+    else:
+        latest.root, latest.signed_at, latest.envelope = root, now, note
+    return note
 
 
 def inclusion_proof(session: Session, commitment: bytes, tree_size: int) -> tuple[int, list[bytes]]:

@@ -47,6 +47,8 @@ from credence.errors import (
 )
 from credence.keys import KeySet, SigningKey, VerifyKey
 from credence.pki import validate_member_id
+from credence.transparency.checkpoint import log_origin
+from credence.transparency.note import ED25519_TYPE, vkey
 from credence.v1 import common_pb2, manifest_pb2
 
 MANIFEST_PAYLOAD_TYPE = "application/vnd.credence.manifest.v1+proto"
@@ -77,6 +79,8 @@ class RegistryView:
     signing_keys: tuple[VerifyKey, ...]
     ca_cert_pem: str
     log_id: str
+    #: Origin line of the log's checkpoints (``credence/<federation id>/log``).
+    log_origin: str
 
 
 @dataclass(frozen=True)
@@ -434,7 +438,7 @@ def _build(
         raise InvalidInput(f"manifest lists revoked keys {', '.join(revoked)} as root keys")
     if not message.HasField("registry"):
         raise InvalidInput("manifest has no registry entry")
-    registry = _registry(message.registry)
+    registry = _registry(message.registry, message.federation_id)
     owners = dict.fromkeys((key.kid for key in registry.signing_keys), registry.member_id)
     members: dict[str, MemberView] = {}
     for entry in message.members:
@@ -506,17 +510,34 @@ def _keys(entries: Iterable[common_pb2.PublicKey], where: str) -> tuple[VerifyKe
     return tuple(keys.values())
 
 
-def _registry(entry: manifest_pb2.RegistryInfo) -> RegistryView:
+def _registry(entry: manifest_pb2.RegistryInfo, federation_id: str) -> RegistryView:
     member_id = _member_id(entry.member_id, "registry")
     keys = _keys(entry.signing_keys, "registry.signing_keys")
     if not keys:
         raise InvalidInput("manifest registry entry lists no signing keys")
+    # The origin is fixed per federation; the fields spell it (and the note
+    # verifier key) out for readers, and must agree with what they derive.
+    origin = log_origin(federation_id)
+    if entry.log_origin and entry.log_origin != origin:
+        raise InvalidInput(
+            f"manifest registry.log_origin {entry.log_origin[:80]!r} is not {origin!r}, "
+            "the origin of this federation's log"
+        )
+    if entry.log_vkey:
+        log_key = next((key for key in keys if key.kid == entry.log_id), None)
+        expected = vkey(origin, ED25519_TYPE, log_key.raw()) if log_key else None
+        if entry.log_vkey != expected:
+            raise InvalidInput(
+                f"manifest registry.log_vkey {entry.log_vkey[:120]!r} is not the note verifier "
+                f"key of the log key {entry.log_id!r} under origin {origin!r}"
+            )
     return RegistryView(
         member_id=member_id,
         endpoint=entry.endpoint,
         signing_keys=keys,
         ca_cert_pem=entry.ca_cert_pem,
         log_id=entry.log_id,
+        log_origin=origin,
     )
 
 

@@ -29,8 +29,10 @@ from credence.grants.consent import (
 )
 from credence.keys import KeySet, SigningKey
 from credence.subjects import SUBJECT_REF_DOMAIN, PseudonymisationKey, normalise, subject_ref
-from credence.transparency import merkle
+from credence.transparency import merkle, tiles
+from credence.transparency.checkpoint import Checkpoint, log_origin, sign_checkpoint
 from credence.transparency.log_promise import LogEntry, make_promise, sign_promise
+from credence.transparency.note import ED25519_TYPE, key_id, vkey
 from credence.v1 import common_pb2, registry_pb2
 from credence.verdicts import sign_verdict, verdict_claims, verdict_file, verdict_jws
 
@@ -54,6 +56,7 @@ PERSON_INPUT = SUBJECT_INPUTS[0][1]
 #: The log's leaves in the inclusion vector; the verdict's lookup is this one.
 LEAF_COUNT = 5
 LEAF_INDEX = 2
+FEDERATION_ID = "vectors"
 
 
 def _seed(label: str) -> bytes:
@@ -185,6 +188,9 @@ def _log(subject: bytes, log_key: SigningKey) -> tuple[dict[str, Any], common_pb
         leaves.append(leaf)
     entry, salt, promise = entries[LEAF_INDEX]
     envelope = sign_promise(promise, log_key)
+    origin = log_origin(FEDERATION_ID)
+    root = merkle.root(store, LEAF_COUNT)
+    note = sign_checkpoint(Checkpoint(origin, LEAF_COUNT, root), log_key)
     vector = {
         "entry": {
             "query_id": entry.query_id,
@@ -214,6 +220,21 @@ def _log(subject: bytes, log_key: SigningKey) -> tuple[dict[str, Any], common_pb
             "index": LEAF_INDEX,
             "size": LEAF_COUNT,
             "proof_hex": [h.hex() for h in merkle.inclusion_proof(store, LEAF_INDEX, LEAF_COUNT)],
+        },
+        "checkpoint": {
+            "federation_id": FEDERATION_ID,
+            "origin": origin,
+            "key_id_hex": key_id(origin, ED25519_TYPE, log_key.public.raw()).hex(),
+            "vkey": vkey(origin, ED25519_TYPE, log_key.public.raw()),
+            "note": note.decode(),
+        },
+        "tiles": {
+            "hash_tile_path": tiles.tile_path(0, 0, LEAF_COUNT),
+            "hash_tile_hex": b"".join(leaves).hex(),
+            "entry_bundle_path": tiles.entries_path(0, LEAF_COUNT),
+            "entry_bundle_hex": tiles.encode_entry_bundle(
+                [p.entry_commitment for _, _, p in entries]
+            ).hex(),
         },
         "consistency": {
             "first": 3,

@@ -20,7 +20,7 @@ from support.log_server import AuditBed, audit_bed
 
 from agency_node import config as node_config
 from agency_node import database as node_database
-from agency_node.audit import AuditThread, log_keys
+from agency_node.audit import AuditThread, log_identity
 from agency_node.models import QueryLogEntry
 from central_registry import transparency
 from central_registry.database import create_engine_for, session_factory
@@ -61,7 +61,7 @@ def _checked(node_dir: Path) -> int:
 def test_one_request_proves_a_thousand_promises(setup: AuditBed) -> None:
     client = setup.client()
     try:
-        head = client.tree_head(log_keys(setup.manifests()))
+        head = client.tree_head(log_identity(setup.manifests()))
         commitments = [item.commitment for item in setup.promised[:1_000]]
         response = client.inclusion_proofs(commitments, head.tree_size)
         # Proofs against another size than the head's: the batch as a whole is refused.

@@ -31,7 +31,9 @@ from credence.jws import sign_compact
 from credence.keys import KeySet, SigningKey, VerifyKey
 from credence.subjects import PseudonymisationKey, normalise, ref_for
 from credence.transparency import merkle
+from credence.transparency.checkpoint import log_origin, open_checkpoint
 from credence.transparency.log_promise import open_promise
+from credence.transparency.tiles import decode_entry_bundle, tile_path
 from credence.verdicts import verify_verdict_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,6 +172,39 @@ def test_log_leaf_and_proofs(vectors: dict[str, Any]) -> None:
     assert promise.promised_at.seconds == log["entry"]["issued_at"]
 
 
+def test_checkpoint_and_tiles(vectors: dict[str, Any]) -> None:
+    log, checkpoint = vectors["log"], vectors["log"]["checkpoint"]
+    origin, public = checkpoint["origin"], key(vectors, "log").raw()
+    # The note rules in a few lines: text, blank line, "<em dash> name base64(id || sig)".
+    text, _, signature_line = checkpoint["note"].partition("\n\n")
+    text += "\n"
+    assert text == f"{origin}\n{log['tree']['size']}\n" + (
+        base64.b64encode(bytes.fromhex(log["tree"]["root_hex"])).decode() + "\n"
+    )
+    dash, name, encoded = signature_line.rstrip("\n").split(" ")
+    assert (dash, name) == ("\u2014", origin)
+    raw = base64.b64decode(encoded, validate=True)
+    key_id = hashlib.sha256(origin.encode() + b"\n\x01" + public).digest()[:4]
+    assert raw[:4] == key_id == bytes.fromhex(checkpoint["key_id_hex"])
+    Ed25519PublicKey.from_public_bytes(public).verify(raw[4:], text.encode())
+    typed_key = base64.b64encode(b"\x01" + public).decode()
+    assert checkpoint["vkey"] == f"{origin}+{key_id.hex()}+{typed_key}"
+    assert log_origin(checkpoint["federation_id"]) == origin
+    opened, _ = open_checkpoint(checkpoint["note"].encode(), origin, public)
+    assert (opened.size, opened.root_hash.hex()) == (log["tree"]["size"], log["tree"]["root_hex"])
+    # A tile is the level's hashes back to back; an entry bundle 2-byte-length-prefixed leaves.
+    tile_vectors = log["tiles"]
+    assert tile_vectors["hash_tile_hex"] == "".join(log["tree"]["leaf_hashes_hex"])
+    bundle = bytes.fromhex(tile_vectors["entry_bundle_hex"])
+    entries = [bundle[i + 2 : i + 34] for i in range(0, len(bundle), 34)]
+    assert all(bundle[i : i + 2] == b"\x00\x20" for i in range(0, len(bundle), 34))
+    assert [merkle.leaf_hash(e).hex() for e in entries] == log["tree"]["leaf_hashes_hex"]
+    assert decode_entry_bundle(bundle) == entries
+    size = log["tree"]["size"]
+    assert tile_vectors["hash_tile_path"] == f"tile/0/000.p/{size}" == tile_path(0, 0, size)
+    assert tile_vectors["entry_bundle_path"] == f"tile/entries/000.p/{size}"
+
+
 def test_the_document_quotes_the_vectors(vectors: dict[str, Any]) -> None:
     text = DOC.read_text(encoding="utf-8")
     quoted = [
@@ -181,6 +216,8 @@ def test_the_document_quotes_the_vectors(vectors: dict[str, Any]) -> None:
         vectors["log"]["commitment_hex"],
         vectors["log"]["leaf_hash_hex"],
         vectors["log"]["tree"]["root_hex"],
+        vectors["log"]["checkpoint"]["note"].split("\n\n")[0].replace("\n", "\\n"),
+        vectors["log"]["checkpoint"]["vkey"],
         *vectors["log"]["inclusion"]["proof_hex"],
         vectors["verdict"]["claims"]["log_promise"],
     ]

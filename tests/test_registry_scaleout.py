@@ -50,8 +50,10 @@ from credence.rpc.tls import channel_credentials
 from credence.scorecard import default_scorecard
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for
 from credence.transparency import merkle
+from credence.transparency.checkpoint import log_origin
 from credence.transparency.log_audit import (
     LogClient,
+    LogIdentity,
     TrustedHead,
     check_consistency,
     check_inclusion,
@@ -120,8 +122,10 @@ class ScaleOut:
         return KeySet([load_signing_key(self.registry_dir / "root.key").public])
 
     @property
-    def log_keys(self) -> KeySet:
-        return KeySet([load_keys(registry_config.load_config(self.registry_dir)).signing.public])
+    def log_identity(self) -> LogIdentity:
+        config = registry_config.load_config(self.registry_dir)
+        key = load_keys(config).signing.public.raw()
+        return LogIdentity(log_origin(config.federation_id), key)
 
     def subjects(self) -> list[SubjectRef]:
         key = PseudonymisationKey.from_bytes(
@@ -319,14 +323,14 @@ def _client(
 
 def _watch_heads(scale: ScaleOut, load: Load, stop: threading.Event) -> None:
     """Collect signed tree heads from both processes, alternately, until ``stop``."""
-    log_keys = scale.log_keys
+    log = scale.log_identity
     clients = [scale.log_client(process) for process in scale.processes]
     try:
         for client in itertools.cycle(clients):
             if stop.wait(0.1):
                 return
             try:
-                head = client.tree_head(log_keys)
+                head = client.tree_head(log)
             except grpc.RpcError:
                 continue  # a killed process
             with load.lock:
@@ -384,7 +388,7 @@ def _check_log(scale: ScaleOut, load: Load, survivor: RegistryProcess) -> list[b
     tree = _tree(commitments)
     client = scale.log_client(survivor)
     try:
-        final = client.tree_head(scale.log_keys)
+        final = client.tree_head(scale.log_identity)
         # The registry's stored tree (merkle_nodes) agrees with the entries, leaf by leaf.
         assert final.tree_size == len(log)
         assert final.root_hash == merkle.root(tree, len(log))

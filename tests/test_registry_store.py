@@ -42,6 +42,7 @@ from credence.errors import (
 )
 from credence.keys import SigningKey
 from credence.transparency import merkle
+from credence.transparency.checkpoint import open_checkpoint
 
 NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 TABLES = {
@@ -626,7 +627,10 @@ def test_expired_entries_lose_their_content_but_not_their_leaves(
     with sessions.begin() as session:
         for index in range(5):
             _append(session, f"old-{index}")
-        head_before = transparency.tree_head(session, log_key=SigningKey.generate(), now=NOW)
+        log_key = SigningKey.generate()
+        head_before = transparency.tree_head(
+            session, log_key=log_key, origin="credence/test/log", now=NOW
+        )
     commitment = hashlib.sha256(b"commitment old-2").digest()
     with sessions.begin() as session:
         assert erase_expired(session, NOW + timedelta(seconds=1)) == 5
@@ -641,4 +645,5 @@ def test_expired_entries_lose_their_content_but_not_their_leaves(
         index, path = transparency.inclusion_proof(session, commitment, 5)
         root = merkle.root(transparency.SqlSubtrees(session), 5)
     merkle.verify_inclusion(merkle.leaf_hash(commitment), index, 5, path, root)
-    assert head_before.payload, "the signed head from before the erasure stays valid"
+    checkpoint, _ = open_checkpoint(head_before, "credence/test/log", log_key.public.raw())
+    assert (checkpoint.size, checkpoint.root_hash) == (5, root), "the head from before stays valid"

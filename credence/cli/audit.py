@@ -4,11 +4,12 @@
     credence audit log  --registry-public ADDR --ca CA --root-keys R --http URL
                         [--http-ca CA] --since-head FILE
 
-``audit log`` verifies the current signed tree head and that it extends the
-head saved in FILE (the log only grows, nothing rewritten), then saves the new
-head there. The log's key comes from the manifest, fetched over HTTPS from the
-registry's HTTP side (its certificate checked against the federation CA, or
-``--http-ca`` for an operator's certificate) and verified under the root keys.
+``audit log`` verifies the log's current checkpoint (a C2SP signed note) and
+that it extends the checkpoint saved in FILE (the log only grows, nothing
+rewritten), then saves the new one there. The log's origin and key come from
+the manifest, fetched over HTTPS from the registry's HTTP side (its
+certificate checked against the federation CA, or ``--http-ca`` for an
+operator's certificate) and verified under the root keys.
 Without the four endpoint options the federation file is found as every
 command finds it. A node checks that every query it answered is in the
 log with ``credence node audit``.
@@ -31,10 +32,14 @@ from credence.cli.federation import (
 )
 from credence.cli.options import read_text
 from credence.client.pinned import fetch_manifest
-from credence.envelope import Envelope
 from credence.errors import InvalidInput
 from credence.keys import KeySet, write_private_file
-from credence.transparency.log_audit import check_consistency, log_client, open_tree_head
+from credence.transparency.log_audit import (
+    LogIdentity,
+    check_consistency,
+    log_client,
+    open_tree_head,
+)
 
 EXAMPLES = """examples:
   credence audit log --federation ./demo/federation.json --since-head ./head.bin
@@ -88,13 +93,11 @@ def _audit_log(args: argparse.Namespace) -> int:
     address, ca_pem, root_keys, http_url = _endpoints(args)
     http_ca = read_text(args.http_ca, "HTTP side CA").encode() if args.http_ca else ca_pem
     manifest = fetch_manifest(http_url, ca_pem=http_ca, root_keys=root_keys, now=datetime.now(UTC))
-    log_keys = KeySet(
-        key for kid, key in manifest.registry_keys.items() if kid == manifest.registry.log_id
-    )
+    log = LogIdentity.from_manifest(manifest)
     with log_client(address, grpc.ssl_channel_credentials(root_certificates=ca_pem)) as client:
-        head = client.tree_head(log_keys)
+        head = client.tree_head(log)
         if args.since_head.exists():
-            old = open_tree_head(Envelope.from_bytes(args.since_head.read_bytes()), log_keys)
+            old = open_tree_head(args.since_head.read_bytes(), log)
             path = (
                 client.consistency(old.tree_size, head.tree_size)
                 if (head.tree_size >= old.tree_size)

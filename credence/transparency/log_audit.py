@@ -1,10 +1,11 @@
 """Checking the registry's transparency log from outside: heads, inclusion, consistency.
 
 Nodes (in the background) and auditors (``credence audit``) use the same
-checks. A tree head is only trusted once its signature by the log key from
-the manifest verifies; a proof's tree size always comes from such a head,
-never from the prover (an inclusion proof for a small tree can verify against
-a larger size). Every check raises; none returns a bool.
+checks. A tree head is a C2SP checkpoint (a signed note) and is only trusted
+once its signature by the log key, under the log's origin, both from the
+manifest (:class:`LogIdentity`), verifies; a proof's tree size always comes
+from such a head, never from the prover (an inclusion proof for a small tree
+can verify against a larger size). Every check raises; none returns a bool.
 """
 
 from __future__ import annotations
@@ -15,41 +16,67 @@ from dataclasses import dataclass
 
 import grpc
 
-from credence import payloads
-from credence.envelope import Envelope, verify_message
-from credence.errors import ClaimMismatch, CredenceError, InvalidInput, RolledBack
-from credence.keys import KeySet
+from credence.errors import ClaimMismatch, CredenceError, RolledBack, UnknownKey
+from credence.manifest import TrustedManifest
 from credence.transparency import merkle, merkle_batch
+from credence.transparency.checkpoint import open_checkpoint
+from credence.transparency.note import ED25519_TYPE, vkey
 from credence.v1 import registry_pb2, registry_pb2_grpc
 
 
 @dataclass(frozen=True)
+class LogIdentity:
+    """Which log a checkpoint must come from: its origin and its Ed25519 public key."""
+
+    origin: str
+    public_key: bytes
+
+    @property
+    def vkey(self) -> str:
+        """The log key as a C2SP note verifier key (Go's ``note.NewVerifier``)."""
+        return vkey(self.origin, ED25519_TYPE, self.public_key)
+
+    @classmethod
+    def from_manifest(cls, manifest: TrustedManifest) -> LogIdentity:
+        """The federation's log: the manifest's log origin and the key ``log_id`` names.
+
+        Raises:
+            UnknownKey: the manifest's log key id is not an unrevoked registry key.
+        """
+        key = manifest.registry_keys.get(manifest.registry.log_id)
+        if key is None:
+            raise UnknownKey(
+                f"the manifest's log key {manifest.registry.log_id!r} is not among the "
+                "registry's unrevoked signing keys"
+            )
+        return cls(origin=manifest.registry.log_origin, public_key=key.raw())
+
+
+@dataclass(frozen=True)
 class TrustedHead:
-    """A tree head whose signature verified."""
+    """A checkpoint whose log signature verified."""
 
     tree_size: int
     root_hash: bytes
-    log_id: str
-    envelope: Envelope
+    origin: str
+    #: The checkpoint note as received, every signature line kept.
+    note: bytes
 
     def to_bytes(self) -> bytes:
-        """The signed head, to save (``--since-head FILE``)."""
-        return self.envelope.to_bytes()
+        """The signed checkpoint, to save (``--since-head FILE``)."""
+        return self.note
 
 
-def open_tree_head(envelope: Envelope, log_keys: KeySet) -> TrustedHead:
-    """Verify a signed tree head.
+def open_tree_head(data: bytes, log: LogIdentity) -> TrustedHead:
+    """Verify a checkpoint note against the log's origin and key.
 
     Raises:
-        VerificationError: not signed by a log key, or naming another log.
-        InvalidInput: malformed.
+        VerificationError: no valid signature by the log key under its origin.
+        InvalidInput: malformed, or the checkpoint of another log.
+        MessageTooLarge: over the note's bounds.
     """
-    head = verify_message(envelope, payloads.TREE_HEAD, log_keys, registry_pb2.TreeHead)
-    if head.log_id not in log_keys:
-        raise ClaimMismatch(f"tree head names log {head.log_id}, not one of the log's keys")
-    if len(head.root_hash) != 32:
-        raise InvalidInput("tree head root is not a 32-byte hash")
-    return TrustedHead(head.tree_size, bytes(head.root_hash), head.log_id, envelope)
+    checkpoint, _ = open_checkpoint(data, log.origin, log.public_key)
+    return TrustedHead(checkpoint.size, checkpoint.root_hash, checkpoint.origin, data)
 
 
 def check_inclusion(
@@ -162,10 +189,15 @@ class LogClient:
         """Close the channel."""
         self._channel.close()
 
-    def tree_head(self, log_keys: KeySet) -> TrustedHead:
-        """The current signed head, verified."""
+    def tree_head(self, log: LogIdentity) -> TrustedHead:
+        """The current checkpoint, verified.
+
+        Raises:
+            VerificationError: not signed by the log key under its origin.
+            InvalidInput: malformed, or another log's checkpoint.
+        """
         response = self._stub.GetTreeHead(registry_pb2.GetTreeHeadRequest(), timeout=self._timeout)
-        return open_tree_head(Envelope.from_proto(response.tree_head), log_keys)
+        return open_tree_head(response.checkpoint, log)
 
     def inclusion(
         self, commitment: bytes, tree_size: int

@@ -395,6 +395,8 @@ class RegistryInfo(_message.Message):
     SIGNING_KEYS_FIELD_NUMBER: _builtins.int
     CA_CERT_PEM_FIELD_NUMBER: _builtins.int
     LOG_ID_FIELD_NUMBER: _builtins.int
+    LOG_ORIGIN_FIELD_NUMBER: _builtins.int
+    LOG_VKEY_FIELD_NUMBER: _builtins.int
     member_id: _builtins.str
     """The registry's member id."""
     endpoint: _builtins.str
@@ -403,6 +405,14 @@ class RegistryInfo(_message.Message):
     """PEM of the CA that issues every member certificate."""
     log_id: _builtins.str
     """Key id of the transparency log's signing key."""
+    log_origin: _builtins.str
+    """Origin line of the log's C2SP checkpoints, "credence/<federation_id>/log";
+    the key name of the log's note signature.
+    """
+    log_vkey: _builtins.str
+    """The log key as a C2SP note verifier key ("<origin>+<key hash>+<key>"),
+    as golang.org/x/mod/sumdb/note.NewVerifier reads it.
+    """
     @_builtins.property
     def signing_keys(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.PublicKey]:
         """Keys that sign queries, verdicts, consents and tree heads."""
@@ -415,10 +425,12 @@ class RegistryInfo(_message.Message):
         signing_keys: _abc.Iterable[_common_pb2.PublicKey] | None = ...,
         ca_cert_pem: _builtins.str = ...,
         log_id: _builtins.str = ...,
+        log_origin: _builtins.str = ...,
+        log_vkey: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_cert_pem", b"ca_cert_pem", "endpoint", b"endpoint", "log_id", b"log_id", "member_id", b"member_id", "signing_keys", b"signing_keys"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_cert_pem", b"ca_cert_pem", "endpoint", b"endpoint", "log_id", b"log_id", "log_origin", b"log_origin", "log_vkey", b"log_vkey", "member_id", b"member_id", "signing_keys", b"signing_keys"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

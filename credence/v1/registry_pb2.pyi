@@ -683,6 +683,7 @@ class EnrolRequest(_message.Message):
     RECORD_KINDS_FIELD_NUMBER: _builtins.int
     SIGNING_KEY_PROOF_FIELD_NUMBER: _builtins.int
     WITNESS_KEY_FIELD_NUMBER: _builtins.int
+    WITNESS_KEY_PROOF_FIELD_NUMBER: _builtins.int
     member_id: _builtins.str
     """The id asked for."""
     display_name: _builtins.str
@@ -696,6 +697,10 @@ class EnrolRequest(_message.Message):
     signing_key_proof: _builtins.bytes
     """Proof of possession: Ed25519 signature by the signing key over
     PAE("application/vnd.credence.enrol.v1", csr_pem).
+    """
+    witness_key_proof: _builtins.bytes
+    """Proof of possession of the witness key: its Ed25519 signature over
+    PAE("application/vnd.credence.enrol-witness.v1", csr_pem).
     """
     @_builtins.property
     def signing_key(self) -> _common_pb2.PublicKey:
@@ -723,10 +728,11 @@ class EnrolRequest(_message.Message):
         record_kinds: _abc.Iterable[_builtins.str] | None = ...,
         signing_key_proof: _builtins.bytes = ...,
         witness_key: _common_pb2.PublicKey | None = ...,
+        witness_key_proof: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["signing_key", b"signing_key", "witness_key", b"witness_key"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_pem", b"csr_pem", "display_name", b"display_name", "endpoint", b"endpoint", "member_id", b"member_id", "record_kinds", b"record_kinds", "role", b"role", "signing_key", b"signing_key", "signing_key_proof", b"signing_key_proof", "witness_key", b"witness_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_pem", b"csr_pem", "display_name", b"display_name", "endpoint", b"endpoint", "member_id", b"member_id", "record_kinds", b"record_kinds", "role", b"role", "signing_key", b"signing_key", "signing_key_proof", b"signing_key_proof", "witness_key", b"witness_key", "witness_key_proof", b"witness_key_proof"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1335,47 +1341,11 @@ class ReportContestOutcomeResponse(_message.Message):
 Global___ReportContestOutcomeResponse: _TypeAlias = ReportContestOutcomeResponse  # noqa: Y015
 
 @_typing.final
-class TreeHead(_message.Message):
+class GetTreeHeadRequest(_message.Message):
     """---------------------------------------------------------- transparency log
 
-    A signed tree head (payload type application/vnd.credence.tree-head.v1+proto).
+    Request of TransparencyLogService.GetTreeHead.
     """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    LOG_ID_FIELD_NUMBER: _builtins.int
-    TREE_SIZE_FIELD_NUMBER: _builtins.int
-    ROOT_HASH_FIELD_NUMBER: _builtins.int
-    TIMESTAMP_FIELD_NUMBER: _builtins.int
-    log_id: _builtins.str
-    """Key id of the log's signing key."""
-    tree_size: _builtins.int
-    """Number of leaves."""
-    root_hash: _builtins.bytes
-    """RFC 9162 root hash."""
-    @_builtins.property
-    def timestamp(self) -> _timestamp_pb2.Timestamp:
-        """When it was signed."""
-
-    def __init__(
-        self,
-        *,
-        log_id: _builtins.str = ...,
-        tree_size: _builtins.int = ...,
-        root_hash: _builtins.bytes = ...,
-        timestamp: _timestamp_pb2.Timestamp | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["log_id", b"log_id", "root_hash", b"root_hash", "timestamp", b"timestamp", "tree_size", b"tree_size"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___TreeHead: _TypeAlias = TreeHead  # noqa: Y015
-
-@_typing.final
-class GetTreeHeadRequest(_message.Message):
-    """Request of TransparencyLogService.GetTreeHead."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1396,21 +1366,26 @@ class GetTreeHeadResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    TREE_HEAD_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def tree_head(self) -> _common_pb2.Envelope:
-        """Envelope of the latest TreeHead signed by the log key
-        (payload type application/vnd.credence.tree-head.v1+proto).
-        """
-
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    COSIGNED_CHECKPOINT_FIELD_NUMBER: _builtins.int
+    checkpoint: _builtins.bytes
+    """The latest C2SP checkpoint (c2sp.org/tlog-checkpoint): a signed note,
+    signed by the log key under the origin the manifest names.
+    """
+    cosigned_checkpoint: _builtins.bytes
+    """The latest checkpoint cosigned by the manifest's quorum of witnesses,
+    with every cosignature line the registry gathered (C2SP tlog-cosignature);
+    empty until a quorum cosigned one. Nodes answer only while it is recent.
+    """
     def __init__(
         self,
         *,
-        tree_head: _common_pb2.Envelope | None = ...,
+        checkpoint: _builtins.bytes = ...,
+        cosigned_checkpoint: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["tree_head", b"tree_head"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tree_head", b"tree_head"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "cosigned_checkpoint", b"cosigned_checkpoint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

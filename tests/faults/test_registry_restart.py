@@ -31,8 +31,7 @@ from central_registry.server import RegistryThread
 from credence.client.requester import Requester
 from credence.client.screening import ScreenProgress, screen_file
 from credence.errors import CredenceError
-from credence.keys import KeySet
-from credence.transparency.log_audit import TrustedHead, check_consistency, log_client
+from credence.transparency.log_audit import LogIdentity, TrustedHead, check_consistency, log_client
 
 pytestmark = pytest.mark.slow
 
@@ -41,17 +40,14 @@ _MESSAGE_SIZE = 50
 _WINDOW = 4
 
 
-def _log_keys(company: Requester) -> KeySet:
-    manifest = company.manifest()
-    return KeySet(
-        key for kid, key in manifest.registry_keys.items() if kid == manifest.registry.log_id
-    )
+def _log(company: Requester) -> LogIdentity:
+    return LogIdentity.from_manifest(company.manifest())
 
 
-def _head(fed: FaultFederation, log_keys: KeySet) -> TrustedHead:
+def _head(fed: FaultFederation, log: LogIdentity) -> TrustedHead:
     credentials = grpc.ssl_channel_credentials(root_certificates=fed.federation.ca_pem)
     with log_client(fed.federation.public, credentials) as client:
-        return client.tree_head(log_keys)
+        return client.tree_head(log)
 
 
 def _restart_registry(fed: FaultFederation) -> None:
@@ -89,8 +85,8 @@ def test_registry_restarted_mid_screen(fed: FaultFederation, tmp_path: Path, fau
     out = tmp_path / "results.jsonl"
     pseudonymisation = fed.federation.pseudonymisation
     with fed.requester() as company:
-        log_keys = _log_keys(company)
-    before = _head(fed, log_keys)
+        log = _log(company)
+    before = _head(fed, log)
 
     restarted: list[int] = []
 
@@ -129,7 +125,7 @@ def test_registry_restarted_mid_screen(fed: FaultFederation, tmp_path: Path, fau
     assert {result["status"] for result in results} <= {"clear", "listed"}
 
     with fed.requester() as company:
-        after = _head(fed, _log_keys(company))
+        after = _head(fed, _log(company))
     credentials = grpc.ssl_channel_credentials(root_certificates=fed.federation.ca_pem)
     with log_client(fed.federation.public, credentials) as client:
         check_consistency(before, after, client.consistency(before.tree_size, after.tree_size))

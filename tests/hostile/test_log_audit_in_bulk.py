@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 from support.log_server import AuditBed, audit_bed
 
-from agency_node.audit import AuditThread, log_keys
+from agency_node.audit import AuditThread, log_identity
 from agency_node.models import AuditAlarm, QueryLogEntry
 from central_registry import transparency
 from central_registry.service_public import TransparencyLogServicer
@@ -148,10 +148,10 @@ def test_an_over_limit_proof_request_is_refused(tmp_path: Path, database_url: st
         commitments = [item.commitment for item in bed.promised[:1_001]]
         client = bed.client()
         try:
-            head = client.tree_head(log_keys(bed.manifests()))
+            head = client.tree_head(log_identity(bed.manifests()))
             with pytest.raises(grpc.RpcError) as refused:
                 client.inclusion_proofs(commitments, head.tree_size)
-            after = client.tree_head(log_keys(bed.manifests()))
+            after = client.tree_head(log_identity(bed.manifests()))
             allowed = client.inclusion_proofs(commitments[:1_000], head.tree_size)
         finally:
             client.close()

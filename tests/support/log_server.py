@@ -41,6 +41,7 @@ from credence.pki import create_ca
 from credence.storage import session_factory
 from credence.subjects import PseudonymisationKey
 from credence.transparency import log_promise
+from credence.transparency.checkpoint import log_origin
 from credence.transparency.log_audit import LogClient
 from credence.v1 import common_pb2, registry_pb2_grpc
 
@@ -48,6 +49,8 @@ REQUESTER = "acme"
 PURPOSE = common_pb2.PURPOSE_COUNTERPARTY_VERIFICATION
 SUBJECT_TYPE = common_pb2.SUBJECT_TYPE_ORGANISATION
 KINDS = (common_pb2.VERDICT_KIND_BLACKLIST,)
+#: The log origin of :class:`credence.dev.offline_federation.Federation`'s manifests.
+OFFLINE_LOG_ORIGIN = log_origin("test-federation")
 
 
 @dataclass(frozen=True)
@@ -124,9 +127,10 @@ def registry_keys(signing: SigningKey, tls_key_pem: bytes, tls_cert_pem: bytes) 
 class LogServer:
     """The log service on a loopback TLS port, its event loop on a thread of its own."""
 
-    def __init__(self, engine: Engine, keys: RegistryKeys) -> None:
+    def __init__(self, engine: Engine, keys: RegistryKeys, origin: str) -> None:
         self._engine = engine
         self._keys = keys
+        self._origin = origin
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: grpc.aio.Server | None = None
@@ -142,7 +146,10 @@ class LogServer:
         server = grpc.aio.server()
         registry_pb2_grpc.add_TransparencyLogServiceServicer_to_server(
             TransparencyLogServicer(
-                keys=self._keys, engine=self._engine, clock=lambda: datetime.now(UTC)
+                keys=self._keys,
+                engine=self._engine,
+                clock=lambda: datetime.now(UTC),
+                origin=self._origin,
             ),
             server,
         )
@@ -165,13 +172,18 @@ class LogServer:
 
 
 def serve_forever(
-    database_url: str, key_file: Path, tls_key_pem: bytes, tls_cert_pem: bytes, pipe: Connection
+    database_url: str,
+    key_file: Path,
+    tls_key_pem: bytes,
+    tls_cert_pem: bytes,
+    origin: str,
+    pipe: Connection,
 ) -> None:
     """Process target: serve the log of ``database_url``; sends the port, stops on a message."""
     engine = create_engine_for(database_url)
     upgrade_schema(engine)
     keys = registry_keys(load_signing_key(key_file), tls_key_pem, tls_cert_pem)
-    server = LogServer(engine, keys).start()
+    server = LogServer(engine, keys, origin).start()
     pipe.send(server.port)
     try:
         pipe.recv()
@@ -237,7 +249,9 @@ def audit_bed(
     fill_log(session_factory(engine), [row for n, (_, row) in enumerate(made) if n not in skipped])
     registry = federation.members["registry"]
     server = LogServer(
-        engine, registry_keys(federation.registry_key, registry.tls_key_pem, registry.cert_pem)
+        engine,
+        registry_keys(federation.registry_key, registry.tls_key_pem, registry.cert_pem),
+        OFFLINE_LOG_ORIGIN,
     ).start()
     try:
         node_dir = write_node_dir(
