@@ -386,6 +386,32 @@ def member_id_from_certificate(certificate: x509.Certificate) -> str:
     return member_id
 
 
+# A peer presents the same certificate with every call on its connections. Its
+# CA signature cannot change, so it is checked once per process (and costs an
+# ECDSA verification, the dearest step of a call's peer check); validity at
+# ``now``, revocation and the member id are checked on every call.
+_SIGNED_BY_CA: dict[tuple[bytes, x509.Certificate], x509.Certificate] = {}
+_SIGNED_BY_CA_MAX = 4096
+
+
+def _signed_by_ca(cert_pem: bytes, ca_cert: x509.Certificate) -> x509.Certificate:
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise CertificateRefused(f"not a readable PEM certificate: {exc}") from exc
+    try:
+        certificate.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CertificateRefused(
+            f"certificate of {certificate.subject.rfc4514_string()!r} is not issued by the "
+            f"federation CA {ca_cert.subject.rfc4514_string()!r}: {exc or 'bad signature'}"
+        ) from None
+    if len(_SIGNED_BY_CA) >= _SIGNED_BY_CA_MAX:
+        _SIGNED_BY_CA.clear()  # a flood of distinct certificates cannot grow memory
+    _SIGNED_BY_CA[cert_pem, ca_cert] = certificate
+    return certificate
+
+
 def verify_member_certificate(
     cert_pem: bytes,
     ca_cert: x509.Certificate,
@@ -404,17 +430,9 @@ def verify_member_certificate(
             not name a member; the message says which.
     """
     now = require_utc(now, "now")
-    try:
-        certificate = x509.load_pem_x509_certificate(cert_pem)
-    except ValueError as exc:
-        raise CertificateRefused(f"not a readable PEM certificate: {exc}") from exc
-    try:
-        certificate.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, InvalidSignature) as exc:
-        raise CertificateRefused(
-            f"certificate of {certificate.subject.rfc4514_string()!r} is not issued by the "
-            f"federation CA {ca_cert.subject.rfc4514_string()!r}: {exc or 'bad signature'}"
-        ) from None
+    certificate = _SIGNED_BY_CA.get((cert_pem, ca_cert))
+    if certificate is None:
+        certificate = _signed_by_ca(cert_pem, ca_cert)
     if _is_ca(certificate):
         raise CertificateRefused("a CA certificate cannot identify a member")
     for what, cert in (("certificate", certificate), ("CA certificate", ca_cert)):

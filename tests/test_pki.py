@@ -441,3 +441,15 @@ def test_verify_refuses_naive_time(ca: pki.CertificateAuthority) -> None:
     pem = pki.certificate_pem(_issue(ca)[1])
     with pytest.raises(ValueError, match="now must be timezone-aware"):
         pki.verify_member_certificate(pem, ca.certificate, datetime(2026, 11, 28), ())
+
+
+def test_a_certificate_accepted_once_is_refused_under_another_ca(
+    ca: pki.CertificateAuthority,
+) -> None:
+    """The CA signature is checked once per certificate and CA: another CA gets its own check."""
+    pem = pki.certificate_pem(_issue(ca)[1])
+    assert pki.verify_member_certificate(pem, ca.certificate, NOW, ()) == "bank-a"
+    assert pki.verify_member_certificate(pem, ca.certificate, NOW, ()) == "bank-a"
+    other = pki.create_ca("Credence Test CA", NOW, timedelta(days=365))
+    with pytest.raises(CertificateRefused, match="is not issued by the federation CA"):
+        pki.verify_member_certificate(pem, other.certificate, NOW, ())
