@@ -230,6 +230,8 @@ def _init(args: argparse.Namespace) -> int:
     )
     signing_key = SigningKey.generate()
     save_signing_key(config.path(node_config.SIGNING_KEY_FILE), signing_key)
+    # The witness key cosigns the registry's checkpoints; `witness = false` leaves it unused.
+    save_signing_key(config.path(node_config.WITNESS_KEY_FILE), SigningKey.generate())
     tls_key = generate_tls_key()
     write_private_file(config.path(node_config.TLS_KEY_FILE), private_key_pem(tls_key))
     config.path(node_config.TLS_CSR_FILE).write_bytes(make_csr(tls_key, member_id))
@@ -242,6 +244,11 @@ def _init(args: argparse.Namespace) -> int:
     print(f"  certificate request: {config.path(node_config.TLS_CSR_FILE)}")
     print("next: enrol with the registry, then `credence node install`")
     return 0
+
+
+def _witness_key(config: node_config.NodeConfig) -> SigningKey | None:
+    path = config.path(node_config.WITNESS_KEY_FILE)
+    return load_signing_key(path) if config.witness and path.is_file() else None
 
 
 def _enrol(args: argparse.Namespace) -> int:
@@ -261,6 +268,7 @@ def _enrol(args: argparse.Namespace) -> int:
             signing_key=signing_key,
             endpoint=config.listen,
             record_kinds=config.record_kinds,
+            witness_key=_witness_key(config),
         )
         print(f"enrolled {config.member_id}; waiting for the registry operator's approval")
     except AlreadyExists:

@@ -35,6 +35,7 @@ from credence.v1 import common_pb2
 
 CONFIG_FILE = "node.toml"
 SIGNING_KEY_FILE = "signing.key"
+WITNESS_KEY_FILE = "witness.key"
 TLS_KEY_FILE = "tls.key"
 TLS_CSR_FILE = "tls.csr"
 TLS_CERT_FILE = "tls.crt"
@@ -80,6 +81,10 @@ class NodeConfig:
     audit_interval_seconds: int = 30
     audit_merge_delay_seconds: int = 300
     audit_max_lag_seconds: int = 600
+    #: Run a witness of the registry's log (its key is enrolled and in the manifest).
+    witness: bool = True
+    #: Answer only while the registry's latest quorum-cosigned checkpoint is this recent.
+    checkpoint_max_age_seconds: int = 300
     policy: NodePolicy = field(default_factory=NodePolicy)
 
     def path(self, name: str) -> Path:
@@ -160,6 +165,10 @@ def parse_config(text: str, data_dir: Path, environ: Mapping[str, str] | None = 
             CONFIG_FILE, node, "audit_merge_delay_seconds", int, 300
         ),
         audit_max_lag_seconds=config_value(CONFIG_FILE, node, "audit_max_lag_seconds", int, 600),
+        witness=config_value(CONFIG_FILE, node, "witness", bool, True),
+        checkpoint_max_age_seconds=config_value(
+            CONFIG_FILE, node, "checkpoint_max_age_seconds", int, 300
+        ),
         policy=NodePolicy(
             refused_purposes=refused_purposes,
             refused_requesters=frozenset(_string_list(policy, "refused_requesters")),
@@ -179,6 +188,8 @@ def parse_config(text: str, data_dir: Path, environ: Mapping[str, str] | None = 
         raise InvalidInput(f"{CONFIG_FILE}: {', '.join(low)} must be at least 1")
     if config.audit_max_lag_seconds < 1:
         raise InvalidInput(f"{CONFIG_FILE}: audit_max_lag_seconds must be at least 1")
+    if config.checkpoint_max_age_seconds < 1:
+        raise InvalidInput(f"{CONFIG_FILE}: checkpoint_max_age_seconds must be at least 1")
     return config
 
 
@@ -239,6 +250,11 @@ def render_config(config: NodeConfig) -> str:
             f"audit_merge_delay_seconds = {config.audit_merge_delay_seconds}",
             "# Audit health goes NOT_SERVING when a promise is this long past its merge delay.",
             f"audit_max_lag_seconds = {config.audit_max_lag_seconds}",
+            "# Witness the registry's log: cosign each checkpoint consistent with the last.",
+            f"witness = {'true' if config.witness else 'false'}",
+            "# Refuse queries (UNAVAILABLE, Health NOT_SERVING) while the registry's latest",
+            "# checkpoint cosigned by the manifest's quorum of witnesses is older than this.",
+            f"checkpoint_max_age_seconds = {config.checkpoint_max_age_seconds}",
             "",
             "[policy]",
             "# Purposes and requesters this agency refuses to answer, whatever the grant.",

@@ -38,6 +38,7 @@ __all__ = [
     "RecordDispute",
     "SeenQuery",
     "UTCDateTime",
+    "WitnessedCheckpoint",
 ]
 
 #: States a dispute (a subject's contest of a record) moves through.
@@ -208,3 +209,16 @@ class SeenTreeHead(Base):
     root: Mapped[bytes] = mapped_column(LargeBinary(32))
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WitnessedCheckpoint(Base):
+    """The last checkpoint this node's witness cosigned for a log (C2SP tlog-witness)."""
+
+    __tablename__ = "witnessed_checkpoints"
+
+    origin: Mapped[str] = mapped_column(String(256), primary_key=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    #: The checkpoint note as the log signed it.
+    note: Mapped[bytes] = mapped_column(LargeBinary)
+    cosigned_at: Mapped[datetime] = mapped_column(UTCDateTime())

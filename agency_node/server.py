@@ -39,9 +39,12 @@ from agency_node.answering import Answerer
 from agency_node.audit import AUDIT_SERVICE, AuditThread, LogAuditor
 from agency_node.contests import ContestDesk
 from agency_node.importer import STAGING_DIR_NAME, purge_expired, recover_interrupted_import
+from agency_node.log_gate import LogGate
 from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.service import AgencyNodeServicer
 from agency_node.status_list_holder import StatusListHolder
+from agency_node.witness import CheckpointThread, CheckpointWatcher, NodeWitness, TreeHeads
+from agency_node.witness_service import WITNESS_SERVICE, WitnessServicer
 from credence import payloads
 from credence.clock import Clock, utc_now
 from credence.envelope import Envelope
@@ -58,7 +61,13 @@ from credence.rpc.peer_limits import (
 from credence.rpc.reflection import enable_reflection
 from credence.rpc.tls import AsyncRevocationInterceptor, channel_credentials, server_credentials
 from credence.transparency.log_audit import LogClient
-from credence.v1 import agency_pb2, agency_pb2_grpc, registry_pb2, registry_pb2_grpc
+from credence.v1 import (
+    agency_pb2,
+    agency_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    witness_pb2_grpc,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -215,6 +224,8 @@ class RunningNode:
     auditor: AuditThread | None = None
     server_loop: ServerLoop | None = None
     answer_pool: ThreadPoolExecutor | None = None
+    checkpoints: CheckpointThread | None = None
+    gate: LogGate | None = None
 
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight calls finish within ``grace``, close the database."""
@@ -229,7 +240,7 @@ class RunningNode:
             self.server_loop.run(stop_server(), timeout=grace + 30)
         # The audit thread reports health through the loop: stop it (and the
         # others) before the loop closes, so no report lands on a closed loop.
-        for worker in (self.housekeeping, self.refresher, self.auditor):
+        for worker in (self.housekeeping, self.refresher, self.auditor, self.checkpoints):
             if worker is not None:
                 worker.stopping.set()
                 worker.join(timeout=30)
@@ -285,6 +296,17 @@ def start_node(
         clock=clock,
     )
     answer_pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="node-answer")
+    # No answers without witnesses, for a node that can read the registry's log.
+    gate = LogGate(
+        timedelta(seconds=config.checkpoint_max_age_seconds), enforced=bool(config.registry_public)
+    )
+    witness = None
+    if config.witness and config.path(node_config.WITNESS_KEY_FILE).is_file():
+        witness = NodeWitness(
+            member_id=config.member_id,
+            key=load_signing_key(config.path(node_config.WITNESS_KEY_FILE)),
+            engine=engine, manifests=manifests, clock=clock,
+        )  # fmt: skip
     servicer = AgencyNodeServicer(
         answerer=answerer,
         contests=contests,
@@ -292,6 +314,7 @@ def start_node(
         ca_cert=ca_cert,
         clock=clock,
         executor=answer_pool,
+        gate=gate,
     )
     server_loop = ServerLoop()
     try:
@@ -304,6 +327,7 @@ def start_node(
                 clock,
                 address=listen or config.listen,
                 credentials=server_credentials(key_pem, cert_pem, ca_pem),
+                witness=None if witness is None else WitnessServicer(witness, answer_pool),
             ),
             timeout=60,
         )
@@ -352,11 +376,48 @@ def start_node(
             max_lag_seconds=config.audit_max_lag_seconds,
         )
         auditor.start()
+    checkpoints = _start_checkpoints(
+        config, gate=gate, manifests=manifests, witness=witness, clock=clock, ca_pem=ca_pem,
+        server_loop=server_loop, health_servicer=health_servicer,
+    )  # fmt: skip
     _log.info("agency node %s listening on port %d", config.member_id, port)
     return RunningNode(
         server, port, health_servicer, engine, config.grace_seconds, housekeeping, refresher,
-        auditor, server_loop=server_loop, answer_pool=answer_pool,
+        auditor, server_loop=server_loop, answer_pool=answer_pool, checkpoints=checkpoints,
+        gate=gate,
     )  # fmt: skip
+
+
+def _start_checkpoints(
+    config: node_config.NodeConfig,
+    *,
+    gate: LogGate,
+    manifests: ManifestHolder,
+    witness: NodeWitness | None,
+    clock: Clock,
+    ca_pem: bytes,
+    server_loop: ServerLoop,
+    health_servicer: health.aio.HealthServicer,
+) -> CheckpointThread | None:
+    """Watch the registry's cosigned checkpoints; Health follows the gate."""
+    if not gate.enforced:
+        return None
+    heads = TreeHeads(config.registry_public, grpc.ssl_channel_credentials(ca_pem))
+
+    def serving(reason: str | None) -> None:
+        status = health_pb2.HealthCheckResponse.NOT_SERVING if reason else (
+            health_pb2.HealthCheckResponse.SERVING
+        )  # fmt: skip
+        for service in (SERVICE_NAME, ""):
+            server_loop.call_soon(health_servicer.set(service, status))
+
+    watcher = CheckpointWatcher(
+        gate=gate, manifests=manifests, witness=witness, fetch=heads.fetch,
+        consistency=heads.consistency, clock=clock, on_change=serving,
+    )  # fmt: skip
+    checkpoints = CheckpointThread(watcher, config.manifest_refresh_seconds, on_stop=heads.close)
+    checkpoints.start()
+    return checkpoints
 
 
 async def _start_grpc(
@@ -368,6 +429,7 @@ async def _start_grpc(
     *,
     address: str,
     credentials: grpc.ServerCredentials,
+    witness: WitnessServicer | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Build and start the node's grpc.aio server on the running loop.
 
@@ -411,9 +473,13 @@ async def _start_grpc(
         ],
     )
     agency_pb2_grpc.add_AgencyNodeServiceServicer_to_server(servicer, server)
+    services: tuple[str, ...] = (SERVICE_NAME, health.SERVICE_NAME)
+    if witness is not None:
+        witness_pb2_grpc.add_WitnessServiceServicer_to_server(witness, server)
+        services = (*services, WITNESS_SERVICE)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
+    enable_reflection(services, server)
     port = server.add_secure_port(address, credentials)
     if port == 0:
         raise FailedPrecondition(f"cannot listen on {address}")

@@ -19,6 +19,7 @@ from cryptography import x509
 
 from agency_node.answering import Answerer
 from agency_node.contests import ContestDesk
+from agency_node.log_gate import LogGate
 from agency_node.manifest_holder import ManifestHolder
 from credence.clock import Clock
 from credence.errors import PermissionDenied
@@ -40,8 +41,10 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         ca_cert: x509.Certificate,
         clock: Clock,
         executor: Executor,
+        gate: LogGate | None = None,
     ) -> None:
         self._answerer = answerer
+        self._gate = gate
         self._contests = contests
         self._manifests = manifests
         self._ca_cert = ca_cert
@@ -56,12 +59,17 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
                 f"only the registry may query this node; {caller!r} is not the registry"
             )
 
+    def _require_witnessed_log(self) -> None:
+        if self._gate is not None:
+            self._gate.check(self._clock())
+
     @handlers.blocking
     def AnswerQuery(
         self, request: agency_pb2.AnswerQueryRequest, context: Context
     ) -> agency_pb2.AnswerQueryResponse:
         """Answer one signed query."""
         self._require_registry(context)
+        self._require_witnessed_log()
         answer = self._answerer.answer(request.query)
         return agency_pb2.AnswerQueryResponse(answer=answer.to_proto())
 
@@ -77,6 +85,7 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         with it the wait for the batch in progress.
         """
         self._require_registry(context)
+        self._require_witnessed_log()
         loop = asyncio.get_running_loop()
         async for request in request_iterator:
             answers = await loop.run_in_executor(

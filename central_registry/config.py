@@ -158,6 +158,13 @@ class RegistryConfig:
     log_merge_delay: timedelta = timedelta(minutes=5)
     log_retention: timedelta = timedelta(days=730)
     node_batch_size: int = 1000
+    #: How often the registry signs a checkpoint and asks every witness to cosign it.
+    witness_interval_seconds: float = 10.0
+    #: How long one add-checkpoint call to a witness may take.
+    witness_deadline_seconds: float = 5.0
+    #: Cosignatures a checkpoint needs before it is published (the manifest's
+    #: k of n); None: a majority of the active witnesses.
+    witness_quorum: int | None = None
     purposes: Mapping[str, PurposeRules] = field(default_factory=lambda: dict(DEFAULT_PURPOSES))
     rate_limits: RateLimits = field(default_factory=RateLimits)
     public: PublicLimits = field(default_factory=PublicLimits)
@@ -311,6 +318,13 @@ def parse_config(
             days=config_value(CONFIG_FILE, main, "log_retention_days", (int, float), 730)
         ),
         node_batch_size=config_value(CONFIG_FILE, main, "node_batch_size", int, 1000),
+        witness_interval_seconds=float(
+            config_value(CONFIG_FILE, main, "witness_interval_seconds", (int, float), 10.0)
+        ),
+        witness_deadline_seconds=float(
+            config_value(CONFIG_FILE, main, "witness_deadline_seconds", (int, float), 5.0)
+        ),
+        witness_quorum=_witness_quorum(config_value(CONFIG_FILE, main, "witness_quorum", int, -1)),
         purposes=_purposes(config_value(CONFIG_FILE, document, "purposes", dict, {})),
         rate_limits=RateLimits(
             requests_per_second=float(
@@ -351,7 +365,16 @@ def parse_config(
         raise InvalidInput(f"{CONFIG_FILE}: node_batch_size must be 1..5000")
     if config.fanout_deadline_seconds <= 0 or config.fanout_concurrency < 1:
         raise InvalidInput(f"{CONFIG_FILE}: fan-out deadline and concurrency must be positive")
+    if config.witness_interval_seconds <= 0 or config.witness_deadline_seconds <= 0:
+        raise InvalidInput(f"{CONFIG_FILE}: witness interval and deadline must be positive")
     return config
+
+
+def _witness_quorum(value: int) -> int | None:
+    # -1 (the file's default) means a majority of the active witnesses.
+    if value < -1:
+        raise InvalidInput(f"{CONFIG_FILE}: witness_quorum must be -1 (a majority) or 0 or more")
+    return None if value == -1 else value
 
 
 def load_config(data_dir: Path, environ: Mapping[str, str] | None = None) -> RegistryConfig:
@@ -402,6 +425,12 @@ def render_config(config: RegistryConfig) -> str:
         "# Log entries' content is erased after this; their leaves (and proofs) remain.",
         f"log_retention_days = {config.log_retention.days}",
         f"node_batch_size = {config.node_batch_size}",
+        "# Witnesses: a checkpoint is offered to every witnessing member this often,",
+        "# each call under the deadline, and published once witness_quorum cosigned it",
+        "# (-1: a majority of the active witnesses; the manifest carries the quorum).",
+        f"witness_interval_seconds = {config.witness_interval_seconds}",
+        f"witness_deadline_seconds = {config.witness_deadline_seconds}",
+        f"witness_quorum = {-1 if config.witness_quorum is None else config.witness_quorum}",
         "# Members' port: the largest request message in bytes. 1,000 screening rows",
         "# with consent tokens (~2.3 KB each) take ~2.3 MB; a larger message is refused",
         "# (RESOURCE_EXHAUSTED) before it is decoded.",

@@ -33,9 +33,15 @@ from central_registry.publishing import publish
 from central_registry.store import manifest_rows, member_rows
 from credence import names
 from credence.encoding import format_time, require_utc
-from credence.enrolment import verify_enrol_proof, verify_status_proof
+from credence.enrolment import verify_enrol_proof, verify_status_proof, verify_witness_key_proof
 from credence.envelope import Envelope
-from credence.errors import FailedPrecondition, InvalidInput, NotFound, ResourceExhausted
+from credence.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidInput,
+    NotFound,
+    ResourceExhausted,
+)
 from credence.keys import VerifyKey
 from credence.pki import (
     check_csr,
@@ -182,6 +188,7 @@ def enrol(
     if request.signing_key.kid and request.signing_key.kid != key.kid:
         raise InvalidInput(f"signing key id {request.signing_key.kid} is not its thumbprint")
     verify_enrol_proof(key, csr_pem, bytes(request.signing_key_proof))
+    witness_key = _witness_key(session, request, csr_pem)
     kinds = list(request.record_kinds)
     if role == "agency":
         if not request.endpoint or ":" not in request.endpoint:
@@ -202,7 +209,21 @@ def enrol(
         record_kinds=kinds,
         csr_pem=request.csr_pem,
         now=now,
+        witness_key_raw=witness_key,
     )
+
+
+def _witness_key(
+    session: Session, request: registry_pb2.EnrolRequest, csr_pem: bytes
+) -> bytes | None:
+    """The enrolling member's witness key, proven held and not another member's."""
+    if not request.HasField("witness_key"):
+        return None
+    key = VerifyKey.from_raw(bytes(request.witness_key.ed25519))
+    verify_witness_key_proof(key, csr_pem, bytes(request.witness_key_proof))
+    if session.scalar(select(Member.member_id).where(Member.witness_key == key.raw())):
+        raise AlreadyExists("that witness key is enrolled for another member: generate a new one")
+    return key.raw()
 
 
 @dataclass(frozen=True)

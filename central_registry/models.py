@@ -100,6 +100,8 @@ class Member(Base):
     #: Raw 32-byte Ed25519 public key.
     signing_key: Mapped[bytes] = mapped_column(LargeBinary(32))
     signing_kid: Mapped[str] = mapped_column(String(64))
+    #: Raw 32-byte Ed25519 witness cosigning key; ``None`` for a member that does not witness.
+    witness_key: Mapped[bytes | None] = mapped_column(LargeBinary(32), unique=True)
     #: Record kinds an agency holds, comma-joined; empty for other roles.
     record_kinds: Mapped[str] = mapped_column(Text, default="", server_default="")
     identity_verifier: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

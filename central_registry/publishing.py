@@ -20,8 +20,11 @@ from central_registry.models import Member
 from central_registry.store import manifest_rows, member_rows
 from credence import names
 from credence.envelope import Envelope
+from credence.keys import VerifyKey
 from credence.manifest import sign_manifest
 from credence.record_kinds import LISTING_KINDS
+from credence.transparency.checkpoint import log_origin
+from credence.transparency.note import ED25519_TYPE, vkey
 from credence.v1 import common_pb2, manifest_pb2
 
 _ROLES = {
@@ -68,6 +71,9 @@ def member_entry(member: Member, scorecard: manifest_pb2.Scorecard) -> manifest_
         allowed_purposes=[names.purpose_value(name) for name in _split(member.allowed_purposes)],
         allowed_kinds=[names.kind_value(name) for name in _split(member.allowed_kinds)],
     )
+    if member.witness_key is not None:
+        witness = VerifyKey.from_raw(member.witness_key)
+        entry.witness_key.CopyFrom(_public(witness.kid, member.witness_key))
     if member.role == "agency":
         entry.endpoint = member.endpoint
         entry.record_kinds.extend(_split(member.record_kinds))
@@ -97,6 +103,10 @@ def build_manifest(
             signing_keys=[_public(keys.signing.kid, keys.signing.public.raw())],
             ca_cert_pem=keys.ca.certificate_pem.decode(),
             log_id=keys.signing.kid,
+            log_origin=log_origin(config.federation_id),
+            log_vkey=vkey(
+                log_origin(config.federation_id), ED25519_TYPE, keys.signing.public.raw()
+            ),
         ),
         scorecard=scorecard,
         revoked_serials=sorted(revoked_serials),
@@ -106,6 +116,14 @@ def build_manifest(
     for member in sorted(members, key=lambda member: member.member_id):
         if member.state in _STATES:
             manifest.members.append(member_entry(member, scorecard))
+    if config.witness_quorum is not None:
+        # Never more than the active witnesses listed: nodes refuse such a manifest.
+        witnesses = sum(
+            1
+            for entry in manifest.members
+            if entry.HasField("witness_key") and entry.state == manifest_pb2.MEMBER_STATE_ACTIVE
+        )
+        manifest.witness_quorum = min(config.witness_quorum, witnesses)
     for name, rules in sorted(config.purposes.items()):
         policy = manifest.purpose_policies.add(
             purpose=names.purpose_value(name),

@@ -45,6 +45,8 @@ from central_registry.service_public import (
     TransparencyLogServicer,
 )
 from central_registry.status_publisher import StatusListPublisher
+from central_registry.tiles import LogFiles
+from central_registry.witnessing import Witnessing, witness_periodically
 from credence.clock import Clock, utc_now
 from credence.errors import FailedPrecondition
 from credence.keys import KeySet
@@ -61,6 +63,7 @@ from credence.rpc.peer_limits import (
 from credence.rpc.reflection import enable_reflection
 from credence.rpc.tls import server_credentials
 from credence.storage import session_factory
+from credence.transparency.checkpoint import log_origin
 from credence.v1 import registry_pb2, registry_pb2_grpc
 
 _log = logging.getLogger(__name__)
@@ -87,6 +90,9 @@ class RunningRegistry:
     grace_seconds: float
     manifests: ManifestCache
     housekeeping: asyncio.Task[None] | None = None
+    witnessing: asyncio.Task[None] | None = None
+    #: Gathers cosignatures and holds the latest cosigned checkpoint.
+    witnesses: Witnessing | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting; finish in-flight calls within ``grace``; close everything."""
@@ -95,8 +101,9 @@ class RunningRegistry:
         self.http.stop()
         grace = self.grace_seconds if grace is None else grace
         await asyncio.gather(self.server.stop(grace), self.public_server.stop(grace))
-        if self.housekeeping is not None:
-            self.housekeeping.cancel()
+        for task in (self.housekeeping, self.witnessing):
+            if task is not None:
+                task.cancel()
         await self.fanout.close()
         self.manifests.close()
         self.engine.dispose()
@@ -139,6 +146,11 @@ async def start_registry(
     lookups = Lookups(
         config=config, keys=keys, engine=engine, manifests=manifests, fanout=fanout, clock=clock
     )
+    witnessing = Witnessing(
+        engine=engine, log_key=keys.signing, federation_id=config.federation_id,
+        manifests=manifests, fanout=fanout, clock=clock,
+        deadline_seconds=config.witness_deadline_seconds,
+    )  # fmt: skip
     ca_cert = load_certificate_pem(keys.ca.certificate_pem)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -187,7 +199,14 @@ async def start_registry(
         public,
     )
     registry_pb2_grpc.add_TransparencyLogServiceServicer_to_server(
-        TransparencyLogServicer(keys=keys, engine=engine, clock=clock), public
+        TransparencyLogServicer(
+            keys=keys,
+            engine=engine,
+            clock=clock,
+            origin=log_origin(config.federation_id),
+            cosigned=witnessing.latest,
+        ),
+        public,
     )
     health_servicer = health.aio.HealthServicer()
     ports = []
@@ -208,6 +227,9 @@ async def start_registry(
             raise FailedPrecondition(f"cannot listen on {address}")
         ports.append(port)
         await server.start()
+    log_files = LogFiles(
+        engine, log_key=keys.signing, origin=log_origin(config.federation_id), clock=clock
+    )
     http = HttpSide(
         http_listen or config.http_listen,
         tls_cert=config.http_tls_cert or config.path(registry_config.TLS_CERT_FILE),
@@ -215,6 +237,8 @@ async def start_registry(
         manifest=lambda: manifests.current().envelope,
         jwks=lambda: manifests.current().registry_keys,
         status_list=status_lists.current,
+        checkpoint=log_files.checkpoint,
+        tile=log_files.tile,
     )
     http.start()
     for service in (*MEMBER_SERVICES, *PUBLIC_SERVICES, ""):
@@ -228,6 +252,10 @@ async def start_registry(
         config.grace_seconds, manifests,
     )  # fmt: skip
     running.housekeeping = asyncio.ensure_future(_housekeeping(engine, config, clock))
+    running.witnesses = witnessing
+    running.witnessing = asyncio.ensure_future(
+        witness_periodically(witnessing, config.witness_interval_seconds, lambda _round: None)
+    )
     return running
 
 

@@ -120,6 +120,17 @@ NODE = Component(
                 {"tree_size": 2**40, "root": HASH, "envelope": b"\x0a\x02th" * 30, "seen_at": NOW}
             ],
         },
+        "0003": {
+            "witnessed_checkpoints": [
+                {
+                    "origin": "credence/fed/log",
+                    "tree_size": 2**40,
+                    "root": HASH,
+                    "note": b"credence/fed/log\n" * 8,
+                    "cosigned_at": NOW,
+                }
+            ],
+        },
     },
     seeded={"node_counters": [{"name": "record_generation", "value": 0}]},
 )
@@ -238,6 +249,8 @@ REGISTRY = Component(
         },
         # 0004 adds columns to grants (checked by test_registry_0004_* below).
         "0004": {},
+        # 0005 adds members.witness_key (null: members enrolled before witnessed nothing).
+        "0005": {},
     },
     seeded={},
 )

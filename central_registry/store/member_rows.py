@@ -37,6 +37,7 @@ def add_enrolment(
     record_kinds: Iterable[str],
     csr_pem: str,
     now: datetime,
+    witness_key_raw: bytes | None = None,
 ) -> Member:
     """Record an enrolment request; the member stays pending until approved.
 
@@ -50,6 +51,7 @@ def add_enrolment(
         record_kinds: record kinds an agency holds (empty for other roles).
         csr_pem: the certificate signing request, kept for approval.
         now: the enrolment time.
+        witness_key_raw: the member's 32-byte witness cosigning key, if it witnesses.
 
     Returns:
         The new pending member.
@@ -70,6 +72,7 @@ def add_enrolment(
         endpoint=endpoint,
         signing_key=bytes(signing_key_raw),
         signing_kid=kid,
+        witness_key=witness_key_raw,
         record_kinds=join_names(record_kinds),
         identity_verifier=False,
         allowed_purposes="",

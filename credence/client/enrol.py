@@ -16,7 +16,7 @@ import grpc
 
 from credence.client.errors import rpc_errors
 from credence.encoding import from_epoch, require_utc, to_epoch
-from credence.enrolment import enrol_proof, status_proof
+from credence.enrolment import enrol_proof, status_proof, witness_key_proof
 from credence.envelope import Envelope
 from credence.errors import InvalidInput
 from credence.keys import SigningKey
@@ -70,6 +70,7 @@ def enrol(
     endpoint: str = "",
     record_kinds: Sequence[str] = (),
     timeout: float = DEFAULT_TIMEOUT,
+    witness_key: SigningKey | None = None,
 ) -> None:
     """Ask to join; the member stays pending until the operator approves.
 
@@ -84,6 +85,7 @@ def enrol(
         endpoint: ``host:port`` of an agency's node.
         record_kinds: the record kinds an agency holds.
         timeout: the call's deadline in seconds.
+        witness_key: the member's witness cosigning key, when it witnesses the log.
 
     Raises:
         InvalidInput: an unknown role, a bad member id, CSR or CA, or refused
@@ -105,6 +107,10 @@ def enrol(
         record_kinds=list(record_kinds),
         signing_key_proof=enrol_proof(signing_key, csr_pem),
     )
+    if witness_key is not None:
+        public = witness_key.public
+        request.witness_key.CopyFrom(common_pb2.PublicKey(kid=public.kid, ed25519=public.raw()))
+        request.witness_key_proof = witness_key_proof(witness_key, csr_pem)
     with _channel(address, ca_pem) as channel, rpc_errors():
         registry_pb2_grpc.EnrolmentServiceStub(channel).Enrol(request, timeout=timeout)
 

@@ -24,6 +24,7 @@ from credence.keys import KeySet, SigningKey, load_signing_key, private_key_pem
 from credence.pki import generate_tls_key, make_csr
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for
 from support.registry import free_port, init_registry, run, set_config
+from support.witnessed import wait_witnessed
 
 FANOUT_DEADLINE_SECONDS = 8.0  # under the client's own 10 s timeout
 
@@ -136,6 +137,7 @@ class InProcessFederation:
         node = start_node(node_dir)
         self.nodes[profile.name] = node
         self._wait_until_asked(profile.name)
+        wait_witnessed(node)
         return node
 
     def _wait_until_asked(self, member_id: str, seconds: float = 30) -> None:

@@ -69,8 +69,8 @@ def init_registry(
     """``credence registry init`` on loopback, ``settings`` and ``[public]`` keys replaced."""
     run("registry", "init", "--dir", directory, *LOOPBACK)
     config = directory / "registry.toml"
-    if settings:
-        set_config(config, settings)
+    # Witnessing rounds often enough that a node started by a test answers soon.
+    set_config(config, {"witness_interval_seconds": 0.5, **(settings or {})})
     if public:
         set_config(config, public, table="public")
     return directory
