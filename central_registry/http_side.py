@@ -8,6 +8,13 @@ registry is serving; ``GET /status-list`` the signed revocation list of grants
 index, which alone names no subject). Nothing here accepts input or reveals
 anything about a subject.
 
+The transparency log is served as C2SP tiles (c2sp.org/tlog-tiles):
+``GET /checkpoint`` the latest checkpoint (``text/plain; charset=utf-8``),
+``GET /tile/<L>/<N>[.p/<W>]`` hash tiles and ``GET /tile/entries/<N>[.p/<W>]``
+entry bundles (the leaves' commitments). Full tiles never change and are
+served as immutable; partial tiles and the checkpoint must be revalidated. A
+malformed tile path is 400, a tile beyond the tree 404.
+
 It is served over TLS only: by default with the registry's own certificate from
 the federation CA (``tls.crt`` / ``tls.key``, the gRPC ports' identity), or the
 operator's (``http_tls_cert`` / ``http_tls_key`` in ``registry.toml``). TLS
@@ -30,13 +37,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from credence.envelope import Envelope
-from credence.errors import InvalidInput
+from credence.errors import InvalidInput, NotFound
 from credence.keys import KeySet
+from credence.transparency.tiles import TILE_WIDTH, TileRef, parse_tile_path
 
 _log = logging.getLogger(__name__)
 
 #: How long a connection may take to finish its TLS handshake and send a request.
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
+#: A full tile never changes: any cache may keep it for a year.
+IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -105,6 +115,8 @@ class HttpSide:
         manifest: Callable[[], Envelope],
         jwks: Callable[[], KeySet],
         status_list: Callable[[], str] | None = None,
+        checkpoint: Callable[[], bytes] | None = None,
+        tile: Callable[[TileRef], bytes] | None = None,
     ) -> None:
         host, _, port = listen.rpartition(":")
         side = self
@@ -121,6 +133,8 @@ class HttpSide:
         self._manifest = manifest
         self._jwks = jwks
         self._status_list = status_list
+        self._checkpoint = checkpoint
+        self._tile = tile
         context = server_tls_context(tls_cert, tls_key)
         self._server = _TlsHttpServer(
             (host.strip("[]") or "127.0.0.1", int(port)), Handler, context
@@ -144,7 +158,23 @@ class HttpSide:
 
     def _get(self, request: BaseHTTPRequestHandler) -> None:
         path = request.path.split("?", 1)[0]
-        if path == "/manifest":
+        cache = "no-cache"
+        if path.startswith("/tile/") and self._tile is not None:
+            try:
+                ref = parse_tile_path(path[1:])
+                body = self._tile(ref)
+            except InvalidInput as exc:
+                request.send_error(HTTPStatus.BAD_REQUEST, str(exc)[:200])
+                return
+            except NotFound as exc:
+                request.send_error(HTTPStatus.NOT_FOUND, str(exc)[:200])
+                return
+            kind = "application/octet-stream"
+            if ref.width == TILE_WIDTH:
+                cache = IMMUTABLE
+        elif path == "/checkpoint" and self._checkpoint is not None:
+            body, kind = self._checkpoint(), "text/plain; charset=utf-8"
+        elif path == "/manifest":
             body, kind = self._manifest().to_json().encode(), "application/json"
         elif path == "/.well-known/jwks.json":
             body, kind = json.dumps(self._jwks().to_jwks()).encode(), "application/jwk-set+json"
@@ -154,12 +184,13 @@ class HttpSide:
             body, kind = b'{"status": "serving"}', "application/json"
         else:
             request.send_error(
-                HTTPStatus.NOT_FOUND, "only /manifest, /status-list and /.well-known/jwks.json"
+                HTTPStatus.NOT_FOUND,
+                "only /manifest, /status-list, /.well-known/jwks.json, /checkpoint and /tile/...",
             )
             return
         request.send_response(HTTPStatus.OK)
         request.send_header("Content-Type", kind)
         request.send_header("Content-Length", str(len(body)))
-        request.send_header("Cache-Control", "no-cache")
+        request.send_header("Cache-Control", cache)
         request.end_headers()
         request.wfile.write(body)
