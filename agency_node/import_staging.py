@@ -58,6 +58,7 @@ from agency_node.database import bump_record_generation
 from agency_node.import_rows import RowError, stage_time
 from agency_node.models import Record
 from credence.errors import FailedPrecondition, InvalidInput
+from credence.storage import IMMEDIATE_OPTION
 
 __all__ = [
     "APPLY_CHUNK",
@@ -126,6 +127,29 @@ _SELECT_UNDO = (
     "WHERE record_id > ? ORDER BY record_id LIMIT ?"
 )
 _SELECT_SEEN = "SELECT record_id, row FROM seen WHERE record_id IN ({})"
+
+# On SQLite the node connection attaches staging.db as ``stg`` and applies a
+# chunk (a range of ``seq``) in SQL, without the rows passing through Python.
+# A write that changes nothing: it takes the node's write lock, and only the
+# node's (BEGIN IMMEDIATE would also lock staging.db, where the undo journal
+# is being written by the staging connection).
+_TAKE_LOCK = "DELETE FROM main.records WHERE 0"
+_SELECT_EXISTING = (
+    f"SELECT {', '.join('r.' + name for name in COLUMNS)} FROM stg.staged s "  # noqa: S608
+    "JOIN main.records r ON r.record_id = s.record_id WHERE s.seq > ? AND s.seq <= ?"
+)
+_UPSERT_STAGED = (
+    f"INSERT INTO main.records ({', '.join(COLUMNS)}) "  # noqa: S608
+    f"SELECT {', '.join(COLUMNS)} FROM stg.staged WHERE seq > ? AND seq <= ? "
+    f"ON CONFLICT (record_id) DO UPDATE SET {', '.join(f'{n} = excluded.{n}' for n in _OTHERS)} "
+    "WHERE content_hash != excluded.content_hash"
+)
+# The rows of applied chunks that did not exist before: not in the journal.
+_DELETE_ADDED = (
+    "DELETE FROM main.records WHERE record_id IN (SELECT s.record_id FROM stg.staged s "
+    "WHERE s.seq > ? AND s.seq <= ? "
+    "AND NOT EXISTS (SELECT 1 FROM stg.undo u WHERE u.record_id = s.record_id))"
+)
 
 
 def out_of_space(exc: BaseException) -> bool:
@@ -209,6 +233,29 @@ class Staging:
             if first[record_id] != row
         ]
 
+    def last_seq(self) -> int:
+        """How many rows are staged: their ``seq`` runs from 1 to this, in file order."""
+        row = self._db.execute("SELECT max(seq) FROM staged").fetchone()
+        return int(row[0] or 0)
+
+    @property
+    def reached(self) -> int:
+        """The last ``seq`` an apply may have written (0: none, or rows journaled by id)."""
+        row = self._db.execute("SELECT value FROM state WHERE name = 'reached'").fetchone()
+        return int(row[0]) if row else 0
+
+    def reach(self, seq: int) -> None:
+        """Journal that staged rows up to ``seq`` may be applied (committed at once).
+
+        Undoing deletes the rows of that range that are not in ``undo``: the
+        ones that did not exist before. Call it after :meth:`save_undo` of the
+        same rows, so the range never covers a row whose old version is missing.
+        """
+        self._db.execute(
+            "INSERT INTO state VALUES ('reached', ?) ON CONFLICT (name) DO UPDATE SET value = ?",
+            (str(seq), str(seq)),
+        )
+
     def staged_chunks(self, size: Callable[[], int]) -> Iterator[list[tuple[Any, ...]]]:
         """The staged rows in file order, ``size()`` (asked before each chunk) at a time."""
         last = 0
@@ -282,9 +329,11 @@ def _upsert_statement(dialect_name: str) -> Insert:
 class _Node:
     """The node database's side of applying and undoing: driver-level SQL, typed per dialect."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, *, in_sql: bool) -> None:
         self.connection = connection
         self.dialect = connection.dialect.name
+        #: Whether staging.db is attached as ``stg`` (SQLite): chunks are applied in SQL.
+        self.in_sql = in_sql
         compiled = _upsert_statement(self.dialect).compile(
             dialect=connection.dialect, column_keys=list(COLUMNS)
         )
@@ -334,6 +383,26 @@ class _Node:
             params = [tuple(row[i] for i in self._order) for row in params]
         return int(self.connection.exec_driver_sql(self._upsert_sql, params).rowcount)
 
+    def take_lock(self) -> None:
+        """Take the node database's write lock in the transaction begun (SQLite)."""
+        self.connection.exec_driver_sql(_TAKE_LOCK)
+
+    def existing(self, after: int, through: int) -> list[tuple[Any, ...]]:
+        """The node's rows with the record ids of staged rows ``(after, through]``, as stored.
+
+        As stored on SQLite is the staged form: times as text, ``disputed`` as 0 or 1.
+        """
+        rows = self.connection.exec_driver_sql(_SELECT_EXISTING, (after, through))
+        return [tuple(row) for row in rows]
+
+    def upsert_staged(self, after: int, through: int) -> int:
+        """Upsert staged rows ``(after, through]`` in SQL; how many rows the database changed."""
+        return int(self.connection.exec_driver_sql(_UPSERT_STAGED, (after, through)).rowcount)
+
+    def delete_added(self, after: int, through: int) -> None:
+        """Delete the rows staged rows ``(after, through]`` added (not in the undo journal)."""
+        self.connection.exec_driver_sql(_DELETE_ADDED, (after, through))
+
     def delete(self, ids: list[str]) -> None:
         """Delete the records with these ids (their disputes cascade)."""
         self.connection.execute(self._delete, {"ids": ids})
@@ -345,9 +414,15 @@ class _Node:
         readers and writers, it copies what no reader still needs.
         """
         if self.dialect == "sqlite" and not self.connection.in_transaction():
-            driver = self.connection.connection.driver_connection
-            if driver is not None:
-                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            # main only: unqualified, it would checkpoint staging.db too.
+            _driver(self.connection).execute("PRAGMA main.wal_checkpoint(PASSIVE)").fetchall()
+
+
+def _driver(connection: Connection) -> sqlite3.Connection:
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, sqlite3.Connection):
+        raise InvalidInput("the node database's SQLite driver is not sqlite3")
+    return driver
 
 
 def _staged(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -361,10 +436,13 @@ def _staged(row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 @contextlib.contextmanager
-def _node_connection(engine: Engine) -> Iterator[_Node]:
-    with engine.connect() as connection:
+def _node_connection(engine: Engine, staged: Path) -> Iterator[_Node]:
+    # Deferred transactions: on SQLite each one takes the node's write lock
+    # with its first statement, and never locks the attached staging.db.
+    with engine.connect().execution_options(**{IMMEDIATE_OPTION: False}) as connection:
         restore: list[str] = []
-        if connection.dialect.name == "sqlite":
+        sqlite_node = connection.dialect.name == "sqlite"
+        if sqlite_node:
             # The serving engine maps the database into memory with a large
             # page cache; pages an import touches would stay resident. The
             # import checkpoints by itself, between its transactions.
@@ -374,11 +452,19 @@ def _node_connection(engine: Engine) -> Iterator[_Node]:
                 restore.append(f"PRAGMA {pragma}={int(current or 0)}")
                 connection.exec_driver_sql(f"PRAGMA {pragma}={value}")
             connection.commit()
+            _driver(connection).execute("ATTACH DATABASE ? AS stg", (str(staged),))
         try:
-            yield _Node(connection)
+            yield _Node(connection, in_sql=sqlite_node)
         finally:
             with contextlib.suppress(Exception):
                 connection.rollback()
+            if sqlite_node:
+                try:
+                    _driver(connection).execute("DETACH DATABASE stg")
+                except sqlite3.Error:
+                    # Never hand the pool a connection that still sees staging.db.
+                    connection.invalidate()
+            with contextlib.suppress(Exception):
                 for statement in restore:
                     connection.exec_driver_sql(statement)
                 connection.commit()
@@ -409,6 +495,44 @@ class _Pace:
         self.size = next_chunk_size(rows, seconds)
 
 
+def _apply_in_sql(node: _Node, staging: Staging) -> Iterator[tuple[int, int]]:
+    """Apply chunks as ranges of ``seq`` in SQL (SQLite); yields (inserted, changed) per chunk."""
+    pace = _Pace()
+    last, end = 0, staging.last_seq()
+    while last < end:
+        through = min(end, last + pace.rows())
+        with node.connection.begin():
+            node.take_lock()  # held from here to the commit
+            locked = time.perf_counter()
+            old = node.existing(last, through)
+            # The journal is committed before the chunk is.
+            staging.save_undo(old, [])
+            staging.reach(through)
+            changed = node.upsert_staged(last, through)
+        pace.held(through - last, time.perf_counter() - locked)
+        # Staged seqs are contiguous: every row of the range was staged.
+        yield through - last - len(old), changed
+        last = through
+
+
+def _apply_rows(node: _Node, staging: Staging) -> Iterator[tuple[int, int]]:
+    """Apply chunks row by row through the driver (PostgreSQL); yields (inserted, changed)."""
+    pace = _Pace()
+    for chunk in staging.staged_chunks(pace.rows):
+        ids = [row[_RECORD_ID] for row in chunk]
+        with node.connection.begin():
+            # The lock is held from here to the commit.
+            locked = time.perf_counter()
+            old = node.old_rows(ids)
+            known = {row[_RECORD_ID] for row in old}
+            new_ids = [record_id for record_id in ids if record_id not in known]
+            # The undo is committed before the chunk is.
+            staging.save_undo(old, new_ids)
+            changed = node.upsert(chunk)
+        pace.held(len(chunk), time.perf_counter() - locked)
+        yield len(new_ids), changed
+
+
 def apply(
     staging: Staging, engine: Engine, *, on_chunk: Callable[[], None] | None = None
 ) -> tuple[int, int]:
@@ -421,25 +545,15 @@ def apply(
         FailedPrecondition: the disk filled up; everything was undone.
     """
     inserted = changed = 0
-    pace = _Pace()
     staging.set_state("applying")
     try:
-        with _node_connection(engine) as node:
-            for chunk in staging.staged_chunks(pace.rows):
-                ids = [row[_RECORD_ID] for row in chunk]
-                with node.connection.begin():
-                    # The lock is held from here (BEGIN IMMEDIATE) to the commit.
-                    locked = time.perf_counter()
-                    old = node.old_rows(ids)
-                    known = {row[_RECORD_ID] for row in old}
-                    new_ids = [record_id for record_id in ids if record_id not in known]
-                    # The undo is committed before the chunk is.
-                    staging.save_undo(old, new_ids)
-                    changed += node.upsert(chunk)
-                pace.held(len(chunk), time.perf_counter() - locked)
+        with _node_connection(engine, staging.path) as node:
+            chunks = _apply_in_sql(node, staging) if node.in_sql else _apply_rows(node, staging)
+            for chunk_inserted, chunk_changed in chunks:
+                inserted += chunk_inserted
+                changed += chunk_changed
                 # Outside the lock, and a pause in which a waiting writer gets it.
                 node.checkpoint()
-                inserted += len(new_ids)
                 if on_chunk is not None:
                     on_chunk()
             if changed:
@@ -467,7 +581,12 @@ def recover(staging: Staging, engine: Engine) -> bool:
     """
     if staging.state != "applying":
         return False
-    with _node_connection(engine) as node:
+    with _node_connection(engine, staging.path) as node:
+        reached = staging.reached
+        for after in range(0, reached, APPLY_CHUNK):
+            with node.connection.begin():
+                node.delete_added(after, min(reached, after + APPLY_CHUNK))
+            node.checkpoint()
         for added, old in staging.undo_chunks(APPLY_CHUNK):
             with node.connection.begin():
                 if added:
