@@ -21,7 +21,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from agency_node import database
-from agency_node.batch_store import BatchStore
+from agency_node.batch_store import BatchStore, LogValues
 from agency_node.bloom_filter import BloomFilter
 from agency_node.config import NodeConfig
 from agency_node.evaluation import (
@@ -33,7 +33,7 @@ from agency_node.evaluation import (
 )
 from agency_node.manifest_holder import ManifestHolder
 from agency_node.models import Record
-from agency_node.query_checks import CheckedQuery, QueryChecker, open_single_promise, timestamp
+from agency_node.query_checks import CheckedItem, QueryChecker, open_single_promise, timestamp
 from agency_node.single_store import SingleStore
 from credence import names, payloads
 from credence.clock import Clock
@@ -344,10 +344,10 @@ class Answerer:
         batch: agency_pb2.BatchQuery,
         fresh: set[str],
         now: datetime,
-    ) -> tuple[agency_pb2.BatchAnswer, list[QueryLogRow]]:
+    ) -> tuple[agency_pb2.BatchAnswer, list[LogValues]]:
         checked = self._checker.check_batch_items(batch, fresh, now)
         found = self.records.records_for(
-            [result.subject.ref for result in checked if isinstance(result, CheckedQuery)]
+            [result.subject_ref for result in checked if isinstance(result, CheckedItem)]
         )
         reply = agency_pb2.BatchAnswer(
             batch_id=batch.batch_id,
@@ -360,15 +360,17 @@ class Answerer:
         stored_now = self._batches.time(now)
         requester, purpose = batch.requester, _purpose_text(batch.purpose)
         kinds = _kinds_text(batch.kinds)
-        rows: list[QueryLogRow] = []
+        rows: list[LogValues] = []
+        append = rows.append
+        add = reply.items.add
         for item, result in zip(batch.items, checked, strict=True):
-            entry = reply.items.add(query_id=item.query_id)
+            entry = add(query_id=item.query_id)
             if isinstance(result, CredenceError):
                 code = status_for(result)
                 entry.refusal.code = code.value[0]
                 entry.refusal.reason = reason_for(result)
                 subject_ref = bytes(item.subject.ref)
-                rows.append(
+                append(
                     QueryLogRow(
                         query_id=item.query_id[:64],
                         received_at=stored_now,
@@ -385,20 +387,19 @@ class Answerer:
                     )
                 )
                 continue
-            records = found.get(result.subject.ref)
+            subject_ref, commitment = result
+            records = found.get(subject_ref)
             if records:
                 entry.answer.CopyFrom(
                     self._answer_proto(batch.kinds, self._evaluator.evaluate(records, now))
                 )
             else:
                 entry.answer.CopyFrom(template)
-            # The hot path of screening: positional, in QueryLogRow's field order
-            # (keywords cost about 2 us a row here).
-            rows.append(
-                QueryLogRow(
-                    item.query_id, stored_now, requester, purpose, kinds, result.subject.ref,
-                    "answered", "OK", "", result.entry_commitment, None, None,
-                )
+            # The hot path of screening: a plain tuple in QueryLogRow's field order
+            # (keywords cost about 2 us a row here, a named tuple about 0.5 us).
+            append(
+                (item.query_id, stored_now, requester, purpose, kinds, subject_ref,
+                 "answered", "OK", "", commitment, None, None)
             )  # fmt: skip
         return reply, rows
 

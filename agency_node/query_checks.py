@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import NamedTuple
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -43,7 +44,7 @@ from credence.grants import check
 from credence.grants.cache import GrantCache
 from credence.grants.check import Asked, RevocationCheck
 from credence.manifest import TrustedManifest
-from credence.subjects import SubjectRef
+from credence.subjects import REF_BYTES, SubjectRef, SubjectType
 from credence.transparency import log_promise
 from credence.v1 import agency_pb2, common_pb2
 
@@ -60,6 +61,16 @@ class CheckedQuery:
     kinds: tuple[int, ...]
     purpose: int
     requester: str
+    entry_commitment: bytes
+
+
+class CheckedItem(NamedTuple):
+    """A batch item that passed every check: what the node reads and logs for it.
+
+    The rest (query id, requester, purpose, kinds) is the item's and its batch's.
+    """
+
+    subject_ref: bytes
     entry_commitment: bytes
 
 
@@ -196,52 +207,68 @@ class QueryChecker:
 
     def check_batch_items(
         self, batch: agency_pb2.BatchQuery, fresh: Collection[str], now: datetime
-    ) -> list[CheckedQuery | CredenceError]:
+    ) -> list[CheckedItem | CredenceError]:
         """Steps 4-6 for every item of a verified batch, sharing what the items share.
 
         ``fresh`` holds the item ids the replay check let through; any other
         item is refused as replayed. A batch-wide failure (unknown purpose,
         suspended requester, the node's policy) refuses every item with the
         same reason, exactly as the single path would refuse each query.
+        What the items share (requester, purpose, kinds) is the batch's.
         """
         issued_at = timestamp(batch.issued_at, f"batch {batch.batch_id}: issued_at")
         try:
             asked = self._shared_checks(batch.kinds, batch.purpose, batch.requester)
         except CredenceError as exc:
             return [exc for _ in batch.items]
-        encoder = log_promise.CommitmentEncoder.for_shared(
+        commit = log_promise.CommitmentEncoder.for_shared(
             requester=batch.requester, purpose=batch.purpose, kinds=batch.kinds, issued_at=issued_at
-        )
-        rules = log_promise.PromiseRules.at(self.manifest.registry.log_id, now)
-        kinds = asked.kinds
-        requester, purpose = batch.requester, batch.purpose
+        ).commit
+        check_promise = log_promise.PromiseRules.at(self.manifest.registry.log_id, now).check
         salt_bytes = log_promise.SALT_BYTES
-        results: list[CheckedQuery | CredenceError] = []
+        subject_types = check.SUBJECT_TYPES
+        # The public-register basis depends only on the subject type and what the
+        # batch asks: checked once per type, not once per item (screening's common case).
+        public: dict[SubjectType, str | CredenceError] = {}
+        results: list[CheckedItem | CredenceError] = []
+        append = results.append
         for item in batch.items:
             query_id = item.query_id
             try:
                 if query_id not in fresh:
                     raise Replayed(f"query {query_id} was already received")
                 subject = item.subject
-                subject_type = check.SUBJECT_TYPES.get(subject.type)
+                subject_type = subject_types.get(subject.type)
                 if subject_type is None:
                     raise InvalidInput(f"query {query_id}: subject type is unspecified")
-                ref = SubjectRef(subject_type, subject.ref)
-                grant_id = self._check_grant(item.grant, ref, asked, now)
+                ref = subject.ref
+                if len(ref) != REF_BYTES:
+                    SubjectRef(subject_type, ref)  # raises, naming the length
+                grant = item.grant
+                if grant.WhichOneof("basis") == "public_register":
+                    basis = public.get(subject_type)
+                    if basis is None:
+                        basis = public[subject_type] = self._public_basis(
+                            grant, SubjectRef(subject_type, ref), asked, now
+                        )
+                    if not isinstance(basis, str):
+                        append(basis)
+                        continue
+                    grant_id = basis
+                else:
+                    grant_id = self._check_grant(grant, SubjectRef(subject_type, ref), asked, now)
                 promise = item.log_promise
                 salt = promise.salt
-                rules.check(
+                check_promise(
                     promise,
                     query_id,
-                    encoder.commit(salt, query_id, subject.type, ref.ref, grant_id)
+                    commit(salt, query_id, subject.type, ref, grant_id)
                     if len(salt) == salt_bytes
                     else b"",
                 )
-                results.append(
-                    CheckedQuery(query_id, ref, kinds, purpose, requester, promise.entry_commitment)
-                )
+                append(CheckedItem(ref, promise.entry_commitment))
             except CredenceError as exc:
-                results.append(exc)
+                append(exc)
         return results
 
     def _shared_checks(self, kinds: Sequence[int], purpose: int, requester: str) -> Asked:
@@ -257,6 +284,14 @@ class QueryChecker:
             raise PermissionDenied(f"this agency does not answer queries for {asked.purpose_name}")
         if asked.requester in self.policy.refused_requesters:
             raise PermissionDenied(f"this agency does not answer queries from {asked.requester!r}")
+
+    def _public_basis(
+        self, grant: agency_pb2.Grant, ref: SubjectRef, asked: Asked, now: datetime
+    ) -> str | CredenceError:
+        try:
+            return self._check_grant(grant, ref, asked, now)
+        except CredenceError as exc:
+            return exc
 
     def _check_grant(
         self, grant: agency_pb2.Grant, ref: SubjectRef, asked: Asked, now: datetime
