@@ -204,6 +204,26 @@ class FanOut:
     async def batch(
         self, targets: Sequence[AgencyTarget], batch: Envelope, item_ids: Sequence[str]
     ) -> dict[str, list[AgencyOutcome]]:
+        """Send every target the signed ``batch``; each item's outcomes (see :meth:`batch_replies`).
+
+        Returns:
+            For each item's query id, one outcome per target in the order of
+            ``targets``. An item answered carries the item's answer (whose
+            ``query_id``, ``agency`` and ``answered_at`` are empty: the batch
+            answer carries them once) and the hash of the batch answer payload.
+
+        Raises:
+            InvalidInput: as :meth:`batch_replies`.
+        """
+        replies = await self.batch_replies(targets, batch, item_ids)
+        return {
+            query_id: [reply.outcome(index) for reply in replies]
+            for index, query_id in enumerate(item_ids)
+        }
+
+    async def batch_replies(
+        self, targets: Sequence[AgencyTarget], batch: Envelope, item_ids: Sequence[str]
+    ) -> list[BatchReply]:
         """Send every target the signed ``batch`` on one AnswerBatch stream each, in parallel.
 
         Args:
@@ -212,10 +232,9 @@ class FanOut:
             item_ids: the query ids of the batch's items, in the batch's order.
 
         Returns:
-            For each item's query id, one outcome per target in the order of
-            ``targets``. An item answered carries the item's answer (whose
-            ``query_id``, ``agency`` and ``answered_at`` are empty: the batch
-            answer carries them once) and the hash of the batch answer payload.
+            One reply per target, in the order of ``targets``: its verified
+            items (checked item for item against ``item_ids``), or the one
+            outcome every item gets when the agency did not answer validly.
 
         Raises:
             InvalidInput: ``batch`` is not a signed batch query, or its items
@@ -240,13 +259,11 @@ class FanOut:
         request = agency_pb2.AnswerBatchRequest(batch=batch.to_proto()).SerializeToString()
         expected = _Expected(parsed.batch_id, hashlib.sha256(batch.payload).digest())
         end = asyncio.get_running_loop().time() + self._batch_deadline
-        per_target = await asyncio.gather(
-            *(self._ask_batch(target, request, expected, ids, end) for target in targets)
+        return list(
+            await asyncio.gather(
+                *(self._ask_batch(target, request, expected, ids, end) for target in targets)
+            )
         )
-        return {
-            query_id: [outcomes[index] for outcomes in per_target]
-            for index, query_id in enumerate(ids)
-        }
 
     async def retain(self, targets: Iterable[AgencyTarget]) -> None:
         """Close the channels of every node not among ``targets`` (after a manifest change)."""
@@ -304,10 +321,10 @@ class FanOut:
         expected: _Expected,
         item_ids: tuple[str, ...],
         end: float,
-    ) -> list[AgencyOutcome]:
+    ) -> BatchReply:
         remaining = await self._slot(end)
         if remaining is None:
-            return [self._timed_out(target, self._batch_deadline)] * len(item_ids)
+            return BatchReply(target, failure=self._timed_out(target, self._batch_deadline))
         try:
             call = self._stubs_for(target).answer_batch(timeout=remaining)
             await call.write(request)
@@ -317,7 +334,7 @@ class FanOut:
             # answered and then failed the stream has not answered.
             code = await call.code()
         except grpc.aio.AioRpcError as error:
-            return [self._failed(target, error, self._batch_deadline)] * len(item_ids)
+            return BatchReply(target, failure=self._failed(target, error, self._batch_deadline))
         finally:
             self._slots.release()
         try:
@@ -325,8 +342,8 @@ class FanOut:
                 _refuse(f"node ended the batch stream with {code.name} after answering")
             reply, answer_hash = _verify_batch_answer(target, response, expected, item_ids)
         except (CredenceError, _Invalid) as exc:
-            return [_invalid(target, exc)] * len(item_ids)
-        return [_item_outcome(target, item, answer_hash) for item in reply.items]
+            return BatchReply(target, failure=_invalid(target, exc))
+        return BatchReply(target, items=reply.items, answer_hash=answer_hash)
 
     def _timed_out(self, target: AgencyTarget, deadline: float) -> AgencyOutcome:
         return AgencyOutcome(target.member_id, _TIMEOUT, f"no answer within {deadline} s")
@@ -341,6 +358,52 @@ class FanOut:
         if code is grpc.StatusCode.UNAVAILABLE:
             return AgencyOutcome(target.member_id, _UNAVAILABLE, details or code.name)
         return AgencyOutcome(target.member_id, _REFUSED, f"{code.name}: {details}")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReply:
+    """One agency's reply to a batch: its verified items, or why it has none.
+
+    Attributes:
+        target: the agency asked.
+        items: the verified answer's items, in the batch's order (empty on failure).
+        answer_hash: SHA-256 of the signed batch answer payload (empty on failure).
+        failure: the outcome of every item when the agency did not answer
+            validly (timeout, unavailable, refused, invalid answer); else None.
+    """
+
+    target: AgencyTarget
+    items: Sequence[agency_pb2.BatchAnswerItem] = ()
+    answer_hash: bytes = b""
+    failure: AgencyOutcome | None = None
+
+    def outcome(self, index: int) -> AgencyOutcome:
+        """The outcome of the batch's item ``index`` from this agency."""
+        if self.failure is not None:
+            return self.failure
+        return _item_outcome(self.target, self.items[index], self.answer_hash)
+
+    def plainly_clear(self) -> list[bool]:
+        """Per item: answered with a blacklist part alone that does not list the subject.
+
+        Such an answer makes the same contribution to every blacklist-only
+        verdict, so aggregation can share one template among the items that
+        every agency answered this way. False for every item of a failure.
+        """
+        if self.failure is not None:
+            return [False] * 0
+        flags = []
+        for item in self.items:
+            if item.WhichOneof("outcome") != "answer":
+                flags.append(False)
+                continue
+            answer = item.answer
+            flags.append(
+                answer.HasField("blacklist")
+                and not answer.blacklist.listed
+                and not answer.HasField("credit")
+            )
+        return flags
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,22 +21,27 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from central_registry.access import Allowed, check_asked, check_grant, subject_from_proto
 from central_registry.aggregation import aggregate
+from central_registry.fanout import BatchReply
 from central_registry.grants import GrantPolicy
 from central_registry.limits import request_shape
 from central_registry.log.rows import LogRow, dispatched_row, refused_row
 from central_registry.lookup_context import LookupContext
+from central_registry.verdict_bytes import VerdictTemplate, verdict_batch_bytes
 from credence import payloads, queries
 from credence.envelope import sign
 from credence.errors import CredenceError
 from credence.grants.check import Asked
 from credence.queries import Lookup
 from credence.rpc.status import reason_for, status_for
+from credence.scorecard import Aggregator
 from credence.transparency import log_promise
 from credence.v1 import agency_pb2, common_pb2, registry_pb2
 
 __all__ = ["screen_message"]
 
 _log = logging.getLogger(__name__)
+
+_BLACKLIST = common_pb2.VERDICT_KIND_BLACKLIST
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +52,6 @@ class _Checked:
     item: registry_pb2.ScreenItem
     lookup: Lookup
     allowed: Allowed
-
-
-def _subject_type(lookup: Lookup) -> int:
-    return queries.subject_to_proto(lookup.subject).type
 
 
 def _refuse_message(
@@ -139,11 +140,12 @@ async def screen_message(
         )
     if accepted:
         verdicts = await _screen_accepted(ctx, policy, asked, accepted, promises, now=now)
-        batch = registry_pb2.VerdictBatch(verdicts=verdicts)
+        add_result = response.results.add
         for verdict_index, row in enumerate(accepted):
-            response.results.add(row_key=row.item.row_key, verdict_index=verdict_index)
+            add_result(row_key=row.item.row_key, verdict_index=verdict_index)
+        payload = verdict_batch_bytes(verdicts)
         response.verdicts.CopyFrom(
-            sign(payloads.VERDICT_BATCH, batch.SerializeToString(), [ctx.keys.signing]).to_proto()
+            sign(payloads.VERDICT_BATCH, payload, [ctx.keys.signing]).to_proto()
         )
     return response
 
@@ -184,7 +186,7 @@ def _dispatched_rows(
     rows = []
     for row, salt in zip(checked, log_promise.new_salts(len(checked)), strict=True):
         lookup = row.lookup
-        subject_type = _subject_type(lookup)
+        subject_type = queries.subject_type_value(lookup.subject)
         rows.append(
             dispatched_row(
                 query_id=lookup.query_id,
@@ -235,7 +237,7 @@ async def _screen_accepted(
     promises: Sequence[common_pb2.LogPromise],
     *,
     now: datetime,
-) -> list[registry_pb2.Verdict]:
+) -> list[bytes]:
     targets, contributors = ctx.views.targets_for(policy, asked.kinds)
     aggregator, version = ctx.views.scorecard(policy)
     size = ctx.config.node_batch_size
@@ -246,7 +248,7 @@ async def _screen_accepted(
 
     async def one_chunk(
         chunk: Sequence[_Checked], chunk_promises: Sequence[common_pb2.LogPromise]
-    ) -> list[registry_pb2.Verdict]:
+    ) -> list[bytes]:
         envelope = queries.sign_batch(
             [(row.lookup, promise) for row, promise in zip(chunk, chunk_promises, strict=True)],
             requester=asked.requester,
@@ -258,27 +260,74 @@ async def _screen_accepted(
             registry_key=ctx.keys.signing,
             lifetime=ctx.config.query_lifetime,
         )
-        outcomes = await ctx.fanout.batch(targets, envelope, [row.lookup.query_id for row in chunk])
-        verdict_ids = iter(queries.new_query_ids(len(chunk)))
-        return [
-            aggregate(
-                verdict_id=next(verdict_ids),
-                query_id=row.lookup.query_id,
-                subject=queries.subject_to_proto(row.lookup.subject),
-                requester=asked.requester,
-                purpose=asked.purpose,
-                kinds=asked.kinds,
-                grant_id=row.allowed.grant_id,
-                outcomes=outcomes[row.lookup.query_id],
-                aggregator=aggregator,
-                scorecard_version=version,
-                log_promise=None,
-                issued_at=now,
-                expires_at=now + ctx.verdict_life(row.allowed),
-                contributors=contributors,
-            )
-            for row in chunk
-        ]
+        replies = await ctx.fanout.batch_replies(
+            targets, envelope, [row.lookup.query_id for row in chunk]
+        )
+        return _chunk_verdicts(
+            ctx, asked, chunk, replies, aggregator=aggregator, version=version,
+            contributors=contributors, now=now,
+        )  # fmt: skip
 
     results = await asyncio.gather(*(one_chunk(chunk, ps) for chunk, ps in chunks))
     return [verdict for chunk_verdicts in results for verdict in chunk_verdicts]
+
+
+def _chunk_verdicts(
+    ctx: LookupContext,
+    asked: Asked,
+    chunk: Sequence[_Checked],
+    replies: Sequence[BatchReply],
+    *,
+    aggregator: Aggregator,
+    version: str,
+    contributors: Mapping[int, Set[str]],
+    now: datetime,
+) -> list[bytes]:
+    """The serialized verdict of each row of one node batch, in the chunk's order.
+
+    A blacklist-only row that every asked agency answered plainly clear (see
+    :meth:`~central_registry.fanout.BatchReply.plainly_clear`) shares the
+    verdict template of its grant and lifetime, built by :func:`aggregate`
+    from the first such row; every other row is aggregated on its own.
+    """
+    verdict_ids = queries.new_query_ids(len(chunk))
+    shareable = asked.kinds == (_BLACKLIST,) and all(reply.failure is None for reply in replies)
+    clear_flags = [reply.plainly_clear() for reply in replies] if shareable else []
+    templates: dict[tuple[str, datetime], VerdictTemplate] = {}
+    verdicts: list[bytes] = []
+    for position, row in enumerate(chunk):
+        lookup = row.lookup
+        expires_at = now + ctx.verdict_life(row.allowed)
+        shared = shareable and all(flags[position] for flags in clear_flags)
+        key = (row.allowed.grant_id, expires_at)
+        template = templates.get(key) if shared else None
+        if template is not None:
+            verdicts.append(
+                template.row(
+                    verdict_ids[position],
+                    lookup.query_id,
+                    queries.subject_type_value(lookup.subject),
+                    lookup.subject.ref,
+                )
+            )
+            continue
+        verdict = aggregate(
+            verdict_id=verdict_ids[position],
+            query_id=lookup.query_id,
+            subject=queries.subject_to_proto(lookup.subject),
+            requester=asked.requester,
+            purpose=asked.purpose,
+            kinds=asked.kinds,
+            grant_id=row.allowed.grant_id,
+            outcomes=[reply.outcome(position) for reply in replies],
+            aggregator=aggregator,
+            scorecard_version=version,
+            log_promise=None,
+            issued_at=now,
+            expires_at=expires_at,
+            contributors=contributors,
+        )
+        if shared:
+            templates[key] = VerdictTemplate(verdict)
+        verdicts.append(verdict.SerializeToString())
+    return verdicts

@@ -36,6 +36,11 @@ def subject_to_proto(subject: SubjectRef) -> common_pb2.SubjectRef:
     return common_pb2.SubjectRef(type=_SUBJECT_TYPE_TO_PROTO[subject.subject_type], ref=subject.ref)
 
 
+def subject_type_value(subject: SubjectRef) -> int:
+    """The wire (``common_pb2.SubjectType``) value of ``subject``'s type."""
+    return _SUBJECT_TYPE_TO_PROTO[subject.subject_type]
+
+
 def new_query_id() -> str:
     """A fresh, unguessable query id that sorts by creation time.
 
