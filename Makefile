@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/credence/v1/*.proto)
 
-.PHONY: install demo proto check-protos lint test bench clean
+.PHONY: install demo proto check-protos lint test bench profile clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ demo: $(STAMP)
 # The registry with 8 agency node processes (see README, Benchmarks).
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench_registry $(BENCH_ARGS)
+
+# py-spy flame graphs of the registry, each asked node and the client under load.
+profile: $(STAMP)
+	$(BIN)/python -m bench.profile_federation $(PROFILE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

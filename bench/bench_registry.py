@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,7 @@ class CpuFigures:
     client_us: float
     registry_us: float
     busiest_node_us: float
+    per_node_us: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,14 +116,16 @@ SUBJECT_CPU_LIMITS = CpuFigures(client_us=15, registry_us=60, busiest_node_us=15
 
 
 @dataclass
-class _Ours:
+class OursSetup:
+    """What a benchmark needs from a started federation to ask it as the demo company."""
+
     document: dict[str, Any]
     key: PseudonymisationKey
     root_keys: KeySet
     credentials: MemberCredentials
 
     @classmethod
-    def load(cls, document: dict[str, Any]) -> _Ours:
+    def load(cls, document: dict[str, Any]) -> OursSetup:
         company = document["company"]
         return cls(
             document,
@@ -138,13 +141,17 @@ class _Ours:
         )
 
     def requester(self, **kwargs: Any) -> Requester:
+        """A requester for the demo company against the federation's registry."""
         return Requester(
             self.document["registry"]["address"], self.credentials, root_keys=self.root_keys,
             **kwargs,
         )  # fmt: skip
 
 
-def _single(requester: Requester, subjects: Sequence[SubjectRef], count: int) -> list[float]:
+def single_verdicts(
+    requester: Requester, subjects: Sequence[SubjectRef], count: int
+) -> list[float]:
+    """Ask ``count`` verdicts one after the other; their latencies in seconds."""
     statuses: collections.Counter[str | None] = collections.Counter()
     latencies = []
     for index in range(count):
@@ -157,7 +164,7 @@ def _single(requester: Requester, subjects: Sequence[SubjectRef], count: int) ->
 
 
 def _concurrent(
-    ours: _Ours, subjects: Sequence[SubjectRef], concurrency: int, calls: int
+    ours: OursSetup, subjects: Sequence[SubjectRef], concurrency: int, calls: int
 ) -> tuple[float, int]:
     first = ours.requester()
     manifest = first.manifest()
@@ -192,7 +199,8 @@ def _concurrent(
     return (calls - refused[0]) / elapsed, refused[0]
 
 
-def _screen(requester: Requester, subjects: Sequence[SubjectRef], message_size: int) -> float:
+def screen_all(requester: Requester, subjects: Sequence[SubjectRef], message_size: int) -> float:
+    """Screen ``subjects`` in messages of ``message_size``; subjects per second."""
     rows = [ScreenRow(f"r{index}", subject) for index, subject in enumerate(subjects)]
     statuses: collections.Counter[str | None] = collections.Counter()
     started = time.perf_counter()
@@ -249,11 +257,12 @@ class CpuMeter:
             client_us=spent["client (bench)"] * 1e6 / units,
             registry_us=spent["registry"] * 1e6 / units,
             busiest_node_us=max(per_node_us.values(), default=0.0),
+            per_node_us=per_node_us,
         )
 
 
 def measure_ours(
-    ours: _Ours,
+    ours: OursSetup,
     args: argparse.Namespace,
     singles: Sequence[SubjectRef],
     screened: Sequence[SubjectRef],
@@ -269,7 +278,7 @@ def measure_ours(
         expected = int(verified.verdict.coverage.expected)
         progress(f"ours: {args.single} sequential verdicts (c=1); coverage expects {expected}")
         cpu.report("warm-up", WARM_UP, "verdict")
-        latencies = _single(requester, singles, args.single)
+        latencies = single_verdicts(requester, singles, args.single)
         per_verdict = cpu.report("c=1", args.single, "verdict", per_node=True)
         progress(f"ours: {args.rate_calls} verdicts at c={args.concurrency}")
         rate, refused = _concurrent(ours, singles, args.concurrency, args.rate_calls)
@@ -279,7 +288,7 @@ def measure_ours(
         progress(
             f"ours: ScreenBatch of {len(screened):,} organisations, {args.message_size}/message"
         )
-        subjects_per_s = _screen(requester, screened, args.message_size)
+        subjects_per_s = screen_all(requester, screened, args.message_size)
         per_subject = cpu.report("ScreenBatch", len(screened), "subject", per_node=True)
     figures = Figures(
         p50_ms=statistics.median(latencies) * 1000,
@@ -294,7 +303,7 @@ def measure_ours(
 
 
 def profile_registry(
-    directory: Path, ours: _Ours, singles: Sequence[SubjectRef], screened: Sequence[SubjectRef],
+    directory: Path, ours: OursSetup, singles: Sequence[SubjectRef], screened: Sequence[SubjectRef],
     args: argparse.Namespace,
 ) -> None:  # fmt: skip
     """Restart the registry under cProfile, run a short workload, print its top functions."""
@@ -327,9 +336,9 @@ def profile_registry(
                 time.sleep(0.2)
         with ours.requester() as requester:
             progress("profile: 200 sequential verdicts")
-            _single(requester, singles, 200)
+            single_verdicts(requester, singles, 200)
             progress(f"profile: ScreenBatch of {len(screened):,}")
-            _screen(requester, screened, args.message_size)
+            screen_all(requester, screened, args.message_size)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -559,9 +568,10 @@ def report_targets(ours: Figures, cpu: OursCpu, floor: FloorFigures) -> None:
 # -- main ------------------------------------------------------------------------------
 
 
-def _workload(
+def workload(
     key: PseudonymisationKey, subjects: int, screen: int, seed: int
 ) -> tuple[list[SubjectRef], list[SubjectRef]]:
+    """The organisations asked one at a time, and the ones screened."""
     # Single lookups cycle through every synthetic organisation in a fixed
     # shuffled order (a tenth listed); screening takes the first `screen`
     # organisation numbers, most of them beyond the agencies' records.
@@ -620,9 +630,9 @@ def main(argv: list[str] | None = None) -> int:
                 directory, agencies=args.agencies, subjects=args.subjects, seed=args.seed,
                 progress=lambda message: progress(f"  {message}"),
             )  # fmt: skip
-            ours_setup = _Ours.load(document)
+            ours_setup = OursSetup.load(document)
             progress("computing subject references")
-            singles, screened = _workload(ours_setup.key, args.subjects, args.screen, args.seed)
+            singles, screened = workload(ours_setup.key, args.subjects, args.screen, args.seed)
             cpu = CpuMeter(directory)
             ours, ours_cpu, expected = measure_ours(ours_setup, args, singles, screened, cpu)
             if args.profile:
