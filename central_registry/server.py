@@ -20,10 +20,11 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -67,6 +68,7 @@ from credence.transparency.checkpoint import log_origin
 from credence.v1 import registry_pb2, registry_pb2_grpc
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MEMBER_SERVICES = (registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,)
 PUBLIC_SERVICES = tuple(
@@ -376,6 +378,10 @@ class RegistryThread:
     def port(self) -> int:
         """The gRPC port."""
         return self.running.port
+
+    def run(self, coroutine: Coroutine[Any, Any, _T], timeout: float = 60) -> _T:
+        """Run ``coroutine`` on the registry's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=timeout)
 
     @property
     def public_port(self) -> int:

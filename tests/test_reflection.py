@@ -26,7 +26,7 @@ EXPECTED = {
         "credence.v1.SubjectAccessService",
         "credence.v1.TransparencyLogService",
     },
-    "node": {"credence.v1.AgencyNodeService"},
+    "node": {"credence.v1.AgencyNodeService", "credence.v1.WitnessService"},
 }
 REFLECTION = {"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
 

@@ -23,6 +23,7 @@ from credence.subjects import SubjectRef
 from credence.v1 import common_pb2
 from support.fault_proxy import FaultProxy
 from support.inprocess import InProcessFederation, start
+from support.witnessed import wait_witnessed
 
 #: The agencies that contribute to a blacklist verdict: every fault targets one.
 AGENCIES = tuple(
@@ -119,8 +120,12 @@ def fault_federation(root: Path) -> Iterator[FaultFederation]:
             # The node's port is known only once it runs: the proxy learns it then.
             proxy = FaultProxy("127.0.0.1:1")
             proxies[profile.name] = proxy
-            node = federation.add_agency(profile, subjects=20, endpoint=proxy.address)
+            node = federation.add_agency(
+                profile, subjects=20, endpoint=proxy.address, witnessed=False
+            )
             proxy.set_upstream(f"127.0.0.1:{node.port}")
+        for node in federation.nodes.values():
+            wait_witnessed(node)
         yield FaultFederation(federation, proxies, registry_proxy)
     finally:
         for proxy in (*proxies.values(), registry_proxy):

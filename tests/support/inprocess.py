@@ -103,13 +103,22 @@ class InProcessFederation:
         return member
 
     def add_agency(
-        self, profile: synthetic.AgencyProfile, subjects: int = 60, *, endpoint: str | None = None
+        self,
+        profile: synthetic.AgencyProfile,
+        subjects: int = 60,
+        *,
+        endpoint: str | None = None,
+        settings: dict[str, object] | None = None,
+        witnessed: bool = True,
     ) -> RunningNode:
         """Enrol, approve, import and start an agency node.
 
         ``endpoint`` is the address enrolled into the manifest, where the
         registry dials the node (a fault proxy in front of it, say); by
-        default the address the node listens on.
+        default the address the node listens on. ``settings`` overrides
+        ``node.toml`` keys. ``witnessed`` waits until the node answers (a
+        cosigned checkpoint reached it); a caller that must first connect
+        the endpoint waits itself (:func:`support.witnessed.wait_witnessed`).
         """
         node_dir = self.node_dir(profile.name)
         listen = f"127.0.0.1:{free_port()}"
@@ -129,6 +138,7 @@ class InProcessFederation:
                 "audit_interval_seconds": 1,
                 "audit_merge_delay_seconds": 0,
                 "manifest_refresh_seconds": 1,
+                **(settings or {}),
             },
         )
         records = node_dir / "records.csv"
@@ -137,7 +147,8 @@ class InProcessFederation:
         node = start_node(node_dir)
         self.nodes[profile.name] = node
         self._wait_until_asked(profile.name)
-        wait_witnessed(node)
+        if witnessed:
+            wait_witnessed(node)
         return node
 
     def _wait_until_asked(self, member_id: str, seconds: float = 30) -> None:
