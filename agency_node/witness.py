@@ -29,18 +29,17 @@ from agency_node.models import WitnessedCheckpoint
 from credence.clock import Clock
 from credence.errors import CredenceError, Unavailable
 from credence.keys import SigningKey
-from credence.manifest import TrustedManifest
 from credence.storage import immediate_writer, session_factory
 from credence.transparency import merkle
 from credence.transparency.checkpoint import Checkpoint, log_origin
 from credence.transparency.cosignature import (
-    LogIdentity,
     WitnessKey,
     WitnessState,
     parse_add_checkpoint,
     signature_line,
     witness_check,
 )
+from credence.transparency.log_audit import LogIdentity
 from credence.transparency.witness_policy import (
     policy_from_manifest,
     verify_cosigned,
@@ -49,12 +48,6 @@ from credence.transparency.witness_policy import (
 from credence.v1 import registry_pb2, registry_pb2_grpc
 
 _log = logging.getLogger(__name__)
-
-
-def log_identity(manifest: TrustedManifest) -> LogIdentity:
-    """The log a node witnesses: its federation's origin, the manifest's log key."""
-    policy = policy_from_manifest(manifest)
-    return LogIdentity(origin=policy.origin, public_key=policy.log_public_key)
 
 
 class NodeWitness:
@@ -89,7 +82,7 @@ class NodeWitness:
         """
         request = parse_add_checkpoint(body)
         manifest = self._manifests.current()
-        log = log_identity(manifest)
+        log = LogIdentity.from_manifest(manifest)
         witness = WitnessKey(witness_name(manifest.federation_id, self._member_id), self._key)
         try:
             with self._sessions.begin() as session:

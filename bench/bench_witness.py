@@ -29,7 +29,6 @@ from credence.transparency import merkle
 from credence.transparency.checkpoint import Checkpoint, sign_checkpoint
 from credence.transparency.cosignature import (
     AddCheckpointRequest,
-    LogIdentity,
     WitnessKey,
     WitnessState,
     format_add_checkpoint,
@@ -39,6 +38,7 @@ from credence.transparency.cosignature import (
     signature_line,
     witness_check,
 )
+from credence.transparency.log_audit import LogIdentity
 from credence.transparency.note import add_signatures, parse_note
 from credence.transparency.witness_policy import (
     Witness,

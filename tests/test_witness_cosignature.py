@@ -22,7 +22,6 @@ from credence.transparency.cosignature import (
     MAX_PROOF_LINES,
     AddCheckpointRequest,
     BadConsistencyProof,
-    LogIdentity,
     LogSignatureRefused,
     SizeConflict,
     UnknownLog,
@@ -37,6 +36,7 @@ from credence.transparency.cosignature import (
     signature_line,
     witness_check,
 )
+from credence.transparency.log_audit import LogIdentity
 from credence.transparency.note import add_signatures
 from credence.transparency.witness_policy import (
     QuorumNotMet,

@@ -14,7 +14,6 @@ Everything here is pure: state in, state out, ``now`` passed in. The caller
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,7 +27,8 @@ from credence.errors import (
 )
 from credence.keys import SigningKey, VerifyKey
 from credence.transparency import merkle
-from credence.transparency.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint
+from credence.transparency.checkpoint import open_checkpoint, parse_checkpoint
+from credence.transparency.log_audit import LogIdentity
 from credence.transparency.note import (
     COSIGNATURE_TYPE,
     NoteSignature,
@@ -81,14 +81,6 @@ class WitnessKey:
     def key_id(self) -> bytes:
         """The 4-byte note key id of this cosigner (type 0x04)."""
         return key_id(self.name, COSIGNATURE_TYPE, self.key.public.raw())
-
-
-@dataclass(frozen=True)
-class LogIdentity:
-    """The log a witness follows: its origin line and the log's Ed25519 key."""
-
-    origin: str
-    public_key: bytes
 
 
 @dataclass(frozen=True)
@@ -308,16 +300,6 @@ def witness_check(
         origin=log.origin, size=checkpoint.size, root_hash=checkpoint.root_hash
     )
     return new_state, cosign(opened.text, witness, now)
-
-
-def checkpoint_of(state: WitnessState) -> Checkpoint:
-    """The (unsigned) checkpoint a witness state stands for."""
-    return Checkpoint(origin=state.origin, size=state.size, root_hash=state.root_hash)
-
-
-def proof_lines(proof: Sequence[bytes]) -> tuple[bytes, ...]:
-    """A consistency proof as the tuple :class:`AddCheckpointRequest` holds."""
-    return tuple(bytes(hash_) for hash_ in proof)
 
 
 def _short(root: bytes) -> str:

@@ -16,10 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from credence.errors import CredenceError, InvalidInput, UnknownKey, VerificationError
+from credence.errors import CredenceError, InvalidInput, VerificationError
 from credence.manifest import TrustedManifest
-from credence.transparency.checkpoint import Checkpoint, log_origin, open_checkpoint
+from credence.transparency.checkpoint import Checkpoint, open_checkpoint
 from credence.transparency.cosignature import open_cosignature
+from credence.transparency.log_audit import LogIdentity
 from credence.transparency.note import (
     COSIGNATURE_TYPE,
     ED25519_TYPE,
@@ -109,23 +110,15 @@ def policy_from_manifest(manifest: TrustedManifest) -> WitnessPolicy:
         UnknownKey: the manifest's log key id is not one of the registry's keys.
         InvalidInput: the witnesses or quorum break a policy rule.
     """
-    log_key = next(
-        (key for key in manifest.registry.signing_keys if key.kid == manifest.registry.log_id),
-        None,
-    )
-    if log_key is None:
-        raise UnknownKey(
-            f"the manifest's log key {manifest.registry.log_id!r} is not among the registry's "
-            "signing keys"
-        )
+    log = LogIdentity.from_manifest(manifest)
     witnesses = tuple(
         Witness(witness_name(manifest.federation_id, member.member_id), member.witness_key)
         for member in manifest.witnesses
         if member.witness_key is not None
     )
     return WitnessPolicy(
-        origin=log_origin(manifest.federation_id),
-        log_public_key=log_key.raw(),
+        origin=log.origin,
+        log_public_key=log.public_key,
         witnesses=witnesses,
         threshold=manifest.witness_quorum,
     )
