@@ -17,6 +17,7 @@ from credence.client.requester import (
     MemberCredentials,
     Requester,
     ScreenRow,
+    _Rows,
     outcomes_from_response,
     verify_single,
 )
@@ -43,7 +44,7 @@ from credence.errors import (
 from credence.keys import KeySet, SigningKey, save_signing_key
 from credence.manifest import TrustedManifest, verify_manifest
 from credence.queries import subject_to_proto
-from credence.subjects import SubjectRef
+from credence.subjects import SubjectRef, SubjectType
 from credence.v1 import agency_pb2, common_pb2, registry_pb2
 from credence.verdicts import sign_verdict, verdict_jws, verify_verdict_file
 
@@ -784,3 +785,17 @@ def test_a_mismatched_tls_key_is_refused_at_connect(
         Requester(
             "127.0.0.1:1", mixed, root_keys=KeySet([federation.root_key.public]), manifest=manifest
         )
+
+
+def test_a_repeated_row_key_is_owed_once_per_time_it_was_sent() -> None:
+    first = SubjectRef(SubjectType.ORGANISATION, b"\x01" * 32)
+    second = SubjectRef(SubjectType.ORGANISATION, b"\x02" * 32)
+    owed = _Rows()
+    owed.sent([ScreenRow("k", first), ScreenRow("k", second), ScreenRow("other", first)])
+    assert owed.answered(["k", "other"]) == [first, first]
+    with pytest.raises(Unavailable, match="without results for 1 row keys"):
+        owed.check_complete()
+    assert owed.answered(["k"]) == [second]
+    owed.check_complete()
+    with pytest.raises(ClaimMismatch, match="'k', which was not sent or was answered already"):
+        owed.answered(["k"])

@@ -49,7 +49,7 @@ from credence.keys import KeySet, SigningKey, load_signing_key
 from credence.manifest import TrustedManifest, verify_manifest
 from credence.names import kind_value, purpose_value
 from credence.pki import load_certificate_pem, member_id_from_certificate, validate_member_id
-from credence.queries import public_register, subject_to_proto
+from credence.queries import public_register, subject_to_proto, subject_type_value
 from credence.rpc.tls import channel_credentials
 from credence.subjects import SubjectRef, SubjectType
 from credence.v1 import agency_pb2, common_pb2, registry_pb2, registry_pb2_grpc
@@ -134,29 +134,51 @@ def _kind_values(kinds: Sequence[str]) -> list[common_pb2.VerdictKind.ValueType]
 
 
 class _Rows:
-    """The screened rows still owed a result, shared by the request and response sides."""
+    """The screened rows still owed a result, shared by the request and response sides.
+
+    Rows are registered a message at a time and settled a response at a
+    time, one lock each, not one per row.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._owed: dict[str, deque[common_pb2.SubjectRef]] = {}
+        self._owed: dict[str, SubjectRef] = {}
+        # Further rows under a row key already owed, in the order sent.
+        self._repeated: dict[str, deque[SubjectRef]] = {}
         self.failure: BaseException | None = None
 
-    def sent(self, row_key: str, subject: common_pb2.SubjectRef) -> None:
+    def sent(self, rows: Sequence[ScreenRow]) -> None:
         with self._lock:
-            self._owed.setdefault(row_key, deque()).append(subject)
+            owed = self._owed
+            for row in rows:
+                if row.row_key in owed:
+                    self._repeated.setdefault(row.row_key, deque()).append(row.subject)
+                else:
+                    owed[row.row_key] = row.subject
 
-    def answered(self, row_key: str) -> common_pb2.SubjectRef:
+    def answered(self, row_keys: Sequence[str]) -> list[SubjectRef]:
+        """The subjects of ``row_keys``, each owed once per time it was sent.
+
+        Raises:
+            ClaimMismatch: a row key not sent, or answered already.
+        """
+        subjects = []
         with self._lock:
-            owed = self._owed.get(row_key)
-            if not owed:
-                raise ClaimMismatch(
-                    f"registry returned a result for row {row_key!r}, which was not sent "
-                    "or was answered already"
-                )
-            subject = owed.popleft()
-            if not owed:
-                del self._owed[row_key]
-            return subject
+            owed = self._owed
+            for row_key in row_keys:
+                subject = owed.pop(row_key, None)
+                if subject is None:
+                    raise ClaimMismatch(
+                        f"registry returned a result for row {row_key!r}, which was not sent "
+                        "or was answered already"
+                    )
+                repeated = self._repeated.get(row_key)
+                if repeated:
+                    owed[row_key] = repeated.popleft()
+                    if not repeated:
+                        del self._repeated[row_key]
+                subjects.append(subject)
+        return subjects
 
     def check_complete(self) -> None:
         with self._lock:
@@ -384,15 +406,15 @@ class Requester(ChannelClient):
         timeout: float | None,
     ) -> Iterator[ScreenOutcome]:
         call = self._stub.ScreenBatch(requests, timeout=timeout)
+        asked_kinds = sorted(kinds)
         try:
             with rpc_errors():
                 for response in call:
                     outcomes = self._under_manifest(functools.partial(self._outcomes, response))
-                    for outcome in outcomes:
-                        subject = owed.answered(outcome.row_key)
+                    subjects = owed.answered([outcome.row_key for outcome in outcomes])
+                    for outcome, subject in zip(outcomes, subjects, strict=True):
                         if outcome.verdict is not None:
-                            what = f"verdict for row {outcome.row_key!r}"
-                            check_answers(outcome.verdict.verdict, subject, purpose, kinds, what)
+                            _check_screened(outcome, subject, purpose, asked_kinds)
                         yield outcome
                     if owed.failure is not None:
                         raise owed.failure
@@ -467,16 +489,46 @@ def _requests(
     # gRPC reads this on its own thread and would only log an exception from
     # it; it is kept for the reading side to raise, and the stream ends.
     try:
+        public = public_register()
+        pending: list[ScreenRow] = []
         message = registry_pb2.ScreenBatchRequest(kinds=kinds, purpose=purpose)
+        add_item = message.items.add
         for row in rows:
-            subject = subject_to_proto(row.subject)
-            grant = row.grant if row.grant is not None else public_register()
-            owed.sent(row.row_key, subject)
-            message.items.add(row_key=row.row_key, subject=subject, grant=grant)
-            if len(message.items) >= size:
+            grant = row.grant if row.grant is not None else public
+            item = add_item(row_key=row.row_key, grant=grant)
+            item.subject.type = subject_type_value(row.subject)  # type: ignore[assignment]
+            item.subject.ref = row.subject.ref
+            pending.append(row)
+            if len(pending) >= size:
+                owed.sent(pending)
                 yield message
+                pending = []
                 message = registry_pb2.ScreenBatchRequest(kinds=kinds, purpose=purpose)
-        if message.items:
+                add_item = message.items.add
+        if pending:
+            owed.sent(pending)
             yield message
     except Exception as exc:
         owed.failure = exc
+
+
+def _check_screened(
+    outcome: ScreenOutcome, subject: SubjectRef, purpose: int, asked_kinds: list[int]
+) -> None:
+    """:func:`check_answers` for a screened row, against the subject as the caller gave it.
+
+    Raises:
+        ClaimMismatch: another subject, purpose or kinds than the row asked.
+    """
+    verdict = outcome.verdict.verdict  # type: ignore[union-attr]
+    asked = verdict.subject
+    if asked.ref != subject.ref or asked.type != subject_type_value(subject):
+        raise ClaimMismatch(
+            f"verdict for row {outcome.row_key!r} is about subject {asked.ref.hex()}, "
+            f"not {subject.ref.hex()}"
+        )
+    if verdict.purpose != purpose or sorted(verdict.kinds) != asked_kinds:
+        raise ClaimMismatch(
+            f"verdict for row {outcome.row_key!r} answers another purpose or other kinds "
+            "than were asked"
+        )

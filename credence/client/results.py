@@ -207,6 +207,7 @@ def outcomes_from_response(
             envelope, payloads.VERDICT_BATCH, manifest_keys, registry_pb2.VerdictBatch
         )
     outcomes: list[ScreenOutcome] = []
+    times = _RowTimes.at(now)
     for result in response.results:
         which = result.WhichOneof("outcome")
         if which == "refusal":
@@ -227,23 +228,53 @@ def outcomes_from_response(
                 f"but the signed batch holds {len(batch.verdicts)}"
             )
         verdict = batch.verdicts[index]
-        _check_row(verdict, requester, now, result.row_key)
+        _check_row(verdict, requester, times, result.row_key)
         outcomes.append(ScreenOutcome(result.row_key, VerifiedVerdict(verdict, envelope)))
     return outcomes
 
 
-def _check_row(verdict: registry_pb2.Verdict, requester: str, now: datetime, row: str) -> None:
+@dataclass(frozen=True, slots=True)
+class _RowTimes:
+    """``now`` and ``now`` plus the clock skew as (seconds, nanos), compared as tuples.
+
+    A screened row's times are compared without converting each Timestamp to
+    a datetime (the conversion cost more than the rest of a row's checks);
+    datetimes are made only for the message of a refusal.
+    """
+
+    now: datetime
+    now_pair: tuple[int, int]
+    latest_issue: tuple[int, int]
+
+    @classmethod
+    def at(cls, now: datetime) -> _RowTimes:
+        return cls(now, _pair(now), _pair(now + payloads.CLOCK_SKEW))
+
+
+def _pair(moment: datetime) -> tuple[int, int]:
+    since = moment - _EPOCH
+    seconds = since.days * 86_400 + since.seconds
+    return seconds, since.microseconds * 1000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _check_row(verdict: registry_pb2.Verdict, requester: str, times: _RowTimes, row: str) -> None:
     # The batch signature covers every row; what is left are the per-row rules
     # of credence.verdicts.verify_verdict.
     if not verdict.HasField("issued_at") or not verdict.HasField("expires_at"):
         raise InvalidInput(f"verdict for row {row!r} lacks issued_at or expires_at")
-    expires_at = verdict.expires_at.ToDatetime(tzinfo=UTC)
-    issued_at = verdict.issued_at.ToDatetime(tzinfo=UTC)
-    if now >= expires_at:
+    expires = verdict.expires_at
+    issued = verdict.issued_at
+    now = times.now
+    if times.now_pair >= (expires.seconds, expires.nanos):
+        expires_at = expires.ToDatetime(tzinfo=UTC)
         raise Expired(
             f"verdict for row {row!r} expired at {format_time(expires_at)} (now {format_time(now)})"
         )
-    if issued_at > now + payloads.CLOCK_SKEW:
+    if (issued.seconds, issued.nanos) > times.latest_issue:
+        issued_at = issued.ToDatetime(tzinfo=UTC)
         raise NotYetValid(
             f"verdict for row {row!r} claims to be issued at {format_time(issued_at)}, "
             f"in the future (now {format_time(now)})"
