@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from credence.encoding import format_time
@@ -192,7 +192,12 @@ class _RowChecker:
         self._strict = strict
         self._stamp = stage_time(now)
         self._times: dict[str, datetime] = {}
-        self._db_times: dict[datetime, tuple[str, str]] = {}
+        # (occurred_at, expires_at as given, kind) -> the stored and hashed
+        # times: one look-up for most rows, whose times repeat.
+        self._spans: dict[tuple[str, str, str], tuple[str, str, str, str]] = {}
+        # Rows about one subject often come one after another: the last
+        # identifier's reference is kept.
+        self._last: tuple[str, SubjectRef] | None = None
 
     def check(self, row: int, raw: _Raw, errors: list[RowError]) -> tuple[Any, ...] | None:
         """The row's values in :data:`_COLUMNS` order, ready for the driver.
@@ -253,28 +258,23 @@ class _RowChecker:
         if problems or ref is None or rule is None or occurred_at is None:
             errors.extend([RowError(row, name, reason) for name, reason in problems])
             return None
-        # kinds.rehabilitation_end, inlined: its UTC checks cost more than the
-        # rest of the row, and parsing already made these aware UTC.
-        try:
-            expires_at = occurred_at + rule.rehabilitation
-        except OverflowError:
-            # Past year 9999: the explicit expiry (if any) is the earlier end.
-            if explicit is None:
-                errors.append(
-                    RowError(
-                        row,
-                        "occurred_at",
-                        f"{format_time(occurred_at)} plus the {kind} "
-                        "period is past year 9999; give an expires_at",
-                    )
-                )
+        span = self._spans.get((occurred_text, expires_text, kind))
+        if span is None:
+            span = self._span(
+                row,
+                occurred_at,
+                explicit,
+                kind=kind,
+                rehabilitation=rule.rehabilitation,
+                errors=errors,
+            )
+            if span is None:
                 return None
-            expires_at = explicit
-        if explicit is not None and explicit < expires_at:
-            expires_at = explicit
+            if len(self._spans) >= _MEMO_LIMIT:
+                self._spans.clear()
+            self._spans[occurred_text, expires_text, kind] = span
+        occurred_db, occurred_hash, expires_db, expires_hash = span
         subject_type = ref.subject_type.value
-        occurred_db, occurred_hash = self._db(occurred_at)
-        expires_db, expires_hash = self._db(expires_at)
         # SHA-256 of the normalised row, not of the file's text: reformatting
         # a file (another date spelling, trailing zeros) is not a change. No
         # field can hold the separator (record ids are printable, the rest
@@ -301,16 +301,52 @@ class _RowChecker:
         )
         return (*values, digest, self._stamp)
 
+    def _span(
+        self,
+        row: int,
+        occurred_at: datetime,
+        explicit: datetime | None,
+        *,
+        kind: str,
+        rehabilitation: timedelta,
+        errors: list[RowError],
+    ) -> tuple[str, str, str, str] | None:
+        """(occurred_at stored, hashed, expires_at stored, hashed), or None after an error."""
+        # kinds.rehabilitation_end, inlined: its UTC checks cost more than the
+        # rest of the row, and parsing already made these aware UTC.
+        try:
+            expires_at = occurred_at + rehabilitation
+        except OverflowError:
+            # Past year 9999: the explicit expiry (if any) is the earlier end.
+            if explicit is None:
+                errors.append(
+                    RowError(
+                        row,
+                        "occurred_at",
+                        f"{format_time(occurred_at)} plus the {kind} "
+                        "period is past year 9999; give an expires_at",
+                    )
+                )
+                return None
+            expires_at = explicit
+        if explicit is not None and explicit < expires_at:
+            expires_at = explicit
+        return (*self._db(occurred_at), *self._db(expires_at))
+
     def _subject(self, identifier: str, problems: list[tuple[str, str]]) -> SubjectRef | None:
         if not identifier:
             problems.append(("identifier", "is required"))
             return None
+        if self._last is not None and self._last[0] == identifier:
+            return self._last[1]
         try:
-            return ref_for(self._key, identifier)
+            ref = ref_for(self._key, identifier)
         except InvalidIdentifier as exc:
             # The message never repeats the identifier (credence.subjects).
             problems.append(("identifier", str(exc)))
             return None
+        self._last = (identifier, ref)
+        return ref
 
     def _time(self, name: str, text: str, problems: list[tuple[str, str]]) -> datetime | None:
         when = self._times.get(text)
@@ -324,13 +360,9 @@ class _RowChecker:
         return when
 
     def _db(self, when: datetime) -> tuple[str, str]:
-        value = self._db_times.get(when)
-        if value is None:
-            value = (stage_time(when), self._hash_time(when))
-            if len(self._db_times) >= _MEMO_LIMIT:
-                self._db_times.clear()
-            self._db_times[when] = value
-        return value
+        stored = stage_time(when)
+        # On SQLite the hashed form is the stored one.
+        return stored, stored if self._hash_time is stage_time else self._hash_time(when)
 
 
 def _field(
