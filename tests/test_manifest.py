@@ -33,6 +33,9 @@ from credence.manifest import (
     sign_manifest,
     verify_manifest,
 )
+from credence.transparency.checkpoint import log_origin
+from credence.transparency.log_audit import LogIdentity
+from credence.transparency.note import ED25519_TYPE, vkey
 from credence.v1 import common_pb2, manifest_pb2
 
 NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
@@ -682,3 +685,40 @@ def test_trusted_manifest_is_frozen(build: Build) -> None:
         manifest.version = 9  # type: ignore[misc]
     with pytest.raises(TypeError):
         manifest.members["x"] = manifest.member("agency-a")  # type: ignore[index]
+
+
+# --- the log's origin and note verifier key -----------------------------------
+
+
+def test_the_manifest_names_the_logs_origin_and_vkey(build: Build) -> None:
+    manifest = build()
+    manifest.registry.log_id = REGISTRY_KEY.kid
+    origin = log_origin(FEDERATION)
+    manifest.registry.log_origin = origin
+    manifest.registry.log_vkey = vkey(origin, ED25519_TYPE, REGISTRY_KEY.public.raw())
+    held = first_use(raw_sign(manifest, "A"))
+    assert held.registry.log_origin == "credence/credence-test/log"
+    log = LogIdentity.from_manifest(held)
+    assert (log.origin, log.public_key) == (origin, REGISTRY_KEY.public.raw())
+    assert log.vkey == manifest.registry.log_vkey
+    # Left unset, the origin is still the federation's.
+    assert first_use(raw_sign(build(), "A")).registry.log_origin == origin
+
+
+def test_a_log_origin_or_vkey_that_disagrees_is_refused(build: Build) -> None:
+    # A registry hoping nodes accept checkpoints of another log, or under another key.
+    other_origin = build()
+    other_origin.registry.log_origin = "credence/elsewhere/log"
+    with pytest.raises(InvalidInput, match=r"registry\.log_origin 'credence/elsewhere/log' is not"):
+        first_use(raw_sign(other_origin, "A"))
+    other_key = build()
+    other_key.registry.log_id = REGISTRY_KEY.kid
+    other_key.registry.log_vkey = vkey(log_origin(FEDERATION), ED25519_TYPE, OUTSIDER.public.raw())
+    with pytest.raises(InvalidInput, match="is not the note verifier key of the log key"):
+        first_use(raw_sign(other_key, "A"))
+
+
+def test_a_log_key_missing_from_the_registry_keys_names_no_log(build: Build) -> None:
+    held = first_use(raw_sign(build(), "A"))  # log_id "log-1" is no registry key
+    with pytest.raises(UnknownKey, match="log key 'log-1' is not among"):
+        LogIdentity.from_manifest(held)
