@@ -23,10 +23,12 @@ from sqlalchemy import ColumnElement, Engine, Row, func, select, update
 
 from agency_node import config as node_config
 from agency_node import database
+from agency_node.log_gate import LogGate
 from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.models import AuditAlarm, QueryLogEntry, SeenTreeHead
+from agency_node.tile_audit import GATING, run_tile_pass
 from credence.clock import Clock
-from credence.errors import CredenceError, FailedPrecondition
+from credence.errors import CredenceError, FailedPrecondition, NotFound, Unavailable
 from credence.storage import immediate_writer, reader, session_factory
 from credence.transparency.log_audit import (
     MAX_PROOFS_PER_CALL,
@@ -38,6 +40,7 @@ from credence.transparency.log_audit import (
     check_inclusions,
     open_tree_head,
 )
+from credence.transparency.tile_reader import TileReader
 from credence.v1 import registry_pb2
 
 _log = logging.getLogger(__name__)
@@ -97,6 +100,8 @@ class LogAuditor:
         client: LogClient,
         clock: Clock,
         merge_delay: timedelta,
+        tiles: TileReader | None = None,
+        gate: LogGate | None = None,
     ) -> None:
         # Its transactions read, then write, beside a busy server: take the lock up front.
         self._sessions = session_factory(immediate_writer(engine))
@@ -104,10 +109,16 @@ class LogAuditor:
         self._client = client
         self._clock = clock
         self._merge_delay = merge_delay
+        # With the registry's tiles, a pass reads them against the cosigned checkpoint
+        # (agency_node.tile_audit); without, it asks the public port for proofs.
+        self._tiles = tiles
+        self._gate = gate
 
     def close(self) -> None:
-        """Close the connection to the registry's log."""
+        """Close the connections to the registry's log."""
         self._client.close()
+        if self._tiles is not None:
+            self._tiles.close()
 
     def run_once(
         self,
@@ -125,6 +136,10 @@ class LogAuditor:
         """
         now = self._clock()
         report = AuditReport()
+        if self._tiles is not None:
+            return self._run_from_tiles(
+                self._tiles, report, now, everything=everything, progress=progress, stop=stop
+            )
         try:
             head = self._client.tree_head(log_identity(self._manifests))
         except CredenceError as exc:
@@ -176,6 +191,29 @@ class LogAuditor:
             pending = following
         self._record(report, now)
         self._measure_lag(report, now)
+        return report
+
+    def _run_from_tiles(
+        self,
+        tiles: TileReader,
+        report: AuditReport,
+        now: datetime,
+        *,
+        everything: bool,
+        progress: Progress | None,
+        stop: threading.Event | None,
+    ) -> AuditReport:
+        run_tile_pass(
+            sessions=self._sessions, tiles=tiles, note=self._client.cosigned_checkpoint(),
+            manifest=self._manifests.current(), report=report, now=now,
+            merge_delay=self._merge_delay, everything=everything, progress=progress, stop=stop,
+        )  # fmt: skip
+        self._record(report, now)
+        self._measure_lag(report, now)
+        if self._gate is not None:
+            gating = [detail for kind, _, detail in report.problems if kind in GATING]
+            more = f" (and {len(gating) - 1} more problem(s))" if len(gating) > 1 else ""
+            self._gate.audit_problem(f"the log audit failed: {gating[0]}{more}" if gating else None)
         return report
 
     def _check_chunk(
@@ -324,12 +362,12 @@ class AuditThread(threading.Thread):
         """
         try:
             report = self._auditor.run_once(stop=self.stopping)
-        except grpc.RpcError as exc:
+        except (grpc.RpcError, Unavailable, NotFound) as exc:
             report = self._auditor.lag_only()
             _log.warning(
                 "log audit: registry unreachable (%s); %d promise(s) unchecked, %d overdue, "
                 "lag %.0f s",
-                exc.code().name, report.unchecked, report.overdue, report.lag_seconds,
+                _unreachable(exc), report.unchecked, report.overdue, report.lag_seconds,
             )  # fmt: skip
             if report.lag_seconds > self._max_lag:
                 self._lagging(report)
@@ -384,17 +422,19 @@ def audit_node(
         ),
         clock=clock,
         merge_delay=timedelta(seconds=config.audit_merge_delay_seconds),
+        tiles=tile_reader(config, ca_pem),
     )
     try:
         try:
             report = auditor.run_once(everything=everything, progress=progress)
-        except grpc.RpcError as exc:
+        except (grpc.RpcError, Unavailable, NotFound) as exc:
             # Nothing could be checked; what is still owed is worth saying all the more.
             report = auditor.lag_only()
+            where = " and ".join(filter(None, (config.registry_public, config.registry_http)))
             report.problems.append(
                 (UNREACHABLE, "",
-                 f"cannot reach the registry's log at {config.registry_public} "
-                 f"({exc.code().name}): check the address and that the registry is up")
+                 f"cannot reach the registry's log at {where} ({_unreachable(exc)}): "
+                 "check the address and that the registry is up")
             )  # fmt: skip
         with session_factory(engine)() as session:
             alarms = [
@@ -405,3 +445,26 @@ def audit_node(
         auditor.close()
         engine.dispose()
     return report, alarms
+
+
+#: Where a node keeps the log's full tiles (they never change) between audit passes.
+TILE_CACHE_DIR = "tiles"
+
+
+def tile_reader(config: node_config.NodeConfig, ca_pem: bytes) -> TileReader | None:
+    """The reader of the registry's tiles, if the node knows its HTTP side (``registry_http``).
+
+    Full tiles are cached in the node's data directory.
+
+    Raises:
+        InvalidInput: ``registry_http`` is not an https:// URL.
+    """
+    if not config.registry_http:
+        return None
+    return TileReader(
+        config.registry_http, ca_pem, cache_dir=config.path(TILE_CACHE_DIR), memory_tiles=2048
+    )
+
+
+def _unreachable(exc: Exception) -> str:
+    return exc.code().name if isinstance(exc, grpc.RpcError) else str(exc)

@@ -136,6 +136,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     enrol.add_argument(
         "--public", required=True, help="the registry's public host:port (enrolment)"
     )
+    enrol.add_argument(
+        "--http", default="",
+        help="the registry's HTTP side, https://host:port: the audit reads the log's tiles there",
+    )  # fmt: skip
     enrol.add_argument("--ca", type=Path, required=True, help="the federation CA (PEM)")
     enrol.add_argument(
         "--root-keys", type=Path, required=True, help="the registry root keys to pin (JWK Set)"
@@ -294,7 +298,12 @@ def _enrol(args: argparse.Namespace) -> int:
     )
     write_private_file(config.path(node_config.MANIFEST_FILE), result.manifest)
     manifest = load_manifest(config, utc_now())
-    updated = dataclasses.replace(config, registry=args.registry, registry_public=args.public)
+    updated = dataclasses.replace(
+        config,
+        registry=args.registry,
+        registry_public=args.public,
+        registry_http=args.http or config.registry_http,
+    )
     (args.dir / node_config.CONFIG_FILE).write_text(node_config.render_config(updated))
     print(f"approved: certificate, CA, manifest version {manifest.version} and keys installed")
     return 0

@@ -77,6 +77,8 @@ class NodeConfig:
     root_threshold: int = 1
     registry: str = ""
     registry_public: str = ""
+    #: https://host:port of the registry's HTTP side: the log's tiles for the audit.
+    registry_http: str = ""
     manifest_refresh_seconds: int = 10
     audit_interval_seconds: int = 30
     audit_merge_delay_seconds: int = 300
@@ -157,6 +159,7 @@ def parse_config(text: str, data_dir: Path, environ: Mapping[str, str] | None = 
         root_threshold=config_value(CONFIG_FILE, node, "root_threshold", int, 1),
         registry=config_value(CONFIG_FILE, node, "registry", str, ""),
         registry_public=config_value(CONFIG_FILE, node, "registry_public", str, ""),
+        registry_http=config_value(CONFIG_FILE, node, "registry_http", str, ""),
         manifest_refresh_seconds=config_value(
             CONFIG_FILE, node, "manifest_refresh_seconds", int, 10
         ),
@@ -244,6 +247,9 @@ def render_config(config: NodeConfig) -> str:
             f"registry = {_toml_string(config.registry)}",
             "# host:port of the registry's public port: its transparency log (set by enrol).",
             f"registry_public = {_toml_string(config.registry_public)}",
+            "# https://host:port of the registry's HTTP side: the audit reads the log's tiles",
+            "# there (set by enrol --http; empty: it asks the public port for proofs).",
+            f"registry_http = {_toml_string(config.registry_http)}",
             f"manifest_refresh_seconds = {config.manifest_refresh_seconds}",
             "# How often to check the registry's log, and how long an entry may take to appear.",
             f"audit_interval_seconds = {config.audit_interval_seconds}",

@@ -36,7 +36,7 @@ from sqlalchemy import Engine
 from agency_node import config as node_config
 from agency_node import database
 from agency_node.answering import Answerer
-from agency_node.audit import AUDIT_SERVICE, AuditThread, LogAuditor
+from agency_node.audit import AUDIT_SERVICE, AuditThread, LogAuditor, tile_reader
 from agency_node.contests import ContestDesk
 from agency_node.importer import STAGING_DIR_NAME, purge_expired, recover_interrupted_import
 from agency_node.log_gate import LogGate
@@ -370,6 +370,8 @@ def start_node(
                 client=client,
                 clock=clock,
                 merge_delay=timedelta(seconds=config.audit_merge_delay_seconds),
+                tiles=tile_reader(config, ca_pem),
+                gate=gate,
             ),
             interval_seconds=config.audit_interval_seconds,
             on_status=audit_status,

@@ -199,6 +199,14 @@ class LogClient:
         response = self._stub.GetTreeHead(registry_pb2.GetTreeHeadRequest(), timeout=self._timeout)
         return open_tree_head(response.checkpoint, log)
 
+    def cosigned_checkpoint(self) -> bytes:
+        """The latest checkpoint a quorum of witnesses cosigned, unverified; empty if none yet.
+
+        Verify it with :func:`credence.transparency.witness_policy.verify_cosigned`.
+        """
+        response = self._stub.GetTreeHead(registry_pb2.GetTreeHeadRequest(), timeout=self._timeout)
+        return bytes(response.cosigned_checkpoint)
+
     def inclusion(
         self, commitment: bytes, tree_size: int
     ) -> registry_pb2.GetInclusionProofResponse:

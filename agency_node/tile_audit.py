@@ -1,0 +1,198 @@
+"""The node's audit from tiles: its promises against the latest cosigned checkpoint.
+
+One pass reads the registry's latest checkpoint over HTTPS, checks the log's
+signature and the manifest's witness quorum (k of n cosignatures), checks
+that it extends the last checkpoint the node saw (the old root recomputed
+from the new tree's tiles), then reads the entry bundles once each, every
+one checked against the root (:class:`credence.transparency.tile_tree.TileTree`),
+and looks up every promise the node has not yet seen included. Full tiles
+come from the reader's caches after the first pass, so a pass costs the
+right edge of the tree plus what is new.
+
+A promise whose merge delay had passed when the witnesses cosigned the
+checkpoint, and that is not in it, is evidence: an alarm, and the node's
+log gate is told, so the node stops answering until the audit finds
+everything again. Promises not yet due against this checkpoint stay
+unchecked (the lag the audit reports).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from agency_node.models import QueryLogEntry, SeenTreeHead
+from credence.encoding import format_time
+from credence.errors import InvalidInput, VerificationError
+from credence.manifest import TrustedManifest
+from credence.storage import reader
+from credence.transparency.log_audit import MISSING_ENTRY
+from credence.transparency.tile_reader import TileReader
+from credence.transparency.tile_tree import TileTree
+from credence.transparency.witness_policy import policy_from_manifest, verify_cosigned
+
+if TYPE_CHECKING:
+    from agency_node.audit import AuditReport
+
+#: Problem kinds this pass adds, beside ``MISSING_ENTRY`` (a promise missing from the log).
+BAD_CHECKPOINT = "bad_checkpoint"
+BAD_TILE = "bad_tile"
+INCONSISTENT_LOG = "inconsistent_log"
+#: Rows marked verified per statement.
+_UPDATE_CHUNK = 1_000
+
+
+#: Problems that stop the node answering (through its log gate) until an audit clears them.
+GATING = frozenset({MISSING_ENTRY, BAD_TILE, INCONSISTENT_LOG})
+
+
+@dataclass(frozen=True)
+class _Due:
+    id: int
+    query_id: str
+    received_at: datetime
+
+
+def run_tile_pass(
+    *,
+    sessions: sessionmaker[Session],
+    tiles: TileReader,
+    note: bytes,
+    manifest: TrustedManifest,
+    report: AuditReport,
+    now: datetime,
+    merge_delay: timedelta,
+    everything: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """One audit pass from tiles against the cosigned checkpoint ``note``; fills ``report``.
+
+    ``note`` is the registry's latest quorum-cosigned checkpoint (empty when it
+    has none yet: nothing can be checked). ``everything`` re-checks promises
+    already verified too.
+
+    Raises:
+        Unavailable: the registry's HTTP side could not be reached.
+        NotFound: it does not serve a tile the check needs.
+    """
+    if not note:
+        return
+    try:
+        cosigned = verify_cosigned(note, policy_from_manifest(manifest), now=now)
+    except (VerificationError, InvalidInput) as exc:
+        report.problems.append((BAD_CHECKPOINT, "", f"the log's checkpoint is refused: {exc}"))
+        return
+    checkpoint = cosigned.checkpoint
+    report.tree_size = checkpoint.size
+    tree = tiles.tree(checkpoint.size, checkpoint.root_hash)
+    due = _due(sessions, everything=everything)
+    by_commitment: dict[bytes, list[_Due]] = {}
+    for commitment, row in due:
+        by_commitment.setdefault(commitment, []).append(row)
+    try:
+        if not _extends_what_was_seen(sessions, tree, report):
+            return
+        _remember(sessions, checkpoint.size, checkpoint.root_hash, note, now)
+        if stop is not None and stop.is_set():
+            return
+        found = tree.find(
+            by_commitment,
+            progress=None if progress is None else lambda n: progress(n, len(due)),
+        )
+    except (VerificationError, InvalidInput) as exc:
+        report.problems.append((BAD_TILE, "", f"the log's tiles are refused: {exc}"))
+        return
+    verified = [row.id for commitment in found for row in by_commitment[commitment]]
+    _mark(sessions, verified, now)
+    report.checked += len(verified)
+    if progress is not None:
+        progress(len(due), len(due))
+    # Promises due by the time the witnesses vouched for this checkpoint must be in it.
+    vouched_at = cosigned.cosigned_at or now
+    for commitment, rows in by_commitment.items():
+        if commitment in found:
+            continue
+        for row in rows:
+            if row.received_at + merge_delay <= vouched_at:
+                report.problems.append(
+                    (MISSING_ENTRY, row.query_id,
+                     f"query {row.query_id} was promised at {format_time(row.received_at)} "
+                     f"but is not in the log's cosigned checkpoint of {checkpoint.size} "
+                     f"entries, past the merge delay of {int(merge_delay.total_seconds())} s")
+                )  # fmt: skip
+
+
+def _due(sessions: sessionmaker[Session], *, everything: bool) -> Sequence[tuple[bytes, _Due]]:
+    where: tuple[ColumnElement[bool], ...] = (
+        QueryLogEntry.outcome == "answered",
+        QueryLogEntry.entry_commitment.is_not(None),
+    )
+    if not everything:
+        where = (*where, QueryLogEntry.inclusion_checked_at.is_(None))
+    with reader(sessions()) as session:
+        return [
+            (bytes(commitment or b""), _Due(row_id, query_id, received_at))
+            for commitment, row_id, query_id, received_at in session.execute(
+                select(
+                    QueryLogEntry.entry_commitment,
+                    QueryLogEntry.id,
+                    QueryLogEntry.query_id,
+                    QueryLogEntry.received_at,
+                ).where(*where)
+            )
+        ]
+
+
+def _mark(sessions: sessionmaker[Session], ids: Sequence[int], now: datetime) -> None:
+    for start in range(0, len(ids), _UPDATE_CHUNK):
+        with sessions.begin() as session:
+            session.execute(
+                update(QueryLogEntry)
+                .where(QueryLogEntry.id.in_(ids[start : start + _UPDATE_CHUNK]))
+                .values(inclusion_checked_at=now)
+            )
+
+
+def _extends_what_was_seen(
+    sessions: sessionmaker[Session], tree: TileTree, report: AuditReport
+) -> bool:
+    """Whether the new tree keeps the last checkpoint the node saw as its prefix."""
+    with reader(sessions()) as session:
+        previous = session.scalars(
+            select(SeenTreeHead).order_by(SeenTreeHead.tree_size.desc()).limit(1)
+        ).first()
+    if previous is None:
+        tree.check_root()
+        return True
+    if tree.size < previous.tree_size:
+        report.problems.append(
+            (INCONSISTENT_LOG, "",
+             f"the log shrank from {previous.tree_size} to {tree.size} entries: it was rewritten")
+        )  # fmt: skip
+        return False
+    old_root = tree.root_at(previous.tree_size)
+    if old_root != previous.root:
+        report.problems.append(
+            (INCONSISTENT_LOG, "",
+             f"the log's tree of {tree.size} entries does not extend the checkpoint of "
+             f"{previous.tree_size} the node saw before: its first {previous.tree_size} "
+             f"entries hash to {old_root.hex()}, not {bytes(previous.root).hex()} "
+             "(a split view or a rewritten log)")
+        )  # fmt: skip
+        return False
+    return True
+
+
+def _remember(
+    sessions: sessionmaker[Session], size: int, root: bytes, note: bytes, now: datetime
+) -> None:
+    with sessions.begin() as session:
+        if session.get(SeenTreeHead, size) is None:
+            session.add(SeenTreeHead(tree_size=size, root=root, envelope=note, seen_at=now))
