@@ -1,6 +1,6 @@
 """``credence me ...``: a subject reads and acts on their own data with their own key.
 
-    credence me lookups  --key K --binding B [--federation F] [--json]
+    credence me lookups  --key K --binding B [--federation F] [--json] [--proofs DIR]
     credence me grants   --key K --binding B [--federation F] [--json]
     credence me revoke   --key K --binding B GRANT_ID
     credence me contest  --key K --binding B --agency A --statement TEXT [--kind K]
@@ -9,24 +9,33 @@
 ``--key`` is the subject's personal key; ``--binding`` the binding an
 identity-verifying member issued for it (it names the subject's reference, so
 no identifier is ever sent). The federation file says where the registry is.
+``lookups --proofs DIR`` also saves a receipt per lookup
+(:mod:`credence.client.receipts`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
+from grpc import ssl_channel_credentials
 
 from credence.cli.command import Handler, command, subcommands
 from credence.cli.federation import Federation, add_federation_option
 from credence.cli.options import read_binding
+from credence.client.receipts import save_receipts
 from credence.client.subject import SubjectClient
 from credence.keys import load_signing_key
+from credence.transparency.log_audit import log_client
+from credence.transparency.tile_reader import TileReader
+from credence.transparency.witness_policy import policy_from_manifest
+from credence.v1 import registry_pb2
 
 EXAMPLES = """examples:
   credence me lookups --key me.key --binding me.binding.jwt
@@ -52,9 +61,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         return sub
 
-    subject_command(
+    lookups = subject_command(
         "lookups", "who looked you up, when, why, and the outcome",
-        "credence me lookups --key me.key --binding me.binding.jwt", _lookups,
+        "credence me lookups --key me.key --binding me.binding.jwt --proofs ./receipts", _lookups,
+    )  # fmt: skip
+    lookups.add_argument(
+        "--proofs", type=Path, metavar="DIR",
+        help="also save a receipt per lookup in DIR: a C2SP tlog-proof (the log entry, its "
+        "inclusion proof, the witnessed checkpoint) that verifies offline",
     )  # fmt: skip
     subject_command(
         "grants", "your consents and the mandates about you",
@@ -178,12 +192,43 @@ def _rows(messages: list[Any]) -> list[dict[str, Any]]:
 
 def _lookups(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        rows = _rows(client.lookups())
+        lookups = client.lookups()
+    rows = _rows(lookups)
     if args.json:
         _emit_json(rows)
     else:
         _print_blocks([_lookup_block(row) for row in rows], "nobody has looked you up")
+    if args.proofs is not None:
+        _save_receipts(args, lookups)
     return 0
+
+
+def _save_receipts(args: argparse.Namespace, lookups: list[registry_pb2.LookupRecord]) -> None:
+    federation = Federation(args.federation)
+    now = datetime.now(UTC)
+    policy = policy_from_manifest(federation.manifest(now))
+    ca_pem = federation.ca_cert()
+    with log_client(federation.registry["public_address"], ssl_channel_credentials(ca_pem)) as log:
+        note = log.cosigned_checkpoint()
+    with TileReader(federation.registry["http_url"], ca_pem) as tiles:
+        receipts = save_receipts(
+            lookups, note=note, tiles=tiles, policy=policy, directory=args.proofs, now=now
+        )
+    cosigned = receipts.cosigned
+    size = cosigned.checkpoint.size if cosigned else 0
+    witnesses = len(cosigned.cosigners) if cosigned else 0
+    # On stderr: --json keeps stdout one lookup per line.
+    print(
+        f"saved {len(receipts.saved)} receipt(s) to {args.proofs}, against the log's "
+        f"checkpoint of {size} entries cosigned by {witnesses} witness(es)",
+        file=sys.stderr,
+    )
+    if receipts.pending:
+        print(
+            f"{len(receipts.pending)} lookup(s) are newer than that checkpoint; ask again "
+            "after the log's merge delay for their receipts",
+            file=sys.stderr,
+        )
 
 
 def _grants(args: argparse.Namespace) -> int:

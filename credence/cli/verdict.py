@@ -1,6 +1,7 @@
 """``credence verdict check``: verify a saved verdict file offline.
 
-    credence verdict check FILE [--manifest M] [--refresh] [--requester MEMBER] [--json]
+    credence verdict check FILE [--manifest M] [--refresh] [--requester MEMBER]
+                                [--log-proof RECEIPT] [--json]
 
 Checks the registry's signature under a key of the federation manifest, the
 expiry, and that the verdict was issued to the requester. Exit 0 yes, 1 no.
@@ -8,7 +9,9 @@ Offline: the manifest is one the user already holds (``--manifest FILE``, else
 the one ``dev up`` wrote, named by the federation file's ``manifest``, else
 ``manifest.json`` beside it), verified against the pinned root keys. Only
 ``--refresh`` goes to the network: it fetches the current manifest over TLS,
-verifies it and saves it where the held one is read from.
+verifies it and saves it where the held one is read from. ``--log-proof``
+checks a receipt (a C2SP tlog-proof) beside it: that the verdict's lookup, as
+its log promise names it, is in the log under the manifest's witness quorum.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from credence.cli.command import command, subcommands
 from credence.cli.federation import Federation, add_federation_option
 from credence.cli.options import add_role_option, read_text
+from credence.client.receipts import check_verdict_receipt
 from credence.encoding import format_time
 from credence.envelope import Envelope
 from credence.errors import Expired, InvalidInput, VerificationError
 from credence.manifest import TrustedManifest, verify_manifest
+from credence.v1.registry_pb2 import Verdict
 from credence.verdicts import read_verdict_file, verify_verdict_file
 
 EXAMPLES = """examples:
@@ -33,6 +39,7 @@ EXAMPLES = """examples:
   credence verdict check verdict.json --as authority --json
   credence verdict check verdict.json --manifest ./manifest.json
   credence verdict check verdict.json --refresh
+  credence verdict check verdict.json --log-proof receipts/q-1f3a.tlog-proof
 
 Checks the registry's signature under a key of the federation manifest, the
 expiry, and that the verdict was issued to you. Exit 0 yes, 1 no. It runs
@@ -63,6 +70,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     check.add_argument(
         "--refresh", action="store_true",
         help="fetch the current manifest over TLS, verify it and save it first (online)",
+    )  # fmt: skip
+    check.add_argument(
+        "--log-proof", type=Path, metavar="FILE",
+        help="a receipt (tlog-proof, from `me lookups --proofs`): also check, offline, that the "
+        "verdict's lookup is in the log as the manifest's witness quorum saw it",
     )  # fmt: skip
     check.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -122,6 +134,7 @@ def _check(args: argparse.Namespace) -> int:
             requester=requester,
             issuer=manifest.registry.member_id,
         )
+        logged = _logged(args, verdict, manifest, now)
     except (VerificationError, InvalidInput) as exc:
         reason = " ".join(str(exc).split())
         if args.json:
@@ -136,11 +149,39 @@ def _check(args: argparse.Namespace) -> int:
         print(json.dumps({
             "valid": True, "verdict_id": verdict.verdict_id, "requester": requester,
             "expires_at": expires, "key_ids": key_ids, "manifest_version": manifest.version,
-            "claims": claims,
+            "claims": claims, **({"log_proof": logged} if logged else {}),
         }))  # fmt: skip
         return 0
     print(
         f"yes: verdict {verdict.verdict_id} is signed by the registry key {', '.join(key_ids)} "
         f"(manifest version {manifest.version}), issued to {requester}, valid until {expires}"
     )
+    if logged:
+        print(
+            f"logged: entry {logged['index']} of the log's checkpoint of {logged['tree_size']} "
+            f"entries, cosigned by {', '.join(logged['cosigners']) or 'no witness'}"
+        )
     return 0
+
+
+def _logged(
+    args: argparse.Namespace, verdict: Verdict, manifest: TrustedManifest, now: datetime
+) -> dict[str, Any] | None:
+    """With ``--log-proof``: the receipt checked against the verdict's log promise.
+
+    Raises:
+        InvalidInput: the receipt cannot be read or is malformed.
+        VerificationError: it does not prove the verdict's entry in the witnessed log.
+    """
+    if args.log_proof is None:
+        return None
+    try:
+        receipt = args.log_proof.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the receipt {args.log_proof}: {exc.strerror}") from exc
+    cosigned, index = check_verdict_receipt(verdict, receipt, manifest, now=now)
+    return {
+        "index": index,
+        "tree_size": cosigned.checkpoint.size,
+        "cosigners": list(cosigned.cosigners),
+    }
