@@ -1,14 +1,20 @@
-"""Registry scale-out on PostgreSQL (issue 7): ``python -m bench.bench_scaleout``.
+"""Registry scale-out on PostgreSQL (issues 7 and 13): ``python -m bench.bench_scaleout``.
 
-A private PostgreSQL cluster (``scripts/postgres.sh``) holds one registry
-database. Agency node processes (SQLite each) and a company are enrolled; the
-company asks for organisations' verdicts on the public-register basis through
+One PostgreSQL database holds the registry: on the server named by
+``$CREDENCE_BENCH_POSTGRES_URL`` (a ``postgresql+psycopg://`` URL; the
+benchmark creates its databases there and drops them at the end), or else on
+a private cluster started with ``scripts/postgres.sh``. Agency node processes
+(SQLite each) and a company are enrolled; the company asks for
+organisations' verdicts on the public-register basis through
 :class:`credence.client.requester.Requester`, which verifies every verdict.
 
-1. **Single-verdict throughput at concurrency 16** with one registry process,
-   then with two on the same database (the 16 requesters split between them).
-   The ratio shows what the second process buys on this machine; with 2 cores
-   shared by the registries, the nodes and the client, expect little.
+1. **Scale-out on one host**: one registry process, then two, **on one
+   port** (gRPC listens with ``SO_REUSEPORT`` on Linux, so the kernel spreads
+   the requesters' connections over the processes), sharing the database:
+   single verdicts per second at concurrency 16, and ScreenBatch subjects per
+   second from several concurrent streams. Each figure comes with the CPU
+   each registry process spent, which shows the load was shared. With 2
+   cores shared by the registries, the nodes and the client, expect little.
 2. **Log appends per second on PostgreSQL**:
    :func:`central_registry.log.entries.append_entries` on a fresh database, one
    entry per transaction and 1,000 per transaction (entries and Merkle
@@ -48,7 +54,7 @@ from central_registry.log.rows import OUTCOME_DISPATCHED, LogRow
 from central_registry.publishing import publish
 from credence.cli import main as credence_main
 from credence.client import enrol as client_enrol
-from credence.client.requester import MemberCredentials, Requester
+from credence.client.requester import MemberCredentials, Requester, ScreenRow
 from credence.dev import synthetic
 from credence.errors import ResourceExhausted
 from credence.keys import KeySet, SigningKey, load_signing_key, private_key_pem
@@ -63,6 +69,8 @@ _POSTGRES = _ROOT / "scripts" / "postgres.sh"
 _LISTENING = re.compile(r"^listening on port (\d+)(?: \(members\), (\d+) \(public\))?", re.M)
 _START_TIMEOUT_S = 60.0
 COMPANY = "bench-company"
+#: A PostgreSQL server URL to use instead of starting a private cluster.
+POSTGRES_URL_ENV = "CREDENCE_BENCH_POSTGRES_URL"
 
 _STARTED = time.monotonic()
 
@@ -152,21 +160,25 @@ class Federation:
     def root_keys(self) -> KeySet:
         return KeySet([load_signing_key(self.registry_dir / "root.key").public])
 
-    def serve_registry(self) -> Child:
+    def serve_registry(self, port: int = 0) -> Child:
+        """Start a registry process; on ``port`` (shared with the others) when given."""
         name = f"registry-{len(self.registries) + 1}"
         child = _spawn(
             name,
-            ["registry", "serve", "--dir", self.registry_dir, "--listen", "127.0.0.1:0",
+            ["registry", "serve", "--dir", self.registry_dir, "--listen", f"127.0.0.1:{port}",
              "--public-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
             self.root,
         )  # fmt: skip
+        if port and child.port != port:
+            child.stop()
+            raise RuntimeError(f"{name} listens on {child.port}, not the shared port {port}")
         self.children.append(child)
         return child
 
-    def requester(self, registry: Child) -> Requester:
+    def requester(self, registry: Child, timeout: float = 30) -> Requester:
         assert self.company is not None
         return Requester(
-            f"127.0.0.1:{registry.port}", self.company, root_keys=self.root_keys, timeout=30
+            f"127.0.0.1:{registry.port}", self.company, root_keys=self.root_keys, timeout=timeout
         )
 
     def stop(self) -> None:
@@ -184,8 +196,8 @@ def _set_config(path: Path, **values: object) -> None:
     path.write_text(content)
 
 
-def build(federation: Federation, agencies: int, subjects: int) -> list[SubjectRef]:
-    """Init the registry on PostgreSQL, serve one process, enrol the company and nodes."""
+def build(federation: Federation, agencies: int, subjects: int, port: int) -> list[SubjectRef]:
+    """Init the registry on PostgreSQL, serve one process on ``port``, enrol company and nodes."""
     registry_dir = federation.registry_dir
     progress("initialising the registry on PostgreSQL")
     _cli("registry", "init", "--dir", registry_dir, "--listen", "127.0.0.1:0",
@@ -210,7 +222,7 @@ def build(federation: Federation, agencies: int, subjects: int) -> list[SubjectR
             )  # fmt: skip
     finally:
         engine.dispose()
-    first = federation.serve_registry()
+    first = federation.serve_registry(port)
     address = f"127.0.0.1:{first.ports[0]}"
     public = f"127.0.0.1:{first.ports[1]}"
     ca_pem = (registry_dir / "ca.crt").read_bytes()
@@ -268,15 +280,13 @@ def _wait_listed(federation: Federation, registry: Child, listed: SubjectRef) ->
 
 def throughput(
     federation: Federation,
-    registries: Sequence[Child],
+    registry: Child,
     subjects: Sequence[SubjectRef],
     concurrency: int,
     calls: int,
 ) -> tuple[float, int]:
-    """Verdicts per second with ``concurrency`` requesters spread over ``registries``."""
-    requesters = [
-        federation.requester(registries[index % len(registries)]) for index in range(concurrency)
-    ]
+    """Verdicts per second from ``concurrency`` requesters, each its own connection to the port."""
+    requesters = [federation.requester(registry) for _ in range(concurrency)]
     indices = iter(range(calls))
     lock = threading.Lock()
     refused = [0]
@@ -304,6 +314,75 @@ def throughput(
         for requester in requesters:
             requester.close()
     return (calls - refused[0]) / elapsed, refused[0]
+
+
+def screening(
+    federation: Federation, registry: Child, subjects: Sequence[SubjectRef], streams: int,
+    message_size: int,
+) -> float:  # fmt: skip
+    """Subjects screened per second by ``streams`` concurrent ScreenBatch streams."""
+    requesters = [federation.requester(registry, timeout=600) for _ in range(streams)]
+    shares = [subjects[index::streams] for index in range(streams)]
+
+    def stream(requester: Requester, share: Sequence[SubjectRef]) -> int:
+        rows = [ScreenRow(f"r{index}", subject) for index, subject in enumerate(share)]
+        outcomes = requester.screen(rows, message_size=message_size, timeout=600)
+        return sum(1 for outcome in outcomes if outcome.verdict is None)
+
+    try:
+        for requester in requesters:  # connect and fetch the manifest before timing
+            requester.verify_organisation(subjects[0])
+        started = time.perf_counter()
+        with ThreadPoolExecutor(streams) as pool:
+            refused = sum(pool.map(stream, requesters, shares))
+        elapsed = time.perf_counter() - started
+    finally:
+        for requester in requesters:
+            requester.close()
+    if refused:
+        raise RuntimeError(f"{refused} screened rows were refused; the figure would not count")
+    return len(subjects) / elapsed
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(children: Sequence[Child]) -> list[float]:
+    """CPU seconds (user + system) each child process has spent so far."""
+    seconds = []
+    for child in children:
+        fields = Path(f"/proc/{child.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        seconds.append((int(fields[11]) + int(fields[12])) / _TICKS)
+    return seconds
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One scale-out step: verdicts/s, subjects/s, and each registry's share of the CPU."""
+
+    processes: int
+    verdicts_per_s: float
+    refused: int
+    subjects_per_s: float
+    cpu_split: tuple[float, ...]
+
+
+def measure(
+    federation: Federation, subjects: Sequence[SubjectRef], screened: Sequence[SubjectRef],
+    args: argparse.Namespace,
+) -> Figures:  # fmt: skip
+    """Verdicts/s and subjects/s against the shared port with the registries now running."""
+    registries = federation.registries
+    count = len(registries)
+    before = cpu_seconds(registries)
+    progress(f"{args.calls} verdicts at c={args.concurrency}, {count} registry process(es)")
+    rate, refused = throughput(federation, registries[0], subjects, args.concurrency, args.calls)
+    progress(f"ScreenBatch of {len(screened):,} in {args.streams} streams, {count} process(es)")
+    subjects_per_s = screening(federation, registries[0], screened, args.streams,
+                               args.message_size)  # fmt: skip
+    spent = [after - first for after, first in zip(cpu_seconds(registries), before, strict=True)]
+    total = sum(spent) or 1.0
+    return Figures(count, rate, refused, subjects_per_s, tuple(part / total for part in spent))
 
 
 # -- 2. log appends -----------------------------------------------------------------------
@@ -361,12 +440,68 @@ def _create_database(server_url: str, name: str) -> str:
 # -- main ---------------------------------------------------------------------------------
 
 
+def _server_url(cluster: Path) -> tuple[str, bool]:
+    """The PostgreSQL server to use, and whether a private cluster was started for it.
+
+    Raises:
+        RuntimeError: the private cluster did not start.
+    """
+    given = os.environ.get(POSTGRES_URL_ENV)
+    if given:
+        return given, False
+    progress("starting a private PostgreSQL cluster")
+    started = subprocess.run(
+        ["bash", str(_POSTGRES), "start", str(cluster), str(_free_port())],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if started.returncode != 0:
+        raise RuntimeError(f"cannot start PostgreSQL: {started.stderr.strip()}")
+    return started.stdout.strip(), True
+
+
+def _drop_databases(server_url: str, names: Sequence[str]) -> None:
+    admin = database.create_engine_for(server_url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            for name in names:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.engine.dispose()
+
+
+def _report(figures: Sequence[Figures], args: argparse.Namespace, single: float,
+            batched: float) -> None:  # fmt: skip
+    print()
+    print(f"Registry scale-out on PostgreSQL ({os.cpu_count()} cores, "
+          f"{args.agencies} agency processes, verdicts verified by the client;")  # fmt: skip
+    print(" every registry process on one port, SO_REUSEPORT)")
+    for step in figures:
+        split = " / ".join(f"{share:.0%}" for share in step.cpu_split)
+        print(f"  {step.processes} registry process(es): verdicts/s at c={args.concurrency} "
+              f"{step.verdicts_per_s:8.1f} (refused {step.refused}),  ScreenBatch "
+              f"{step.subjects_per_s:9,.0f} subj/s;  registry CPU split {split}")  # fmt: skip
+    first, last = figures[0], figures[-1]
+    print(f"  {last.processes} processes / 1: verdicts/s "
+          f"{last.verdicts_per_s / first.verdicts_per_s:5.2f}x, subjects/s "
+          f"{last.subjects_per_s / first.subjects_per_s:5.2f}x")  # fmt: skip
+    print(f"  log appends/s, 1 per transaction       : {single:8.0f}")
+    print(f"  log appends/s, {args.batch} per transaction    : {batched:8.0f}"
+          f"  ({batched / single:.0f}x the single appends)")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--agencies", type=int, default=2, help="agency node processes")
     parser.add_argument("--subjects", type=int, default=200, help="synthetic subjects per kind")
+    parser.add_argument("--processes", type=int, default=2, help="registry processes at most")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--calls", type=int, default=1200, help="verdicts per measurement")
+    parser.add_argument("--screen", type=int, default=40_000, help="subjects screened per step")
+    parser.add_argument("--streams", type=int, default=4, help="concurrent ScreenBatch streams")
+    parser.add_argument("--message-size", type=int, default=1000)
     parser.add_argument("--single-appends", type=int, default=3000)
     parser.add_argument("--batch-appends", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=1000, help="entries per batch transaction")
@@ -376,60 +511,52 @@ def main(argv: list[str] | None = None) -> int:
     # Not under a 0700 directory of ours: the postgres user must traverse it.
     cluster = Path(tempfile.gettempdir()) / f"credence-pg-bench-{secrets.token_hex(6)}"
     federation: Federation | None = None
+    private = False
+    server_url = ""
+    suffix = secrets.token_hex(4)
+    names = [f"bench_registry_{suffix}", f"bench_appends_1_{suffix}", f"bench_appends_n_{suffix}"]
     try:
-        progress("starting a private PostgreSQL cluster")
-        started = subprocess.run(
-            ["bash", str(_POSTGRES), "start", str(cluster), str(_free_port())],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-        if started.returncode != 0:
-            print(f"cannot start PostgreSQL: {started.stderr.strip()}", file=sys.stderr)
+        try:
+            server_url, private = _server_url(cluster)
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
             return 1
-        server_url = started.stdout.strip()
-        federation = Federation(work, _create_database(server_url, "registry"))
-        subjects = build(federation, args.agencies, args.subjects)
-
-        first = federation.registries[0]
-        _wait_listed(federation, first, subjects[0])
-        progress(f"{args.calls} verdicts at c={args.concurrency}, one registry process")
-        one, refused_one = throughput(federation, [first], subjects, args.concurrency, args.calls)
-        second = federation.serve_registry()
-        _wait_listed(federation, second, subjects[0])
-        progress(f"{args.calls} verdicts at c={args.concurrency}, two registry processes")
-        two, refused_two = throughput(
-            federation, [first, second], subjects, args.concurrency, args.calls
+        federation = Federation(work, _create_database(server_url, names[0]))
+        port = _free_port()
+        subjects = build(federation, args.agencies, args.subjects, port)
+        key = PseudonymisationKey.from_bytes(
+            (federation.registry_dir / "pseudonymisation.key").read_bytes()
         )
+        screened = [ref_for(key, synthetic.organisation(index)) for index in range(args.screen)]
+
+        figures = []
+        for count in range(1, args.processes + 1):
+            if count > 1:
+                progress(f"starting registry process {count} on the same port {port}")
+                federation.serve_registry(port)
+            for registry in federation.registries:
+                _wait_listed(federation, registry, subjects[0])
+            figures.append(measure(federation, subjects, screened, args))
         federation.stop()
 
         progress(f"{args.single_appends} log appends, one per transaction")
-        single = appends(_create_database(server_url, "appends_1"), args.single_appends, 1)
+        single = appends(_create_database(server_url, names[1]), args.single_appends, 1)
         progress(f"{args.batch_appends} log appends, {args.batch} per transaction")
-        batched = appends(_create_database(server_url, "appends_n"), args.batch_appends, args.batch)
-
-        print()
-        print(f"Registry scale-out on PostgreSQL ({os.cpu_count()} cores, "
-              f"{args.agencies} agency processes, verdicts verified by the client)")  # fmt: skip
-        print(f"  verdicts/s at c={args.concurrency}, 1 registry process : {one:8.1f}"
-              f"  (refused {refused_one})")  # fmt: skip
-        print(f"  verdicts/s at c={args.concurrency}, 2 registry processes: {two:8.1f}"
-              f"  (refused {refused_two})")  # fmt: skip
-        print(f"  two processes / one                    : {two / one:8.2f}x")
-        print(f"  log appends/s, 1 per transaction       : {single:8.0f}")
-        print(f"  log appends/s, {args.batch} per transaction    : {batched:8.0f}"
-              f"  ({batched / single:.0f}x the single appends)")  # fmt: skip
+        batched = appends(_create_database(server_url, names[2]), args.batch_appends, args.batch)
+        _report(figures, args, single, batched)
         return 0
     finally:
         if federation is not None:
             federation.stop()
-        subprocess.run(
-            ["bash", str(_POSTGRES), "stop", str(cluster)],
-            capture_output=True,
-            check=False,
-            timeout=120,
-        )
+        if private:
+            subprocess.run(
+                ["bash", str(_POSTGRES), "stop", str(cluster)],
+                capture_output=True,
+                check=False,
+                timeout=120,
+            )
+        elif server_url:
+            _drop_databases(server_url, names)
         shutil.rmtree(work, ignore_errors=True)
 
 

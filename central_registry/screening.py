@@ -16,9 +16,6 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from central_registry.access import Allowed, check_asked, check_grant, subject_from_proto
 from central_registry.aggregation import aggregate
 from central_registry.fanout import BatchReply
@@ -126,9 +123,7 @@ async def screen_message(
 
     used_up = await asyncio.to_thread(ctx.log.record_screened, rows, requester, now, refusal_rows)
     accepted = [row for position, row in enumerate(checked) if position not in used_up]
-    promises = _promises(
-        ctx, [row for position, row in enumerate(rows) if position not in used_up], now
-    )
+    logged = [row for position, row in enumerate(rows) if position not in used_up]
     response = registry_pb2.ScreenBatchResponse()
     for index in sorted(refused):
         item, error = refused[index]
@@ -139,7 +134,7 @@ async def screen_message(
             ),
         )
     if accepted:
-        verdicts = await _screen_accepted(ctx, policy, asked, accepted, promises, now=now)
+        verdicts = await _screen_accepted(ctx, policy, asked, accepted, logged, now=now)
         add_result = response.results.add
         for verdict_index, row in enumerate(accepted):
             add_result(row_key=row.item.row_key, verdict_index=verdict_index)
@@ -208,25 +203,12 @@ def _dispatched_rows(
     return rows
 
 
-def _promises(
-    ctx: LookupContext, rows: Sequence[LogRow], now: datetime
-) -> list[common_pb2.LogPromise]:
-    """The unsigned promises of logged rows, carried inside the signed batch query."""
-    promised_at = Timestamp()
-    promised_at.FromDatetime(now)
-    merge_delay = Duration()
-    merge_delay.FromTimedelta(ctx.config.log_merge_delay)
-    return [
-        common_pb2.LogPromise(
-            log_id=ctx.keys.signing.kid,
-            query_id=row.query_id,
-            entry_commitment=row.commitment,
-            salt=row.salt,
-            promised_at=promised_at,
-            max_merge_delay=merge_delay,
-        )
-        for row in rows
-    ]
+def _shared_promise(ctx: LookupContext, now: datetime) -> common_pb2.LogPromise:
+    """What every logged row's promise shares; the batch query adds each row's own part."""
+    promise = common_pb2.LogPromise(log_id=ctx.keys.signing.kid)
+    promise.promised_at.FromDatetime(now)
+    promise.max_merge_delay.FromTimedelta(ctx.config.log_merge_delay)
+    return promise
 
 
 async def _screen_accepted(
@@ -234,7 +216,7 @@ async def _screen_accepted(
     policy: GrantPolicy,
     asked: Asked,
     accepted: Sequence[_Checked],
-    promises: Sequence[common_pb2.LogPromise],
+    logged: Sequence[LogRow],
     *,
     now: datetime,
 ) -> list[bytes]:
@@ -242,15 +224,19 @@ async def _screen_accepted(
     aggregator, version = ctx.views.scorecard(policy)
     size = ctx.config.node_batch_size
     chunks = [
-        (accepted[start : start + size], promises[start : start + size])
+        (accepted[start : start + size], logged[start : start + size])
         for start in range(0, len(accepted), size)
     ]
 
-    async def one_chunk(
-        chunk: Sequence[_Checked], chunk_promises: Sequence[common_pb2.LogPromise]
-    ) -> list[bytes]:
-        envelope = queries.sign_batch(
-            [(row.lookup, promise) for row, promise in zip(chunk, chunk_promises, strict=True)],
+    shared = _shared_promise(ctx, now)
+
+    async def one_chunk(chunk: Sequence[_Checked], chunk_logged: Sequence[LogRow]) -> list[bytes]:
+        envelope = queries.sign_promised_batch(
+            [
+                (row.lookup, log_row.commitment, log_row.salt)
+                for row, log_row in zip(chunk, chunk_logged, strict=True)
+            ],
+            shared=shared,
             requester=asked.requester,
             purpose=asked.purpose,
             kinds=asked.kinds,

@@ -138,6 +138,67 @@ def sign_batch(
     The registry signs batches with its log key, so the one signature is both
     the query's authority and every item's log promise.
     """
+    batch = _batch_header(
+        requester=requester, purpose=purpose, kinds=kinds, audience=audience,
+        scorecard_version=scorecard_version, now=now, lifetime=lifetime, batch_id=batch_id,
+    )  # fmt: skip
+    # Each item is filled in place: building it first and appending copies it again.
+    add_item = batch.items.add
+    for lookup, promise in lookups:
+        item = add_item(query_id=lookup.query_id, grant=lookup.grant, log_promise=promise)
+        item.subject.type = _SUBJECT_TYPE_TO_PROTO[lookup.subject.subject_type]
+        item.subject.ref = lookup.subject.ref
+    return sign(payloads.BATCH_QUERY, batch.SerializeToString(), [registry_key])
+
+
+def sign_promised_batch(
+    lookups: Sequence[tuple[Lookup, bytes, bytes]],
+    *,
+    shared: common_pb2.LogPromise,
+    requester: str,
+    purpose: int,
+    kinds: Sequence[int],
+    audience: Sequence[str],
+    scorecard_version: str,
+    now: datetime,
+    registry_key: SigningKey,
+    lifetime: timedelta = DEFAULT_QUERY_LIFETIME,
+) -> Envelope:
+    """:func:`sign_batch` for lookups just logged: each as (lookup, commitment, salt).
+
+    Every item's promise is ``shared`` (log id, promise time, merge delay:
+    one message's worth) with the item's query id, entry commitment and salt
+    set in place, which costs a fraction of a promise message per item.
+    """
+    batch = _batch_header(
+        requester=requester, purpose=purpose, kinds=kinds, audience=audience,
+        scorecard_version=scorecard_version, now=now, lifetime=lifetime, batch_id=None,
+    )  # fmt: skip
+    shared_bytes = shared.SerializeToString()
+    add_item = batch.items.add
+    for lookup, commitment, salt in lookups:
+        item = add_item(query_id=lookup.query_id, grant=lookup.grant)
+        item.subject.type = _SUBJECT_TYPE_TO_PROTO[lookup.subject.subject_type]
+        item.subject.ref = lookup.subject.ref
+        promise = item.log_promise
+        promise.MergeFromString(shared_bytes)
+        promise.query_id = lookup.query_id
+        promise.entry_commitment = commitment
+        promise.salt = salt
+    return sign(payloads.BATCH_QUERY, batch.SerializeToString(), [registry_key])
+
+
+def _batch_header(
+    *,
+    requester: str,
+    purpose: int,
+    kinds: Sequence[int],
+    audience: Sequence[str],
+    scorecard_version: str,
+    now: datetime,
+    lifetime: timedelta,
+    batch_id: str | None,
+) -> agency_pb2.BatchQuery:
     batch = agency_pb2.BatchQuery(
         batch_id=batch_id or new_query_id(),
         kinds=[common_pb2.VerdictKind.ValueType(kind) for kind in kinds],
@@ -149,13 +210,4 @@ def sign_batch(
     )
     batch.issued_at.FromDatetime(now)
     batch.expires_at.FromDatetime(now + lifetime)
-    for lookup, promise in lookups:
-        batch.items.append(
-            agency_pb2.BatchItem(
-                query_id=lookup.query_id,
-                subject=subject_to_proto(lookup.subject),
-                grant=lookup.grant,
-                log_promise=promise,
-            )
-        )
-    return sign(payloads.BATCH_QUERY, batch.SerializeToString(), [registry_key])
+    return batch
