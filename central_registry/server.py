@@ -239,7 +239,7 @@ async def start_registry(
         manifest=lambda: manifests.current().envelope,
         jwks=lambda: manifests.current().registry_keys,
         status_list=status_lists.current,
-        checkpoint=log_files.checkpoint,
+        checkpoint=lambda: witnessing.served(log_files.checkpoint),
         tile=log_files.tile,
     )
     http.start()

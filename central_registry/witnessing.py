@@ -8,7 +8,8 @@ cosigned (learnt from its answers, or from the size a 409-style conflict
 names, then retried once). Each returned cosignature is verified under the
 witness's key from the manifest; once the manifest's quorum cosigned, the
 checkpoint is published with every cosignature gathered and served by
-``GetTreeHead`` (``cosigned_checkpoint``) and the HTTP side's ``/checkpoint``.
+``GetTreeHead`` (``cosigned_checkpoint``, beside the current tree's
+``checkpoint``) and the HTTP side's ``/checkpoint``.
 
 What a witness refuses is logged with its reason: a refusal that names an
 inconsistency is evidence that someone showed it another view of the log.
@@ -98,6 +99,16 @@ class Witnessing:
     def latest(self) -> bytes:
         """The latest checkpoint note cosigned by a quorum, with its cosignatures (or empty)."""
         return self._latest
+
+    def served(self, current: Callable[[], bytes]) -> bytes:
+        """What ``/checkpoint`` serves: the latest cosigned checkpoint.
+
+        A federation whose manifest asks for no cosignature (no witnesses, or a
+        quorum of 0) serves ``current()``, the checkpoint of the current tree.
+        """
+        if self._latest and self._manifests.current().witness_quorum > 0:
+            return self._latest
+        return current()
 
     def _checkpoint(self) -> bytes:
         with self._sessions.begin() as session:

@@ -17,6 +17,7 @@ from support.inprocess import InProcessFederation
 
 from credence.dev import synthetic
 from credence.manifest import TrustedManifest
+from credence.transparency.tile_reader import TileReader
 from credence.transparency.witness_policy import policy_from_manifest, verify_cosigned
 from credence.v1 import registry_pb2, registry_pb2_grpc
 
@@ -76,3 +77,19 @@ def test_lookups_are_answered_while_the_log_is_witnessed(federation: InProcessFe
         verified = client.verify_organisation(federation.subject(subject))
     coverage = verified.verdict.coverage
     assert coverage.answered == coverage.expected > 0
+
+
+def test_the_http_checkpoint_is_the_cosigned_one_and_its_tiles_prove_it(
+    federation: InProcessFederation,
+) -> None:
+    reader = TileReader(f"https://127.0.0.1:{federation.registry.http_port}", federation.ca_pem)
+    try:
+        note = reader.checkpoint()
+        cosigned = verify_cosigned(
+            note, policy_from_manifest(_manifest(federation)), now=datetime.now(UTC)
+        )
+        assert len(cosigned.cosigners) >= 2
+        # Its tiles recompute the root the witnesses vouched for.
+        reader.tree(cosigned.checkpoint.size, cosigned.checkpoint.root_hash)
+    finally:
+        reader.close()
