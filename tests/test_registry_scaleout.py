@@ -157,10 +157,10 @@ class ScaleOut:
         return [(row.idx, row.query_id, bytes(row.commitment), row.outcome) for row in rows]
 
 
-def _serve(registry_dir: Path, log: Path) -> RegistryProcess:
+def _serve(registry_dir: Path, log: Path, port: int = 0) -> RegistryProcess:
     with log.open("ab") as out:
         command = [sys.executable, "-m", "credence.cli", "registry", "serve"]
-        command += ["--dir", str(registry_dir), "--listen", "127.0.0.1:0"]
+        command += ["--dir", str(registry_dir), "--listen", f"127.0.0.1:{port}"]
         command += ["--public-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]
         process = subprocess.Popen(
             command,
@@ -220,13 +220,14 @@ def _add_agency(scale: ScaleOut, registry: RegistryProcess) -> RunningNode:
 
 
 @pytest.fixture
-def scaleout(
-    tmp_path: Path, postgres_database: str
-) -> Iterator[Callable[[dict[str, float]], ScaleOut]]:
-    """Builds the federation with the given rate limits; stops all of it afterwards."""
+def scaleout(tmp_path: Path, postgres_database: str) -> Iterator[Callable[..., ScaleOut]]:
+    """Builds the federation with the given rate limits; stops all of it afterwards.
+
+    With ``one_port`` both processes listen for members on the same port.
+    """
     built: list[ScaleOut] = []
 
-    def build(limits: dict[str, float]) -> ScaleOut:
+    def build(limits: dict[str, float], *, one_port: bool = False) -> ScaleOut:
         scale = ScaleOut(tmp_path, postgres_database, database.create_engine_for(postgres_database))
         built.append(scale)
         # `registry init` builds its config without the environment, so it always
@@ -240,8 +241,10 @@ def scaleout(
                 session, config=config, keys=load_keys(config),
                 scorecard=default_scorecard(), now=datetime.now(UTC),
             )  # fmt: skip
+        port = free_port() if one_port else 0
         for name in ("a", "b"):
-            scale.processes.append(_serve(scale.registry_dir, tmp_path / f"registry-{name}.log"))
+            log = tmp_path / f"registry-{name}.log"
+            scale.processes.append(_serve(scale.registry_dir, log, port))
         for process in scale.processes:
             _wait_listening(process)
         first = scale.processes[0]
@@ -493,3 +496,24 @@ def test_the_rate_limit_is_one_budget_across_processes(
             requester.close()
     outcomes = [outcome for _, _, _, outcome in scale.log()]
     assert outcomes == ["dispatched"] * 6 + ["refused"] * 2
+
+
+def test_two_processes_serve_one_port_and_either_carries_it_alone(
+    scaleout: Callable[..., ScaleOut],
+) -> None:
+    # gRPC binds with SO_REUSEPORT on Linux: the second process shares the port
+    # instead of failing to bind, and the kernel spreads connections over both.
+    scale = scaleout(_NO_LIMIT, one_port=True)
+    first, second = scale.processes
+    assert first.port == second.port
+    load = Load()
+    load.query_ids.extend(_warm_up(scale, scale.subjects()[0]))
+    _run_load(scale, load, [([first], 100) for _ in range(4)])
+    assert load.failures == []
+    _check_log(scale, load, first)
+    # With the first process gone, the same port still answers: the second holds it.
+    first.stop()
+    with scale.requester(second) as requester:
+        verdict = requester.verify_organisation(scale.subjects()[0])
+    assert verdict.status == "listed"
+    assert scale.log()[-1][1] == verdict.verdict.query_id
