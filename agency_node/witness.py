@@ -130,6 +130,7 @@ class CheckpointWatcher:
         self._clock = clock
         self._on_change = on_change
         self._lock = threading.Lock()
+        self._last: str | None = ""
 
     def run_once(self) -> str | None:
         """Fetch and check once; returns the gate's refusal afterwards (None: answering)."""
@@ -141,6 +142,13 @@ class CheckpointWatcher:
             except CredenceError as exc:
                 self._gate.fetch_problem(str(exc))
             reason = self._gate.refusal(self._clock())
+            if reason != self._last:
+                # Health has no room for a reason: the node's log says why.
+                if reason is None:
+                    _log.info("answering: the registry's log is witnessed")
+                else:
+                    _log.warning("answering no queries (Health NOT_SERVING): %s", reason)
+                self._last = reason
             self._on_change(reason)
             return reason
 
