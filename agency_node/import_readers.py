@@ -77,7 +77,8 @@ def _lines(stream: BinaryIO, bad: list[RowError]) -> Iterator[str]:
         number += 1
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]  # spreadsheets often write a byte order mark
-        if len(raw.rstrip(b"\r\n")) > MAX_LINE_BYTES:
+        # rstrip copies the line: only a long one is measured without its break.
+        if len(raw) > MAX_LINE_BYTES and len(raw.rstrip(b"\r\n")) > MAX_LINE_BYTES:
             raise StopReading(
                 RowError(
                     number, "row", f"line is longer than {MAX_LINE_BYTES} bytes (MAX_LINE_BYTES)"
@@ -162,7 +163,7 @@ def csv_rows(stream: BinaryIO) -> Generator[RawRow]:
             if len(fields) != width:
                 yield start, f"has {len(fields)} fields, the header has {width}"
             elif in_order:
-                yield start, tuple([value.strip() for value in fields])
+                yield start, tuple(map(str.strip, fields))
             else:
                 yield start, tuple([fields[i].strip() if i >= 0 else "" for i in positions])
         yield from _take(bad)

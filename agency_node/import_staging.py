@@ -14,7 +14,14 @@ transaction, outside the lock, so that a serving node's commit (its query log)
 never has to copy an import's pages back into the database. All-or-nothing holds through an undo
 journal kept in ``staging.db``: in each chunk's transaction, with the node's
 write lock held, the rows the chunk will overwrite are read and written to
-``undo`` (committed there first), then the chunk is upserted. The state row
+``undo`` (committed there first), then the chunk is upserted. On SQLite the
+node connection attaches ``staging.db`` and a chunk is a range of ``seq``: the
+old rows are found by a join, the chunk is upserted by one ``INSERT ...
+SELECT``, and its new rows are journaled by the range alone (``reached``,
+committed after the old rows): undoing deletes the range's rows that are not
+in ``undo``. No row passes through Python unless it existed before. On
+PostgreSQL the rows go through the driver and new record ids are journaled
+one by one. The state row
 moves ``validating`` -> ``applying`` -> ``done``; ``done`` is the commit point.
 An import that stops while ``applying`` (an error, Ctrl-C, a full disk, a
 ``kill -9``) is rolled back from ``undo``: at once when the process can, else
