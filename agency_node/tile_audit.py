@@ -71,24 +71,28 @@ def run_tile_pass(
     everything: bool = False,
     progress: Callable[[int, int], None] | None = None,
     stop: threading.Event | None = None,
-) -> None:
+) -> bool:
     """One audit pass from tiles against the cosigned checkpoint ``note``; fills ``report``.
 
     ``note`` is the registry's latest quorum-cosigned checkpoint (empty when it
     has none yet: nothing can be checked). ``everything`` re-checks promises
     already verified too.
 
+    Returns:
+        Whether the pass got as far as checking the tree against the node's
+        promises (a refused checkpoint or an empty ``note`` checks nothing).
+
     Raises:
         Unavailable: the registry's HTTP side could not be reached.
         NotFound: it does not serve a tile the check needs.
     """
     if not note:
-        return
+        return False
     try:
         cosigned = verify_cosigned(note, policy_from_manifest(manifest), now=now)
     except (VerificationError, InvalidInput) as exc:
         report.problems.append((BAD_CHECKPOINT, "", f"the log's checkpoint is refused: {exc}"))
-        return
+        return False
     checkpoint = cosigned.checkpoint
     report.tree_size = checkpoint.size
     tree = tiles.tree(checkpoint.size, checkpoint.root_hash)
@@ -98,17 +102,17 @@ def run_tile_pass(
         by_commitment.setdefault(commitment, []).append(row)
     try:
         if not _extends_what_was_seen(sessions, tree, report):
-            return
+            return True
         _remember(sessions, checkpoint.size, checkpoint.root_hash, note, now)
         if stop is not None and stop.is_set():
-            return
+            return False
         found = tree.find(
             by_commitment,
             progress=None if progress is None else lambda n: progress(n, len(due)),
         )
     except (VerificationError, InvalidInput) as exc:
         report.problems.append((BAD_TILE, "", f"the log's tiles are refused: {exc}"))
-        return
+        return True
     verified = [row.id for commitment in found for row in by_commitment[commitment]]
     _mark(sessions, verified, now)
     report.checked += len(verified)
@@ -127,6 +131,7 @@ def run_tile_pass(
                      f"but is not in the log's cosigned checkpoint of {checkpoint.size} "
                      f"entries, past the merge delay of {int(merge_delay.total_seconds())} s")
                 )  # fmt: skip
+    return True
 
 
 def _due(sessions: sessionmaker[Session], *, everything: bool) -> Sequence[tuple[bytes, _Due]]:
