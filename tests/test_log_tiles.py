@@ -200,3 +200,23 @@ BAD_AND_MISSING = [
 def test_the_http_side_refuses_bad_and_missing_tiles(served: tuple[int, bytes, SigningKey]) -> None:
     port, ca_pem, _ = served
     assert [(path, _get(port, ca_pem, path)[0]) for path, _ in BAD_AND_MISSING] == BAD_AND_MISSING
+
+
+def test_a_reader_fetches_many_tiles_over_one_connection(
+    served: tuple[int, bytes, SigningKey],
+) -> None:
+    port, ca_pem, _ = served
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
+    try:
+        sockets, statuses = [], []
+        for path in ["/checkpoint", "/tile/0/000", "/tile/entries/001", "/tile/1/000.p/2"]:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            statuses.append((response.version, response.status))
+            sockets.append(connection.sock)
+        assert statuses == [(11, 200)] * 4
+        assert all(sock is sockets[0] for sock in sockets), "one TLS connection throughout"
+    finally:
+        connection.close()
