@@ -356,3 +356,50 @@ class RateBucket(Base):
     requester: Mapped[str] = mapped_column(String(64), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AdminToken(Base):
+    """An operator's console credential: only the SHA-256 of the token file's secret is kept."""
+
+    __tablename__ = "admin_tokens"
+
+    #: Hex SHA-256 of the token, the only copy the registry holds.
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: Who holds it, as the operator named it (shown in the console and its log).
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AdminAction(Base):
+    """One thing an operator did in the console: who, what, to which member, when."""
+
+    __tablename__ = "admin_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: The admin token's name (never the token).
+    admin: Mapped[str] = mapped_column(String(64))
+    #: approve, refuse, suspend, reinstate, login, ...
+    action: Mapped[str] = mapped_column(String(32))
+    #: The member acted on; empty for a login.
+    member_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    #: "ok", or why it was refused.
+    outcome: Mapped[str] = mapped_column(String(256))
+
+
+class Alarm(Base):
+    """A problem a node's log audit found, as the node reported it (ReportAlarm)."""
+
+    __tablename__ = "alarms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    member_id: Mapped[str] = mapped_column(String(64), index=True)
+    #: The audit's kind of problem (``missing_entry``, ``inconsistent_log``, ...).
+    kind: Mapped[str] = mapped_column(String(48))
+    #: How many problems of that kind the node's pass found.
+    count: Mapped[int] = mapped_column(Integer)
+    #: The log size the node checked against.
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -251,6 +251,38 @@ REGISTRY = Component(
         "0004": {},
         # 0005 adds members.witness_key (null: members enrolled before witnessed nothing).
         "0005": {},
+        # 0006 adds the operator's console: admin token hashes, admin actions, node alarms.
+        "0006": {
+            "admin_tokens": [
+                {
+                    "token_hash": "ab" * 32,
+                    "name": "operator",
+                    "created_at": NOW,
+                    "expires_at": NOW + timedelta(days=90),
+                }
+            ],
+            "admin_actions": [
+                {
+                    "id": 1,
+                    "at": NOW,
+                    "admin": "operator",
+                    "action": "suspend",
+                    "member_id": "bank-a",
+                    "outcome": "ok",
+                }
+            ],
+            "alarms": [
+                {
+                    "id": 1,
+                    "member_id": "court-1",
+                    "kind": "missing_entry",
+                    "count": 2,
+                    "tree_size": 1234,
+                    "raised_at": NOW - timedelta(minutes=1),
+                    "received_at": NOW,
+                }
+            ],
+        },
     },
     seeded={},
 )
