@@ -9,8 +9,9 @@ and looks up every promise the node has not yet seen included. Full tiles
 come from the reader's caches after the first pass, so a pass costs the
 right edge of the tree plus what is new.
 
-A promise whose merge delay had passed when the witnesses cosigned the
-checkpoint, and that is not in it, is evidence: an alarm, and the node's
+A promise whose merge delay had passed when the registry signed the
+checkpoint (bounded by the quorum's cosignatures, less a witnessing round),
+and that is not in it, is evidence: an alarm, and the node's
 log gate is told, so the node stops answering until the audit finds
 everything again. Promises not yet due against this checkpoint stay
 unchecked (the lag the audit reports).
@@ -46,6 +47,9 @@ BAD_TILE = "bad_tile"
 INCONSISTENT_LOG = "inconsistent_log"
 #: Rows marked verified per statement.
 _UPDATE_CHUNK = 1_000
+#: How long a witnessing round may take, from the registry signing a checkpoint to
+#: the quorum's cosignatures: a checkpoint cosigned at T was signed after T minus this.
+ROUND_ALLOWANCE = timedelta(seconds=60)
 
 
 #: Problems that stop the node answering (through its log gate) until an audit clears them.
@@ -118,13 +122,15 @@ def run_tile_pass(
     report.checked += len(verified)
     if progress is not None:
         progress(len(due), len(due))
-    # Promises due by the time the witnesses vouched for this checkpoint must be in it.
-    vouched_at = cosigned.cosigned_at or now
+    # Promises due before the registry signed this checkpoint must be in it. Its
+    # cosignatures bound when that was (a registry that keeps a withheld entry out
+    # gets old trees cosigned afresh, and is caught the same way).
+    signed_by = (cosigned.cosigned_at or now) - ROUND_ALLOWANCE
     for commitment, rows in by_commitment.items():
         if commitment in found:
             continue
         for row in rows:
-            if row.received_at + merge_delay <= vouched_at:
+            if row.received_at + merge_delay <= signed_by:
                 report.problems.append(
                     (MISSING_ENTRY, row.query_id,
                      f"query {row.query_id} was promised at {format_time(row.received_at)} "

@@ -25,6 +25,7 @@ from agency_node import database as node_database
 from agency_node.audit import AuditReport
 from agency_node.models import AuditAlarm, QueryLogEntry
 from agency_node.server import RunningNode
+from agency_node.tile_audit import ROUND_ALLOWANCE
 from central_registry import config as registry_config
 from central_registry.keyring import load_keys
 from credence.cli import main
@@ -124,6 +125,10 @@ def test_a_registry_that_withholds_a_promised_entry_stops_getting_answers(
     node = federation.nodes[name]
     assert node.gate is not None
     withheld = f"q-withheld-{secrets.token_hex(4)}"
+    # And one promised just now, not yet due: no alarm for it.
+    recent = f"q-recent-{secrets.token_hex(4)}"
+    # Due before the registry signed its latest checkpoint, a witnessing round allowed.
+    overdue = timedelta(seconds=MERGE_DELAY_SECONDS) + ROUND_ALLOWANCE + timedelta(seconds=30)
     engine = node_database.create_engine_for(
         node_database.sqlite_url_for(federation.node_dir(name))
     )
@@ -132,18 +137,19 @@ def test_a_registry_that_withholds_a_promised_entry_stops_getting_answers(
             session.execute(
                 insert(QueryLogEntry),
                 [{
-                    "query_id": withheld, "requester": "lender",
-                    "received_at": datetime.now(UTC) - timedelta(seconds=MERGE_DELAY_SECONDS + 30),
+                    "query_id": query_id, "requester": "lender",
+                    "received_at": datetime.now(UTC) - age,
                     "purpose": "counterparty_verification", "kinds": "blacklist",
                     "outcome": "answered", "status_code": "OK", "reason": "",
                     "entry_commitment": secrets.token_bytes(32),
-                }],
+                } for query_id, age in ((withheld, overdue), (recent, timedelta(0)))],
             )  # fmt: skip
         report = _pass_until(node, lambda r: bool(r.problems))
         assert [(kind, query) for kind, query, _ in report.problems] == [
             ("missing_entry", withheld)
         ]
         assert "past the merge delay of 2 s" in report.problems[0][2]
+        assert report.unchecked == 2
         refusal = node.gate.refusal(datetime.now(UTC))
         assert refusal is not None
         assert withheld in refusal
@@ -160,7 +166,9 @@ def test_a_registry_that_withholds_a_promised_entry_stops_getting_answers(
         assert [alarm.kind for alarm in alarms] == ["missing_entry"]
         # Once every promise checks out again (here: the forged one is gone), the gate opens.
         with node_database.session_factory(engine).begin() as session:
-            session.query(QueryLogEntry).filter(QueryLogEntry.query_id == withheld).delete()
+            session.query(QueryLogEntry).filter(
+                QueryLogEntry.query_id.in_((withheld, recent))
+            ).delete()
         assert node.auditor is not None
         assert node.auditor.run_pass().problems == []
         assert node.gate.refusal(datetime.now(UTC)) is None
