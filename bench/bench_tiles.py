@@ -120,38 +120,30 @@ def main(argv: list[str] | None = None) -> int:
         side.start()
         context = ssl.create_default_context(cadata=federation.ca.certificate_pem.decode())
 
-        def over_https(refs: list[TileRef]) -> Callable[[], None]:
+        def over_https(refs: list[TileRef], *, keep_alive: bool) -> Callable[[], None]:
             def run() -> None:
+                connection = None
                 for ref in refs:
-                    connection = http.client.HTTPSConnection(
-                        "127.0.0.1", side.port, context=context, timeout=60
-                    )
+                    if connection is None:
+                        connection = http.client.HTTPSConnection(
+                            "127.0.0.1", side.port, context=context, timeout=60
+                        )
                     connection.request("GET", "/" + ref.path)
                     response = connection.getresponse()
                     if response.status != 200 or len(response.read()) == 0:
                         raise SystemExit(f"GET /{ref.path}: {response.status}")
+                    if not keep_alive:
+                        connection.close()
+                        connection = None
+                if connection is not None:
                     connection.close()
 
             return run
 
-        def kept_alive(refs: list[TileRef]) -> Callable[[], None]:
-            def run() -> None:
-                connection = http.client.HTTPSConnection(
-                    "127.0.0.1", side.port, context=context, timeout=60
-                )
-                for ref in refs:
-                    connection.request("GET", "/" + ref.path)
-                    response = connection.getresponse()
-                    if response.status != 200 or len(response.read()) == 0:
-                        raise SystemExit(f"GET /{ref.path}: {response.status}")
-                connection.close()
-
-            return run
-
         try:
-            _rate("hash tiles over HTTPS (cached)", full, over_https(hashes))
-            _rate("entry bundles over HTTPS", full, over_https(bundles))
-            _rate("hash tiles, one kept-alive HTTPS", full, kept_alive(hashes))
+            _rate("hash tiles over HTTPS (cached)", full, over_https(hashes, keep_alive=False))
+            _rate("entry bundles over HTTPS", full, over_https(bundles, keep_alive=False))
+            _rate("hash tiles, one kept-alive HTTPS", full, over_https(hashes, keep_alive=True))
         finally:
             side.stop()
 
