@@ -32,6 +32,7 @@ from credence.cli import main
 from credence.dev import synthetic
 from credence.transparency.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint
 from credence.transparency.note import parse_note
+from credence.transparency.tiles import TileRef
 from credence.v1 import common_pb2
 
 PROFILES = synthetic.AGENCY_PROFILES[:3]
@@ -216,3 +217,35 @@ def test_audit_log_checks_the_quorum_the_tiles_and_the_saved_checkpoint(
     assert "FAILED: the log of" in out
     assert "does not extend the checkpoint of 1 saved before" in out
     assert state.read_bytes() == before
+
+
+def test_a_registry_serving_a_doctored_tile_is_refused_and_stops_getting_answers(
+    federation: InProcessFederation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The registry swaps one entry in the bundles it serves (to pass off a
+    # promise it withheld, say): the bundle no longer hashes to the root.
+    http = federation.registry.running.http
+    genuine = http._tile
+    assert genuine is not None
+
+    def doctored(ref: TileRef) -> bytes:
+        data = bytearray(genuine(ref))
+        if ref.entries:
+            data[2] ^= 0xFF
+        return bytes(data)
+
+    name = PROFILES[0].name
+    node = federation.nodes[name]
+    assert node.auditor is not None
+    assert node.gate is not None
+    monkeypatch.setattr(http, "_tile", doctored)
+    report = node.auditor.run_pass()
+    assert [kind for kind, _, _ in report.problems] == ["bad_tile"]
+    assert "does not hash to the checked leaf" in report.problems[0][2]
+    refusal = node.gate.refusal(datetime.now(UTC))
+    assert refusal is not None
+    assert "the log's tiles are refused" in refusal
+    # Served genuine again: the next pass clears it.
+    monkeypatch.setattr(http, "_tile", genuine)
+    assert node.auditor.run_pass().problems == []
+    assert node.gate.refusal(datetime.now(UTC)) is None
