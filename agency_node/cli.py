@@ -126,7 +126,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "enrol",
         "ask the registry to admit this node, wait for approval, install what it issues",
         "credence node enrol --dir ./court --registry 127.0.0.1:7700 --public 127.0.0.1:7702 "
-        "--ca ca.crt --root-keys root.jwks.json --wait 600",
+        "--http https://127.0.0.1:7780 --ca ca.crt --root-keys root.jwks.json --wait 600",
         data_dir=DATA_DIR,
         handler=_enrol,
     )
