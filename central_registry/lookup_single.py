@@ -1,21 +1,23 @@
 """One subject's lookup: check, log, query the nodes, aggregate, sign.
 
-The requester's rights and grant are checked, the lookup is logged (refusals
-too) and its grant use counted in one transaction, a signed query carrying the
-log promise fans out to every agency contributing to the asked kinds, and the
+The requester's rights and grant are checked, then its rate, its grant use,
+its log entry (refusals too) and its subject count are written in one
+transaction (shared with the lookups waiting at that moment), a signed query
+carrying the log promise fans out to every agency contributing to the asked kinds, and the
 answers become a signed verdict.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from datetime import datetime
 
 from central_registry.access import check_asked, check_grant, subject_from_proto
 from central_registry.aggregation import aggregate
 from central_registry.limits import request_shape
-from central_registry.log.rows import entry_row, refused_row
+from central_registry.log.rows import LogRow, entry_row, refused_row
 from central_registry.lookup_context import LookupContext
+from central_registry.verdict_writes import VerdictWrite
 from credence import queries
 from credence.errors import CredenceError
 from credence.queries import Lookup
@@ -26,23 +28,20 @@ from credence.verdicts import sign_verdict, verdict_jws
 __all__ = ["request_verdict"]
 
 
-def _log_refusal(
-    ctx: LookupContext,
-    requester: str,
-    request: registry_pb2.RequestVerdictRequest,
-    error: CredenceError,
-    now: datetime,
-) -> None:
-    row = refused_row(
-        requester,
-        request.subject,
-        purpose=request.purpose,
-        kinds=request.kinds,
-        error=error,
-        now=now,
-    )
-    if row is not None:
-        ctx.log.record_refusals([row], requester, now, single=True)
+def _refusal(
+    requester: str, request: registry_pb2.RequestVerdictRequest, now: datetime
+) -> Callable[[CredenceError], LogRow | None]:
+    def row(error: CredenceError) -> LogRow | None:
+        return refused_row(
+            requester,
+            request.subject,
+            purpose=request.purpose,
+            kinds=request.kinds,
+            error=error,
+            now=now,
+        )
+
+    return row
 
 
 async def request_verdict(
@@ -55,9 +54,11 @@ async def request_verdict(
             the log quota).
     """
     now = ctx.clock()
+    refusal = _refusal(requester, request, now)
+    admitted = False  # refused by its shape, a request spends no rate
     try:
         request_shape.check_verdict_request(request)
-        await asyncio.to_thread(ctx.log.admit, requester, now, 1)
+        admitted = True
         policy = ctx.policy()
         asked = check_asked(policy, requester, request.purpose, tuple(request.kinds))
         subject = subject_from_proto(request.subject)
@@ -73,18 +74,17 @@ async def request_verdict(
         )
         salt = log_promise.new_salt()
         row = entry_row(entry, salt, basis=allowed.basis, embargo_until=allowed.embargo_until)
-        # The grant's use and the log entry land together, or neither does.
-        await asyncio.to_thread(
-            ctx.log.record,
-            [row],
-            requester,
-            now,
-            [subject.ref],
-            [allowed.grant_id] if allowed.grant_id else [],
-        )
     except CredenceError as exc:
-        await asyncio.to_thread(_log_refusal, ctx, requester, request, exc, now)
+        # Logged first; a rate refusal, if any, comes before the checks' refusal.
+        await ctx.log.write_verdict(
+            VerdictWrite(requester, now, refusal, error=exc, admitted=admitted)
+        )
         raise
+    # Rate, grant use, log entry and subject count in one transaction, committed
+    # before the query leaves; a refusal raises here, logged.
+    await ctx.log.write_verdict(
+        VerdictWrite(requester, now, refusal, row=row, grant_id=allowed.grant_id)
+    )
     promise = log_promise.sign_promise(
         log_promise.make_promise(
             entry,

@@ -17,10 +17,11 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from central_registry.models import LogEntry, MerkleNode, TreeHead
+from central_registry.models import LogEntry, TreeHead
+from central_registry.store.driver import Driver
 from credence.errors import CredenceError, InvalidInput, NotFound
 from credence.keys import SigningKey
 from credence.transparency import merkle, merkle_batch
@@ -42,7 +43,7 @@ def lock_log(session: Session) -> None:
     writer would wait on the other's uncommitted rows and then have to retry.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(_LOG_LOCK_KEY)))
+        Driver(session).execute("SELECT pg_advisory_xact_lock(?)", (_LOG_LOCK_KEY,))
 
 
 class _NodeCache:
@@ -92,8 +93,9 @@ class SqlSubtrees:
     def __init__(self, session: Session) -> None:
         self._session = session
         self._cache: dict[tuple[int, int], bytes] = {}
-        self._pending: list[dict[str, object]] = []
+        self._pending: list[tuple[int, int, bytes]] = []
         self._committed = _committed_nodes(session)
+        self._driver: Driver | None = None  # opened at the first read or write
 
     def get(self, level: int, index: int) -> bytes:
         """The hash of the complete subtree at (level, index).
@@ -104,8 +106,8 @@ class SqlSubtrees:
         key = (level, index)
         cached = self._cache.get(key) or self._committed.get(key)
         if cached is None:
-            cached = self._session.scalar(
-                select(MerkleNode.hash).where(MerkleNode.level == level, MerkleNode.idx == index)
+            cached = self._sql().scalar(
+                "SELECT hash FROM merkle_nodes WHERE level = ? AND idx = ?", (level, index)
             )
             if cached is None:
                 raise NotFound(f"the log has no complete subtree at level {level}, index {index}")
@@ -130,13 +132,21 @@ class SqlSubtrees:
     def put(self, level: int, index: int, value: bytes) -> None:
         """Remember a new complete subtree; written by :meth:`flush`."""
         self._cache[(level, index)] = value
-        self._pending.append({"level": level, "idx": index, "hash": value})
+        self._pending.append((level, index, value))
 
     def flush(self) -> None:
-        """Insert every subtree put since the last flush."""
+        """Insert every subtree put since the last flush, in one statement."""
         if self._pending:
-            self._session.execute(insert(MerkleNode), self._pending)
+            self._sql().many(
+                "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", self._pending
+            )
             self._pending = []
+
+    def _sql(self) -> Driver:
+        # Driver statements: every append and proof reads and writes subtrees.
+        if self._driver is None:
+            self._driver = Driver(self._session)
+        return self._driver
 
 
 def append_leaves(session: Session, first_index: int, commitments: Sequence[bytes]) -> None:
@@ -149,7 +159,7 @@ def append_leaves(session: Session, first_index: int, commitments: Sequence[byte
 
 def log_size(session: Session) -> int:
     """How many entries the log holds, and so leaves the tree (indexes are dense from 0)."""
-    return int(session.scalar(select(func.coalesce(func.max(LogEntry.idx) + 1, 0))) or 0)
+    return int(Driver(session).scalar("SELECT coalesce(max(idx) + 1, 0) FROM log_entries"))
 
 
 def _is_checkpoint(data: bytes, origin: str) -> bool:
@@ -197,7 +207,9 @@ def inclusion_proof(session: Session, commitment: bytes, tree_size: int) -> tupl
     size = log_size(session)
     if not 0 < tree_size <= size:
         raise InvalidInput(f"tree size {tree_size} is not in 1..{size} (the log's size)")
-    index = session.scalar(select(LogEntry.idx).where(LogEntry.commitment == commitment))
+    index = Driver(session).scalar(
+        "SELECT idx FROM log_entries WHERE commitment = ?", (bytes(commitment),)
+    )
     if index is None or index >= tree_size:
         raise NotFound(f"that entry is not in the log's first {tree_size} entries")
     return index, merkle.inclusion_proof(SqlSubtrees(session), index, tree_size)
@@ -234,15 +246,23 @@ def _prefetch(session: Session, store: SqlSubtrees, keys: Sequence[tuple[int, in
     for level, index in keys:
         if store.cached(level, index) is None:
             wanted.setdefault(level, []).append(index)
+    driver = Driver(session)
     for level, indexes in wanted.items():
         low, high = min(indexes), max(indexes)
-        query = select(MerkleNode.idx, MerkleNode.hash).where(MerkleNode.level == level)
         if high - low < 4 * len(indexes):
-            query = query.where(MerkleNode.idx.between(low, high))
+            found = driver.rows(
+                "SELECT idx, hash FROM merkle_nodes WHERE level = ? AND idx BETWEEN ? AND ?",
+                (level, low, high),
+            )
         else:
-            query = query.where(MerkleNode.idx.in_(indexes))
-        for index, value in session.execute(query):
-            store.remember(level, index, value)
+            marks = ", ".join("?" for _ in indexes)
+            found = driver.rows(
+                "SELECT idx, hash FROM merkle_nodes "  # noqa: S608 - marks only
+                f"WHERE level = ? AND idx IN ({marks})",
+                (level, *indexes),
+            )
+        for index, value in found:
+            store.remember(level, index, bytes(value))
 
 
 def inclusion_proofs(

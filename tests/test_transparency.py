@@ -23,8 +23,8 @@ from support.registry import run
 
 from agency_node import database as node_database
 from agency_node.models import AuditAlarm
-from central_registry.log.rows import LogRow
 from central_registry.lookup_log import LookupLog
+from central_registry.verdict_writes import VerdictOutcome, VerdictWrite
 from credence.cli import main
 from credence.client.subject import SubjectClient
 from credence.dev import synthetic
@@ -99,16 +99,18 @@ def test_a_registry_that_skips_the_log_is_caught(
     federation: InProcessFederation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = federation.subject(synthetic.organisation(4))
-    original = LookupLog.record
+    original = LookupLog.write_verdicts
 
-    def skip_secret(
-        self: LookupLog, rows: Sequence[LogRow], requester: str, now: datetime,
-        subjects: Sequence[bytes], grant_ids: Sequence[str] = (),
-    ) -> int:  # fmt: skip
-        kept = [row for row in rows if row.subject_ref != secret.ref]
-        return original(self, kept, requester, now, subjects, grant_ids)
+    def skip_secret(self: LookupLog, writes: Sequence[VerdictWrite]) -> list[VerdictOutcome]:
+        def secret_row(write: VerdictWrite) -> bool:
+            return write.row is not None and write.row.subject_ref == secret.ref
 
-    monkeypatch.setattr(LookupLog, "record", skip_secret)
+        logged = [write for write in writes if not secret_row(write)]
+        written = iter(original(self, logged) if logged else [])
+        # The secret's lookup is told it was logged (at a made-up index); it was not.
+        return [VerdictOutcome(index=0) if secret_row(w) else next(written) for w in writes]
+
+    monkeypatch.setattr(LookupLog, "write_verdicts", skip_secret)
     with federation.requester("acme") as acme:
         verdict = acme.verify_organisation(secret)
     monkeypatch.undo()

@@ -10,18 +10,40 @@ transaction itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from central_registry.config import RateLimits
 from central_registry.limits.buckets import REFUSED_ROWS, TokenBucket, log_quota, log_quota_key
-from central_registry.limits.rate_store import take_rate_tokens
+from central_registry.limits.rate_store import HeldBuckets
 from central_registry.limits.subject_usage import note_subject_uses
 from credence.errors import ResourceExhausted
 
 __all__ = ["LookupQuotas"]
+
+
+_Explain = Callable[[ResourceExhausted], ResourceExhausted]
+
+
+def _spend_all(
+    held: HeldBuckets, now: datetime, *costs: tuple[str, float, _Explain | None]
+) -> None:
+    """Spend every ``(key, cost, explain)`` or none; ``explain`` rewords a bucket's refusal.
+
+    Raises:
+        ResourceExhausted: a bucket has too few tokens; nothing was spent.
+    """
+    after = {}
+    for key, cost, explain in costs:
+        try:
+            after[key] = held.after(key, cost, now)
+        except ResourceExhausted as exc:
+            if explain is None:
+                raise
+            raise explain(exc) from None
+    held.apply(after)
 
 
 def _seconds_to_midnight(now: datetime) -> float:
@@ -38,6 +60,48 @@ class LookupQuotas:
         self._row_quota = log_quota(limits.log_rows_per_minute)
         self._refused_quota = log_quota(limits.refused_rows_per_minute)
 
+    def hold(self, session: Session, requesters: Iterable[str], now: datetime) -> HeldBuckets:
+        """Lock the rate and quota buckets of ``requesters`` for the caller's transaction.
+
+        Spend them with :meth:`spend_request` and :meth:`spend_refusal`; store
+        what was spent with :meth:`HeldBuckets.write` before the transaction ends.
+        """
+        buckets: dict[str, TokenBucket] = {}
+        for requester in requesters:
+            buckets[requester] = self._rate
+            buckets[log_quota_key(requester)] = self._row_quota
+            buckets[log_quota_key(requester, REFUSED_ROWS)] = self._refused_quota
+        return HeldBuckets(session, buckets, now)
+
+    def spend_request(self, held: HeldBuckets, requester: str, rows: int, now: datetime) -> None:
+        """Spend one request of ``requester``'s rate and ``rows`` of its log-row quota, or neither.
+
+        Raises:
+            ResourceExhausted: the rate or the quota is spent; ``retry_after`` says when
+                to retry.
+        """
+        _spend_all(
+            held,
+            now,
+            (requester, 1.0, None),
+            (log_quota_key(requester), float(rows), self._rows_spent(requester, rows)),
+        )
+
+    def spend_refusal(self, held: HeldBuckets, requester: str, now: datetime) -> None:
+        """Spend a row of ``requester``'s log-row quota and of its refused-rows quota, or neither.
+
+        What logging one refused single lookup costs.
+
+        Raises:
+            ResourceExhausted: a quota is spent; the message names the setting.
+        """
+        _spend_all(
+            held,
+            now,
+            (log_quota_key(requester), 1.0, self._rows_spent(requester, 1)),
+            (log_quota_key(requester, REFUSED_ROWS), 1.0, self._refused_spent(requester)),
+        )
+
     def take_request(self, session: Session, requester: str, rows: int, now: datetime) -> None:
         """Spend one request of ``requester``'s rate and ``rows`` of its log-row quota.
 
@@ -45,8 +109,9 @@ class LookupQuotas:
             ResourceExhausted: the rate or the quota is spent; ``retry_after`` says when
                 to retry.
         """
-        take_rate_tokens(session, requester, self._rate, now)
-        self.take_rows(session, requester, rows, now)
+        held = self.hold(session, [requester], now)
+        self.spend_request(held, requester, rows, now)
+        held.write()
 
     def take_rows(self, session: Session, requester: str, rows: int, now: datetime) -> None:
         """Spend ``rows`` of ``requester``'s quota of logged lookups per minute.
@@ -54,40 +119,34 @@ class LookupQuotas:
         Raises:
             ResourceExhausted: the quota is spent; the message names the setting to raise.
         """
-        try:
-            take_rate_tokens(
-                session, log_quota_key(requester), self._row_quota, now, cost=float(rows)
-            )
-        except ResourceExhausted as exc:
+        held = self.hold(session, [requester], now)
+        _spend_all(
+            held, now, (log_quota_key(requester), float(rows), self._rows_spent(requester, rows))
+        )
+        held.write()
+
+    def _rows_spent(self, requester: str, rows: int) -> _Explain:
+        def explain(exc: ResourceExhausted) -> ResourceExhausted:
             quota = self._limits.log_rows_per_minute
-            raise ResourceExhausted(
+            return ResourceExhausted(
                 f"{requester!r} reached its quota of {quota} logged lookups per minute "
                 f"({rows} more asked): slow down or ask the registry operator to raise "
                 f"log_rows_per_minute",
                 retry_after=exc.retry_after,
-            ) from None
-
-    def take_refused_rows(self, session: Session, requester: str, rows: int, now: datetime) -> None:
-        """Spend ``rows`` of ``requester``'s quota of refused single lookups logged per minute.
-
-        Raises:
-            ResourceExhausted: the quota is spent; the message names the setting.
-        """
-        try:
-            take_rate_tokens(
-                session,
-                log_quota_key(requester, REFUSED_ROWS),
-                self._refused_quota,
-                now,
-                cost=float(rows),
             )
-        except ResourceExhausted as exc:
+
+        return explain
+
+    def _refused_spent(self, requester: str) -> _Explain:
+        def explain(exc: ResourceExhausted) -> ResourceExhausted:
             quota = self._limits.refused_rows_per_minute
-            raise ResourceExhausted(
+            return ResourceExhausted(
                 f"{requester!r} reached its quota of {quota} logged refused lookups per "
                 f"minute (refused_rows_per_minute)",
                 retry_after=exc.retry_after,
-            ) from None
+            )
+
+        return explain
 
     def note_subjects(
         self, session: Session, requester: str, subjects: Sequence[bytes], now: datetime

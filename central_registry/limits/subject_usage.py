@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 
-from sqlalchemy import Insert, and_, delete, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from central_registry.models import SubjectUsage
+from central_registry.store.driver import Driver, insert_ignoring
 
 __all__ = ["note_subject_use", "note_subject_uses", "prune_subject_usage"]
 
@@ -30,22 +29,9 @@ def _require_day(day: str) -> str:
     return day
 
 
-def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, object]]) -> None:
-    dialect = session.get_bind().dialect.name
-    statement: Insert
-    if dialect == "sqlite":
-        statement = sqlite.insert(SubjectUsage).on_conflict_do_nothing()
-    elif dialect == "postgresql":
-        statement = postgresql.insert(SubjectUsage).on_conflict_do_nothing()
-    else:
-        for row in rows:
-            try:
-                with session.begin_nested():
-                    session.execute(insert(SubjectUsage), row)
-            except IntegrityError:
-                pass  # noted already: the point of the primary key
-        return
-    session.execute(statement, rows)
+_NOTE = insert_ignoring(
+    "subject_usage", ("requester", "day", "subject_ref"), ("requester", "day", "subject_ref")
+)
 
 
 def note_subject_uses(
@@ -68,17 +54,14 @@ def note_subject_uses(
     """
     _require_day(day)
     refs = {bytes(ref) for ref in subject_refs}
+    driver = Driver(session)  # every lookup runs these: driver statements
     if refs:
-        _insert_ignoring_duplicates(
-            session,
-            [{"requester": requester, "day": day, "subject_ref": ref} for ref in sorted(refs)],
+        driver.many(_NOTE, [(requester, day, ref) for ref in sorted(refs)])
+    return int(
+        driver.scalar(
+            "SELECT count(*) FROM subject_usage WHERE requester = ? AND day = ?", (requester, day)
         )
-    count = session.scalar(
-        select(func.count())
-        .select_from(SubjectUsage)
-        .where(and_(SubjectUsage.requester == requester, SubjectUsage.day == day))
     )
-    return int(count or 0)
 
 
 def note_subject_use(session: Session, requester: str, day: str, subject_ref: bytes) -> int:

@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from central_registry.log.rows import LogRow
 from central_registry.models import LogEntry
+from central_registry.store.driver import Driver
 from central_registry.transparency import append_leaves, lock_log, log_size
 from credence.encoding import require_utc
 from credence.errors import AlreadyExists, NotFound, Unavailable
@@ -40,8 +40,22 @@ ERASED_REF = bytes(32)
 ERASED_SALT = bytes(16)
 
 
+_COLUMNS = (
+    "idx", "query_id", "requester", "subject_type", "subject_ref", "purpose", "kinds",
+    "grant_id", "basis", "outcome", "reason", "issued_at", "salt", "commitment", "embargo_until",
+)  # fmt: skip
+_INSERT = (
+    f"INSERT INTO log_entries ({', '.join(_COLUMNS)}) "  # noqa: S608 - our names
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
+
+
 def append_entries(session: Session, rows: Sequence[LogRow]) -> int:
     """Append ``rows`` in order; returns the index of the first (the rest follow).
+
+    Driver statements (:mod:`central_registry.store.driver`): every lookup
+    appends. The log's size is read once per attempt, the rows inserted in one
+    statement and their subtrees in one more.
 
     Raises:
         AlreadyExists: a query id or commitment is in the log already.
@@ -50,34 +64,26 @@ def append_entries(session: Session, rows: Sequence[LogRow]) -> int:
     if not rows:
         return log_size(session)
     lock_log(session)
+    driver = Driver(session)
+    time = driver.time
     for _ in range(_ATTEMPTS):
         first = log_size(session)
         values = [
-            {
-                "idx": first + offset,
-                "query_id": row.query_id,
-                "requester": row.requester,
-                "subject_type": row.subject_type,
-                "subject_ref": row.subject_ref,
-                "purpose": row.purpose,
-                "kinds": row.kinds,
-                "grant_id": row.grant_id,
-                "basis": row.basis,
-                "outcome": row.outcome,
-                "reason": row.reason,
-                "issued_at": row.issued_at,
-                "salt": row.salt,
-                "commitment": row.commitment,
-                "embargo_until": row.embargo_until,
-            }
+            (
+                first + offset, row.query_id, row.requester, row.subject_type, row.subject_ref,
+                row.purpose, row.kinds, row.grant_id, row.basis, row.outcome, row.reason,
+                time(row.issued_at), row.salt, row.commitment, time(row.embargo_until),
+            )
             for offset, row in enumerate(rows)
-        ]
+        ]  # fmt: skip
+        driver.execute("SAVEPOINT log_append")
         try:
-            with session.begin_nested():
-                session.execute(insert(LogEntry), values)
-                # The tree grows in the same transaction: it always matches the log.
-                append_leaves(session, first, [row.commitment for row in rows])
-        except IntegrityError:
+            driver.many(_INSERT, values)
+            # The tree grows in the same transaction: it always matches the log.
+            append_leaves(session, first, [row.commitment for row in rows])
+        except driver.integrity_error:
+            driver.execute("ROLLBACK TO SAVEPOINT log_append")
+            driver.execute("RELEASE SAVEPOINT log_append")
             duplicate = session.execute(
                 select(LogEntry.idx, LogEntry.query_id)
                 .where(
@@ -94,6 +100,7 @@ def append_entries(session: Session, rows: Sequence[LogRow]) -> int:
                     f"its commitment: log each query once, with a fresh salt"
                 ) from None
             continue
+        driver.execute("RELEASE SAVEPOINT log_append")
         return first
     raise Unavailable(
         f"could not append to the log after {_ATTEMPTS} attempts (concurrent appends): retry"

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from central_registry.models import GRANT_KINDS, Grant, join_names
 from central_registry.store._keys import checked_subject_ref, insert_new
+from central_registry.store.driver import Driver
 from credence.encoding import format_time, require_utc
 from credence.errors import (
     Expired,
@@ -163,6 +164,12 @@ def get_grant(session: Session, grant_id: str) -> Grant:
     return grant
 
 
+_USE = (
+    "UPDATE grants SET uses = uses + 1 WHERE grant_id = ? AND revoked_at IS NULL "
+    "AND (max_uses IS NULL OR uses < max_uses) AND not_before <= ? AND expires_at > ?"
+)
+
+
 def use_grant(session: Session, grant_id: str, now: datetime) -> None:
     """Count one lookup against a grant, if it still allows one.
 
@@ -178,18 +185,9 @@ def use_grant(session: Session, grant_id: str, now: datetime) -> None:
             waiting does not help, a new grant does).
     """
     now = require_utc(now)
-    result = session.execute(
-        update(Grant)
-        .where(
-            Grant.grant_id == grant_id,
-            Grant.revoked_at.is_(None),
-            or_(Grant.max_uses.is_(None), Grant.uses < Grant.max_uses),
-            Grant.not_before <= now,
-            Grant.expires_at > now,
-        )
-        .values(uses=Grant.uses + 1)
-    )
-    if result.rowcount == 1:  # type: ignore[attr-defined]
+    driver = Driver(session)  # every lookup under a grant runs this: a driver statement
+    at = driver.time(now)
+    if driver.execute(_USE, (grant_id, at, at)) == 1:
         return
     grant = session.scalars(
         select(Grant).where(Grant.grant_id == grant_id).execution_options(populate_existing=True)
