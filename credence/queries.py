@@ -38,6 +38,10 @@ def subject_to_proto(subject: SubjectRef) -> common_pb2.SubjectRef:
 
 def subject_type_value(subject: SubjectRef) -> int:
     """The wire (``common_pb2.SubjectType``) value of ``subject``'s type."""
+    # An identity test first: hashing an Enum member runs Python code, and
+    # screening asks this once per row.
+    if subject.subject_type is SubjectType.ORGANISATION:
+        return common_pb2.SUBJECT_TYPE_ORGANISATION
     return _SUBJECT_TYPE_TO_PROTO[subject.subject_type]
 
 

@@ -527,7 +527,8 @@ def _check_screened(
             f"verdict for row {outcome.row_key!r} is about subject {asked.ref.hex()}, "
             f"not {subject.ref.hex()}"
         )
-    if verdict.purpose != purpose or sorted(verdict.kinds) != asked_kinds:
+    kinds = list(verdict.kinds)
+    if verdict.purpose != purpose or (kinds != asked_kinds and sorted(kinds) != asked_kinds):
         raise ClaimMismatch(
             f"verdict for row {outcome.row_key!r} answers another purpose or other kinds "
             "than were asked"
