@@ -36,7 +36,13 @@ from sqlalchemy import Engine
 from agency_node import config as node_config
 from agency_node import database
 from agency_node.answering import Answerer
-from agency_node.audit import AUDIT_SERVICE, AuditThread, LogAuditor, tile_reader
+from agency_node.audit import (
+    AUDIT_SERVICE,
+    AlarmReporter,
+    AuditThread,
+    LogAuditor,
+    tile_reader,
+)
 from agency_node.contests import ContestDesk
 from agency_node.importer import STAGING_DIR_NAME, purge_expired, recover_interrupted_import
 from agency_node.log_gate import LogGate
@@ -328,6 +334,7 @@ def start_node(
                 address=listen or config.listen,
                 credentials=server_credentials(key_pem, cert_pem, ca_pem),
                 witness=None if witness is None else WitnessServicer(witness, answer_pool),
+                gated=gate.enforced,
             ),
             timeout=60,
         )
@@ -372,6 +379,11 @@ def start_node(
                 merge_delay=timedelta(seconds=config.audit_merge_delay_seconds),
                 tiles=tile_reader(config, ca_pem),
                 gate=gate,
+                alarms=AlarmReporter(
+                    config.registry, channel_credentials(key_pem, cert_pem, ca_pem)
+                )
+                if config.registry
+                else None,
             ),
             interval_seconds=config.audit_interval_seconds,
             on_status=audit_status,
@@ -432,6 +444,7 @@ async def _start_grpc(
     address: str,
     credentials: grpc.ServerCredentials,
     witness: WitnessServicer | None = None,
+    gated: bool = False,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Build and start the node's grpc.aio server on the running loop.
 
@@ -486,8 +499,13 @@ async def _start_grpc(
     if port == 0:
         raise FailedPrecondition(f"cannot listen on {address}")
     await server.start()
-    for service in (SERVICE_NAME, "", AUDIT_SERVICE):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(AUDIT_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    # A gated node reports SERVING only once it has seen a recent cosigned checkpoint.
+    answering = health_pb2.HealthCheckResponse.NOT_SERVING if gated else (
+        health_pb2.HealthCheckResponse.SERVING
+    )  # fmt: skip
+    for service in (SERVICE_NAME, ""):
+        await health_servicer.set(service, answering)
     return server, port, health_servicer
 
 

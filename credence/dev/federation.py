@@ -381,6 +381,13 @@ class _Launch:
             "--listen", address, "--public-listen", public,
             "--http-listen", f"127.0.0.1:{http_port}",
         )  # fmt: skip
+        # A witnessing round every second: nodes answer soon after they start.
+        config = self.registry_dir / "registry.toml"
+        config.write_text(
+            config.read_text().replace(
+                "witness_interval_seconds = 10.0", "witness_interval_seconds = 1.0"
+            )
+        )
         self.spawn("registry", ["registry", "serve", "--dir", self.registry_dir], address)
         root = load_signing_key(self.registry_dir / "root.key")
         (self.registry_dir / "root.jwks.json").write_text(
@@ -409,7 +416,7 @@ class _Agency:
 def _agencies(
     launch: _Launch,
     profiles: Sequence[synthetic.AgencyProfile],
-    registry: tuple[str, str],
+    registry: tuple[str, str, str],
     subjects: int,
     seed: int,
 ) -> list[_Agency]:
@@ -429,7 +436,7 @@ def _agencies(
 
     def enrol(node: _Agency) -> tuple[str | Path, ...]:
         return ("node", "enrol", "--dir", node.directory, "--registry", registry[0],
-                "--public", registry[1],
+                "--public", registry[1], "--http", registry[2],
                 "--ca", launch.registry_dir / "ca.crt",
                 "--root-keys", launch.registry_dir / "root.jwks.json",
                 "--display-name", node.profile.display_name)  # fmt: skip
@@ -508,7 +515,9 @@ def _up(launch: _Launch, *, agencies: int, subjects: int, seed: int) -> dict[str
             approve_args=approve_args,
         )  # fmt: skip
     profiles = synthetic.AGENCY_PROFILES[:agencies]
-    nodes = _agencies(launch, profiles, (address, public), subjects, seed)
+    nodes = _agencies(
+        launch, profiles, (address, public, f"https://127.0.0.1:{http_port}"), subjects, seed
+    )
     launch.wait_healthy(
         channel_credentials(
             (company.directory / "tls.key").read_bytes(),
