@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -101,14 +100,14 @@ class RecordReader:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._store = SingleStore(engine)
         self._lock = threading.Lock()
         self._filter: BloomFilter | None = None
         self._generation: int | None = None
         self._rebuilding: threading.Thread | None = None
 
     def _generation_now(self) -> int:
-        with self._engine.connect() as connection:
-            return database.record_generation(connection)
+        return self._store.record_generation()
 
     def _build(self, generation: int) -> None:
         # The generation is read before the scan: a record imported during the
@@ -155,36 +154,9 @@ class RecordReader:
         wanted = (
             list(unique) if membership is None else [ref for ref in unique if ref in membership]
         )
-        found: dict[bytes, list[RecordFacts]] = defaultdict(list)
         if not wanted:
-            return found
-        columns = (
-            Record.subject_ref,
-            Record.kind,
-            Record.category,
-            Record.status,
-            Record.occurred_at,
-            Record.expires_at,
-            Record.disputed,
-            Record.days_overdue,
-        )
-        with self._engine.connect() as connection:
-            for start in range(0, len(wanted), 900):
-                chunk = wanted[start : start + 900]
-                rows = connection.execute(select(*columns).where(Record.subject_ref.in_(chunk)))
-                for ref, kind, category, status, occurred, expires, disputed, overdue in rows:
-                    found[ref].append(
-                        RecordFacts(
-                            kind=kind,
-                            category=category,
-                            status=status,
-                            occurred_at=occurred,
-                            expires_at=expires,
-                            disputed=bool(disputed),
-                            days_overdue=overdue,
-                        )
-                    )
-        return found
+            return {}
+        return self._store.records_of_many(wanted)
 
 
 class Answerer:

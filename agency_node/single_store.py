@@ -20,7 +20,8 @@ transaction, committed once:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -28,7 +29,19 @@ from typing import Any
 from sqlalchemy import Engine
 
 from agency_node.evaluation import RecordFacts
-from agency_node.models import QueryLogEntry, Record, SeenQuery, UTCDateTime
+from agency_node.models import (
+    RECORD_GENERATION,
+    NodeCounter,
+    QueryLogEntry,
+    Record,
+    SeenQuery,
+    UTCDateTime,
+)
+
+#: The record columns evaluation reads, in :meth:`SingleStore.facts`'s order.
+_RECORD_COLUMNS = "kind, category, status, occurred_at, expires_at, disputed, days_overdue"
+# References per IN list: under SQLite's default limit of 999 host parameters.
+_IN_CHUNK = 900
 
 #: The query-log columns a single answer writes, in the order its values come.
 LOG_COLUMNS = (
@@ -64,23 +77,9 @@ class SingleTransaction:
 
     def records(self, subject_ref: bytes) -> list[RecordFacts]:
         """Every stored record of ``subject_ref``."""
-        store = self._store
-        self._cursor.execute(store.records_sql, (subject_ref,))
-        read_time = store.read_time
-        return [
-            RecordFacts(
-                kind=kind,
-                category=category,
-                status=status,
-                occurred_at=read_time(occurred),
-                expires_at=read_time(expires),
-                disputed=bool(disputed),
-                days_overdue=overdue,
-            )
-            for kind, category, status, occurred, expires, disputed, overdue in (
-                self._cursor.fetchall()
-            )
-        ]
+        self._cursor.execute(self._store.records_sql, (subject_ref,))
+        facts = self._store.facts
+        return [facts(row) for row in self._cursor.fetchall()]
 
     def log(self, values: tuple[Any, ...]) -> None:
         """Append one query-log row, its values in :data:`LOG_COLUMNS` order, times converted."""
@@ -107,14 +106,66 @@ class SingleStore:
             f"INSERT INTO {SeenQuery.__tablename__} (query_id, expires_at) "  # noqa: S608
             f"VALUES ({marker}, {marker}) ON CONFLICT (query_id) DO NOTHING"
         )
+        self._marker = marker
         self.records_sql = (
-            "SELECT kind, category, status, occurred_at, expires_at, disputed, days_overdue "  # noqa: S608
-            f"FROM {Record.__tablename__} WHERE subject_ref = {marker}"
+            f"SELECT {_RECORD_COLUMNS} FROM {Record.__tablename__} "  # noqa: S608
+            f"WHERE subject_ref = {marker}"
+        )
+        self.generation_sql = (
+            f"SELECT value FROM {NodeCounter.__tablename__} "  # noqa: S608
+            f"WHERE name = '{RECORD_GENERATION}'"
         )
         self.log_sql = (
             f"INSERT INTO {QueryLogEntry.__tablename__} ({', '.join(LOG_COLUMNS)}) "  # noqa: S608
             f"VALUES ({', '.join([marker] * len(LOG_COLUMNS))})"
         )
+
+    def facts(self, row: Sequence[Any]) -> RecordFacts:
+        """A row of the record columns (kind ... days_overdue) as :class:`RecordFacts`."""
+        kind, category, status, occurred, expires, disputed, overdue = row
+        read_time = self._read_time
+        return RecordFacts(
+            kind=kind,
+            category=category,
+            status=status,
+            occurred_at=read_time(occurred),
+            expires_at=read_time(expires),
+            disputed=bool(disputed),
+            days_overdue=overdue,
+        )
+
+    def record_generation(self) -> int:
+        """The record generation now (see :func:`agency_node.database.record_generation`)."""
+        connection = self._engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(self.generation_sql)
+            row = cursor.fetchone()
+            cursor.close()
+        finally:
+            connection.close()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def records_of_many(self, refs: Sequence[bytes]) -> dict[bytes, list[RecordFacts]]:
+        """Every stored record of each subject in ``refs`` (absent: none held)."""
+        found: dict[bytes, list[RecordFacts]] = defaultdict(list)
+        facts = self.facts
+        connection = self._engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            for start in range(0, len(refs), _IN_CHUNK):
+                chunk = refs[start : start + _IN_CHUNK]
+                cursor.execute(
+                    f"SELECT subject_ref, {_RECORD_COLUMNS} FROM {Record.__tablename__} "  # noqa: S608
+                    f"WHERE subject_ref IN ({', '.join([self._marker] * len(chunk))})",
+                    chunk,
+                )
+                for row in cursor.fetchall():
+                    found[bytes(row[0])].append(facts(row[1:]))
+            cursor.close()
+        finally:
+            connection.close()
+        return found
 
     def time(self, value: datetime) -> Any:
         """``value`` as the driver stores it."""
