@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,7 +42,7 @@ from credence.transparency.log_audit import (
     open_tree_head,
 )
 from credence.transparency.tile_reader import TileReader
-from credence.v1 import registry_pb2
+from credence.v1 import registry_pb2, registry_pb2_grpc
 
 _log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class LogAuditor:
         merge_delay: timedelta,
         tiles: TileReader | None = None,
         gate: LogGate | None = None,
+        alarms: AlarmReporter | None = None,
     ) -> None:
         # Its transactions read, then write, beside a busy server: take the lock up front.
         self._sessions = session_factory(immediate_writer(engine))
@@ -113,12 +115,16 @@ class LogAuditor:
         # (agency_node.tile_audit); without, it asks the public port for proofs.
         self._tiles = tiles
         self._gate = gate
+        # Tells the registry's operator about new alarms (the console's alarms page).
+        self._alarms = alarms
 
     def close(self) -> None:
         """Close the connections to the registry's log."""
         self._client.close()
         if self._tiles is not None:
             self._tiles.close()
+        if self._alarms is not None:
+            self._alarms.close()
 
     def run_once(
         self,
@@ -309,6 +315,7 @@ class LogAuditor:
         with self._sessions.begin() as session:
             rows = session.execute(select(AuditAlarm.kind, AuditAlarm.query_id))
             known = {(kind, query_id) for kind, query_id in rows}
+            fresh = [kind for kind, query_id, _ in report.problems if (kind, query_id) not in known]
             for number, (kind, query_id, detail) in enumerate(report.problems):
                 if number < _LOGGED_PROBLEMS:
                     _log.error("registry log audit failed (%s): %s", kind, detail)
@@ -321,6 +328,38 @@ class LogAuditor:
                     session.add(
                         AuditAlarm(raised_at=now, kind=kind, query_id=query_id, detail=detail)
                     )
+        if self._alarms is not None:
+            self._alarms.report(fresh, report.tree_size, now)
+
+
+class AlarmReporter:
+    """Reports alarms to the registry's operator (``ReportAlarm`` on the members' port).
+
+    Counts per kind of the problems a pass found first (not already in the
+    node's ``audit_alarms``, which keeps which queries). A registry that cannot
+    be reached, or refuses, costs a warning: the alarm is in the node's own table.
+    """
+
+    def __init__(self, registry: str, credentials: grpc.ChannelCredentials) -> None:
+        self._channel = grpc.secure_channel(registry, credentials)
+        self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
+
+    def report(self, kinds: Sequence[str], tree_size: int, now: datetime) -> None:
+        """Report how many problems of each kind this pass found first."""
+        for kind, count in sorted(Counter(kinds).items()):
+            request = registry_pb2.ReportAlarmRequest(kind=kind, count=count, tree_size=tree_size)
+            request.raised_at.FromDatetime(now)
+            try:
+                self._stub.ReportAlarm(request, timeout=5)
+            except grpc.RpcError as exc:
+                _log.warning(
+                    "could not report the %s alarm to the registry (%s): it stays in the "
+                    "audit_alarms table", kind, exc.code().name,
+                )  # fmt: skip
+
+    def close(self) -> None:
+        """Close the channel to the registry."""
+        self._channel.close()
 
 
 class AuditThread(threading.Thread):

@@ -1,8 +1,10 @@
 """``credence registry ...``: run the central registry and manage membership.
 
 credence registry init    --dir D [--federation-id ID] [--listen ADDR] [--http-listen ADDR]
-credence registry serve   --dir D [--listen ADDR] [--http-listen ADDR]
+                          [--console-listen ADDR]
+credence registry serve   --dir D [--listen ADDR] [--http-listen ADDR] [--console-listen ADDR]
 credence registry migrate --dir D
+credence registry admin-token --dir D --name NAME --out FILE [--days N] | --revoke NAME
 credence registry members list      --dir D [--state pending|active|suspended] [--json]
 credence registry members approve   --dir D ID [--purposes P,...] [--kinds K,...]
 [--identity-verifier]
@@ -17,18 +19,21 @@ import dataclasses
 import json
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from central_registry import config as registry_config
 from central_registry import database, membership
+from central_registry.console import admin_tokens
 from central_registry.keyring import create_keys, load_keys
 from central_registry.publishing import publish
 from central_registry.server import serve
 from central_registry.store import member_rows
 from credence.cli.command import command, subcommands
 from credence.clock import utc_now
+from credence.encoding import format_time
 from credence.errors import InvalidInput
 from credence.scorecard import default_scorecard
 from credence.storage import session_factory
@@ -39,6 +44,7 @@ EXAMPLES = """examples:
   credence registry members list --dir ./registry --state pending
   credence registry members approve --dir ./registry court-1
   credence registry members suspend --dir ./registry shop-7
+  credence registry admin-token --dir ./registry --name alice --out alice.token
 """
 DATA_DIR = "the registry's data directory"
 
@@ -62,6 +68,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="public gRPC host:port (enrolment, subject access)",
     )
     init.add_argument("--http-listen", default="127.0.0.1:7780", help="HTTP host:port")
+    init.add_argument(
+        "--console-listen",
+        default="127.0.0.1:7790",
+        help="the operator's console host:port (HTTPS); '' for no console",
+    )
 
     run = command(
         commands,
@@ -74,6 +85,20 @@ def register(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--listen", default=None, help="members' host:port, overriding the config")
     run.add_argument("--public-listen", default=None, help="public host:port")
     run.add_argument("--http-listen", default=None, help="HTTP host:port")
+    run.add_argument("--console-listen", default=None, help="console host:port ('' for no console)")
+
+    token = command(
+        commands,
+        "admin-token",
+        "make a token file for the operator's console (only its hash is kept)",
+        "credence registry admin-token --dir ./registry --name alice --out alice.token",
+        data_dir=DATA_DIR,
+        handler=_admin_token,
+    )
+    token.add_argument("--name", help="who holds it (lower-case letters, digits, . _ -)")
+    token.add_argument("--out", type=Path, help="the token file to create (mode 0600)")
+    token.add_argument("--days", type=float, default=90, help="how long it is valid")
+    token.add_argument("--revoke", metavar="NAME", help="end every token of NAME instead")
 
     command(
         commands, "migrate", "bring the database schema up to date",
@@ -142,6 +167,7 @@ def _init(args: argparse.Namespace) -> int:
         listen=args.listen,
         public_listen=args.public_listen,
         http_listen=args.http_listen,
+        console_listen=args.console_listen,
         # A production registry starts on PostgreSQL straight away.
         database_url=os.environ.get("CREDENCE_REGISTRY_DATABASE_URL", ""),
     )
@@ -167,19 +193,50 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    def ready(port: int, public_port: int, http_port: int) -> None:
+    def ready(port: int, public_port: int, http_port: int, console_port: int | None) -> None:
         print(
             f"listening on port {port} (members), {public_port} (public), http {http_port}",
             flush=True,
         )
+        if console_port is not None:
+            print(f"console https://127.0.0.1:{console_port}/ (port {console_port})", flush=True)
 
     serve(
         args.dir,
         listen=args.listen,
         public_listen=args.public_listen,
         http_listen=args.http_listen,
+        console_listen=args.console_listen,
         ready=ready,
     )
+    return 0
+
+
+def _admin_token(args: argparse.Namespace) -> int:
+    config = registry_config.load_config(args.dir)
+    if args.revoke is None and (args.name is None or args.out is None):
+        raise InvalidInput("admin-token needs --name and --out (or --revoke NAME)")
+    engine = _engine(config)
+    now = utc_now()
+    try:
+        if args.revoke is not None:
+            with session_factory(engine).begin() as session:
+                count = admin_tokens.revoke_tokens(session, args.revoke, now)
+            print(f"ended {count} token(s) of admin {args.revoke}; their sessions end at once")
+            return 0
+        admin_tokens.check_name(args.name)
+        token = admin_tokens.new_token()
+        with session_factory(engine).begin() as session:
+            row = admin_tokens.add_token(
+                session, token, name=args.name, now=now, validity=timedelta(days=args.days)
+            )
+            # Written inside the transaction: a file that cannot be made stores nothing.
+            admin_tokens.write_token_file(args.out, token)
+            expires = format_time(row.expires_at)
+    finally:
+        engine.dispose()
+    print(f"wrote {args.out} (mode 0600) for admin {args.name}, valid until {expires}")
+    print("paste its content on the console's login page; the registry keeps only its hash")
     return 0
 
 

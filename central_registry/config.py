@@ -1,8 +1,8 @@
 """The registry's configuration: ``registry.toml`` in its data directory, parsed once.
 
 ``credence registry init`` writes it; ``CREDENCE_REGISTRY_LISTEN``,
-``CREDENCE_REGISTRY_PUBLIC_LISTEN``, ``CREDENCE_REGISTRY_HTTP_LISTEN`` and
-``CREDENCE_REGISTRY_DATABASE_URL``
+``CREDENCE_REGISTRY_PUBLIC_LISTEN``, ``CREDENCE_REGISTRY_HTTP_LISTEN``,
+``CREDENCE_REGISTRY_CONSOLE_LISTEN`` and ``CREDENCE_REGISTRY_DATABASE_URL``
 override it for deployment. The result is a frozen :class:`RegistryConfig`.
 
 Files in the data directory:
@@ -143,6 +143,9 @@ class RegistryConfig:
     #: registry's own ``tls.crt`` / ``tls.key`` from the federation CA.
     http_tls_cert: Path | None = None
     http_tls_key: Path | None = None
+    #: The operator's console (HTTPS, admin token); empty: no console. Its TLS
+    #: identity is the HTTP side's.
+    console_listen: str = ""
     database_url: str = ""
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_screen_rows: int = DEFAULT_MAX_SCREEN_ROWS
@@ -286,6 +289,8 @@ def parse_config(
             data_dir, config_value(CONFIG_FILE, main, "http_tls_cert", str, "")
         ),
         http_tls_key=_data_path(data_dir, config_value(CONFIG_FILE, main, "http_tls_key", str, "")),
+        console_listen=environ.get("CREDENCE_REGISTRY_CONSOLE_LISTEN")
+        or config_value(CONFIG_FILE, main, "console_listen", str, ""),
         database_url=environ.get("CREDENCE_REGISTRY_DATABASE_URL")
         or config_value(CONFIG_FILE, main, "database_url", str, ""),
         max_message_bytes=config_value(
@@ -399,7 +404,7 @@ def render_config(config: RegistryConfig) -> str:
     lines = [
         "# Credence registry. Environment overrides: CREDENCE_REGISTRY_LISTEN,",
         "# CREDENCE_REGISTRY_PUBLIC_LISTEN, CREDENCE_REGISTRY_HTTP_LISTEN,",
-        "# CREDENCE_REGISTRY_DATABASE_URL.",
+        "# CREDENCE_REGISTRY_CONSOLE_LISTEN, CREDENCE_REGISTRY_DATABASE_URL.",
         "[registry]",
         f'member_id = "{config.member_id}"',
         f'federation_id = "{config.federation_id}"',
@@ -412,6 +417,9 @@ def render_config(config: RegistryConfig) -> str:
         f'http_listen = "{config.http_listen}"',
         f'http_tls_cert = "{config.http_tls_cert or ""}"',
         f'http_tls_key = "{config.http_tls_key or ""}"',
+        "# The operator's console (HTTPS with the HTTP side's certificate; log in with a",
+        "# token from `credence registry admin-token`); empty: no console.",
+        f'console_listen = "{config.console_listen}"',
         "# Empty: the SQLite file registry.db in this directory.",
         f'database_url = "{config.database_url}"',
         f"manifest_validity_days = {config.manifest_validity.days}",

@@ -33,9 +33,13 @@ from sqlalchemy import Engine
 
 from central_registry import config as registry_config
 from central_registry import database, membership
+from central_registry.agency_stats import AgencyStats
+from central_registry.console.actions import ConsoleActions
+from central_registry.console.app import Console, ConsoleSources
+from central_registry.console.serving import ConsoleServer
 from central_registry.fanout import FanOut
 from central_registry.http_side import HttpSide
-from central_registry.keyring import load_keys
+from central_registry.keyring import RegistryKeys, load_keys
 from central_registry.log.entries import erase_expired
 from central_registry.lookups import Lookups
 from central_registry.manifest_cache import ManifestCache
@@ -95,6 +99,10 @@ class RunningRegistry:
     witnessing: asyncio.Task[None] | None = None
     #: Gathers cosignatures and holds the latest cosigned checkpoint.
     witnesses: Witnessing | None = None
+    #: The operator's console, unless ``console_listen`` is empty.
+    console: ConsoleServer | None = None
+    #: Each agency's fan-out calls over the last hour (the console's agencies page).
+    agency_stats: AgencyStats | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting; finish in-flight calls within ``grace``; close everything."""
@@ -102,6 +110,8 @@ class RunningRegistry:
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.http.stop()
         grace = self.grace_seconds if grace is None else grace
+        if self.console is not None:
+            await self.console.stop()
         await asyncio.gather(self.server.stop(grace), self.public_server.stop(grace))
         for task in (self.housekeeping, self.witnessing):
             if task is not None:
@@ -118,6 +128,7 @@ async def start_registry(
     listen: str | None = None,
     public_listen: str | None = None,
     http_listen: str | None = None,
+    console_listen: str | None = None,
 ) -> RunningRegistry:
     """Read a registry's data directory and start serving on the running loop.
 
@@ -136,6 +147,8 @@ async def start_registry(
     status_lists = StatusListPublisher(
         engine, key=keys.signing, registry_id=config.member_id, clock=clock
     )
+    # Each agency's calls over the last hour, for the console's agencies page.
+    agency_stats = AgencyStats()
     fanout = FanOut(
         key_pem=keys.tls_key_pem,
         cert_pem=keys.tls_cert_pem,
@@ -255,10 +268,52 @@ async def start_registry(
     )  # fmt: skip
     running.housekeeping = asyncio.ensure_future(_housekeeping(engine, config, clock))
     running.witnesses = witnessing
+    running.agency_stats = agency_stats
+    console_address = config.console_listen if console_listen is None else console_listen
+    if console_address:
+        try:
+            running.console = await _start_console(
+                config, console_address, keys=keys, engine=engine, manifests=manifests,
+                cosigned=witnessing.latest, stats=agency_stats, clock=clock,
+            )  # fmt: skip
+        except BaseException:
+            await running.stop(0)
+            raise
+        _log.info("registry console on port %d", running.console.port)
     running.witnessing = asyncio.ensure_future(
         witness_periodically(witnessing, config.witness_interval_seconds, lambda _round: None)
     )
     return running
+
+
+async def _start_console(
+    config: registry_config.RegistryConfig,
+    listen: str,
+    *,
+    keys: RegistryKeys,
+    engine: Engine,
+    manifests: ManifestCache,
+    cosigned: Callable[[], bytes],
+    stats: AgencyStats,
+    clock: Clock,
+) -> ConsoleServer:
+    """The operator's console on ``listen``, with the HTTP side's TLS identity."""
+    actions = ConsoleActions(
+        engine=engine, config=config, keys=keys, clock=clock, published=manifests.refresh
+    )
+    sources = ConsoleSources(
+        engine=engine, federation_id=config.federation_id, manifest=manifests.current,
+        cosigned=cosigned, stats=stats, actions=actions, clock=clock,
+    )  # fmt: skip
+    console = ConsoleServer(
+        Console(sources).app(),
+        listen,
+        tls_cert=config.http_tls_cert or config.path(registry_config.TLS_CERT_FILE),
+        tls_key=config.http_tls_key or config.path(registry_config.TLS_KEY_FILE),
+        grace_seconds=config.grace_seconds,
+    )
+    await console.start()
+    return console
 
 
 def _peer_limits(
@@ -311,19 +366,25 @@ def serve(
     listen: str | None = None,
     public_listen: str | None = None,
     http_listen: str | None = None,
-    ready: Callable[[int, int, int], None],
+    console_listen: str | None = None,
+    ready: Callable[[int, int, int, int | None], None],
 ) -> None:
-    """Run the registry until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run the registry until SIGTERM or SIGINT, then shut down gracefully.
+
+    ``ready`` gets the members', public, HTTP and console ports (None: no console).
+    """
 
     async def main() -> None:
         registry = await start_registry(
-            data_dir, listen=listen, public_listen=public_listen, http_listen=http_listen
-        )
+            data_dir, listen=listen, public_listen=public_listen, http_listen=http_listen,
+            console_listen=console_listen,
+        )  # fmt: skip
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
-        ready(registry.port, registry.public_port, registry.http.port)
+        console = None if registry.console is None else registry.console.port
+        ready(registry.port, registry.public_port, registry.http.port, console)
         await stopping.wait()
         _log.info("stopping: finishing in-flight lookups")
         await registry.stop()
@@ -352,6 +413,7 @@ class RegistryThread:
         listen: str = "127.0.0.1:0",
         public_listen: str = "127.0.0.1:0",
         http_listen: str = "127.0.0.1:0",
+        console_listen: str | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="registry-loop")
@@ -363,6 +425,7 @@ class RegistryThread:
                 listen=listen,
                 public_listen=public_listen,
                 http_listen=http_listen,
+                console_listen=console_listen,
             ),
             self._loop,
         )
@@ -392,6 +455,17 @@ class RegistryThread:
     def http_port(self) -> int:
         """The HTTP port."""
         return self.running.http.port
+
+    @property
+    def console_port(self) -> int:
+        """The console's port.
+
+        Raises:
+            FailedPrecondition: this registry runs no console.
+        """
+        if self.running.console is None:
+            raise FailedPrecondition("this registry runs no console: set console_listen")
+        return self.running.console.port
 
     def stop(self, grace: float = 0) -> None:
         """Stop the registry and its loop; tasks still pending are cancelled and finished first."""

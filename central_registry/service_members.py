@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import Executor
+from datetime import UTC
 from typing import Any
 
 from cryptography import x509
 
-from central_registry import contests, grants
+from central_registry import alarms, contests, grants
 from central_registry.config import RegistryConfig
 from central_registry.grants import GrantPolicy
 from central_registry.keyring import RegistryKeys
@@ -204,3 +205,19 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         with self._sessions.begin() as session:
             contests.resolve(session, resolution, caller=caller, manifest=self._manifests.current())
         return registry_pb2.ReportContestOutcomeResponse()
+
+    @handlers.blocking
+    def ReportAlarm(
+        self, request: registry_pb2.ReportAlarmRequest, context: Context
+    ) -> registry_pb2.ReportAlarmResponse:
+        """An agency node reports an alarm its log audit raised, for the operator's console."""
+        caller = self._members.caller(context)
+        if self._manifests.current().active_member(caller).role_name != "agency":
+            raise PermissionDenied(f"{caller!r} is not an agency: only agency nodes audit the log")
+        with self._sessions.begin() as session:
+            alarms.record_alarm(
+                session, caller, kind=request.kind, count=request.count,
+                tree_size=request.tree_size,
+                raised_at=request.raised_at.ToDatetime(tzinfo=UTC), now=self._clock(),
+            )  # fmt: skip
+        return registry_pb2.ReportAlarmResponse()

@@ -1341,6 +1341,62 @@ class ReportContestOutcomeResponse(_message.Message):
 Global___ReportContestOutcomeResponse: _TypeAlias = ReportContestOutcomeResponse  # noqa: Y015
 
 @_typing.final
+class ReportAlarmRequest(_message.Message):
+    """Request of RegistryService.ReportAlarm: problems of one kind an agency node's
+    log audit found, for the operator's console. Counts and sizes only: the node
+    keeps which queries (its audit_alarms table); nothing here names a subject.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    RAISED_AT_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """The audit's kind of problem, e.g. "missing_entry" (lower case, digits, '_'; 1..48)."""
+    count: _builtins.int
+    """How many problems of that kind the pass found (at least 1)."""
+    tree_size: _builtins.int
+    """The log size the node checked against."""
+    @_builtins.property
+    def raised_at(self) -> _timestamp_pb2.Timestamp:
+        """When the node's audit raised it."""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        count: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
+        raised_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["raised_at", b"raised_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "kind", b"kind", "raised_at", b"raised_at", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportAlarmRequest: _TypeAlias = ReportAlarmRequest  # noqa: Y015
+
+@_typing.final
+class ReportAlarmResponse(_message.Message):
+    """Response of RegistryService.ReportAlarm."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportAlarmResponse: _TypeAlias = ReportAlarmResponse  # noqa: Y015
+
+@_typing.final
 class GetTreeHeadRequest(_message.Message):
     """---------------------------------------------------------- transparency log
 

@@ -78,6 +78,11 @@ class RegistryServiceStub:
                 request_serializer=credence_dot_v1_dot_registry__pb2.ReportContestOutcomeRequest.SerializeToString,
                 response_deserializer=credence_dot_v1_dot_registry__pb2.ReportContestOutcomeResponse.FromString,
                 _registered_method=True)
+        self.ReportAlarm = channel.unary_unary(
+                '/credence.v1.RegistryService/ReportAlarm',
+                request_serializer=credence_dot_v1_dot_registry__pb2.ReportAlarmRequest.SerializeToString,
+                response_deserializer=credence_dot_v1_dot_registry__pb2.ReportAlarmResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -143,6 +148,13 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportAlarm(self, request, context):
+        """An agency node reports an alarm its log audit raised (bounded, rate-limited per member).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +197,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ReportContestOutcome,
                     request_deserializer=credence_dot_v1_dot_registry__pb2.ReportContestOutcomeRequest.FromString,
                     response_serializer=credence_dot_v1_dot_registry__pb2.ReportContestOutcomeResponse.SerializeToString,
+            ),
+            'ReportAlarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportAlarm,
+                    request_deserializer=credence_dot_v1_dot_registry__pb2.ReportAlarmRequest.FromString,
+                    response_serializer=credence_dot_v1_dot_registry__pb2.ReportAlarmResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -407,6 +424,33 @@ class RegistryService:
             '/credence.v1.RegistryService/ReportContestOutcome',
             credence_dot_v1_dot_registry__pb2.ReportContestOutcomeRequest.SerializeToString,
             credence_dot_v1_dot_registry__pb2.ReportContestOutcomeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportAlarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credence.v1.RegistryService/ReportAlarm',
+            credence_dot_v1_dot_registry__pb2.ReportAlarmRequest.SerializeToString,
+            credence_dot_v1_dot_registry__pb2.ReportAlarmResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,8 @@ class RegistryServiceStub:
     """Screening: subjects stream in, verdicts stream back as they are ready."""
     ReportContestOutcome: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ReportContestOutcomeRequest, _registry_pb2.ReportContestOutcomeResponse]
     """An agency reports how it resolved a subject's contest."""
+    ReportAlarm: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ReportAlarmRequest, _registry_pb2.ReportAlarmResponse]
+    """An agency node reports an alarm its log audit raised (bounded, rate-limited per member)."""
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -79,6 +81,8 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """Screening: subjects stream in, verdicts stream back as they are ready."""
     ReportContestOutcome: _aio.UnaryUnaryMultiCallable[_registry_pb2.ReportContestOutcomeRequest, _registry_pb2.ReportContestOutcomeResponse]  # type: ignore[assignment]
     """An agency reports how it resolved a subject's contest."""
+    ReportAlarm: _aio.UnaryUnaryMultiCallable[_registry_pb2.ReportAlarmRequest, _registry_pb2.ReportAlarmResponse]  # type: ignore[assignment]
+    """An agency node reports an alarm its log audit raised (bounded, rate-limited per member)."""
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """----------------------------------------------------------------- services
@@ -150,6 +154,14 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ReportContestOutcomeResponse, _abc.Awaitable[_registry_pb2.ReportContestOutcomeResponse]]:
         """An agency reports how it resolved a subject's contest."""
+
+    @_abc_1.abstractmethod
+    def ReportAlarm(
+        self,
+        request: _registry_pb2.ReportAlarmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ReportAlarmResponse, _abc.Awaitable[_registry_pb2.ReportAlarmResponse]]:
+        """An agency node reports an alarm its log audit raised (bounded, rate-limited per member)."""
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -17,8 +17,10 @@ from pathlib import Path
 from central_registry.server import RegistryThread
 from credence.cli import main
 
+# No console unless a test asks for one (RegistryThread(console_listen=...)).
 LOOPBACK = (
     "--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+    "--console-listen", "",
 )  # fmt: skip
 
 
