@@ -33,6 +33,7 @@ import grpc
 import pytest
 from sqlalchemy import Engine, select
 from support.registry import free_port, init_registry, run
+from support.witnessed import wait_witnessed
 
 from agency_node.server import RunningNode, start_node
 from central_registry import config as registry_config
@@ -250,6 +251,7 @@ def scaleout(tmp_path: Path, postgres_database: str) -> Iterator[Callable[..., S
         first = scale.processes[0]
         scale.company = _enrol_company(scale, first.public)
         scale.nodes.append(_add_agency(scale, first))
+        wait_witnessed(scale.nodes[-1])
         return scale
 
     yield build
