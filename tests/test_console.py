@@ -19,7 +19,8 @@ import grpc
 import httpx
 import pytest
 from sqlalchemy import func, select
-from support.inprocess import InProcessFederation, Member
+from support.console import TOKEN_FILE, console_federation, enrol
+from support.inprocess import InProcessFederation
 from support.registry import init_registry, run
 
 from agency_node.audit import AlarmReporter
@@ -31,11 +32,7 @@ from central_registry.models import AdminAction, AdminToken, Alarm, Contest
 from central_registry.models import Member as MemberRow
 from central_registry.server import RegistryThread
 from credence.cli import main
-from credence.client import enrol as client_enrol
-from credence.client.requester import MemberCredentials
 from credence.errors import FailedPrecondition, PermissionDenied
-from credence.keys import SigningKey, private_key_pem
-from credence.pki import generate_tls_key, make_csr
 from credence.rpc.tls import channel_credentials
 from credence.storage import session_factory
 from credence.v1 import registry_pb2, registry_pb2_grpc
@@ -44,42 +41,10 @@ PAGES = ("/members", "/agencies", "/log", "/alarms", "/contests")
 SUBJECT_REF = "5a" * 32
 
 
-def enrol(fed: InProcessFederation, member_id: str, role: str, *, approve: bool) -> Member | None:
-    """Enrol a member on the public port; approve it with the CLI when asked."""
-    tls_key, signing_key = generate_tls_key(), SigningKey.generate()
-    agency = role == "agency"
-    client_enrol.enrol(
-        fed.public, fed.ca_pem, member_id=member_id, display_name=f"{member_id} Ltd", role=role,
-        csr_pem=make_csr(tls_key, member_id), signing_key=signing_key,
-        endpoint="127.0.0.1:9" if agency else "",
-        record_kinds=("court_judgment",) if agency else (),
-    )  # fmt: skip
-    if not approve:
-        return None
-    run("registry", "members", "approve", "--dir", fed.registry_dir, member_id)
-    result = client_enrol.collect_enrolment(
-        fed.public, fed.ca_pem, member_id=member_id, signing_key=signing_key
-    )
-    credentials = MemberCredentials(
-        member_id, private_key_pem(tls_key), result.certificate_pem, result.ca_pem, signing_key
-    )
-    fed.members[member_id] = Member(member_id, credentials)
-    return fed.members[member_id]
-
-
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessFederation]:
-    root = tmp_path_factory.mktemp("console")
-    registry_dir = init_registry(root / "registry", {"console_listen": "127.0.0.1:0"})
-    federation = InProcessFederation(root, RegistryThread(registry_dir))
-    try:
-        enrol(federation, "bank-a", "company", approve=True)
-        enrol(federation, "court-1", "agency", approve=True)
-        run("registry", "admin-token", "--dir", registry_dir, "--name", "alice",
-            "--out", root / "alice.token")  # fmt: skip
+    with console_federation(tmp_path_factory.mktemp("console")) as federation:
         yield federation
-    finally:
-        federation.stop()
 
 
 def _client(fed: InProcessFederation) -> httpx.Client:
@@ -96,7 +61,7 @@ def _csrf(page: httpx.Response) -> str:
 
 
 def _token(fed: InProcessFederation) -> str:
-    return (fed.root / "alice.token").read_text()
+    return (fed.root / TOKEN_FILE).read_text()
 
 
 def _login(client: httpx.Client, token: str) -> httpx.Response:
@@ -250,7 +215,7 @@ def test_a_revoked_token_ends_its_sessions(fed: InProcessFederation) -> None:
 
 
 def test_the_token_file_is_private_and_only_its_hash_is_stored(fed: InProcessFederation) -> None:
-    path = fed.root / "alice.token"
+    path = fed.root / TOKEN_FILE
     assert path.stat().st_mode & 0o777 == 0o600
     token = path.read_text().strip()
     assert token.startswith(admin_tokens.TOKEN_PREFIX)

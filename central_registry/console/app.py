@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from central_registry.agency_stats import AgencyStats
 from central_registry.console import admin_tokens, sessions, views
-from central_registry.console.actions import MEMBER_ACTIONS, ConsoleActions
+from central_registry.console.actions import ConsoleActions
 from central_registry.console.admin_tokens import Admin
 from central_registry.console.chart import latency_chart
 from central_registry.console.sessions import COOKIE_NAME, ConsoleSession
@@ -59,6 +59,13 @@ NAV = (
     ("/alarms", "Alarms"),
     ("/contests", "Contests"),
 )
+#: What the members page says after each action.
+DONE = {
+    "approve": "Approved",
+    "refuse": "Refused the enrolment of",
+    "suspend": "Suspended",
+    "reinstate": "Reinstated",
+}
 SECURITY_HEADERS = (
     (b"content-security-policy",
      b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -312,7 +319,7 @@ class Console:
             rows = views.members(db)
             actions = views.admin_actions(db)
         done, member = request.query_params.get("done", ""), request.query_params.get("member", "")
-        message = f"{done}: {member}" if done in MEMBER_ACTIONS and member else ""
+        message = f"{DONE[done]} {member}" if done in DONE and member else ""
         return self._render(
             request, "members.html", "Members", admin=admin, session=session, status=status,
             message=message, error=error,
