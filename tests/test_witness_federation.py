@@ -16,10 +16,13 @@ from support.fixtures import StartFederation
 from support.inprocess import InProcessFederation
 
 from credence.dev import synthetic
+from credence.enrolment import enrol_proof, witness_key_proof
+from credence.keys import SigningKey, load_signing_key
 from credence.manifest import TrustedManifest
+from credence.pki import generate_tls_key, make_csr
 from credence.transparency.tile_reader import TileReader
 from credence.transparency.witness_policy import policy_from_manifest, verify_cosigned
-from credence.v1 import registry_pb2, registry_pb2_grpc
+from credence.v1 import common_pb2, manifest_pb2, registry_pb2, registry_pb2_grpc
 
 PROFILES = synthetic.AGENCY_PROFILES[:3]
 
@@ -93,3 +96,55 @@ def test_the_http_checkpoint_is_the_cosigned_one_and_its_tiles_prove_it(
         reader.tree(cosigned.checkpoint.size, cosigned.checkpoint.root_hash)
     finally:
         reader.close()
+
+
+def test_node_init_made_a_private_witness_key_that_the_manifest_publishes(
+    federation: InProcessFederation,
+) -> None:
+    for profile in PROFILES:
+        path = federation.node_dir(profile.name) / "witness.key"
+        assert path.stat().st_mode & 0o777 == 0o600
+        key = load_signing_key(path)
+        assert _manifest(federation).members[profile.name].witness_key == key.public.raw()
+        assert "witness = true" in (federation.node_dir(profile.name) / "node.toml").read_text()
+
+
+def _enrol_agency(
+    federation: InProcessFederation, member_id: str, witness_key: SigningKey, proof_key: SigningKey
+) -> None:
+    """Enrol as an attacker would: any witness key, a proof made by any key."""
+    tls_key, signing_key = generate_tls_key(), SigningKey.generate()
+    csr = make_csr(tls_key, member_id)
+    request = registry_pb2.EnrolRequest(
+        member_id=member_id,
+        display_name=member_id,
+        role=manifest_pb2.ROLE_AGENCY,
+        csr_pem=csr.decode(),
+        signing_key=common_pb2.PublicKey(kid=signing_key.kid, ed25519=signing_key.public.raw()),
+        endpoint="127.0.0.1:9",
+        record_kinds=["court_judgment"],
+        signing_key_proof=enrol_proof(signing_key, csr),
+        witness_key=common_pb2.PublicKey(kid=witness_key.kid, ed25519=witness_key.public.raw()),
+        witness_key_proof=witness_key_proof(proof_key, csr),
+    )
+    credentials = grpc.ssl_channel_credentials(federation.ca_pem)
+    with grpc.secure_channel(federation.public, credentials) as channel:
+        registry_pb2_grpc.EnrolmentServiceStub(channel).Enrol(request, timeout=10)
+
+
+def test_a_member_cannot_enrol_another_members_witness_key(
+    federation: InProcessFederation,
+) -> None:
+    court_key = load_signing_key(federation.node_dir("court") / "witness.key")
+    # Without the key: the proof of possession fails.
+    with pytest.raises(grpc.RpcError) as no_proof:
+        _enrol_agency(federation, "mallory", court_key, SigningKey.generate())
+    assert no_proof.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # With it (stolen): the key is taken, so no member counts twice in the quorum.
+    with pytest.raises(grpc.RpcError) as taken:
+        _enrol_agency(federation, "mallory", court_key, court_key)
+    assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "witness key is enrolled for another member" in (taken.value.details() or "")
+    # Nothing was enrolled: mallory can be enrolled afresh with its own key.
+    own = SigningKey.generate()
+    _enrol_agency(federation, "mallory", own, own)
