@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agency_node.models import QueryLogEntry, SeenTreeHead
@@ -45,8 +45,10 @@ if TYPE_CHECKING:
 BAD_CHECKPOINT = "bad_checkpoint"
 BAD_TILE = "bad_tile"
 INCONSISTENT_LOG = "inconsistent_log"
-#: Rows marked verified per statement.
+#: Rows read per statement (missing promises' details).
 _UPDATE_CHUNK = 1_000
+#: Rows marked verified per transaction.
+_MARK_BATCH = 10_000
 #: How long a witnessing round may take, from the registry signing a checkpoint to
 #: the quorum's cosignatures: a checkpoint cosigned at T was signed after T minus this.
 ROUND_ALLOWANCE = timedelta(seconds=60)
@@ -100,10 +102,17 @@ def run_tile_pass(
     checkpoint = cosigned.checkpoint
     report.tree_size = checkpoint.size
     tree = tiles.tree(checkpoint.size, checkpoint.root_hash)
-    due = _due(sessions, everything=everything)
-    by_commitment: dict[bytes, list[_Due]] = {}
-    for commitment, row in due:
-        by_commitment.setdefault(commitment, []).append(row)
+    where = _due_where(everything=everything)
+    # Ids and commitments only: the rest is read for the few promises not found.
+    with reader(sessions()) as session:
+        due = session.execute(
+            select(QueryLogEntry.id, QueryLogEntry.entry_commitment)
+            .where(*where)
+            .order_by(QueryLogEntry.id)
+        ).all()
+    by_commitment: dict[bytes, list[int]] = {}
+    for row_id, commitment in due:
+        by_commitment.setdefault(bytes(commitment or b""), []).append(row_id)
     try:
         if not _extends_what_was_seen(sessions, tree, report):
             return True
@@ -117,57 +126,65 @@ def run_tile_pass(
     except (VerificationError, InvalidInput) as exc:
         report.problems.append((BAD_TILE, "", f"the log's tiles are refused: {exc}"))
         return True
-    verified = [row.id for commitment in found for row in by_commitment[commitment]]
+    verified = [row_id for commitment in found for row_id in by_commitment[commitment]]
     _mark(sessions, verified, now)
     report.checked += len(verified)
+    missing = [row_id for commitment, ids in by_commitment.items() if commitment not in found
+               for row_id in ids]  # fmt: skip
     if progress is not None:
         progress(len(due), len(due))
     # Promises due before the registry signed this checkpoint must be in it. Its
     # cosignatures bound when that was (a registry that keeps a withheld entry out
     # gets old trees cosigned afresh, and is caught the same way).
     signed_by = (cosigned.cosigned_at or now) - ROUND_ALLOWANCE
-    for commitment, rows in by_commitment.items():
-        if commitment in found:
-            continue
-        for row in rows:
-            if row.received_at + merge_delay <= signed_by:
-                report.problems.append(
-                    (MISSING_ENTRY, row.query_id,
-                     f"query {row.query_id} was promised at {format_time(row.received_at)} "
-                     f"but is not in the log's cosigned checkpoint of {checkpoint.size} "
-                     f"entries, past the merge delay of {int(merge_delay.total_seconds())} s")
-                )  # fmt: skip
+    for row in _rows(sessions, missing):
+        if row.received_at + merge_delay <= signed_by:
+            report.problems.append(
+                (MISSING_ENTRY, row.query_id,
+                 f"query {row.query_id} was promised at {format_time(row.received_at)} "
+                 f"but is not in the log's cosigned checkpoint of {checkpoint.size} "
+                 f"entries, past the merge delay of {int(merge_delay.total_seconds())} s")
+            )  # fmt: skip
     return True
 
 
-def _due(sessions: sessionmaker[Session], *, everything: bool) -> Sequence[tuple[bytes, _Due]]:
+def _due_where(*, everything: bool) -> tuple[ColumnElement[bool], ...]:
     where: tuple[ColumnElement[bool], ...] = (
         QueryLogEntry.outcome == "answered",
         QueryLogEntry.entry_commitment.is_not(None),
     )
     if not everything:
         where = (*where, QueryLogEntry.inclusion_checked_at.is_(None))
-    with reader(sessions()) as session:
-        return [
-            (bytes(commitment or b""), _Due(row_id, query_id, received_at))
-            for commitment, row_id, query_id, received_at in session.execute(
-                select(
-                    QueryLogEntry.entry_commitment,
-                    QueryLogEntry.id,
-                    QueryLogEntry.query_id,
-                    QueryLogEntry.received_at,
-                ).where(*where)
+    return where
+
+
+def _rows(sessions: sessionmaker[Session], ids: Sequence[int]) -> list[_Due]:
+    found: list[_Due] = []
+    for start in range(0, len(ids), _UPDATE_CHUNK):
+        with reader(sessions()) as session:
+            found.extend(
+                _Due(*row)
+                for row in session.execute(
+                    select(QueryLogEntry.id, QueryLogEntry.query_id, QueryLogEntry.received_at)
+                    .where(QueryLogEntry.id.in_(ids[start : start + _UPDATE_CHUNK]))
+                    .order_by(QueryLogEntry.id)
+                )
             )
-        ]
+    return found
 
 
 def _mark(sessions: sessionmaker[Session], ids: Sequence[int], now: datetime) -> None:
-    for start in range(0, len(ids), _UPDATE_CHUNK):
+    """Mark rows ``ids`` verified at ``now``: one statement executed per id, in batches."""
+    # Core execution on the connection: an executemany, not the ORM's bulk update.
+    statement = (
+        update(QueryLogEntry)
+        .where(QueryLogEntry.id == bindparam("row_id"))
+        .values(inclusion_checked_at=now)
+    )
+    for start in range(0, len(ids), _MARK_BATCH):
         with sessions.begin() as session:
-            session.execute(
-                update(QueryLogEntry)
-                .where(QueryLogEntry.id.in_(ids[start : start + _UPDATE_CHUNK]))
-                .values(inclusion_checked_at=now)
+            session.connection().execute(
+                statement, [{"row_id": row_id} for row_id in ids[start : start + _MARK_BATCH]]
             )
 
 

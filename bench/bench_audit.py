@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import secrets
 import shutil
 import subprocess
@@ -260,15 +261,18 @@ def _pass_rate(node_dir: Path, *, tiles: bool) -> float:
         engine.dispose()
     auditor = _auditor(node_dir, tiles=tiles)
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         report = auditor.run_once()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         auditor.close()
     if report.problems or report.checked == 0:
         raise RuntimeError(f"the pass checked {report.checked}, problems {report.problems[:3]}")
     how = "tiles" if tiles else "bulk gRPC"
-    progress(f"background pass ({how}): {report.checked:,} promises in {elapsed:.2f} s")
+    progress(
+        f"background pass ({how}): {report.checked:,} promises in {elapsed:.2f} s wall, "
+        f"{cpu:.2f} s CPU in the node ({report.checked / cpu:,.0f} promises per CPU second)"
+    )
     return report.checked / elapsed
 
 
@@ -286,11 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         if credence_main([*init, *LOOPBACK]) != 0:
             raise RuntimeError("credence registry init failed")
         toml = registry_dir / registry_config.CONFIG_FILE
-        # A witnessing round (here: publishing, with no witnesses) every half second.
-        toml.write_text(
-            re.sub(r"(?m)^witness_interval_seconds = .*$", "witness_interval_seconds = 0.5",
-                   toml.read_text())
-        )  # fmt: skip
+        # A witnessing round (here: publishing, with no witnesses) every half second,
+        # and no operator console (its fixed port may be taken on a shared machine).
+        text = re.sub(r"(?m)^witness_interval_seconds = .*$", "witness_interval_seconds = 0.5",
+                      toml.read_text())  # fmt: skip
+        toml.write_text(re.sub(r"(?m)^console_listen = .*$", 'console_listen = ""', text))
         config = registry_config.load_config(registry_dir)
         keys = load_keys(config)
         # The node's federation holds the registry's own keys: it trusts the
@@ -341,11 +345,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(node_dir / TILE_CACHE_DIR, ignore_errors=True)
         command = [sys.executable, "-c", "import sys; from credence.cli import main; "
                    "sys.exit(main())", "node", "audit", "--dir", str(node_dir)]  # fmt: skip
-        started = time.perf_counter()
+        started, children = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(
             command, capture_output=True, text=True, check=False, env=dict(os.environ)
         )
         wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
         lines = [line for line in done.stderr.splitlines() if line.startswith("audit node:")]
         print(f"  $ credence node audit --dir {node_dir}  (exit {done.returncode})")
         for line in done.stdout.splitlines():
@@ -354,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = done.returncode == 0 and wall < TARGET_AUDIT_NODE_S
         print(
             f"credence node audit over {args.queries:,} answered queries: {wall:.2f} s wall "
-            f"(target < {TARGET_AUDIT_NODE_S:.0f} s: {verdict(ok)})"
+            f"(target < {TARGET_AUDIT_NODE_S:.0f} s: {verdict(ok)}); {cpu:.2f} s CPU in the "
+            "command's process, start-up included (wall follows the machine's load)"
         )
         return 0 if ok and rate >= TARGET_PER_S else 1
     finally:

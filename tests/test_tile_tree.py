@@ -203,3 +203,15 @@ def test_find_locates_entries_reading_bundles_only_as_far_as_needed(big: Log) ->
     assert [read for read in big.reads if read[0] == -1] == [(-1, 0, 256)]
     # Entries beyond the tree's size are not in it, even if the log has them since.
     assert big.tree(500).find([big.entries[600]]) == {}
+
+
+def test_a_bundle_whose_lengths_shift_an_entry_is_read_as_written_and_refused(big: Log) -> None:
+    # Same total length as 256 commitments, but entry 0 is 31 bytes and entry 1 is 33:
+    # read by its length prefixes (not by position), it is not the log's bundle.
+    entries = list(big.entries[:256])
+    shifted = [entries[0][:31], entries[0][31:] + entries[1], *entries[2:]]
+    data = encode_entry_bundle(shifted)
+    assert len(data) == 256 * 34
+    tree = TileTree(big.size, big.root, big.fetch_tile, lambda index, width: data)
+    with pytest.raises(ClaimMismatch, match="entry bundle 0 hashes to"):
+        tree.entries(0)

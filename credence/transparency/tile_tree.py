@@ -65,6 +65,21 @@ def _split_hashes(data: bytes, width: int, what: str) -> list[bytes]:
     return [data[at : at + merkle.HASH_SIZE] for at in range(0, len(data), merkle.HASH_SIZE)]
 
 
+#: A bundle of 32-byte entries (commitments): each behind the length prefix 0x0020.
+_HASH_ENTRY = 2 + merkle.HASH_SIZE
+
+
+def _decode_bundle(data: bytes, width: int) -> list[bytes]:
+    """An entry bundle's entries; a bundle of 32-byte entries is sliced without a loop."""
+    if (
+        len(data) == width * _HASH_ENTRY
+        and data[0::_HASH_ENTRY] == bytes(width)
+        and data[1::_HASH_ENTRY] == bytes([merkle.HASH_SIZE]) * width
+    ):
+        return [data[at + 2 : at + _HASH_ENTRY] for at in range(0, len(data), _HASH_ENTRY)]
+    return decode_entry_bundle(data)
+
+
 def _mth(hashes: Sequence[bytes]) -> bytes:
     """MTH of a power-of-two row of hashes, bottom up."""
     row = list(hashes)
@@ -272,7 +287,7 @@ class TileTree:
         elif index > full or width == 0:
             raise NotFound(f"the tree of {self.size} entries has no entry bundle {index}")
         what = f"entry bundle {index}" + ("" if width == TILE_WIDTH else f".p/{width}")
-        entries = decode_entry_bundle(self._fetch_entries(index, width))
+        entries = _decode_bundle(self._fetch_entries(index, width), width)
         if len(entries) != width:
             raise ClaimMismatch(f"{what} holds {len(entries)} entries, not {width}")
         leaves = [_sha256(b"\x00" + entry).digest() for entry in entries]
