@@ -12,21 +12,40 @@ as every node then does once. Printed for k = 1, 4 and 8 (quorum: a
 majority) as process CPU per round (this machine is shared: CPU time is the
 figure to compare; wall time is printed with that caveat).
 
-The gRPC hop (one unary call per witness, in parallel, over kept-alive mTLS
-channels) is not in these figures; tests/test_witness_federation.py drives
-the whole path.
+With ``--grpc`` the same rounds also run over the wire: k node witnesses
+(the product's ``NodeWitness`` behind its ``WitnessService``, each with its own
+SQLite database, on loopback mTLS with certificates from an offline
+federation) asked in parallel per round as the registry asks them, every
+witness's state written per round; that figure is the process CPU of both
+sides per round (witness servers in the same process).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from credence.keys import SigningKey
+import grpc
+import grpc.aio
+
+from agency_node import database as node_database
+from agency_node.manifest_holder import ManifestHolder
+from agency_node.witness import NodeWitness
+from agency_node.witness_service import WitnessServicer
+from credence.clock import utc_now
+from credence.dev.offline_federation import REGISTRY_ID, Federation
+from credence.keys import KeySet, SigningKey
+from credence.manifest import verify_manifest
+from credence.rpc.tls import channel_credentials, server_credentials
+from credence.storage import sqlite_url
 from credence.transparency import merkle
-from credence.transparency.checkpoint import Checkpoint, sign_checkpoint
+from credence.transparency.checkpoint import Checkpoint, log_origin, sign_checkpoint
 from credence.transparency.cosignature import (
     AddCheckpointRequest,
     WitnessKey,
@@ -47,6 +66,7 @@ from credence.transparency.witness_policy import (
     verify_cosigned,
     witness_name,
 )
+from credence.v1 import witness_pb2, witness_pb2_grpc
 
 ORIGIN = "credence/bench/log"
 
@@ -118,12 +138,97 @@ def measure(k: int, size: int, growth: int, rounds: int) -> tuple[float, float]:
     )
 
 
+async def _grpc_rounds(k: int, size: int, growth: int, rounds: int, root: Path) -> float:
+    """CPU ms per round for ``k`` witnesses over loopback mTLS (both sides in this process)."""
+    federation = Federation.create()
+    witnesses = [federation.add_agency(f"w{i}", ["court_judgment"]) for i in range(k)]
+    manifest = verify_manifest(
+        federation.manifest_envelope(),
+        trusted_root=KeySet([federation.root_key.public]),
+        threshold=1,
+        now=datetime.now(UTC),
+    )
+    holder = ManifestHolder(manifest, root / "manifest.bin")
+    ca_pem = federation.ca.certificate_pem
+    registry = federation.members[REGISTRY_ID]
+    pool = ThreadPoolExecutor(max_workers=8)
+    keys, servers, stubs, engines = [], [], [], []
+    for index, member in enumerate(witnesses):
+        engine = node_database.create_engine_for(sqlite_url(root / f"w{index}.db"))
+        node_database.upgrade_schema(engine)
+        key = WitnessKey(
+            witness_name(manifest.federation_id, member.member_id), SigningKey.generate()
+        )
+        witness = NodeWitness(
+            member_id=member.member_id, key=key.key, engine=engine, manifests=holder, clock=utc_now
+        )
+        server = grpc.aio.server()
+        witness_pb2_grpc.add_WitnessServiceServicer_to_server(
+            WitnessServicer(witness, pool), server
+        )
+        port = server.add_secure_port(
+            "127.0.0.1:0", server_credentials(member.tls_key_pem, member.cert_pem, ca_pem)
+        )
+        await server.start()
+        channel = grpc.aio.secure_channel(
+            f"127.0.0.1:{port}",
+            channel_credentials(registry.tls_key_pem, registry.cert_pem, ca_pem),
+        )
+        keys.append(key)
+        servers.append((server, channel))
+        stubs.append(witness_pb2_grpc.WitnessServiceStub(channel))
+        engines.append(engine)
+    origin = log_origin(manifest.federation_id)
+    log_key = federation.registry_key
+    policy = WitnessPolicy(
+        origin=origin,
+        log_public_key=log_key.public.raw(),
+        witnesses=tuple(Witness(w.name, w.key.public.raw()) for w in keys),
+        threshold=majority(k),
+    )
+    store = merkle.MemorySubtrees()
+    _grow(store, 0, size + growth * rounds)
+
+    async def one_round(old: int, new: int) -> None:
+        note = sign_checkpoint(Checkpoint(origin, new, merkle.root(store, new)), log_key)
+        proof = tuple(merkle.consistency_proof(store, old, new)) if old else ()
+        body = format_add_checkpoint(AddCheckpointRequest(old, proof, note))
+        replies = await asyncio.gather(
+            *(stub.AddCheckpoint(witness_pb2.AddCheckpointRequest(body=body), timeout=30)
+              for stub in stubs)
+        )  # fmt: skip
+        text = parse_note(note).text
+        lines = []
+        for key, reply in zip(keys, replies, strict=True):
+            (line,) = response_signatures(note, bytes(reply.cosignatures))
+            open_cosignature(text, line, key.name, key.key.public.raw())
+            lines.append(line)
+        verify_cosigned(add_signatures(note, lines), policy, now=datetime.now(UTC))
+
+    try:
+        await one_round(0, size)  # untimed: every witness's first checkpoint
+        cpu = time.process_time()
+        old = size
+        for _ in range(rounds):
+            await one_round(old, old + growth)
+            old += growth
+        return (time.process_time() - cpu) * 1000 / rounds
+    finally:
+        for server, channel in servers:
+            await channel.close()
+            await server.stop(0)
+        pool.shutdown(wait=True)
+        for engine in engines:
+            engine.dispose()
+
+
 def main() -> None:
     """Print the figure for k = 1, 4, 8."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=100_000, help="log size at the first round")
     parser.add_argument("--growth", type=int, default=500, help="entries added per round")
     parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--grpc", action="store_true", help="also over loopback mTLS")
     args = parser.parse_args()
     print(
         f"checkpoint + cosignature round, log of {args.size:,} entries growing "
@@ -135,6 +240,17 @@ def main() -> None:
             f"  k={k} witnesses (quorum {majority(k)}): {cpu_ms:.2f} ms CPU per round "
             f"({cpu_ms / k:.2f} ms per witness); wall {wall_ms:.2f} ms (shared machine)"
         )
+    if args.grpc:
+        print("the same rounds over loopback mTLS (k node witnesses, each state in SQLite)")
+        for k in (1, 4, 8):
+            with tempfile.TemporaryDirectory() as directory:
+                cpu_ms = asyncio.run(
+                    _grpc_rounds(k, args.size, args.growth, args.rounds, Path(directory))
+                )
+            print(
+                f"  k={k} witnesses (quorum {majority(k)}): {cpu_ms:.2f} ms CPU per round, "
+                "both sides"
+            )
 
 
 if __name__ == "__main__":
