@@ -27,10 +27,11 @@ from central_registry.verdict_bytes import VerdictTemplate, verdict_batch_bytes
 from credence import payloads, queries
 from credence.envelope import sign
 from credence.errors import CredenceError
-from credence.grants.check import Asked
+from credence.grants.check import PUBLIC_REGISTER, Asked
 from credence.queries import Lookup
 from credence.rpc.status import reason_for, status_for
 from credence.scorecard import Aggregator
+from credence.subjects import SubjectType
 from credence.transparency import log_promise
 from credence.v1 import agency_pb2, common_pb2, registry_pb2
 
@@ -39,6 +40,8 @@ __all__ = ["screen_message"]
 _log = logging.getLogger(__name__)
 
 _BLACKLIST = common_pb2.VERDICT_KIND_BLACKLIST
+_PUBLIC = "public_register"  # the Grant oneof's case
+_PUBLIC_KIND = PUBLIC_REGISTER.kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,15 +160,24 @@ def _check_rows(
     refused: dict[int, tuple[registry_pb2.ScreenItem, CredenceError]] = {}
     # One draw of randomness per message, not one per row (each draw costs a syscall).
     query_ids = iter(queries.new_query_ids(len(message.items)))
+    # The public-register basis depends on the subject's type and the message's
+    # kinds and purpose alone: checked once per type that passes, not per row.
+    public_ok: set[SubjectType] = set()
     for index, item in enumerate(message.items):
+        grant = item.grant
         try:
             subject = subject_from_proto(item.subject)
-            allowed = check_grant(policy, asked, subject, item.grant, cache=ctx.grants, now=now)
+            if subject.subject_type in public_ok and grant.WhichOneof("basis") == _PUBLIC:
+                allowed = Allowed(subject, "", _PUBLIC_KIND, _PUBLIC_KIND, None)
+            else:
+                allowed = check_grant(policy, asked, subject, grant, cache=ctx.grants, now=now)
+                if allowed.grant_kind == _PUBLIC_KIND:
+                    public_ok.add(subject.subject_type)
         except CredenceError as exc:
             refused[index] = (item, exc)
             continue
         lookup = Lookup(
-            subject=subject, grant=item.grant, grant_id=allowed.grant_id, query_id=next(query_ids)
+            subject=subject, grant=grant, grant_id=allowed.grant_id, query_id=next(query_ids)
         )
         checked.append(_Checked(index, item, lookup, allowed))
     return checked, refused

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import jwt
 import pytest
 
@@ -269,6 +270,32 @@ def test_batch_of_ten_thousand_organisations(federation: Federation) -> None:
     assert {outcome.row_key for outcome in outcomes} == {row.row_key for row in rows}
     assert all(outcome.verdict is not None for outcome in outcomes)
     assert {outcome.verdict.status for outcome in outcomes if outcome.verdict} == {"clear"}
+
+
+def test_screened_persons_on_the_public_register_are_refused_row_by_row(
+    federation: Federation,
+) -> None:
+    # Organisations and persons interleaved: a person after organisations have
+    # passed the public-register check is refused as surely as one before.
+    person = federation.subject(federation.document["samples"]["person_with_consent"][0]["id"])
+    rows = []
+    for index in range(12):
+        if index % 4 == 3:
+            rows.append(ScreenRow(f"person-{index}", person))
+        else:
+            rows.append(ScreenRow(f"org-{index}", federation.subject(f"reg:CN:MIX{index:06d}")))
+    with federation.requester() as company:
+        outcomes = {outcome.row_key: outcome for outcome in company.screen(rows, message_size=12)}
+    assert len(outcomes) == len(rows)
+    for key, outcome in outcomes.items():
+        if key.startswith("person"):
+            assert outcome.verdict is None
+            assert outcome.refusal is not None
+            assert outcome.refusal[0] == grpc.StatusCode.PERMISSION_DENIED.value[0]
+            assert "person is never looked up on the public-register basis" in outcome.refusal[1]
+        else:
+            assert outcome.verdict is not None
+            assert outcome.verdict.status == "clear"
 
 
 def test_suspended_member_is_refused_and_reinstated(federation: Federation) -> None:
