@@ -501,5 +501,13 @@ def _audit(args: argparse.Namespace) -> int:
         return 1
     if report.problems:
         return 1
+    if report.unchecked:
+        # From tiles, a promise newer than the latest cosigned checkpoint is not yet due.
+        print(
+            f"{report.unchecked} answered quer{'y is' if report.unchecked == 1 else 'ies are'} "
+            "not in the log's latest cosigned checkpoint yet, none past the merge delay: "
+            "run this again later"
+        )
+        return 0
     print("every answered query is in the registry's log")
     return 0

@@ -10,6 +10,7 @@ see each pass.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -249,3 +250,35 @@ def test_a_registry_serving_a_doctored_tile_is_refused_and_stops_getting_answers
     monkeypatch.setattr(http, "_tile", genuine)
     assert node.auditor.run_pass().problems == []
     assert node.gate.refusal(datetime.now(UTC)) is None
+
+
+def test_node_audit_says_when_a_promise_is_not_yet_in_a_cosigned_checkpoint(
+    federation: InProcessFederation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = PROFILES[0].name
+    engine = node_database.create_engine_for(
+        node_database.sqlite_url_for(federation.node_dir(name))
+    )
+    query_id = f"q-fresh-{secrets.token_hex(4)}"
+    try:
+        with node_database.session_factory(engine).begin() as session:
+            session.execute(
+                insert(QueryLogEntry),
+                [{
+                    "query_id": query_id, "requester": "lender", "received_at": datetime.now(UTC),
+                    "purpose": "counterparty_verification", "kinds": "blacklist",
+                    "outcome": "answered", "status_code": "OK", "reason": "",
+                    "entry_commitment": secrets.token_bytes(32),
+                }],
+            )  # fmt: skip
+        capsys.readouterr()
+        assert main(["node", "audit", "--dir", str(federation.node_dir(name))]) == 0
+        out = capsys.readouterr().out
+        # The fresh promise (and any lookup newer than the checkpoint) is not yet due.
+        assert re.search(r"\d+ answered quer(y is|ies are) not in the log's latest cosigned "
+                         r"checkpoint yet, none past the merge delay", out), out  # fmt: skip
+        assert "every answered query is in the registry's log" not in out
+    finally:
+        with node_database.session_factory(engine).begin() as session:
+            session.query(QueryLogEntry).filter(QueryLogEntry.query_id == query_id).delete()
+        engine.dispose()
