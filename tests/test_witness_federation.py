@@ -7,6 +7,8 @@ are their own ``WitnessService`` on the node's server.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 
@@ -15,6 +17,7 @@ import pytest
 from support.fixtures import StartFederation
 from support.inprocess import InProcessFederation
 
+from central_registry.witnessing import RoundResult, witness_periodically
 from credence.dev import synthetic
 from credence.enrolment import enrol_proof, witness_key_proof
 from credence.keys import SigningKey, load_signing_key
@@ -72,6 +75,43 @@ def test_the_registry_serves_a_checkpoint_cosigned_by_a_quorum(
     assert len(cosigned.cosigners) == len(PROFILES)
     assert cosigned.cosigned_at is not None
     assert abs((datetime.now(UTC) - cosigned.cosigned_at).total_seconds()) < 60
+
+
+def test_a_registry_that_forgot_the_witnesses_sizes_learns_them_from_their_conflicts(
+    federation: InProcessFederation,
+) -> None:
+    witnesses = federation.registry.running.witnesses
+    assert witnesses is not None
+    subject = synthetic.expected(PROFILES, 20).listed_organisations[0]
+    with federation.requester("lender") as client:
+        client.verify_organisation(federation.subject(subject))
+    deadline = time.monotonic() + 30
+    while min(witnesses._sizes.values(), default=0) == 0:  # every witness past size 0
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    # As after a restart: every witness is asked from size 0 and answers with its
+    # size in the conflict's trailer; the registry retries from there. The
+    # periodic rounds pause meanwhile, so none refills the sizes first.
+    running = federation.registry.running
+    task = running.witnessing
+    assert task is not None
+
+    async def forget_then_round() -> RoundResult:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        witnesses._sizes.clear()  # the registry's memory of them, wiped
+        result = await witnesses.run_round()
+        running.witnessing = asyncio.ensure_future(
+            witness_periodically(witnesses, 0.5, lambda _round: None)
+        )
+        return result
+
+    result = federation.registry.run(forget_then_round())
+    assert result.size > 0
+    assert result.published
+    assert len(result.cosigners) == len(PROFILES)
+    assert result.refusals == {}
 
 
 def test_lookups_are_answered_while_the_log_is_witnessed(federation: InProcessFederation) -> None:
