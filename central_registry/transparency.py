@@ -14,10 +14,11 @@ key (the registry signing key) and kept, one per size.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from central_registry.models import LogEntry, TreeHead
@@ -72,10 +73,15 @@ class _NodeCache:
 
 _CACHES: dict[str, _NodeCache] = {}
 _CACHES_LOCK = threading.Lock()
+_URLS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 
 
 def _committed_nodes(session: Session) -> _NodeCache:
-    url = session.get_bind().engine.url.render_as_string(hide_password=True)
+    engine = session.get_bind().engine
+    url = _URLS.get(engine)
+    if url is None:
+        # Rendering a URL costs more than the rest of an append's bookkeeping: once per engine.
+        url = _URLS[engine] = engine.url.render_as_string(hide_password=True)
     with _CACHES_LOCK:
         cache = _CACHES.get(url)
         if cache is None:

@@ -56,7 +56,12 @@ class Driver:
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one statement for each of ``rows``."""
-        self._cursor.executemany(self._sql(sql), [tuple(row) for row in rows])
+        params = [tuple(row) for row in rows]
+        if len(params) == 1:
+            # psycopg runs executemany in pipeline mode, a cost one row does not repay.
+            self._cursor.execute(self._sql(sql), params[0])
+        elif params:
+            self._cursor.executemany(self._sql(sql), params)
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a query; its rows."""
