@@ -49,6 +49,7 @@ from agency_node.log_gate import LogGate
 from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.service import AgencyNodeServicer
 from agency_node.status_list_holder import StatusListHolder
+from agency_node.subject_records import RecordDesk
 from agency_node.witness import CheckpointThread, CheckpointWatcher, NodeWitness, TreeHeads
 from agency_node.witness_service import WITNESS_SERVICE, WitnessServicer
 from credence import payloads
@@ -313,9 +314,17 @@ def start_node(
             key=load_signing_key(config.path(node_config.WITNESS_KEY_FILE)),
             engine=engine, manifests=manifests, clock=clock,
         )  # fmt: skip
+    records = RecordDesk(
+        member_id=config.member_id,
+        manifests=manifests,
+        signing_key=signing_key,
+        engine=engine,
+        clock=clock,
+    )
     servicer = AgencyNodeServicer(
         answerer=answerer,
         contests=contests,
+        records=records,
         manifests=manifests,
         ca_cert=ca_cert,
         clock=clock,

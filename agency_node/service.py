@@ -21,22 +21,24 @@ from agency_node.answering import Answerer
 from agency_node.contests import ContestDesk
 from agency_node.log_gate import LogGate
 from agency_node.manifest_holder import ManifestHolder
+from agency_node.subject_records import RecordDesk
 from credence.clock import Clock
 from credence.errors import PermissionDenied
 from credence.rpc import handlers
 from credence.rpc.handlers import Context
 from credence.rpc.tls import peer_member_id
-from credence.v1 import agency_pb2, agency_pb2_grpc
+from credence.v1 import agency_pb2, agency_pb2_grpc, subject_records_pb2
 
 
 class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
-    """Thin gRPC layer over :class:`Answerer` and :class:`ContestDesk`."""
+    """Thin gRPC layer over :class:`Answerer`, :class:`ContestDesk` and :class:`RecordDesk`."""
 
     def __init__(
         self,
         *,
         answerer: Answerer,
         contests: ContestDesk,
+        records: RecordDesk,
         manifests: ManifestHolder,
         ca_cert: x509.Certificate,
         clock: Clock,
@@ -46,6 +48,7 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         self._answerer = answerer
         self._gate = gate
         self._contests = contests
+        self._records = records
         self._manifests = manifests
         self._ca_cert = ca_cert
         self._clock = clock
@@ -101,3 +104,12 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         self._require_registry(context)
         receipt = self._contests.file(request.contest.SerializeToString())
         return agency_pb2.FileContestResponse(receipt=receipt.to_proto())
+
+    @handlers.blocking
+    def ListSubjectRecords(
+        self, request: subject_records_pb2.ListSubjectRecordsRequest, context: Context
+    ) -> subject_records_pb2.ListSubjectRecordsResponse:
+        """The subject's records, sealed to the key its proof names; only the registry relays."""
+        self._require_registry(context)
+        sealed = self._records.records(request)
+        return subject_records_pb2.ListSubjectRecordsResponse(sealed=sealed.to_proto())

@@ -23,12 +23,13 @@ from central_registry.config import RegistryConfig
 from central_registry.keyring import RegistryKeys
 from central_registry.limits.public import ACCESS, ENROL, PublicGate, check_subject_access
 from central_registry.manifest_cache import ManifestCache
+from central_registry.record_access import RecordAccess
 from central_registry.subject_access import SubjectAccess
 from credence.clock import Clock
 from credence.rpc import handlers
 from credence.rpc.handlers import Context
 from credence.storage import reader, session_factory
-from credence.v1 import registry_pb2, registry_pb2_grpc
+from credence.v1 import registry_pb2, registry_pb2_grpc, subject_records_pb2
 
 
 class EnrolmentServicer(registry_pb2_grpc.EnrolmentServiceServicer):
@@ -115,6 +116,9 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
             keys=keys,
             clock=clock,
         )
+        self._records = RecordAccess(
+            engine=engine, registry_id=config.member_id, manifests=manifests, keys=keys, clock=clock
+        )
 
     def _admit(self, request: Message, context: Context) -> None:
         check_subject_access(request)
@@ -135,6 +139,14 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
         """The subject's contests and how each was resolved."""
         self._admit(request, context)
         return self._access.contests(request)
+
+    @handlers.unary
+    async def ListMyRecords(
+        self, request: subject_records_pb2.ListMyRecordsRequest, context: Context
+    ) -> subject_records_pb2.ListMyRecordsResponse:
+        """Every agency's records of the subject, each sealed to the subject's key."""
+        await asyncio.to_thread(self._admit, request, context)
+        return await self._records.records(request)
 
     @handlers.blocking
     def ListMyLookups(

@@ -28,7 +28,9 @@ from credence.keys import KeySet, SigningKey
 SUBJECT_ACCESS_TYP = "subject-access+jwt"
 MAX_PROOF_LIFETIME = timedelta(minutes=5)
 MAX_PROOF_SIZE = 4096
-ACTIONS = frozenset({"list-lookups", "list-grants", "revoke-grant", "contest", "list-contests"})
+ACTIONS = frozenset(
+    {"list-lookups", "list-grants", "revoke-grant", "contest", "list-contests", "list-records"}
+)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from credence.v1 import agency_pb2 as credence_dot_v1_dot_agency__pb2
+from credence.v1 import subject_records_pb2 as credence_dot_v1_dot_subject__records__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -50,6 +51,11 @@ class AgencyNodeServiceStub:
                 request_serializer=credence_dot_v1_dot_agency__pb2.FileContestRequest.SerializeToString,
                 response_deserializer=credence_dot_v1_dot_agency__pb2.FileContestResponse.FromString,
                 _registered_method=True)
+        self.ListSubjectRecords = channel.unary_unary(
+                '/credence.v1.AgencyNodeService/ListSubjectRecords',
+                request_serializer=credence_dot_v1_dot_subject__records__pb2.ListSubjectRecordsRequest.SerializeToString,
+                response_deserializer=credence_dot_v1_dot_subject__records__pb2.ListSubjectRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class AgencyNodeServiceServicer:
@@ -77,6 +83,13 @@ class AgencyNodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSubjectRecords(self, request, context):
+        """The subject's records, sealed to the subject's HPKE key (relayed by the registry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgencyNodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +107,11 @@ def add_AgencyNodeServiceServicer_to_server(servicer, server):
                     servicer.FileContest,
                     request_deserializer=credence_dot_v1_dot_agency__pb2.FileContestRequest.FromString,
                     response_serializer=credence_dot_v1_dot_agency__pb2.FileContestResponse.SerializeToString,
+            ),
+            'ListSubjectRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubjectRecords,
+                    request_deserializer=credence_dot_v1_dot_subject__records__pb2.ListSubjectRecordsRequest.FromString,
+                    response_serializer=credence_dot_v1_dot_subject__records__pb2.ListSubjectRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +196,33 @@ class AgencyNodeService:
             '/credence.v1.AgencyNodeService/FileContest',
             credence_dot_v1_dot_agency__pb2.FileContestRequest.SerializeToString,
             credence_dot_v1_dot_agency__pb2.FileContestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubjectRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credence.v1.AgencyNodeService/ListSubjectRecords',
+            credence_dot_v1_dot_subject__records__pb2.ListSubjectRecordsRequest.SerializeToString,
+            credence_dot_v1_dot_subject__records__pb2.ListSubjectRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

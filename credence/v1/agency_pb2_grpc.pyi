@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from credence.v1 import agency_pb2 as _agency_pb2
+from credence.v1 import subject_records_pb2 as _subject_records_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -39,6 +40,8 @@ class AgencyNodeServiceStub:
     """Answers a stream of signed batches, one signature per batch."""
     FileContest: _grpc.UnaryUnaryMultiCallable[_agency_pb2.FileContestRequest, _agency_pb2.FileContestResponse]
     """Receives a subject's contest of records, routed by the registry."""
+    ListSubjectRecords: _grpc.UnaryUnaryMultiCallable[_subject_records_pb2.ListSubjectRecordsRequest, _subject_records_pb2.ListSubjectRecordsResponse]
+    """The subject's records, sealed to the subject's HPKE key (relayed by the registry)."""
 
 @_typing.type_check_only
 class AgencyNodeServiceAsyncStub(AgencyNodeServiceStub):
@@ -51,6 +54,8 @@ class AgencyNodeServiceAsyncStub(AgencyNodeServiceStub):
     """Answers a stream of signed batches, one signature per batch."""
     FileContest: _aio.UnaryUnaryMultiCallable[_agency_pb2.FileContestRequest, _agency_pb2.FileContestResponse]  # type: ignore[assignment]
     """Receives a subject's contest of records, routed by the registry."""
+    ListSubjectRecords: _aio.UnaryUnaryMultiCallable[_subject_records_pb2.ListSubjectRecordsRequest, _subject_records_pb2.ListSubjectRecordsResponse]  # type: ignore[assignment]
+    """The subject's records, sealed to the subject's HPKE key (relayed by the registry)."""
 
 class AgencyNodeServiceServicer(metaclass=_abc_1.ABCMeta):
     """An agency's node. Only the registry's certificate may call it."""
@@ -78,5 +83,13 @@ class AgencyNodeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_agency_pb2.FileContestResponse, _abc.Awaitable[_agency_pb2.FileContestResponse]]:
         """Receives a subject's contest of records, routed by the registry."""
+
+    @_abc_1.abstractmethod
+    def ListSubjectRecords(
+        self,
+        request: _subject_records_pb2.ListSubjectRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_subject_records_pb2.ListSubjectRecordsResponse, _abc.Awaitable[_subject_records_pb2.ListSubjectRecordsResponse]]:
+        """The subject's records, sealed to the subject's HPKE key (relayed by the registry)."""
 
 def add_AgencyNodeServiceServicer_to_server(servicer: AgencyNodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from credence.v1 import registry_pb2 as credence_dot_v1_dot_registry__pb2
+from credence.v1 import subject_records_pb2 as credence_dot_v1_dot_subject__records__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -617,6 +618,11 @@ class SubjectAccessServiceStub:
                 request_serializer=credence_dot_v1_dot_registry__pb2.ListMyContestsRequest.SerializeToString,
                 response_deserializer=credence_dot_v1_dot_registry__pb2.ListMyContestsResponse.FromString,
                 _registered_method=True)
+        self.ListMyRecords = channel.unary_unary(
+                '/credence.v1.SubjectAccessService/ListMyRecords',
+                request_serializer=credence_dot_v1_dot_subject__records__pb2.ListMyRecordsRequest.SerializeToString,
+                response_deserializer=credence_dot_v1_dot_subject__records__pb2.ListMyRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class SubjectAccessServiceServicer:
@@ -658,6 +664,13 @@ class SubjectAccessServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMyRecords(self, request, context):
+        """The records every agency holds about me, each sealed to my HPKE key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SubjectAccessServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -685,6 +698,11 @@ def add_SubjectAccessServiceServicer_to_server(servicer, server):
                     servicer.ListMyContests,
                     request_deserializer=credence_dot_v1_dot_registry__pb2.ListMyContestsRequest.FromString,
                     response_serializer=credence_dot_v1_dot_registry__pb2.ListMyContestsResponse.SerializeToString,
+            ),
+            'ListMyRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMyRecords,
+                    request_deserializer=credence_dot_v1_dot_subject__records__pb2.ListMyRecordsRequest.FromString,
+                    response_serializer=credence_dot_v1_dot_subject__records__pb2.ListMyRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -823,6 +841,33 @@ class SubjectAccessService:
             '/credence.v1.SubjectAccessService/ListMyContests',
             credence_dot_v1_dot_registry__pb2.ListMyContestsRequest.SerializeToString,
             credence_dot_v1_dot_registry__pb2.ListMyContestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMyRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credence.v1.SubjectAccessService/ListMyRecords',
+            credence_dot_v1_dot_subject__records__pb2.ListMyRecordsRequest.SerializeToString,
+            credence_dot_v1_dot_subject__records__pb2.ListMyRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

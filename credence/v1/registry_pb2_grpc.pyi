@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from credence.v1 import registry_pb2 as _registry_pb2
+from credence.v1 import subject_records_pb2 as _subject_records_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -225,6 +226,8 @@ class SubjectAccessServiceStub:
     """Contest records an agency holds about me."""
     ListMyContests: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListMyContestsRequest, _registry_pb2.ListMyContestsResponse]
     """My contests and their outcomes."""
+    ListMyRecords: _grpc.UnaryUnaryMultiCallable[_subject_records_pb2.ListMyRecordsRequest, _subject_records_pb2.ListMyRecordsResponse]
+    """The records every agency holds about me, each sealed to my HPKE key."""
 
 @_typing.type_check_only
 class SubjectAccessServiceAsyncStub(SubjectAccessServiceStub):
@@ -241,6 +244,8 @@ class SubjectAccessServiceAsyncStub(SubjectAccessServiceStub):
     """Contest records an agency holds about me."""
     ListMyContests: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListMyContestsRequest, _registry_pb2.ListMyContestsResponse]  # type: ignore[assignment]
     """My contests and their outcomes."""
+    ListMyRecords: _aio.UnaryUnaryMultiCallable[_subject_records_pb2.ListMyRecordsRequest, _subject_records_pb2.ListMyRecordsResponse]  # type: ignore[assignment]
+    """The records every agency holds about me, each sealed to my HPKE key."""
 
 class SubjectAccessServiceServicer(metaclass=_abc_1.ABCMeta):
     """A subject's own view, authenticated by the subject's personal key."""
@@ -284,6 +289,14 @@ class SubjectAccessServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListMyContestsResponse, _abc.Awaitable[_registry_pb2.ListMyContestsResponse]]:
         """My contests and their outcomes."""
+
+    @_abc_1.abstractmethod
+    def ListMyRecords(
+        self,
+        request: _subject_records_pb2.ListMyRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_subject_records_pb2.ListMyRecordsResponse, _abc.Awaitable[_subject_records_pb2.ListMyRecordsResponse]]:
+        """The records every agency holds about me, each sealed to my HPKE key."""
 
 def add_SubjectAccessServiceServicer_to_server(servicer: SubjectAccessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
