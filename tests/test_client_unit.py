@@ -33,6 +33,7 @@ from credence.errors import (
     FailedPrecondition,
     InvalidInput,
     NotFound,
+    NotYetValid,
     PermissionDenied,
     ResourceExhausted,
     RolledBack,
@@ -560,6 +561,36 @@ def test_rows_are_checked_for_requester_and_expiry(
     response = screen_response(federation, [("r1", make_verdict(federation, **changes))])
     with pytest.raises(error, match=message):
         outcomes_from_response(response, manifest.registry_keys, REQUESTER, NOW)
+
+
+@pytest.mark.parametrize("missing", ["issued_at", "expires_at"])
+def test_rows_without_their_times_are_refused(
+    federation: Federation, manifest: TrustedManifest, missing: str
+) -> None:
+    verdict = make_verdict(federation)
+    verdict.ClearField(missing)  # type: ignore[arg-type]
+    response = screen_response(federation, [("r1", make_verdict(federation)), ("r2", verdict)])
+    with pytest.raises(InvalidInput, match="row 'r2' lacks issued_at or expires_at"):
+        outcomes_from_response(response, manifest.registry_keys, REQUESTER, NOW)
+
+
+@pytest.mark.parametrize(
+    ("offset", "error"), [(timedelta(0), None), (timedelta(microseconds=1), NotYetValid)]
+)
+def test_a_row_issued_just_within_the_skew_passes_and_just_beyond_is_refused(
+    federation: Federation,
+    manifest: TrustedManifest,
+    offset: timedelta,
+    error: type[Exception] | None,
+) -> None:
+    verdict = make_verdict(federation)
+    verdict.issued_at.FromDatetime(NOW + payloads.CLOCK_SKEW + offset)
+    response = screen_response(federation, [("r1", verdict)])
+    if error is None:
+        assert len(outcomes_from_response(response, manifest.registry_keys, REQUESTER, NOW)) == 1
+    else:
+        with pytest.raises(error, match="row 'r1' claims to be issued at"):
+            outcomes_from_response(response, manifest.registry_keys, REQUESTER, NOW)
 
 
 def echo_screen(

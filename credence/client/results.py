@@ -208,28 +208,31 @@ def outcomes_from_response(
         )
     outcomes: list[ScreenOutcome] = []
     times = _RowTimes.at(now)
+    verdicts = batch.verdicts if batch is not None else None
+    held = len(verdicts) if verdicts is not None else 0
     for result in response.results:
         which = result.WhichOneof("outcome")
-        if which == "refusal":
+        row_key = result.row_key
+        if which == "verdict_index":
+            index = result.verdict_index
+            if verdicts is None or envelope is None:
+                raise InvalidInput(
+                    f"screening result for row {row_key!r} points at a verdict, "
+                    "but the response carries no signed verdict batch"
+                )
+            if index >= held:
+                raise InvalidInput(
+                    f"screening result for row {row_key!r} points at verdict {index}, "
+                    f"but the signed batch holds {held}"
+                )
+            verdict = verdicts[index]
+            _check_row(verdict, requester, times, row_key)
+            outcomes.append(ScreenOutcome(row_key, VerifiedVerdict(verdict, envelope)))
+        elif which == "refusal":
             refusal = (result.refusal.code, result.refusal.reason)
-            outcomes.append(ScreenOutcome(result.row_key, None, refusal))
-            continue
-        if which is None:
-            raise InvalidInput(f"screening result for row {result.row_key!r} has no outcome")
-        if batch is None or envelope is None:
-            raise InvalidInput(
-                f"screening result for row {result.row_key!r} points at a verdict, "
-                "but the response carries no signed verdict batch"
-            )
-        index = result.verdict_index
-        if index >= len(batch.verdicts):
-            raise InvalidInput(
-                f"screening result for row {result.row_key!r} points at verdict {index}, "
-                f"but the signed batch holds {len(batch.verdicts)}"
-            )
-        verdict = batch.verdicts[index]
-        _check_row(verdict, requester, times, result.row_key)
-        outcomes.append(ScreenOutcome(result.row_key, VerifiedVerdict(verdict, envelope)))
+            outcomes.append(ScreenOutcome(row_key, None, refusal))
+        else:
+            raise InvalidInput(f"screening result for row {row_key!r} has no outcome")
     return outcomes
 
 
@@ -263,12 +266,16 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def _check_row(verdict: registry_pb2.Verdict, requester: str, times: _RowTimes, row: str) -> None:
     # The batch signature covers every row; what is left are the per-row rules
     # of credence.verdicts.verify_verdict.
-    if not verdict.HasField("issued_at") or not verdict.HasField("expires_at"):
+    # An unset expires_at reads as the epoch and fails the expiry test, which
+    # then tells the two apart; an unset issued_at would pass, so it is asked.
+    if not verdict.HasField("issued_at"):
         raise InvalidInput(f"verdict for row {row!r} lacks issued_at or expires_at")
     expires = verdict.expires_at
     issued = verdict.issued_at
     now = times.now
     if times.now_pair >= (expires.seconds, expires.nanos):
+        if not verdict.HasField("expires_at"):
+            raise InvalidInput(f"verdict for row {row!r} lacks issued_at or expires_at")
         expires_at = expires.ToDatetime(tzinfo=UTC)
         raise Expired(
             f"verdict for row {row!r} expired at {format_time(expires_at)} (now {format_time(now)})"
