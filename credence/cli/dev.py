@@ -134,6 +134,9 @@ def _up(args: argparse.Namespace) -> int:
         registry = federation["registry"]
         print(f"  registry  {registry['address']} (public {registry['public_address']}, "
               f"{registry['http_url']})")  # fmt: skip
+        if "console_url" in registry:  # a federation made before the console had none
+            print(f"  console   {registry['console_url']} "
+                  f"(log in with the token in {registry['admin_token']})")  # fmt: skip
         for agency in federation["agencies"]:
             print(f"  agency    {agency['member_id']:<12} {agency['address']}  "
                   f"{', '.join(agency['kinds'])}")  # fmt: skip

@@ -60,6 +60,8 @@ from credence.subjects import PseudonymisationKey, ref_for
 FEDERATION_FILE = "federation.json"
 PROCESSES_FILE = "processes.json"
 MANIFEST_FILE = "manifest.bin"
+#: The operator's console token (``credence registry admin-token``), 0600.
+ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
 REGISTRY_DIR = "registry"
 COMPANY = "demo-company"
 AUTHORITY = "demo-authority"
@@ -371,15 +373,21 @@ class _Launch:
         for entry in self.started:
             _wait_healthy(entry.address, credentials, entry.name)
 
-    def registry(self) -> tuple[str, str, int]:
+    def registry(self) -> tuple[str, str, int, int]:
         address, public = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
-        http_port = _free_port()
+        http_port, console_port = _free_port(), _free_port()
         self.progress("initialising the registry (root key, CA, database)")
         _credence(
             "initialising the registry",
             "registry", "init", "--dir", self.registry_dir, "--federation-id", "local-demo",
             "--listen", address, "--public-listen", public,
             "--http-listen", f"127.0.0.1:{http_port}",
+            "--console-listen", f"127.0.0.1:{console_port}",
+        )  # fmt: skip
+        _credence(
+            "making the console's admin token",
+            "registry", "admin-token", "--dir", self.registry_dir, "--name", "operator",
+            "--out", self.directory / ADMIN_TOKEN_FILE,
         )  # fmt: skip
         # A witnessing round every second: nodes answer soon after they start.
         config = self.registry_dir / "registry.toml"
@@ -393,7 +401,7 @@ class _Launch:
         (self.registry_dir / "root.jwks.json").write_text(
             json.dumps(KeySet([root.public]).to_jwks())
         )
-        return address, public, http_port
+        return address, public, http_port, console_port
 
 
 @dataclass(frozen=True)
@@ -494,7 +502,7 @@ def _restart(launch: _Launch) -> dict[str, Any]:
 
 
 def _up(launch: _Launch, *, agencies: int, subjects: int, seed: int) -> dict[str, Any]:
-    address, public, http_port = launch.registry()
+    address, public, http_port, console_port = launch.registry()
     registry_dir = launch.registry_dir
     launch.wait_listening()
     ca_pem = (registry_dir / "ca.crt").read_bytes()
@@ -554,6 +562,9 @@ def _up(launch: _Launch, *, agencies: int, subjects: int, seed: int) -> dict[str
             "root_keys": str(registry_dir / "root.jwks.json"),
             "member_id": "registry",
             "data_dir": str(registry_dir),
+            # The operator's console; log in with the token in admin_token.
+            "console_url": f"https://127.0.0.1:{console_port}/",
+            "admin_token": str(launch.directory / ADMIN_TOKEN_FILE),
         },
         "manifest": str(manifest_path),
         "company": company.files(),
