@@ -72,6 +72,15 @@ def register(parser: argparse.ArgumentParser) -> None:
         "log",
         "verify the log's witnessed checkpoint from its tiles, and that it extends a saved one",
         epilog=EXAMPLES,
+        description=(
+            "Take the registry's latest checkpoint cosigned by its witnesses and check it\n"
+            "from the log's tiles on the HTTP side: the log's signature and the manifest's\n"
+            "quorum of witness cosignatures; that the tiles hash to the checkpoint's root;\n"
+            "and that the log extends the checkpoint saved in the state file (an RFC 9162\n"
+            "consistency proof computed from the tiles). Then save it there. The manifest\n"
+            "(log key, witnesses, quorum) is fetched over HTTPS and verified under the\n"
+            "pinned root keys."
+        ),
         handler=_audit_log,
     )
     add_federation_option(log)
