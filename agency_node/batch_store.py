@@ -19,7 +19,8 @@ from sqlalchemy.exc import IntegrityError
 
 from agency_node.models import QueryLogEntry, SeenQuery, UTCDateTime
 
-_LOG_COLUMNS = (
+#: The query-log columns the answer paths write, in the order their values come.
+LOG_COLUMNS = (
     "query_id",
     "received_at",
     "requester",
@@ -34,7 +35,7 @@ _LOG_COLUMNS = (
     "answer_hash",
 )
 
-#: One query-log row in ``_LOG_COLUMNS`` order, times already converted.
+#: One query-log row in ``LOG_COLUMNS`` order, times already converted.
 LogValues = tuple[Any, ...]
 
 
@@ -53,8 +54,8 @@ class BatchStore:
             f"VALUES ({marker}, {marker})"
         )
         self._insert_log = (
-            f"INSERT INTO {QueryLogEntry.__tablename__} ({', '.join(_LOG_COLUMNS)}) "  # noqa: S608
-            f"VALUES ({', '.join([marker] * len(_LOG_COLUMNS))})"
+            f"INSERT INTO {QueryLogEntry.__tablename__} ({', '.join(LOG_COLUMNS)}) "  # noqa: S608
+            f"VALUES ({', '.join([marker] * len(LOG_COLUMNS))})"
         )
 
     def time(self, value: datetime) -> Any:
@@ -102,6 +103,6 @@ class BatchStore:
         return set(fresh)
 
     def log(self, connection: Connection, rows: Sequence[LogValues]) -> None:
-        """Append query-log rows (each in ``_LOG_COLUMNS`` order)."""
+        """Append query-log rows (each in ``LOG_COLUMNS`` order)."""
         if rows:
             connection.exec_driver_sql(self._insert_log, list(rows))

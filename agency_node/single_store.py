@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from agency_node.batch_store import LOG_COLUMNS
 from agency_node.evaluation import RecordFacts
 from agency_node.models import (
     RECORD_GENERATION,
@@ -42,22 +43,6 @@ from agency_node.models import (
 _RECORD_COLUMNS = "kind, category, status, occurred_at, expires_at, disputed, days_overdue"
 # References per IN list: under SQLite's default limit of 999 host parameters.
 _IN_CHUNK = 900
-
-#: The query-log columns a single answer writes, in the order its values come.
-LOG_COLUMNS = (
-    "query_id",
-    "received_at",
-    "requester",
-    "purpose",
-    "kinds",
-    "subject_ref",
-    "outcome",
-    "status_code",
-    "reason",
-    "entry_commitment",
-    "log_promise",
-    "answer_hash",
-)
 
 
 class SingleTransaction:
