@@ -119,6 +119,14 @@ def test_the_login_cookie_is_host_only_secure_httponly_strict(fed: InProcessFede
     assert "<script" not in page.text
 
 
+def test_metrics_are_served_beside_the_console_for_prometheus(fed: InProcessFederation) -> None:
+    pytest.importorskip("prometheus_client", reason="/metrics is mounted with prometheus-client")
+    with _client(fed) as client:
+        scraped = client.get("/metrics")
+    assert scraped.status_code == 200
+    assert "process_cpu_seconds_total" in scraped.text
+
+
 @pytest.mark.parametrize("path", PAGES)
 def test_every_page_needs_a_login(fed: InProcessFederation, path: str) -> None:
     with _client(fed) as client:

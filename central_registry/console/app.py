@@ -9,6 +9,7 @@ Database work runs in worker threads, off the registry's event loop.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlencode
 
 from sqlalchemy import Engine
@@ -24,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -90,6 +91,29 @@ def http_status(exc: CredenceError) -> int:
         if isinstance(exc, kind):
             return int(status)
     return int(HTTPStatus.INTERNAL_SERVER_ERROR)
+
+
+def metrics_app() -> ASGIApp | None:
+    """Prometheus's ``/metrics`` app when prometheus-client is installed, else None.
+
+    The console's listener is the registry's operations listener (loopback by
+    default): Prometheus scrapes it without a login, and no metric names a subject.
+    """
+    try:
+        prometheus = importlib.import_module("prometheus_client")
+    except ImportError:
+        return None
+    return cast("ASGIApp", prometheus.make_asgi_app())
+
+
+class _RawApp:
+    """An ASGI app as an object: Starlette routes an object's calls as raw ASGI, not requests."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
 
 
 class _SecurityHeaders:
@@ -160,7 +184,7 @@ class Console:
 
     def app(self) -> ASGIApp:
         """The ASGI app."""
-        routes = [
+        routes: list[BaseRoute] = [
             Route("/", self._root),
             Route("/console.css", self._stylesheet),
             Route("/login", self._login_form, methods=["GET"]),
@@ -173,6 +197,8 @@ class Console:
             Route("/alarms", self._page(self._alarms), methods=["GET"]),
             Route("/contests", self._page(self._contests), methods=["GET"]),
         ]
+        if (metrics := metrics_app()) is not None:
+            routes.append(Route("/metrics", _RawApp(metrics)))
         return _SecurityHeaders(Starlette(routes=routes))
 
     # ------------------------------------------------------------------ helpers
