@@ -197,6 +197,7 @@ class LogAuditor:
             pending = following
         self._record(report, now)
         self._measure_lag(report, now)
+        self._tell_gate(report)
         return report
 
     def _run_from_tiles(
@@ -217,11 +218,17 @@ class LogAuditor:
         self._record(report, now)
         self._measure_lag(report, now)
         # A pass that checked nothing (no cosigned checkpoint yet) leaves the gate as it was.
-        if self._gate is not None and checked:
-            gating = [detail for kind, _, detail in report.problems if kind in GATING]
-            more = f" (and {len(gating) - 1} more problem(s))" if len(gating) > 1 else ""
-            self._gate.audit_problem(f"the log audit failed: {gating[0]}{more}" if gating else None)
+        if checked:
+            self._tell_gate(report)
         return report
+
+    def _tell_gate(self, report: AuditReport) -> None:
+        """Close the log gate on evidence against the registry; open it when a pass found none."""
+        if self._gate is None:
+            return
+        gating = [detail for kind, _, detail in report.problems if kind in GATING]
+        more = f" (and {len(gating) - 1} more problem(s))" if len(gating) > 1 else ""
+        self._gate.audit_problem(f"the log audit failed: {gating[0]}{more}" if gating else None)
 
     def _check_chunk(
         self,
