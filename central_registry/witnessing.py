@@ -129,7 +129,7 @@ class Witnessing:
         size = parse_checkpoint(parse_note(note).text).size
         witnesses = [m for m in manifest.witnesses if m.endpoint]
         outcomes = await asyncio.gather(
-            *(self._ask(manifest, member.member_id, note, size) for member in witnesses)
+            *(self._ask_safely(manifest, member.member_id, note, size) for member in witnesses)
         )
         lines = [line for line, _ in outcomes if line is not None]
         refusals = {
@@ -147,6 +147,15 @@ class Witnessing:
             return RoundResult(size, (), refusals, published=False)
         self._latest = cosigned
         return RoundResult(size, result.cosigners, refusals, published=True)
+
+    async def _ask_safely(
+        self, manifest: TrustedManifest, member_id: str, note: bytes, size: int
+    ) -> tuple[NoteSignature | None, str | None]:
+        """As :meth:`_ask`; one witness's trouble never costs the others their round."""
+        try:
+            return await self._ask(manifest, member_id, note, size)
+        except CredenceError as exc:
+            return None, str(exc)
 
     async def _ask(
         self, manifest: TrustedManifest, member_id: str, note: bytes, size: int
