@@ -211,6 +211,12 @@ def build(federation: Federation, agencies: int, subjects: int, port: int) -> li
         requests_per_second=1_000_000.0,
         burst=1_000_000,
     )
+    # Every process of the one directory would bind the operator's console on
+    # the same address: the benchmark needs none.
+    config_path = registry_dir / registry_config.CONFIG_FILE
+    config_path.write_text(
+        re.sub(r"(?m)^console_listen = .*$", 'console_listen = ""', config_path.read_text())
+    )
     _cli("registry", "migrate", "--dir", registry_dir)
     config = registry_config.load_config(registry_dir)
     engine = database.create_engine_for(federation.database_url)
