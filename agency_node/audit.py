@@ -197,7 +197,6 @@ class LogAuditor:
             pending = following
         self._record(report, now)
         self._measure_lag(report, now)
-        self._tell_gate(report)
         return report
 
     def _run_from_tiles(
@@ -218,17 +217,14 @@ class LogAuditor:
         self._record(report, now)
         self._measure_lag(report, now)
         # A pass that checked nothing (no cosigned checkpoint yet) leaves the gate as it was.
-        if checked:
-            self._tell_gate(report)
-        return report
-
-    def _tell_gate(self, report: AuditReport) -> None:
-        """Close the log gate on evidence against the registry; open it when a pass found none."""
-        if self._gate is None:
-            return
+        # Only this pass tells the gate: its evidence is against a checkpoint the witnesses
+        # vouched for. The bulk pass keeps to alarms and the audit's health, as before.
+        if self._gate is None or not checked:
+            return report
         gating = [detail for kind, _, detail in report.problems if kind in GATING]
         more = f" (and {len(gating) - 1} more problem(s))" if len(gating) > 1 else ""
         self._gate.audit_problem(f"the log audit failed: {gating[0]}{more}" if gating else None)
+        return report
 
     def _check_chunk(
         self,

@@ -33,7 +33,7 @@ from credence.encoding import format_time
 from credence.errors import InvalidInput, VerificationError
 from credence.manifest import TrustedManifest
 from credence.storage import reader
-from credence.transparency.log_audit import BAD_INCLUSION_PROOF, MISSING_ENTRY
+from credence.transparency.log_audit import MISSING_ENTRY
 from credence.transparency.tile_reader import TileReader
 from credence.transparency.tile_tree import TileTree
 from credence.transparency.witness_policy import policy_from_manifest, verify_cosigned
@@ -55,7 +55,7 @@ ROUND_ALLOWANCE = timedelta(seconds=60)
 
 
 #: Problems that stop the node answering (through its log gate) until an audit clears them.
-GATING = frozenset({MISSING_ENTRY, BAD_INCLUSION_PROOF, BAD_TILE, INCONSISTENT_LOG})
+GATING = frozenset({MISSING_ENTRY, BAD_TILE, INCONSISTENT_LOG})
 
 
 @dataclass(frozen=True)
