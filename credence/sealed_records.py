@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from google.protobuf.message import DecodeError
 
+from credence import payloads
 from credence.envelope import Envelope, sign, verify_message
 from credence.errors import ClaimMismatch, InvalidInput, MessageTooLarge, VerificationError
 from credence.grants.binding import verify_binding
@@ -37,7 +38,6 @@ from credence.grants.subject_proofs import verify_subject_proof
 from credence.keys import KeySet, SigningKey
 from credence.v1 import subject_records_pb2
 
-PAYLOAD_TYPE = "application/vnd.credence.sealed-records.v1+proto"
 SUITE_NAME = "MLKEM768-X25519/HKDF-SHA256/AES-256-GCM"
 SUITE = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 #: The subject proof's action for this request.
@@ -190,7 +190,7 @@ def seal(
         ciphertext=ciphertext,
     )
     sealed.sealed_at.FromDatetime(now)
-    return sign(PAYLOAD_TYPE, sealed.SerializeToString(), [signing_key])
+    return sign(payloads.SEALED_RECORDS, sealed.SerializeToString(), [signing_key])
 
 
 def check_sealed(
@@ -213,7 +213,9 @@ def check_sealed(
             f"the sealed answer of {agency!r} is {len(envelope.payload)} bytes; "
             f"at most {MAX_SEALED_BYTES} are relayed"
         )
-    sealed = verify_message(envelope, PAYLOAD_TYPE, agency_keys, subject_records_pb2.SealedRecords)
+    sealed = verify_message(
+        envelope, payloads.SEALED_RECORDS, agency_keys, subject_records_pb2.SealedRecords
+    )
     if sealed.agency != agency or sealed.request_id != request_id:
         raise ClaimMismatch(f"the sealed answer of {agency!r} is for another agency or request")
     if sealed.recipient_key_hash != key_hash(recipient_key) or sealed.suite != SUITE_NAME:

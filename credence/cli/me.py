@@ -5,12 +5,15 @@
     credence me revoke   --key K --binding B GRANT_ID
     credence me contest  --key K --binding B --agency A --statement TEXT [--kind K]
     credence me contests --key K --binding B [--json]
+    credence me records  --key K --binding B [--json]
 
 ``--key`` is the subject's personal key; ``--binding`` the binding an
 identity-verifying member issued for it (it names the subject's reference, so
 no identifier is ever sent). The federation file says where the registry is.
 ``lookups --proofs DIR`` also saves a receipt per lookup
-(:mod:`credence.client.receipts`).
+(:mod:`credence.client.receipts`). ``records`` asks every agency which of
+your records it holds; each answer is sealed to a key made for that request,
+so only this command can read it (:mod:`credence.client.subject_records`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from credence.cli.federation import Federation, add_federation_option
 from credence.cli.options import read_binding
 from credence.client.receipts import save_receipts
 from credence.client.subject import SubjectClient
+from credence.client.subject_records import AgencyAnswer, fetch_records
 from credence.keys import load_signing_key
 from credence.transparency.log_audit import log_client
 from credence.transparency.tile_reader import TileReader
@@ -40,6 +44,7 @@ from credence.v1 import registry_pb2
 EXAMPLES = """examples:
   credence me lookups --key me.key --binding me.binding.jwt
   credence me revoke --key me.key --binding me.binding.jwt 4f1c...
+  credence me records --key me.key --binding me.binding.jwt
   credence me contest --key me.key --binding me.binding.jwt --agency court \\
       --statement "This judgment was paid in full in March."
 """
@@ -90,6 +95,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     subject_command(
         "contests", "your contests and how they were resolved",
         "credence me contests --key me.key --binding me.binding.jwt", _contests,
+    )  # fmt: skip
+    subject_command(
+        "records", "the records every agency holds about you, sealed to you alone",
+        "credence me records --key me.key --binding me.binding.jwt", _records,
     )  # fmt: skip
 
 
@@ -273,3 +282,61 @@ def _contests(args: argparse.Namespace) -> int:
     else:
         _print_blocks([_contest_block(row) for row in rows], "you have filed no contests")
     return 0
+
+
+def _day(stamp: str) -> str:
+    """``2026-03-01T00:00:00Z`` -> ``2026-03-01``."""
+    return stamp[:10] if stamp else "?"
+
+
+def _held_line(row: dict[str, Any]) -> str:
+    parts = [
+        f"{words(row.get('kind', ''))} ({words(row.get('category', ''))}), "
+        f"{words(row.get('status', ''))}",
+        f"since {_day(row.get('occurred_at', ''))}, counts until {_day(row.get('expires_at', ''))}",
+    ]
+    if row.get("amount_band"):
+        parts.append(f"amount {row['amount_band']}")
+    if row.get("days_overdue"):
+        parts.append(f"{row['days_overdue']} days overdue")
+    if row.get("disputed"):
+        parts.append("disputed")
+    return "; ".join(parts)
+
+
+def _records_row(answer: AgencyAnswer) -> dict[str, Any]:
+    if answer.records is None:
+        return {"agency": answer.agency, "problem": answer.problem}
+    row = _rows([answer.records])[0]
+    row.pop("request_id", None)
+    row.setdefault("records", [])
+    row["total"] = int(row.get("total", 0))
+    return row
+
+
+def _records_block(row: dict[str, Any]) -> list[str]:
+    if "problem" in row:
+        return [f"{row['agency']}: could not be read ({row['problem']})"]
+    held = row["records"]
+    if not held:
+        return [f"{row['agency']}: holds no record of you"]
+    shown = f"{len(held)} of {row['total']}" if row["total"] > len(held) else str(len(held))
+    return [
+        f"{row['agency']}: {shown} record(s)",
+        *(_held_line(record) for record in held),
+        row.get("how_to_contest", ""),
+    ]
+
+
+def _records(args: argparse.Namespace) -> int:
+    binding, _ = read_binding(args.binding)
+    manifest = Federation(args.federation).manifest(datetime.now(UTC))
+    with _client(args) as client:
+        answers = fetch_records(client, binding=binding, manifest=manifest)
+    rows = [_records_row(answer) for answer in answers]
+    if args.json:
+        _emit_json(rows)
+    else:
+        _print_blocks([_records_block(row) for row in rows], "the federation has no agencies")
+    # Every agency was asked: one that could not be read leaves the answer incomplete.
+    return 1 if any("problem" in row for row in rows) else 0

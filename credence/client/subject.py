@@ -15,9 +15,10 @@ from credence.client.channel import ChannelClient
 from credence.client.errors import rpc_errors
 from credence.clock import Clock, utc_now
 from credence.grants.subject_proofs import sign_subject_proof
+from credence.jws import parse_compact, parse_json_object
 from credence.keys import SigningKey
 from credence.pki import load_certificate_pem
-from credence.v1 import registry_pb2, registry_pb2_grpc
+from credence.v1 import registry_pb2, registry_pb2_grpc, subject_records_pb2
 
 __all__ = ["SubjectClient"]
 
@@ -140,3 +141,31 @@ class SubjectClient(ChannelClient):
         request = registry_pb2.ListMyContestsRequest(subject_proof=self._proof("list-contests"))
         with rpc_errors():
             return list(self._stub.ListMyContests(request, timeout=self._timeout).contests)
+
+    def records(
+        self, binding: str, recipient_key: bytes, key_target: str
+    ) -> tuple[str, list[subject_records_pb2.AgencyRecords]]:
+        """Ask every agency, through the registry, for its records sealed to ``recipient_key``.
+
+        Args:
+            binding: the binding of the subject's key (the nodes check it).
+            recipient_key: the fresh HPKE public key the answers are sealed to.
+            key_target: the proof's target naming that key
+                (:func:`credence.sealed_records.key_target`).
+
+        Returns:
+            The request id (the proof's ``jti``, which each sealed answer names)
+            and each agency's relayed answer, still sealed.
+
+        Raises:
+            ResourceExhausted: the subject asked too often.
+            CredenceError: as :meth:`lookups`.
+        """
+        proof = self._proof("list-records", target=key_target)
+        claims = parse_json_object(parse_compact(proof).payload, "subject proof")
+        request = subject_records_pb2.ListMyRecordsRequest(
+            subject_proof=proof, binding=binding, recipient_key=recipient_key
+        )
+        with rpc_errors():
+            response = self._stub.ListMyRecords(request, timeout=self._timeout)
+        return str(claims["jti"]), list(response.agencies)
