@@ -88,9 +88,10 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         with it the wait for the batch in progress.
         """
         self._require_registry(context)
-        self._require_witnessed_log()
         loop = asyncio.get_running_loop()
         async for request in request_iterator:
+            # A stream outlives a checkpoint: every batch needs a recent one.
+            self._require_witnessed_log()
             answers = await loop.run_in_executor(
                 self.executor, self._answerer.answer_batch, request.batch
             )

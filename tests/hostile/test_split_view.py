@@ -31,6 +31,7 @@ from agency_node.server import RunningNode
 from central_registry import database as registry_database
 from central_registry import transparency
 from central_registry.models import LogEntry
+from credence.client.results import ScreenRow
 from credence.dev import synthetic
 from credence.keys import load_signing_key
 from credence.rpc.tls import channel_credentials
@@ -249,3 +250,9 @@ def test_a_registry_that_stops_publishing_stops_getting_answers(
     (entry,) = refused.coverage.agencies
     assert "stopped publishing cosigned checkpoints" in entry.reason
     assert refused.blacklist.status == common_pb2.BLACKLIST_STATUS_INCOMPLETE
+    # Screening asks the node in batches: refused the same way.
+    with federation.requester("lender") as client:
+        (screened,) = client.screen([ScreenRow("row-1", subject)])
+    assert screened.verdict is not None
+    assert screened.verdict.status == "incomplete"
+    assert screened.verdict.verdict.coverage.answered == 0
