@@ -52,7 +52,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -426,79 +425,6 @@ class _Node:
             _driver(self.connection).execute("PRAGMA main.wal_checkpoint(PASSIVE)").fetchall()
 
 
-class _Checkpointer:
-    """Checkpoints the node's SQLite write-ahead log in a thread, after each applied chunk.
-
-    Copying a chunk's pages into the database file and syncing it takes about
-    as long as applying the chunk; on a connection and thread of its own it
-    overlaps the next chunk instead of following it. Still PASSIVE: it never
-    waits for or blocks the node's readers and writers, and a serving commit
-    that would checkpoint on its own finds this one at work and skips.
-    """
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._wanted = threading.Event()
-        self._stopping = False
-        self._failure: sqlite3.Error | None = None
-        self._thread = threading.Thread(target=self._run, name="import-checkpoint", daemon=True)
-        self._thread.start()
-
-    def request(self) -> None:
-        """Checkpoint what is committed, as soon as the last checkpoint is done."""
-        self._wanted.set()
-
-    def close(self) -> None:
-        """Stop the thread after its checkpoint.
-
-        Raises:
-            sqlite3.Error: a checkpoint failed (a full disk, say).
-        """
-        self._stopping = True
-        self._wanted.set()
-        self._thread.join()
-        if self._failure is not None:
-            raise self._failure
-
-    def _run(self) -> None:
-        try:
-            db = sqlite3.connect(self._path, isolation_level=None)
-        except sqlite3.Error as exc:
-            self._failure = exc
-            return
-        try:
-            # As the serving engine syncs (credence.storage); no page cache kept.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA cache_size=-1024")
-            while not self._stopping:
-                self._wanted.wait()
-                self._wanted.clear()
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:
-            self._failure = exc
-        finally:
-            db.close()
-
-
-@contextlib.contextmanager
-def _checkpoints(node: _Node, engine: Engine) -> Iterator[Callable[[], None]]:
-    """What to call after each committed chunk: a request to the checkpoint thread on SQLite."""
-    path = engine.url.database
-    if node.dialect != "sqlite" or not path or path == ":memory:":
-        yield node.checkpoint
-        return
-    checkpointer = _Checkpointer(path)
-    try:
-        yield checkpointer.request
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):  # the error in flight says more
-            checkpointer.close()
-        raise
-    checkpointer.close()
-    # Whatever the thread had not reached yet.
-    node.checkpoint()
-
-
 def _driver(connection: Connection) -> sqlite3.Connection:
     driver = connection.connection.driver_connection
     if not isinstance(driver, sqlite3.Connection):
@@ -630,14 +556,13 @@ def apply(
     try:
         with _node_connection(engine, staging.path) as node:
             chunks = _apply_in_sql(node, staging) if node.in_sql else _apply_rows(node, staging)
-            with _checkpoints(node, engine) as checkpoint:
-                for chunk_inserted, chunk_changed in chunks:
-                    inserted += chunk_inserted
-                    changed += chunk_changed
-                    # Outside the lock, and a pause in which a waiting writer gets it.
-                    checkpoint()
-                    if on_chunk is not None:
-                        on_chunk()
+            for chunk_inserted, chunk_changed in chunks:
+                inserted += chunk_inserted
+                changed += chunk_changed
+                # Outside the lock, and a pause in which a waiting writer gets it.
+                node.checkpoint()
+                if on_chunk is not None:
+                    on_chunk()
             if changed:
                 with node.connection.begin():
                     bump_record_generation(node.connection)
