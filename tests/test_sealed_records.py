@@ -28,7 +28,7 @@ from support.inprocess import InProcessFederation
 from agency_node import database as node_database
 from agency_node.models import Record
 from agency_node.subject_records import RecordDesk, amount_band
-from central_registry.record_access import RecordAccess
+from central_registry.record_access import RecordAccess, RecordAccessLimits
 from credence import sealed_records
 from credence.cli import main
 from credence.dev import synthetic
@@ -399,3 +399,20 @@ def test_a_node_refuses_a_key_the_subject_did_not_sign_and_any_caller_but_the_re
         refusal = _refused(lambda: stub.ListSubjectRecords(genuine, timeout=30))
     assert refusal.code() is grpc.StatusCode.PERMISSION_DENIED
     assert seen.node_calls == [COURT.name]  # the swapped key reached the desk and was refused
+
+
+def test_one_subject_asking_too_often_is_refused_and_no_node_is_asked(
+    federation: InProcessFederation, seen: Seen, tmp_path: Path
+) -> None:
+    subject = _bind(federation, _held_by_every_agency(federation, skip=3), tmp_path)
+    burst = int(RecordAccessLimits().burst)
+    for _ in range(burst):
+        _ask(federation, subject, recipient=sealed_records.RecipientKey.generate())
+    assert len(seen.node_calls) == burst * len(AGENCIES)
+    seen.node_calls.clear()
+    refusal = _refused(
+        lambda: _ask(federation, subject, recipient=sealed_records.RecipientKey.generate())
+    )
+    assert refusal.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "too often" in (refusal.details() or "")
+    assert seen.node_calls == []
