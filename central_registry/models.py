@@ -42,6 +42,7 @@ __all__ = [
     "Member",
     "RateBucket",
     "RevokedSerial",
+    "SubjectDayCount",
     "SubjectUsage",
     "join_names",
     "split_names",
@@ -265,8 +266,8 @@ class LogEntry(Base):
 class SubjectUsage(Base):
     """That ``requester`` looked ``subject_ref`` up on ``day``: the distinct-subjects limit.
 
-    The primary key makes noting a subject twice a no-op, so counting the
-    rows of a requester's day counts distinct subjects.
+    The primary key makes noting a subject twice a no-op, so the rows of a
+    requester's day are its distinct subjects; :class:`SubjectDayCount` counts them.
     """
 
     __tablename__ = "subject_usage"
@@ -277,6 +278,23 @@ class SubjectUsage(Base):
     subject_ref: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
 
     # On SQLite, one B-tree keyed by the primary key instead of a rowid table plus an index.
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's own dict
+
+
+class SubjectDayCount(Base):
+    """How many distinct subjects ``requester`` looked up on ``day``: what ``subject_usage`` holds.
+
+    Grown in the transaction that notes a subject for the first time, so the
+    daily limit is checked without counting the day's rows.
+    """
+
+    __tablename__ = "subject_day_counts"
+
+    requester: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: ``YYYY-MM-DD`` (UTC).
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    subjects: Mapped[int] = mapped_column(Integer)
+
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's own dict
 
 

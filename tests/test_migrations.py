@@ -283,6 +283,9 @@ REGISTRY = Component(
                 }
             ],
         },
+        # 0007 counts the subjects noted per requester and day into subject_day_counts
+        # (the models' read below finds the one count of 0001's subject_usage row).
+        "0007": {},
     },
     seeded={},
 )

@@ -53,6 +53,7 @@ TABLES = {
     "grants",
     "log_entries",
     "subject_usage",
+    "subject_day_counts",
     "merkle_nodes",
     "tree_heads",
     "contests",
@@ -177,7 +178,7 @@ def test_migrations_create_the_schema_from_empty(make_engine: Callable[[bool], E
     assert set(inspect(engine).get_table_names()) == set()
     database.upgrade_schema(engine)
     assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
-    assert database.schema_revision(engine) == database.schema_head() == "0006"
+    assert database.schema_revision(engine) == database.schema_head() == "0007"
     database.require_current_schema(engine)
     database.upgrade_schema(engine)  # idempotent
     assert database.schema_is_current(engine)
@@ -197,7 +198,7 @@ def test_unmigrated_database_is_refused_with_the_fix(
     # Only a SQLite file names its data directory; a server URL does not.
     data_dir = tmp_path.resolve() if backend == "sqlite" else "<data dir>"
     expected = (
-        "database schema is at revision none (never migrated), the code needs 0006: "
+        "database schema is at revision none (never migrated), the code needs 0007: "
         f"run `credence registry migrate --dir {data_dir}`"
     )
     with pytest.raises(FailedPrecondition) as caught:
@@ -620,6 +621,7 @@ def test_distinct_subjects_per_day(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
         assert prune_subject_usage(session, "2026-11-29") == 4
         assert note_subject_uses(session, "company-x", "2026-11-29", []) == 1
+        assert note_subject_uses(session, "company-x", "2026-11-28", []) == 0, "pruned too"
         with pytest.raises(ValueError, match="day must be YYYY-MM-DD"):
             note_subject_use(session, "company-x", "28/11/2026", a)
 

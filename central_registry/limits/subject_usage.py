@@ -1,7 +1,9 @@
 """Distinct subjects per requester and day, counted by the database.
 
 A subject is counted once per day however many processes note it: the
-primary key (requester, day, subject) decides. Every function receives a
+primary key (requester, day, subject) decides, and the day's count
+(``subject_day_counts``) grows by the rows each transaction adds, so checking
+the limit never counts the day's rows. Every function receives a
 ``Session`` and runs in the caller's transaction.
 """
 
@@ -13,7 +15,7 @@ from datetime import date
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from central_registry.models import SubjectUsage
+from central_registry.models import SubjectDayCount, SubjectUsage
 from central_registry.store.driver import Driver, insert_ignoring
 
 __all__ = ["note_subject_use", "note_subject_uses", "prune_subject_usage"]
@@ -29,6 +31,12 @@ def _require_day(day: str) -> str:
     return day
 
 
+#: Grows a requester's day by the subjects just noted for the first time; the new count.
+_COUNT = (
+    "INSERT INTO subject_day_counts (requester, day, subjects) VALUES (?, ?, ?) "
+    "ON CONFLICT (requester, day) DO UPDATE "
+    "SET subjects = subject_day_counts.subjects + excluded.subjects RETURNING subjects"
+)
 _NOTE = insert_ignoring(
     "subject_usage", ("requester", "day", "subject_ref"), ("requester", "day", "subject_ref")
 )
@@ -56,11 +64,15 @@ def note_subject_uses(
     refs = {bytes(ref) for ref in subject_refs}
     driver = Driver(session)  # every lookup runs these: driver statements
     if refs:
-        driver.many(_NOTE, [(requester, day, ref) for ref in sorted(refs)])
+        added = driver.many(_NOTE, [(requester, day, ref) for ref in sorted(refs)])
+        if added:
+            return int(driver.scalar(_COUNT, (requester, day, added)))
     return int(
         driver.scalar(
-            "SELECT count(*) FROM subject_usage WHERE requester = ? AND day = ?", (requester, day)
+            "SELECT subjects FROM subject_day_counts WHERE requester = ? AND day = ?",
+            (requester, day),
         )
+        or 0
     )
 
 
@@ -85,7 +97,7 @@ def prune_subject_usage(session: Session, before_day: str) -> int:
     Raises:
         ValueError: ``before_day`` is not ``YYYY-MM-DD``.
     """
-    result = session.execute(
-        delete(SubjectUsage).where(SubjectUsage.day < _require_day(before_day))
-    )
+    before_day = _require_day(before_day)
+    session.execute(delete(SubjectDayCount).where(SubjectDayCount.day < before_day))
+    result = session.execute(delete(SubjectUsage).where(SubjectUsage.day < before_day))
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -54,14 +54,17 @@ class Driver:
         self._cursor.execute(self._sql(sql), tuple(params))
         return int(self._cursor.rowcount)
 
-    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        """Run one statement for each of ``rows``."""
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Run one statement for each of ``rows``; how many rows they changed in all."""
         params = [tuple(row) for row in rows]
+        if not params:
+            return 0
         if len(params) == 1:
             # psycopg runs executemany in pipeline mode, a cost one row does not repay.
             self._cursor.execute(self._sql(sql), params[0])
-        elif params:
+        else:
             self._cursor.executemany(self._sql(sql), params)
+        return int(self._cursor.rowcount)
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a query; its rows."""
