@@ -40,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,10 +217,15 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 class CpuMeter:
     """CPU seconds spent by this process, the registry and the nodes between two marks."""
 
-    def __init__(self, directory: Path) -> None:
-        processes = json.loads((directory / dev_federation.PROCESSES_FILE).read_text())
-        self._pids = {str(entry["name"]): int(entry["pid"]) for entry in processes}
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self._pids = dict(pids)
         self._last = self._read()
+
+    @classmethod
+    def of_federation(cls, directory: Path) -> CpuMeter:
+        """A meter over the registry and node processes of a federation ``dev up`` started."""
+        processes = json.loads((directory / dev_federation.PROCESSES_FILE).read_text())
+        return cls({str(entry["name"]): int(entry["pid"]) for entry in processes})
 
     def _read(self) -> dict[str, float]:
         times = {"client (bench)": sum(os.times()[:2]), "registry": 0.0, "nodes": 0.0}
@@ -590,15 +595,23 @@ def _run_floor(
     directory.mkdir(parents=True, exist_ok=True)
     with FloorNodes(directory, args.agencies) as floor:
         progress(f"floor: {args.agencies} node processes up")
+        # The floor's registry runs in this process: "client (bench)" is both.
+        cpu = CpuMeter({node.name: node.process.pid for node in floor.nodes})
         for fanout in fanouts:
             progress(f"floor: fan-out to {fanout} nodes (c=1, c={args.concurrency}, batch)")
+
+            def phase(name: str, units: int, fanout: int = fanout) -> None:
+                unit = "subject" if name.startswith("batch") else "verdict"
+                what = f"floor({fanout}) {name}; its registry is the bench process"
+                cpu.report(what, units, unit, per_node=name in {"c=1", "batch"})
+
             figures.append(
                 asyncio.run(
                     fanout_floor.measure(
                         floor.nodes[:fanout], floor.credentials(), subjects=subjects,
                         single=args.single, concurrency=args.concurrency,
                         rate_calls=args.rate_calls, screen=args.screen,
-                        message_size=args.message_size,
+                        message_size=args.message_size, on_phase=phase,
                     )
                 )
             )  # fmt: skip
@@ -633,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
             ours_setup = OursSetup.load(document)
             progress("computing subject references")
             singles, screened = workload(ours_setup.key, args.subjects, args.screen, args.seed)
-            cpu = CpuMeter(directory)
+            cpu = CpuMeter.of_federation(directory)
             ours, ours_cpu, expected = measure_ours(ours_setup, args, singles, screened, cpu)
             if args.profile:
                 profile_registry(directory, ours_setup, singles, screened[:20_000], args)

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,7 +42,7 @@ from credence.errors import ClaimMismatch, FailedPrecondition
 from credence.keys import KeySet, SigningKey, VerifyKey, private_key_pem
 from credence.pki import create_ca, generate_tls_key, issue_member_certificate, make_csr
 from credence.rpc.tls import channel_credentials, server_credentials
-from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2
+from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2, subject_records_pb2
 
 REGISTRY = "floor-registry"
 _CHANNEL_OPTIONS = (
@@ -92,6 +92,12 @@ class _FloorNode(agency_pb2_grpc.AgencyNodeServiceServicer):
         self, _request: agency_pb2.FileContestRequest, context: Any
     ) -> agency_pb2.FileContestResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a floor node takes no contests")
+        raise AssertionError("abort raises")
+
+    async def ListSubjectRecords(
+        self, _request: subject_records_pb2.ListSubjectRecordsRequest, context: Any
+    ) -> subject_records_pb2.ListSubjectRecordsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a floor node holds no records")
         raise AssertionError("abort raises")
 
 
@@ -380,21 +386,28 @@ async def measure(
     screen: int,
     message_size: int,
     batches_in_flight: int = 4,
+    on_phase: Callable[[str, int], None] | None = None,
 ) -> FloorFigures:
     """The three workloads against ``nodes``: p50/p99 at c=1, rate at c=N, batch.
+
+    ``on_phase(name, units)`` is called as each phase ends ("warm-up", "c=1",
+    "c=N", "batch-open", "batch"), e.g. to read the CPU each process spent.
 
     Raises:
         CredenceError: an answer did not verify.
     """
+    mark = on_phase or (lambda _name, _units: None)
     registry = FloorRegistry(nodes, credentials)
     try:
         for index in range(30):  # warm-up: connections, TLS handshakes
             await registry.lookup(subjects[index % len(subjects)])
+        mark("warm-up", 30)
         latencies = []
         for index in range(single):
             started = time.perf_counter()
             await registry.lookup(subjects[index % len(subjects)])
             latencies.append(time.perf_counter() - started)
+        mark("c=1", single)
 
         queue = iter(range(rate_calls))
 
@@ -405,8 +418,10 @@ async def measure(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         rate = rate_calls / (time.perf_counter() - started)
+        mark(f"c={concurrency}", rate_calls)
 
         await registry.screen(list(subjects[:message_size]))  # opens the streams
+        mark("batch-open", message_size)
         chunks = iter(range(0, screen, message_size))
 
         async def batcher() -> None:
@@ -417,6 +432,7 @@ async def measure(
         started = time.perf_counter()
         await asyncio.gather(*(batcher() for _ in range(batches_in_flight)))
         subjects_per_s = screen / (time.perf_counter() - started)
+        mark("batch", screen)
     finally:
         await registry.close()
     return FloorFigures(

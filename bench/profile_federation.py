@@ -152,7 +152,7 @@ def profile(
         )  # fmt: skip
         ours = OursSetup.load(document)
         singles, screened = workload(ours.key, subjects, screen, seed)
-        cpu = CpuMeter(directory)
+        cpu = CpuMeter.of_federation(directory)
         with ours.requester() as requester:
             single_verdicts(requester, singles, 30)  # warm-up: channels, caches
             asked = _asked(cpu.report("warm-up", 30, "verdict", per_node=True))
