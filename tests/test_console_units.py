@@ -9,6 +9,7 @@ import pytest
 from central_registry.agency_stats import AgencyStats
 from central_registry.console import admin_tokens, sessions
 from central_registry.console.chart import latency_chart
+from central_registry.console.views import MemberRow
 from credence.errors import InvalidInput, Unauthenticated
 
 NOW = datetime(2026, 12, 2, 10, 30, 15, tzinfo=UTC)
@@ -105,3 +106,13 @@ def test_the_chart_escapes_names_and_breaks_lines_at_gaps() -> None:
     moves = path.split('"')[1].split()
     assert [move[0] for move in moves] == ["M", "M", "L"]
     assert "50 ms" in svg  # the axis tops out at a round figure above 30 ms
+
+
+def test_certificates_close_to_expiry_are_flagged() -> None:
+    def row(expires: datetime | None) -> MemberRow:
+        return MemberRow("bank-a", "Bank A", "company", "active", "", expires, NOW)
+
+    assert row(NOW + timedelta(days=6, hours=23)).expires_within(NOW)
+    assert row(NOW - timedelta(days=1)).expires_within(NOW)
+    assert not row(NOW + timedelta(days=7, minutes=1)).expires_within(NOW)
+    assert not row(None).expires_within(NOW)

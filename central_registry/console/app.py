@@ -268,7 +268,7 @@ class Console:
         )  # fmt: skip
 
     def _to_login(self, exc: CredenceError) -> Response:
-        _log.info("console: sent to the login page (%s)", exc)
+        _log.debug("console: sent to the login page (%s)", exc)
         return RedirectResponse("/login", status_code=HTTPStatus.SEE_OTHER)
 
     def _page(
