@@ -16,6 +16,10 @@ transaction, committed once:
 * the log row is written in the same transaction, so a query is never
   answered without its row, and a refusal's row is written before the
   refusal leaves.
+
+The batch path reads records the same way (:meth:`SingleStore.records_of_many`
+for the subjects its membership filter lets through, and the filter's
+generation check); its writes are :mod:`agency_node.batch_store`'s.
 """
 
 from __future__ import annotations
