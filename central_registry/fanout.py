@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
@@ -49,6 +49,17 @@ _REFUSED: Final = common_pb2.COVERAGE_STATE_REFUSED
 _INVALID: Final = common_pb2.COVERAGE_STATE_INVALID_ANSWER
 
 _CODE_NAMES: Final = {code.value[0]: code.name for code in grpc.StatusCode}
+
+#: Told of every call to an agency: (agency id, seconds it took, "ok" | "timeout" |
+#: "error" | "invalid"). No query, no subject: the console's figures and metrics.
+Observe = Callable[[str, float, str], None]
+_OBSERVED: Final[dict[int, str]] = {
+    _ANSWERED: "ok",
+    _TIMEOUT: "timeout",
+    _UNAVAILABLE: "error",
+    _REFUSED: "error",
+    _INVALID: "invalid",
+}
 
 # Keepalive pings go out only while a call is in flight and has lasted 30 s
 # (a long batch): nodes run gRPC's default ping policy, which answers pings
@@ -117,6 +128,7 @@ class FanOut:
         batch_deadline: seconds a batch may take, slot wait included.
         max_concurrency: calls in flight at once, across all lookups.
         max_message_bytes: largest message sent or received.
+        observe: told how each call to an agency went (:data:`Observe`).
 
     Raises:
         InvalidInput: the key or certificates are unusable (as
@@ -133,6 +145,7 @@ class FanOut:
         batch_deadline: float = 10.0,
         max_concurrency: int = 64,
         max_message_bytes: int = 16 * 1024 * 1024,
+        observe: Observe | None = None,
     ) -> None:
         if deadline <= 0 or batch_deadline <= 0:
             raise InvalidInput(
@@ -154,6 +167,7 @@ class FanOut:
         self._batch_deadline = float(batch_deadline)
         self._slots = asyncio.Semaphore(max_concurrency)
         self._stubs: dict[tuple[str, str], _Stubs] = {}
+        self._observe = observe
 
     @property
     def open_channels(self) -> int:
@@ -296,7 +310,20 @@ class FanOut:
             return None
         return remaining
 
+    def _observed(self, target: AgencyTarget, started: float, state: int) -> None:
+        if self._observe is not None:
+            seconds = asyncio.get_running_loop().time() - started
+            self._observe(target.member_id, seconds, _OBSERVED.get(state, "error"))
+
     async def _ask(
+        self, target: AgencyTarget, request: bytes, expected: _Expected, end: float
+    ) -> AgencyOutcome:
+        started = asyncio.get_running_loop().time()
+        outcome = await self._ask_once(target, request, expected, end)
+        self._observed(target, started, outcome.state)
+        return outcome
+
+    async def _ask_once(
         self, target: AgencyTarget, request: bytes, expected: _Expected, end: float
     ) -> AgencyOutcome:
         remaining = await self._slot(end)
@@ -315,6 +342,19 @@ class FanOut:
         return AgencyOutcome(target.member_id, _ANSWERED, answer=answer, answer_hash=answer_hash)
 
     async def _ask_batch(
+        self,
+        target: AgencyTarget,
+        request: bytes,
+        expected: _Expected,
+        item_ids: tuple[str, ...],
+        end: float,
+    ) -> BatchReply:
+        started = asyncio.get_running_loop().time()
+        reply = await self._ask_batch_once(target, request, expected, item_ids, end)
+        self._observed(target, started, _ANSWERED if reply.failure is None else reply.failure.state)
+        return reply
+
+    async def _ask_batch_once(
         self,
         target: AgencyTarget,
         request: bytes,

@@ -157,6 +157,9 @@ async def start_registry(
         batch_deadline=config.batch_deadline_seconds,
         max_concurrency=config.fanout_concurrency,
         max_message_bytes=config.max_message_bytes,
+        observe=lambda agency, seconds, outcome: agency_stats.observe(
+            agency, seconds, outcome, clock()
+        ),
     )
     lookups = Lookups(
         config=config, keys=keys, engine=engine, manifests=manifests, fanout=fanout, clock=clock

@@ -1,7 +1,8 @@
-"""A node's log audit alarm reaches the operator's console, naming no query.
+"""What a real federation's agency does reaches the console: its calls and its alarms.
 
 A real federation in-process (registry with its console, one agency node
-started through the CLI's init/enrol/import). The node's query log gains a
+started through the CLI's init/enrol/import). The fan-out's calls to the
+agency show on the agencies page. The node's query log gains a
 promise the registry never logged; the node's next audit pass raises the
 alarm, reports it over ReportAlarm, and the console's alarms page shows the
 node, the kind and the count, while the query id stays in the node's own table.
@@ -15,7 +16,6 @@ import ssl
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -78,16 +78,17 @@ def _registry_alarms(fed: InProcessFederation) -> list[tuple[str, str, int]]:
         engine.dispose()
 
 
-def _alarms_page(fed: InProcessFederation, token_file: Path) -> str:
+def _console_page(fed: InProcessFederation, path: str) -> str:
+    """``path`` of the console, logged in as alice."""
     context = ssl.create_default_context(cadata=fed.ca_pem.decode())
     base = f"https://127.0.0.1:{fed.registry.console_port}"
     with httpx.Client(base_url=base, verify=context, timeout=30) as client:
         login = client.get("/login")
         found = re.search(r'name="csrf" value="([^"]+)"', login.text)
         assert found
-        done = client.post("/login", data={"csrf": found[1], "token": token_file.read_text()})
-        assert done.status_code == 303
-        page = client.get("/alarms")
+        token = (fed.root / "alice.token").read_text()
+        assert client.post("/login", data={"csrf": found[1], "token": token}).status_code == 303
+        page = client.get(path)
         assert page.status_code == 200
         return page.text
 
@@ -119,10 +120,28 @@ def test_a_node_audit_alarm_is_on_the_console_without_its_query(fed: InProcessFe
         # A later pass finding the same problem again reports nothing new.
         assert _audit_until_problem(fed).problems
         assert len(_registry_alarms(fed)) == 1
-        page = _alarms_page(fed, fed.root / "alice.token")
+        page = _console_page(fed, "/alarms")
         row = page[page.index("<tbody>") : page.index("</tbody>")]
         assert PROFILE.name in row
         assert "missing_entry" in row
         assert withheld not in page
     finally:
         engine.dispose()
+
+
+def test_the_agencies_page_shows_the_calls_the_fan_out_made(fed: InProcessFederation) -> None:
+    stats = fed.registry.running.agency_stats
+    assert stats is not None
+    [court] = stats.summary(datetime.now(UTC))
+    # The fixture's lookup asked the agency, and it answered.
+    assert court.agency_id == PROFILE.name
+    assert court.calls >= 1
+    assert court.timeouts == court.errors == court.invalid == 0
+    assert court.last_seen is not None
+    assert court.p50_seconds is not None
+    assert court.p50_seconds > 0
+    page = _console_page(fed, "/agencies")
+    row = page[page.index(f'id="agency-{PROFILE.name}"') :].split("</tr>")[0]
+    assert re.findall(r'class="num">([^<]*)<', row)[0] == str(court.calls)
+    assert " ms" in row
+    assert "<path d=" in page  # this minute's median is on the chart
