@@ -201,3 +201,24 @@ def test_the_registry_s_certificate_must_verify_and_missing_tiles_say_so(
             reader.tree(SIZE, ROOT).leaf_hash(0)
     with pytest.raises(InvalidInput, match="use an https:// URL"):
         TileReader("http://127.0.0.1:1", federation.ca.certificate_pem)
+
+
+def test_find_reads_ahead_on_other_connections_each_bundle_once(
+    federation: Federation, tmp_path: Path
+) -> None:
+    served = Served()
+    forged = bytearray(FILES["/tile/entries/003"])
+    forged[2 + 34 * 200] ^= 0xFF
+    with _serving(federation, tmp_path, served) as url:
+        with TileReader(url, federation.ca.certificate_pem) as reader:
+            found = reader.tree(SIZE, ROOT).find(ENTRIES)
+            assert found == {entry: index for index, entry in enumerate(ENTRIES)}
+        assert sorted(served.requests) == sorted(set(served.requests))
+        assert {f"/tile/entries/00{n}" for n in range(5)} <= set(served.requests)
+        # A bundle fetched ahead is checked like any other when it is read.
+        served.files["/tile/entries/003"] = bytes(forged)
+        with (
+            TileReader(url, federation.ca.certificate_pem) as reader,
+            pytest.raises(ClaimMismatch, match="entry bundle 3 hashes to"),
+        ):
+            reader.tree(SIZE, ROOT).find([hashlib.sha256(b"not logged").digest()])

@@ -21,8 +21,11 @@ import http.client
 import os
 import ssl
 import tempfile
+import threading
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from credence.errors import InvalidInput, NotFound, Unavailable
@@ -36,12 +39,14 @@ _TIMEOUT_SECONDS = 10.0
 #: is under 9 KiB (the bound leaves room for larger entries).
 _MAX_CHECKPOINT_BYTES = 64 * 1024
 _MAX_TILE_BYTES = 1024 * 1024
+#: Entry bundles fetched ahead at once (see :meth:`TileReader.prefetch_entries`).
+PREFETCH_WORKERS = 4
 
 
 class TileReader:
     """A log's checkpoint and tiles over HTTPS, full tiles cached.
 
-    Not thread-safe: one reader per thread.
+    Not thread-safe: one reader per thread (its prefetching threads are its own).
     """
 
     def __init__(
@@ -69,9 +74,16 @@ class TileReader:
             raise InvalidInput(f"the CA for {base_url} is not a PEM certificate: {exc}") from exc
         self.base_url = base_url.rstrip("/")
         self._prefix = url.path.rstrip("/")
-        self._connection = http.client.HTTPSConnection(
-            url.hostname, url.port or 443, timeout=timeout, context=context
-        )
+        self._address = (url.hostname, url.port or 443)
+        self._context = context
+        self._timeout = timeout
+        self._connection = self._connect()
+        # Prefetching: a few worker threads, each with its own kept-alive connection.
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[str, Future[bytes]] = {}
+        self._local = threading.local()
+        self._worker_connections: list[http.client.HTTPSConnection] = []
+        self._lock = threading.Lock()
         self._cache_dir = cache_dir
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._memory_limit = memory_tiles
@@ -80,8 +92,16 @@ class TileReader:
         self.fetched = 0
         self.cache_hits = 0
 
+    def _connect(self) -> http.client.HTTPSConnection:
+        host, port = self._address
+        return http.client.HTTPSConnection(host, port, timeout=self._timeout, context=self._context)
+
     def close(self) -> None:
-        """Close the connection."""
+        """Stop prefetching and close the connections."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        for connection in self._worker_connections:
+            connection.close()
         self._connection.close()
 
     def __enter__(self) -> TileReader:
@@ -90,26 +110,30 @@ class TileReader:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _get(self, path: str, max_bytes: int) -> bytes:
+    def _get(
+        self, path: str, max_bytes: int, connection: http.client.HTTPSConnection | None = None
+    ) -> bytes:
         url = f"{self.base_url}/{path}"
+        connection = connection or self._connection
         for attempt in (1, 2):
             try:
-                self._connection.request("GET", f"{self._prefix}/{path}")
-                response = self._connection.getresponse()
+                connection.request("GET", f"{self._prefix}/{path}")
+                response = connection.getresponse()
                 body = response.read(max_bytes + 1)
                 break
             except ssl.SSLCertVerificationError as exc:
-                self._connection.close()
+                connection.close()
                 raise Unavailable(
                     f"{url}: the server's certificate does not verify against the given CA "
                     f"({exc.verify_message}); pass the federation CA, or the operator's CA"
                 ) from exc
             except (OSError, http.client.HTTPException) as exc:
                 # A kept-alive connection the server closed: one fresh try.
-                self._connection.close()
+                connection.close()
                 if attempt == 2:
                     raise Unavailable(f"cannot fetch {url}: {exc}") from exc
-        self.fetched += 1
+        with self._lock:
+            self.fetched += 1
         if response.status == 404:
             raise NotFound(f"{url}: the registry does not serve it (HTTP 404)")
         if response.status != 200:
@@ -127,9 +151,46 @@ class TileReader:
         """
         return self._get("checkpoint", _MAX_CHECKPOINT_BYTES)
 
+    def prefetch_entries(self, indexes: Iterable[int]) -> None:
+        """Start fetching these full entry bundles in the background.
+
+        Up to :data:`PREFETCH_WORKERS` at once, each on its own connection, so
+        the registry serves the next bundles while this thread checks the last.
+        A bundle already cached or under way is skipped; what was fetched is
+        checked like any tile when it is read.
+        """
+        for index in indexes:
+            path = entries_path(index)
+            if path in self._pending or path in self._memory or self._on_disk(path):
+                continue
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=PREFETCH_WORKERS, thread_name_prefix="tile-prefetch"
+                )
+            self._pending[path] = self._pool.submit(self._fetch_ahead, path)
+
+    def _fetch_ahead(self, path: str) -> bytes:
+        connection: http.client.HTTPSConnection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            self._local.connection = connection
+            with self._lock:
+                self._worker_connections.append(connection)
+        return self._get(path, _MAX_TILE_BYTES, connection)
+
+    def _on_disk(self, path: str) -> bool:
+        on_disk = self._disk_path(path)
+        return on_disk is not None and on_disk.is_file()
+
     def _read(self, path: str, full: bool) -> bytes:
         if not full:
             return self._get(path, _MAX_TILE_BYTES)
+        ahead = self._pending.pop(path, None)
+        if ahead is not None:
+            data = ahead.result()  # raises what the fetch raised
+            self._remember(path, data)
+            self._unsaved.add(path)
+            return data
         cached = self._memory.get(path)
         if cached is not None:
             self._memory.move_to_end(path)
@@ -213,4 +274,6 @@ class TileReader:
         def verdict(level: int, index: int, entries: bool, ok: bool) -> None:
             self._verdict(entries_path(index) if entries else tile_path(level, index), ok)
 
-        return TileTree(size, root_hash, self.tile, self.entries, verdict)
+        return TileTree(
+            size, root_hash, self.tile, self.entries, verdict, prefetch=self.prefetch_entries
+        )

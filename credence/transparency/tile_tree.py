@@ -31,12 +31,14 @@ from credence.transparency import merkle
 from credence.transparency.merkle_batch import peaks
 from credence.transparency.tiles import TILE_HEIGHT, TILE_WIDTH, decode_entry_bundle
 
-__all__ = ["FetchEntries", "FetchTile", "FullTileVerdict", "TileTree", "edge_tiles"]
+__all__ = ["FetchEntries", "FetchTile", "FullTileVerdict", "Prefetch", "TileTree", "edge_tiles"]
 
 #: ``fetch_tile(level, index, width)``: the tile's bytes, ``width`` hashes of 32 bytes.
 FetchTile = Callable[[int, int, int], bytes]
 #: ``fetch_entries(index, width)``: the entry bundle's bytes.
 FetchEntries = Callable[[int, int], bytes]
+#: ``prefetch(indexes)``: full entry bundles :meth:`TileTree.find` will read next (a hint).
+Prefetch = Callable[[range], None]
 #: ``verdict(level, index, entries, ok)``: a full tile (or, with ``entries``, a full
 #: bundle) passed (``ok``) or failed its check; lets a cache keep only checked tiles.
 FullTileVerdict = Callable[[int, int, bool, bool], None]
@@ -65,6 +67,8 @@ def _split_hashes(data: bytes, width: int, what: str) -> list[bytes]:
     return [data[at : at + merkle.HASH_SIZE] for at in range(0, len(data), merkle.HASH_SIZE)]
 
 
+#: How many full bundles :meth:`TileTree.find` asks to have fetched ahead of the one it reads.
+_PREFETCH_AHEAD = 8
 #: A bundle of 32-byte entries (commitments): each behind the length prefix 0x0020.
 _HASH_ENTRY = 2 + merkle.HASH_SIZE
 
@@ -102,6 +106,8 @@ class TileTree:
         fetch_tile: FetchTile,
         fetch_entries: FetchEntries | None = None,
         verdict: FullTileVerdict | None = None,
+        *,
+        prefetch: Prefetch | None = None,
     ) -> None:
         if size < 0:
             raise InvalidInput(f"tree size must be >= 0, got {size}")
@@ -112,6 +118,7 @@ class TileTree:
         self._fetch_tile = fetch_tile
         self._fetch_entries = fetch_entries
         self._verdict = verdict
+        self._prefetch = prefetch
         #: Checked tiles: (level, index) -> hashes.
         self._tiles: dict[tuple[int, int], list[bytes]] = {}
         self._subtrees: dict[tuple[int, int], bytes] = {}
@@ -328,9 +335,12 @@ class TileTree:
         """
         remaining = set(wanted)
         found: dict[bytes, int] = {}
+        full = self.size // TILE_WIDTH
         for bundle in range(-(-self.size // TILE_WIDTH)):
             if not remaining:
                 break
+            if self._prefetch is not None:
+                self._prefetch(range(bundle + 1, min(bundle + 1 + _PREFETCH_AHEAD, full)))
             base = bundle * TILE_WIDTH
             for offset, entry in enumerate(self.entries(bundle)):
                 if entry in remaining:
