@@ -32,7 +32,10 @@ from central_registry.models import AdminAction, AdminToken, Alarm, Contest
 from central_registry.models import Member as MemberRow
 from central_registry.server import RegistryThread
 from credence.cli import main
+from credence.client import enrol as client_enrol
 from credence.errors import FailedPrecondition, PermissionDenied
+from credence.keys import SigningKey
+from credence.pki import generate_tls_key, make_csr
 from credence.rpc.tls import channel_credentials
 from credence.storage import session_factory
 from credence.v1 import registry_pb2, registry_pb2_grpc
@@ -413,3 +416,18 @@ def test_a_taken_console_port_fails_the_start_with_the_fix(
     taken = f"127.0.0.1:{fed.registry.console_port}"
     with pytest.raises(FailedPrecondition, match="console cannot listen on"):
         RegistryThread(registry_dir, console_listen=taken)
+
+
+def test_an_enrolment_cannot_inject_markup_into_the_console(
+    fed: InProcessFederation, admin: httpx.Client
+) -> None:
+    hostile = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+    client_enrol.enrol(
+        fed.public, fed.ca_pem, member_id="mallory", display_name=hostile, role="company",
+        csr_pem=make_csr(generate_tls_key(), "mallory"), signing_key=SigningKey.generate(),
+    )  # fmt: skip
+    page = admin.get("/members").text
+    assert 'id="pending-mallory"' in page
+    assert hostile not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script" not in page
