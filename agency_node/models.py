@@ -31,6 +31,7 @@ __all__ = [
     "DISPUTE_STATES",
     "QUERY_OUTCOMES",
     "RECORD_GENERATION",
+    "AnswerVectors",
     "Base",
     "NodeCounter",
     "QueryLogEntry",
@@ -222,3 +223,29 @@ class WitnessedCheckpoint(Base):
     #: The checkpoint note as the log signed it.
     note: Mapped[bytes] = mapped_column(LargeBinary)
     cosigned_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AnswerVectors(Base):
+    """The cleartext vector(s) and the masks of one masked answer (blind aggregation).
+
+    Part of the node's query log, keyed by the query id (a screening batch's
+    id for a batch: its items' vectors concatenated in batch order, one
+    mask stream over them). Both are little-endian uint64 words; the masked
+    answer that left the node is their sum mod 2^64. Kept so the operator
+    can open an answer (``credence node open-answer``) and so a recovery
+    share is computed for a query this node really answered.
+    """
+
+    __tablename__ = "answer_vectors"
+
+    query_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    batch: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: ``<scorecard version>/<layout hash>``.
+    layout_id: Mapped[str] = mapped_column(String(128))
+    #: The query's audience, comma-joined in the query's order.
+    audience: Mapped[str] = mapped_column(Text)
+    #: A batch's answered item query ids, comma-joined, in vector order; empty for a single.
+    item_ids: Mapped[str] = mapped_column(Text, default="", server_default="")
+    vectors: Mapped[bytes] = mapped_column(LargeBinary)
+    masks: Mapped[bytes] = mapped_column(LargeBinary)
+    answered_at: Mapped[datetime] = mapped_column(UTCDateTime())

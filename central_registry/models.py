@@ -103,6 +103,8 @@ class Member(Base):
     signing_kid: Mapped[str] = mapped_column(String(64))
     #: Raw 32-byte Ed25519 witness cosigning key; ``None`` for a member that does not witness.
     witness_key: Mapped[bytes | None] = mapped_column(LargeBinary(32), unique=True)
+    #: Raw 32-byte X25519 key agreement key (blind aggregation); ``None`` for non-agencies.
+    agreement_key: Mapped[bytes | None] = mapped_column(LargeBinary(32), unique=True)
     #: Record kinds an agency holds, comma-joined; empty for other roles.
     record_kinds: Mapped[str] = mapped_column(Text, default="", server_default="")
     identity_verifier: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
