@@ -100,6 +100,12 @@ class _FloorNode(agency_pb2_grpc.AgencyNodeServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a floor node holds no records")
         raise AssertionError("abort raises")
 
+    async def RecoverMasks(
+        self, _request: agency_pb2.RecoverMasksRequest, context: Any
+    ) -> agency_pb2.RecoverMasksResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a floor node masks nothing")
+        raise AssertionError("abort raises")
+
 
 async def _serve(directory: Path, name: str) -> None:
     key = SigningKey.generate()

@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -357,22 +357,32 @@ class Aggregator:
         Raises:
             InvalidInput: an agency sent a reason code the scorecard does not define.
         """
-        total = self._base
+        total = 0
         codes: set[str] = set()
         for points, reason_codes in partials:
             total += points
-            for code in reason_codes:
-                if code not in self._ranks:
-                    raise InvalidInput(f"reason code {code!r} is not in scorecard {self.version!r}")
-                codes.add(code)
-        score = min(max(total, self._min), self._max)
-        ranked = sorted(codes, key=self._ranks.__getitem__)[:MAX_REASON_CODES]
+            codes.update(reason_codes)
+        return self.outcome(total, codes, len(partials))
+
+    def outcome(self, points: int, codes: Collection[str], answering: int) -> CreditOutcome:
+        """The result of ``answering`` agencies whose partial points sum to ``points``.
+
+        ``codes`` are the reason codes any of them reported (each once is enough).
+
+        Raises:
+            InvalidInput: a reason code the scorecard does not define.
+        """
+        for code in codes:
+            if code not in self._ranks:
+                raise InvalidInput(f"reason code {code!r} is not in scorecard {self.version!r}")
+        score = min(max(self._base + points, self._min), self._max)
+        ranked = sorted(set(codes), key=self._ranks.__getitem__)[:MAX_REASON_CODES]
         band = next(name for lower, upper, name in self._bands if lower <= score <= upper)
         return CreditOutcome(
             score=score,
             band=band,
             reason_codes=tuple(ranked),
-            provisional=len(partials) < self._required,
+            provisional=answering < self._required,
         )
 
 

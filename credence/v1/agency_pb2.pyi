@@ -253,12 +253,16 @@ class Answer(_message.Message):
     ANSWERED_AT_FIELD_NUMBER: _builtins.int
     BLACKLIST_FIELD_NUMBER: _builtins.int
     CREDIT_FIELD_NUMBER: _builtins.int
+    MASKED_FIELD_NUMBER: _builtins.int
+    LAYOUT_ID_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     """The query answered."""
     agency: _builtins.str
     """The answering agency's member id."""
     query_hash: _builtins.bytes
     """SHA-256 of the query envelope's payload as received."""
+    layout_id: _builtins.str
+    """The layout the vector follows: "<scorecard version>/<layout hash>"."""
     @_builtins.property
     def answered_at(self) -> _timestamp_pb2.Timestamp:
         """When the node answered."""
@@ -271,6 +275,12 @@ class Answer(_message.Message):
     def credit(self) -> Global___CreditContribution:
         """Present when CREDIT was asked."""
 
+    @_builtins.property
+    def masked(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The answer as a vector of the scorecard's layout (credence.blind.layout),
+        masked with the pairwise masks of the query's audience: integers mod 2^64.
+        """
+
     def __init__(
         self,
         *,
@@ -280,10 +290,12 @@ class Answer(_message.Message):
         answered_at: _timestamp_pb2.Timestamp | None = ...,
         blacklist: Global___BlacklistAssertion | None = ...,
         credit: Global___CreditContribution | None = ...,
+        masked: _abc.Iterable[_builtins.int] | None = ...,
+        layout_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["answered_at", b"answered_at", "blacklist", b"blacklist", "credit", b"credit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "answered_at", b"answered_at", "blacklist", b"blacklist", "credit", b"credit", "query_hash", b"query_hash", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "answered_at", b"answered_at", "blacklist", b"blacklist", "credit", b"credit", "layout_id", b"layout_id", "masked", b"masked", "query_hash", b"query_hash", "query_id", b"query_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -752,3 +764,170 @@ class FileContestResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FileContestResponse: _TypeAlias = FileContestResponse  # noqa: Y015
+
+@_typing.final
+class RecoveryRequest(_message.Message):
+    """The registry's signed request for the masks shared with agencies that did
+    not answer (payload type application/vnd.credence.recovery-request.v1+proto).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    ANSWERED_FIELD_NUMBER: _builtins.int
+    LOG_PROMISE_HASH_FIELD_NUMBER: _builtins.int
+    LAYOUT_ID_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
+    query_id: _builtins.str
+    """The query, or for a screening batch the batch, whose masks are asked."""
+    log_promise_hash: _builtins.bytes
+    """SHA-256 of the query's (or batch's) log promise envelope payload."""
+    layout_id: _builtins.str
+    """The layout the answers follow."""
+    count: _builtins.int
+    """Vector words the share covers (layout length, times items for a batch)."""
+    batch: _builtins.bool
+    """Whether query_id names a screening batch."""
+    @_builtins.property
+    def missing(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The audience members that did not answer; their masks are asked."""
+
+    @_builtins.property
+    def answered(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The audience members whose answers the registry holds; never missing."""
+
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp:
+        """When the registry signed it."""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Nodes refuse it after this."""
+
+    def __init__(
+        self,
+        *,
+        query_id: _builtins.str = ...,
+        missing: _abc.Iterable[_builtins.str] | None = ...,
+        answered: _abc.Iterable[_builtins.str] | None = ...,
+        log_promise_hash: _builtins.bytes = ...,
+        layout_id: _builtins.str = ...,
+        count: _builtins.int = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        batch: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered", b"answered", "batch", b"batch", "count", b"count", "expires_at", b"expires_at", "issued_at", b"issued_at", "layout_id", b"layout_id", "log_promise_hash", b"log_promise_hash", "missing", b"missing", "query_id", b"query_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoveryRequest: _TypeAlias = RecoveryRequest  # noqa: Y015
+
+@_typing.final
+class RecoveryShare(_message.Message):
+    """A node's signed recovery share (payload type
+    application/vnd.credence.recovery-share.v1+proto): the sum, mod 2^64, of
+    the masks it applied with the missing agencies, as it applied them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    AGENCY_FIELD_NUMBER: _builtins.int
+    SHARE_FIELD_NUMBER: _builtins.int
+    REQUEST_HASH_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    ANSWERED_AT_FIELD_NUMBER: _builtins.int
+    query_id: _builtins.str
+    """The query or batch."""
+    agency: _builtins.str
+    """The agency that computed the share."""
+    request_hash: _builtins.bytes
+    """SHA-256 of the recovery request envelope's payload as received."""
+    @_builtins.property
+    def share(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The share, `count` words."""
+
+    @_builtins.property
+    def missing(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The missing set the share covers, sorted."""
+
+    @_builtins.property
+    def answered_at(self) -> _timestamp_pb2.Timestamp:
+        """When the node answered."""
+
+    def __init__(
+        self,
+        *,
+        query_id: _builtins.str = ...,
+        agency: _builtins.str = ...,
+        share: _abc.Iterable[_builtins.int] | None = ...,
+        request_hash: _builtins.bytes = ...,
+        missing: _abc.Iterable[_builtins.str] | None = ...,
+        answered_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answered_at", b"answered_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "answered_at", b"answered_at", "missing", b"missing", "query_id", b"query_id", "request_hash", b"request_hash", "share", b"share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoveryShare: _TypeAlias = RecoveryShare  # noqa: Y015
+
+@_typing.final
+class RecoverMasksRequest(_message.Message):
+    """Request of AgencyNodeService.RecoverMasks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> _common_pb2.Envelope:
+        """Envelope of a RecoveryRequest signed by the registry
+        (payload type application/vnd.credence.recovery-request.v1+proto).
+        """
+
+    def __init__(
+        self,
+        *,
+        request: _common_pb2.Envelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoverMasksRequest: _TypeAlias = RecoverMasksRequest  # noqa: Y015
+
+@_typing.final
+class RecoverMasksResponse(_message.Message):
+    """Response of AgencyNodeService.RecoverMasks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def share(self) -> _common_pb2.Envelope:
+        """Envelope of a RecoveryShare signed by the node
+        (payload type application/vnd.credence.recovery-share.v1+proto).
+        """
+
+    def __init__(
+        self,
+        *,
+        share: _common_pb2.Envelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["share", b"share"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["share", b"share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoverMasksResponse: _TypeAlias = RecoverMasksResponse  # noqa: Y015

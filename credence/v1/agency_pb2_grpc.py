@@ -56,6 +56,11 @@ class AgencyNodeServiceStub:
                 request_serializer=credence_dot_v1_dot_subject__records__pb2.ListSubjectRecordsRequest.SerializeToString,
                 response_deserializer=credence_dot_v1_dot_subject__records__pb2.ListSubjectRecordsResponse.FromString,
                 _registered_method=True)
+        self.RecoverMasks = channel.unary_unary(
+                '/credence.v1.AgencyNodeService/RecoverMasks',
+                request_serializer=credence_dot_v1_dot_agency__pb2.RecoverMasksRequest.SerializeToString,
+                response_deserializer=credence_dot_v1_dot_agency__pb2.RecoverMasksResponse.FromString,
+                _registered_method=True)
 
 
 class AgencyNodeServiceServicer:
@@ -90,6 +95,14 @@ class AgencyNodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecoverMasks(self, request, context):
+        """The masks shared with agencies that did not answer, so the registry can
+        remove them from the sum.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgencyNodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +125,11 @@ def add_AgencyNodeServiceServicer_to_server(servicer, server):
                     servicer.ListSubjectRecords,
                     request_deserializer=credence_dot_v1_dot_subject__records__pb2.ListSubjectRecordsRequest.FromString,
                     response_serializer=credence_dot_v1_dot_subject__records__pb2.ListSubjectRecordsResponse.SerializeToString,
+            ),
+            'RecoverMasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecoverMasks,
+                    request_deserializer=credence_dot_v1_dot_agency__pb2.RecoverMasksRequest.FromString,
+                    response_serializer=credence_dot_v1_dot_agency__pb2.RecoverMasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +241,33 @@ class AgencyNodeService:
             '/credence.v1.AgencyNodeService/ListSubjectRecords',
             credence_dot_v1_dot_subject__records__pb2.ListSubjectRecordsRequest.SerializeToString,
             credence_dot_v1_dot_subject__records__pb2.ListSubjectRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecoverMasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credence.v1.AgencyNodeService/RecoverMasks',
+            credence_dot_v1_dot_agency__pb2.RecoverMasksRequest.SerializeToString,
+            credence_dot_v1_dot_agency__pb2.RecoverMasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,10 @@ class AgencyNodeServiceStub:
     """Receives a subject's contest of records, routed by the registry."""
     ListSubjectRecords: _grpc.UnaryUnaryMultiCallable[_subject_records_pb2.ListSubjectRecordsRequest, _subject_records_pb2.ListSubjectRecordsResponse]
     """The subject's records, sealed to the subject's HPKE key (relayed by the registry)."""
+    RecoverMasks: _grpc.UnaryUnaryMultiCallable[_agency_pb2.RecoverMasksRequest, _agency_pb2.RecoverMasksResponse]
+    """The masks shared with agencies that did not answer, so the registry can
+    remove them from the sum.
+    """
 
 @_typing.type_check_only
 class AgencyNodeServiceAsyncStub(AgencyNodeServiceStub):
@@ -56,6 +60,10 @@ class AgencyNodeServiceAsyncStub(AgencyNodeServiceStub):
     """Receives a subject's contest of records, routed by the registry."""
     ListSubjectRecords: _aio.UnaryUnaryMultiCallable[_subject_records_pb2.ListSubjectRecordsRequest, _subject_records_pb2.ListSubjectRecordsResponse]  # type: ignore[assignment]
     """The subject's records, sealed to the subject's HPKE key (relayed by the registry)."""
+    RecoverMasks: _aio.UnaryUnaryMultiCallable[_agency_pb2.RecoverMasksRequest, _agency_pb2.RecoverMasksResponse]  # type: ignore[assignment]
+    """The masks shared with agencies that did not answer, so the registry can
+    remove them from the sum.
+    """
 
 class AgencyNodeServiceServicer(metaclass=_abc_1.ABCMeta):
     """An agency's node. Only the registry's certificate may call it."""
@@ -91,5 +99,15 @@ class AgencyNodeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_subject_records_pb2.ListSubjectRecordsResponse, _abc.Awaitable[_subject_records_pb2.ListSubjectRecordsResponse]]:
         """The subject's records, sealed to the subject's HPKE key (relayed by the registry)."""
+
+    @_abc_1.abstractmethod
+    def RecoverMasks(
+        self,
+        request: _agency_pb2.RecoverMasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agency_pb2.RecoverMasksResponse, _abc.Awaitable[_agency_pb2.RecoverMasksResponse]]:
+        """The masks shared with agencies that did not answer, so the registry can
+        remove them from the sum.
+        """
 
 def add_AgencyNodeServiceServicer_to_server(servicer: AgencyNodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

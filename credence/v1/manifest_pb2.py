@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63redence/v1/manifest.proto\x12\x0b\x63redence.v1\x1a\x18\x63redence/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x03\n\x06Member\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x1f\n\x04role\x18\x03 \x01(\x0e\x32\x11.credence.v1.Role\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.credence.v1.MemberState\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12,\n\x0csigning_keys\x18\x06 \x03(\x0b\x32\x16.credence.v1.PublicKey\x12\x14\n\x0crecord_kinds\x18\x07 \x03(\t\x12-\n\x0b\x63ontributes\x18\x08 \x03(\x0e\x32\x18.credence.v1.VerdictKind\x12\x19\n\x11identity_verifier\x18\t \x01(\x08\x12.\n\x10\x61llowed_purposes\x18\n \x03(\x0e\x32\x14.credence.v1.Purpose\x12/\n\rallowed_kinds\x18\x0b \x03(\x0e\x32\x18.credence.v1.VerdictKind\x12+\n\x0bwitness_key\x18\x0c \x01(\x0b\x32\x16.credence.v1.PublicKey\"\xa2\x01\n\rPurposePolicy\x12%\n\x07purpose\x18\x01 \x01(\x0e\x32\x14.credence.v1.Purpose\x12/\n\x0cmax_validity\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08max_uses\x18\x03 \x01(\r\x12\'\n\x05kinds\x18\x04 \x03(\x0e\x32\x18.credence.v1.VerdictKind\"\\\n\x08ScoreBin\x12\r\n\x05lower\x18\x01 \x01(\x03\x12\x12\n\x05upper\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06points\x18\x03 \x01(\x11\x12\x13\n\x0breason_code\x18\x04 \x01(\tB\x08\n\x06_upper\"\x9b\x01\n\x13ScoreCharacteristic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07measure\x18\x02 \x01(\t\x12\x14\n\x0crecord_kinds\x18\x03 \x03(\t\x12\x15\n\rlookback_days\x18\x04 \x01(\r\x12#\n\x04\x62ins\x18\x05 \x03(\x0b\x32\x15.credence.v1.ScoreBin\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\"7\n\tScoreBand\x12\r\n\x05lower\x18\x01 \x01(\x05\x12\r\n\x05upper\x18\x02 \x01(\x05\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xc7\x02\n\tScorecard\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x61se_points\x18\x02 \x01(\x05\x12\x11\n\tmin_score\x18\x03 \x01(\x05\x12\x11\n\tmax_score\x18\x04 \x01(\x05\x12\x39\n\x0f\x63haracteristics\x18\x05 \x03(\x0b\x32 .credence.v1.ScoreCharacteristic\x12%\n\x05\x62\x61nds\x18\x06 \x03(\x0b\x32\x16.credence.v1.ScoreBand\x12\x19\n\x11required_agencies\x18\x07 \x01(\r\x12=\n\x0creason_texts\x18\x08 \x03(\x0b\x32\'.credence.v1.Scorecard.ReasonTextsEntry\x1a\x32\n\x10ReasonTextsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xac\x01\n\x0cRegistryInfo\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12,\n\x0csigning_keys\x18\x03 \x03(\x0b\x32\x16.credence.v1.PublicKey\x12\x13\n\x0b\x63\x61_cert_pem\x18\x04 \x01(\t\x12\x0e\n\x06log_id\x18\x05 \x01(\t\x12\x12\n\nlog_origin\x18\x06 \x01(\t\x12\x10\n\x08log_vkey\x18\x07 \x01(\t\"\xe7\x03\n\x08Manifest\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\troot_keys\x18\x05 \x03(\x0b\x32\x16.credence.v1.PublicKey\x12\x16\n\x0eroot_threshold\x18\x06 \x01(\r\x12+\n\x08registry\x18\x07 \x01(\x0b\x32\x19.credence.v1.RegistryInfo\x12$\n\x07members\x18\x08 \x03(\x0b\x32\x13.credence.v1.Member\x12)\n\tscorecard\x18\t \x01(\x0b\x32\x16.credence.v1.Scorecard\x12\x34\n\x10purpose_policies\x18\n \x03(\x0b\x32\x1a.credence.v1.PurposePolicy\x12\x17\n\x0frevoked_serials\x18\x0b \x03(\t\x12\x14\n\x0crevoked_kids\x18\x0c \x03(\t\x12\x1b\n\x0ewitness_quorum\x18\r \x01(\rH\x00\x88\x01\x01\x42\x11\n\x0f_witness_quorum*S\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_AGENCY\x10\x01\x12\x10\n\x0cROLE_COMPANY\x10\x02\x12\x12\n\x0eROLE_AUTHORITY\x10\x03*z\n\x0bMemberState\x12\x1c\n\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MEMBER_STATE_PENDING\x10\x01\x12\x17\n\x13MEMBER_STATE_ACTIVE\x10\x02\x12\x1a\n\x16MEMBER_STATE_SUSPENDED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63redence/v1/manifest.proto\x12\x0b\x63redence.v1\x1a\x18\x63redence/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x03\n\x06Member\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x1f\n\x04role\x18\x03 \x01(\x0e\x32\x11.credence.v1.Role\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.credence.v1.MemberState\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12,\n\x0csigning_keys\x18\x06 \x03(\x0b\x32\x16.credence.v1.PublicKey\x12\x14\n\x0crecord_kinds\x18\x07 \x03(\t\x12-\n\x0b\x63ontributes\x18\x08 \x03(\x0e\x32\x18.credence.v1.VerdictKind\x12\x19\n\x11identity_verifier\x18\t \x01(\x08\x12.\n\x10\x61llowed_purposes\x18\n \x03(\x0e\x32\x14.credence.v1.Purpose\x12/\n\rallowed_kinds\x18\x0b \x03(\x0e\x32\x18.credence.v1.VerdictKind\x12+\n\x0bwitness_key\x18\x0c \x01(\x0b\x32\x16.credence.v1.PublicKey\x12\x15\n\ragreement_key\x18\r \x01(\x0c\"\xa2\x01\n\rPurposePolicy\x12%\n\x07purpose\x18\x01 \x01(\x0e\x32\x14.credence.v1.Purpose\x12/\n\x0cmax_validity\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08max_uses\x18\x03 \x01(\r\x12\'\n\x05kinds\x18\x04 \x03(\x0e\x32\x18.credence.v1.VerdictKind\"\\\n\x08ScoreBin\x12\r\n\x05lower\x18\x01 \x01(\x03\x12\x12\n\x05upper\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06points\x18\x03 \x01(\x11\x12\x13\n\x0breason_code\x18\x04 \x01(\tB\x08\n\x06_upper\"\x9b\x01\n\x13ScoreCharacteristic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07measure\x18\x02 \x01(\t\x12\x14\n\x0crecord_kinds\x18\x03 \x03(\t\x12\x15\n\rlookback_days\x18\x04 \x01(\r\x12#\n\x04\x62ins\x18\x05 \x03(\x0b\x32\x15.credence.v1.ScoreBin\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\"7\n\tScoreBand\x12\r\n\x05lower\x18\x01 \x01(\x05\x12\r\n\x05upper\x18\x02 \x01(\x05\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xf9\x02\n\tScorecard\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x61se_points\x18\x02 \x01(\x05\x12\x11\n\tmin_score\x18\x03 \x01(\x05\x12\x11\n\tmax_score\x18\x04 \x01(\x05\x12\x39\n\x0f\x63haracteristics\x18\x05 \x03(\x0b\x32 .credence.v1.ScoreCharacteristic\x12%\n\x05\x62\x61nds\x18\x06 \x03(\x0b\x32\x16.credence.v1.ScoreBand\x12\x19\n\x11required_agencies\x18\x07 \x01(\r\x12=\n\x0creason_texts\x18\x08 \x03(\x0b\x32\'.credence.v1.Scorecard.ReasonTextsEntry\x12\x30\n\rvector_layout\x18\t \x01(\x0b\x32\x19.credence.v1.VectorLayout\x1a\x32\n\x10ReasonTextsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"2\n\x0cVectorLayout\x12\r\n\x05slots\x18\x01 \x03(\t\x12\x13\n\x0blayout_hash\x18\x02 \x01(\t\"\xac\x01\n\x0cRegistryInfo\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12,\n\x0csigning_keys\x18\x03 \x03(\x0b\x32\x16.credence.v1.PublicKey\x12\x13\n\x0b\x63\x61_cert_pem\x18\x04 \x01(\t\x12\x0e\n\x06log_id\x18\x05 \x01(\t\x12\x12\n\nlog_origin\x18\x06 \x01(\t\x12\x10\n\x08log_vkey\x18\x07 \x01(\t\"\xe7\x03\n\x08Manifest\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\troot_keys\x18\x05 \x03(\x0b\x32\x16.credence.v1.PublicKey\x12\x16\n\x0eroot_threshold\x18\x06 \x01(\r\x12+\n\x08registry\x18\x07 \x01(\x0b\x32\x19.credence.v1.RegistryInfo\x12$\n\x07members\x18\x08 \x03(\x0b\x32\x13.credence.v1.Member\x12)\n\tscorecard\x18\t \x01(\x0b\x32\x16.credence.v1.Scorecard\x12\x34\n\x10purpose_policies\x18\n \x03(\x0b\x32\x1a.credence.v1.PurposePolicy\x12\x17\n\x0frevoked_serials\x18\x0b \x03(\t\x12\x14\n\x0crevoked_kids\x18\x0c \x03(\t\x12\x1b\n\x0ewitness_quorum\x18\r \x01(\rH\x00\x88\x01\x01\x42\x11\n\x0f_witness_quorum*S\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_AGENCY\x10\x01\x12\x10\n\x0cROLE_COMPANY\x10\x02\x12\x12\n\x0eROLE_AUTHORITY\x10\x03*z\n\x0bMemberState\x12\x1c\n\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MEMBER_STATE_PENDING\x10\x01\x12\x17\n\x13MEMBER_STATE_ACTIVE\x10\x02\x12\x1a\n\x16MEMBER_STATE_SUSPENDED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,26 +36,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCORECARD_REASONTEXTSENTRY']._loaded_options = None
   _globals['_SCORECARD_REASONTEXTSENTRY']._serialized_options = b'8\001'
-  _globals['_ROLE']._serialized_start=2031
-  _globals['_ROLE']._serialized_end=2114
-  _globals['_MEMBERSTATE']._serialized_start=2116
-  _globals['_MEMBERSTATE']._serialized_end=2238
+  _globals['_ROLE']._serialized_start=2156
+  _globals['_ROLE']._serialized_end=2239
+  _globals['_MEMBERSTATE']._serialized_start=2241
+  _globals['_MEMBERSTATE']._serialized_end=2363
   _globals['_MEMBER']._serialized_start=135
-  _globals['_MEMBER']._serialized_end=560
-  _globals['_PURPOSEPOLICY']._serialized_start=563
-  _globals['_PURPOSEPOLICY']._serialized_end=725
-  _globals['_SCOREBIN']._serialized_start=727
-  _globals['_SCOREBIN']._serialized_end=819
-  _globals['_SCORECHARACTERISTIC']._serialized_start=822
-  _globals['_SCORECHARACTERISTIC']._serialized_end=977
-  _globals['_SCOREBAND']._serialized_start=979
-  _globals['_SCOREBAND']._serialized_end=1034
-  _globals['_SCORECARD']._serialized_start=1037
-  _globals['_SCORECARD']._serialized_end=1364
-  _globals['_SCORECARD_REASONTEXTSENTRY']._serialized_start=1314
-  _globals['_SCORECARD_REASONTEXTSENTRY']._serialized_end=1364
-  _globals['_REGISTRYINFO']._serialized_start=1367
-  _globals['_REGISTRYINFO']._serialized_end=1539
-  _globals['_MANIFEST']._serialized_start=1542
-  _globals['_MANIFEST']._serialized_end=2029
+  _globals['_MEMBER']._serialized_end=583
+  _globals['_PURPOSEPOLICY']._serialized_start=586
+  _globals['_PURPOSEPOLICY']._serialized_end=748
+  _globals['_SCOREBIN']._serialized_start=750
+  _globals['_SCOREBIN']._serialized_end=842
+  _globals['_SCORECHARACTERISTIC']._serialized_start=845
+  _globals['_SCORECHARACTERISTIC']._serialized_end=1000
+  _globals['_SCOREBAND']._serialized_start=1002
+  _globals['_SCOREBAND']._serialized_end=1057
+  _globals['_SCORECARD']._serialized_start=1060
+  _globals['_SCORECARD']._serialized_end=1437
+  _globals['_SCORECARD_REASONTEXTSENTRY']._serialized_start=1387
+  _globals['_SCORECARD_REASONTEXTSENTRY']._serialized_end=1437
+  _globals['_VECTORLAYOUT']._serialized_start=1439
+  _globals['_VECTORLAYOUT']._serialized_end=1489
+  _globals['_REGISTRYINFO']._serialized_start=1492
+  _globals['_REGISTRYINFO']._serialized_end=1664
+  _globals['_MANIFEST']._serialized_start=1667
+  _globals['_MANIFEST']._serialized_end=2154
 # @@protoc_insertion_point(module_scope)

@@ -96,6 +96,7 @@ class Member(_message.Message):
     ALLOWED_PURPOSES_FIELD_NUMBER: _builtins.int
     ALLOWED_KINDS_FIELD_NUMBER: _builtins.int
     WITNESS_KEY_FIELD_NUMBER: _builtins.int
+    AGREEMENT_KEY_FIELD_NUMBER: _builtins.int
     member_id: _builtins.str
     """Stable id; the certificate SAN is credence://member/<member_id>."""
     display_name: _builtins.str
@@ -108,6 +109,10 @@ class Member(_message.Message):
     """host:port of the member's gRPC server (agencies)."""
     identity_verifier: _builtins.bool
     """The member may bind subjects' personal keys to subject references."""
+    agreement_key: _builtins.bytes
+    """The agency's X25519 key agreement key (32 raw bytes) for the pairwise
+    masks of blind aggregation; rotated like its signing key.
+    """
     @_builtins.property
     def signing_keys(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.PublicKey]:
         """The member's Ed25519 signing keys."""
@@ -149,10 +154,11 @@ class Member(_message.Message):
         allowed_purposes: _abc.Iterable[_common_pb2.Purpose.ValueType] | None = ...,
         allowed_kinds: _abc.Iterable[_common_pb2.VerdictKind.ValueType] | None = ...,
         witness_key: _common_pb2.PublicKey | None = ...,
+        agreement_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["witness_key", b"witness_key"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_kinds", b"allowed_kinds", "allowed_purposes", b"allowed_purposes", "contributes", b"contributes", "display_name", b"display_name", "endpoint", b"endpoint", "identity_verifier", b"identity_verifier", "member_id", b"member_id", "record_kinds", b"record_kinds", "role", b"role", "signing_keys", b"signing_keys", "state", b"state", "witness_key", b"witness_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_key", b"agreement_key", "allowed_kinds", b"allowed_kinds", "allowed_purposes", b"allowed_purposes", "contributes", b"contributes", "display_name", b"display_name", "endpoint", b"endpoint", "identity_verifier", b"identity_verifier", "member_id", b"member_id", "record_kinds", b"record_kinds", "role", b"role", "signing_keys", b"signing_keys", "state", b"state", "witness_key", b"witness_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -342,6 +348,7 @@ class Scorecard(_message.Message):
     BANDS_FIELD_NUMBER: _builtins.int
     REQUIRED_AGENCIES_FIELD_NUMBER: _builtins.int
     REASON_TEXTS_FIELD_NUMBER: _builtins.int
+    VECTOR_LAYOUT_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """Version string carried by every answer and verdict."""
     base_points: _builtins.int
@@ -364,6 +371,12 @@ class Scorecard(_message.Message):
     def reason_texts(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Plain-language meaning of each reason code."""
 
+    @_builtins.property
+    def vector_layout(self) -> Global___VectorLayout:
+        """The answer vector's slots (credence.blind.layout); when present it must
+        equal the layout computed from this scorecard.
+        """
+
     def __init__(
         self,
         *,
@@ -375,14 +388,45 @@ class Scorecard(_message.Message):
         bands: _abc.Iterable[Global___ScoreBand] | None = ...,
         required_agencies: _builtins.int = ...,
         reason_texts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        vector_layout: Global___VectorLayout | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vector_layout", b"vector_layout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bands", b"bands", "base_points", b"base_points", "characteristics", b"characteristics", "max_score", b"max_score", "min_score", b"min_score", "reason_texts", b"reason_texts", "required_agencies", b"required_agencies", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bands", b"bands", "base_points", b"base_points", "characteristics", b"characteristics", "max_score", b"max_score", "min_score", b"min_score", "reason_texts", b"reason_texts", "required_agencies", b"required_agencies", "vector_layout", b"vector_layout", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Scorecard: _TypeAlias = Scorecard  # noqa: Y015
+
+@_typing.final
+class VectorLayout(_message.Message):
+    """The published order of an answer vector's slots, e.g. "listed",
+    "category:fraud", "reason:D01".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOTS_FIELD_NUMBER: _builtins.int
+    LAYOUT_HASH_FIELD_NUMBER: _builtins.int
+    layout_hash: _builtins.str
+    """Hex SHA-256 of the slot names joined by newlines."""
+    @_builtins.property
+    def slots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Slot names in vector order."""
+
+    def __init__(
+        self,
+        *,
+        slots: _abc.Iterable[_builtins.str] | None = ...,
+        layout_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["layout_hash", b"layout_hash", "slots", b"slots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VectorLayout: _TypeAlias = VectorLayout  # noqa: Y015
 
 @_typing.final
 class RegistryInfo(_message.Message):

@@ -124,6 +124,8 @@ class Verdict(_message.Message):
     LOG_PROMISE_FIELD_NUMBER: _builtins.int
     ANSWER_HASHES_FIELD_NUMBER: _builtins.int
     GRANT_ID_FIELD_NUMBER: _builtins.int
+    ANSWERS_FIELD_NUMBER: _builtins.int
+    RECOVERIES_FIELD_NUMBER: _builtins.int
     verdict_id: _builtins.str
     """Unique id."""
     query_id: _builtins.str
@@ -174,6 +176,18 @@ class Verdict(_message.Message):
     def answer_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """SHA-256 of each answer payload the verdict was built from."""
 
+    @_builtins.property
+    def answers(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Envelope]:
+        """The node-signed masked answers the verdict was built from
+        (payload type application/vnd.credence.answer.v1+proto).
+        """
+
+    @_builtins.property
+    def recoveries(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Envelope]:
+        """The node-signed recovery shares removed from their sum
+        (payload type application/vnd.credence.recovery-share.v1+proto).
+        """
+
     def __init__(
         self,
         *,
@@ -192,10 +206,12 @@ class Verdict(_message.Message):
         log_promise: _common_pb2.Envelope | None = ...,
         answer_hashes: _abc.Iterable[_builtins.bytes] | None = ...,
         grant_id: _builtins.str = ...,
+        answers: _abc.Iterable[_common_pb2.Envelope] | None = ...,
+        recoveries: _abc.Iterable[_common_pb2.Envelope] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["blacklist", b"blacklist", "coverage", b"coverage", "credit", b"credit", "expires_at", b"expires_at", "issued_at", b"issued_at", "log_promise", b"log_promise", "subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_hashes", b"answer_hashes", "blacklist", b"blacklist", "coverage", b"coverage", "credit", b"credit", "expires_at", b"expires_at", "grant_id", b"grant_id", "issued_at", b"issued_at", "kinds", b"kinds", "log_promise", b"log_promise", "purpose", b"purpose", "query_id", b"query_id", "requester", b"requester", "scorecard_version", b"scorecard_version", "subject", b"subject", "verdict_id", b"verdict_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_hashes", b"answer_hashes", "answers", b"answers", "blacklist", b"blacklist", "coverage", b"coverage", "credit", b"credit", "expires_at", b"expires_at", "grant_id", b"grant_id", "issued_at", b"issued_at", "kinds", b"kinds", "log_promise", b"log_promise", "purpose", b"purpose", "query_id", b"query_id", "recoveries", b"recoveries", "requester", b"requester", "scorecard_version", b"scorecard_version", "subject", b"subject", "verdict_id", b"verdict_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -684,6 +700,7 @@ class EnrolRequest(_message.Message):
     SIGNING_KEY_PROOF_FIELD_NUMBER: _builtins.int
     WITNESS_KEY_FIELD_NUMBER: _builtins.int
     WITNESS_KEY_PROOF_FIELD_NUMBER: _builtins.int
+    AGREEMENT_KEY_FIELD_NUMBER: _builtins.int
     member_id: _builtins.str
     """The id asked for."""
     display_name: _builtins.str
@@ -701,6 +718,10 @@ class EnrolRequest(_message.Message):
     witness_key_proof: _builtins.bytes
     """Proof of possession of the witness key: its Ed25519 signature over
     PAE("application/vnd.credence.enrol-witness.v1", csr_pem).
+    """
+    agreement_key: _builtins.bytes
+    """The agency's X25519 key agreement key (32 raw bytes), published in its
+    manifest entry once approved.
     """
     @_builtins.property
     def signing_key(self) -> _common_pb2.PublicKey:
@@ -729,10 +750,11 @@ class EnrolRequest(_message.Message):
         signing_key_proof: _builtins.bytes = ...,
         witness_key: _common_pb2.PublicKey | None = ...,
         witness_key_proof: _builtins.bytes = ...,
+        agreement_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["signing_key", b"signing_key", "witness_key", b"witness_key"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_pem", b"csr_pem", "display_name", b"display_name", "endpoint", b"endpoint", "member_id", b"member_id", "record_kinds", b"record_kinds", "role", b"role", "signing_key", b"signing_key", "signing_key_proof", b"signing_key_proof", "witness_key", b"witness_key", "witness_key_proof", b"witness_key_proof"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_key", b"agreement_key", "csr_pem", b"csr_pem", "display_name", b"display_name", "endpoint", b"endpoint", "member_id", b"member_id", "record_kinds", b"record_kinds", "role", b"role", "signing_key", b"signing_key", "signing_key_proof", b"signing_key_proof", "witness_key", b"witness_key", "witness_key_proof", b"witness_key_proof"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
