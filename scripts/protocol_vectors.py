@@ -17,7 +17,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from google.protobuf import json_format
+
 from credence import payloads
+from credence.blind import layout as blind_layout
+from credence.blind import masks as blind_masks
+from credence.blind import recovery as blind_recovery
+from credence.blind import sums as blind_sums
 from credence.encoding import b64url_encode
 from credence.envelope import pae
 from credence.grants.binding import issue_binding
@@ -28,12 +35,13 @@ from credence.grants.consent import (
     sign_consent_request,
 )
 from credence.keys import KeySet, SigningKey
+from credence.scorecard import Aggregator, default_scorecard
 from credence.subjects import SUBJECT_REF_DOMAIN, PseudonymisationKey, normalise, subject_ref
 from credence.transparency import merkle, tiles
 from credence.transparency.checkpoint import Checkpoint, log_origin, sign_checkpoint
 from credence.transparency.log_promise import LogEntry, make_promise, sign_promise
 from credence.transparency.note import ED25519_TYPE, key_id, vkey
-from credence.v1 import common_pb2, registry_pb2
+from credence.v1 import agency_pb2, common_pb2, registry_pb2
 from credence.verdicts import sign_verdict, verdict_claims, verdict_file, verdict_jws
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "protocol-vectors.json"
@@ -291,6 +299,125 @@ def _verdict(subject: bytes, registry: SigningKey, promise: common_pb2.Envelope)
     }
 
 
+#: The audience of the blind-aggregation vector, and the one that does not answer.
+BLIND_AUDIENCE = ("bank-2", "court-1", "tax-3")
+BLIND_MISSING = "tax-3"
+BLIND_QUERY_ID = "query-blind-0001"
+
+
+def _blind() -> dict[str, Any]:
+    """Pair keys, masks, a dropout's recovery and the verdict read from the sum."""
+    layout = blind_layout.for_scorecard(default_scorecard())
+    keys = {
+        member: X25519PrivateKey.from_private_bytes(_seed(f"agreement key {member}"))
+        for member in BLIND_AUDIENCE
+    }
+    pair_keys = {
+        own: {
+            peer: blind_masks.pair_key(
+                keys[own],
+                blind_masks.public_bytes(keys[peer]),
+                federation_id=FEDERATION_ID,
+                own_id=own,
+                peer_id=peer,
+            )
+            for peer in BLIND_AUDIENCE
+            if peer != own
+        }
+        for own in BLIND_AUDIENCE
+    }
+    listed = agency_pb2.BlacklistAssertion(
+        listed=True, categories=["dishonest_debtor"], disputed=True
+    )
+    vectors = {
+        "bank-2": layout.fill(
+            None,
+            agency_pb2.CreditContribution(
+                partial_points=-90, reason_codes=["L03"], has_history=True
+            ),
+        ),
+        "court-1": layout.fill(
+            listed,
+            agency_pb2.CreditContribution(
+                partial_points=-120, reason_codes=["J01"], has_history=True
+            ),
+        ),
+        "tax-3": layout.fill(agency_pb2.BlacklistAssertion(listed=False), None),
+    }
+    masked = {
+        member: blind_masks.mask_vector(
+            vectors[member],
+            own_id=member,
+            audience=BLIND_AUDIENCE,
+            pair_keys=pair_keys[member],
+            query_id=BLIND_QUERY_ID,
+        )
+        for member in BLIND_AUDIENCE
+    }
+    answered = [member for member in BLIND_AUDIENCE if member != BLIND_MISSING]
+    shares = {
+        member: blind_recovery.recovery_share(
+            member,
+            [BLIND_MISSING],
+            audience=BLIND_AUDIENCE,
+            pair_keys=pair_keys[member],
+            query_id=BLIND_QUERY_ID,
+            length=layout.length,
+        )
+        for member in answered
+    }
+    summed = blind_sums.add(masked[member] for member in answered)
+    unmasked = blind_recovery.remove_recovery(summed, shares.values())
+    blacklist, credit = blind_sums.verdict_from_sum(
+        layout,
+        unmasked,
+        answering=len(answered),
+        expected=len(BLIND_AUDIENCE),
+        aggregator=Aggregator(default_scorecard()),
+    )
+    low, high = BLIND_AUDIENCE[0], BLIND_AUDIENCE[1]
+    return {
+        "federation_id": FEDERATION_ID,
+        "query_id": BLIND_QUERY_ID,
+        "layout": {
+            "layout_id": layout.layout_id,
+            "layout_hash": layout.layout_hash,
+            "slots": list(layout.slots),
+        },
+        "agencies": {
+            member: {
+                "agreement_seed_hex": _seed(f"agreement key {member}").hex(),
+                "agreement_public_hex": blind_masks.public_bytes(keys[member]).hex(),
+                "vector": vectors[member],
+                "masked": masked[member],
+            }
+            for member in BLIND_AUDIENCE
+        },
+        "pair_keys_hex": {
+            f"{own}|{peer}": pair_keys[own][peer].hex()
+            for own in BLIND_AUDIENCE
+            for peer in BLIND_AUDIENCE
+            if own < peer
+        },
+        "pair_info": (
+            blind_masks.PAIR_INFO_PREFIX + f"{FEDERATION_ID}|{low}|{high}".encode()
+        ).decode(),
+        "stream_nonce_hex": hashlib.sha256(BLIND_QUERY_ID.encode()).digest()[:16].hex(),
+        "stream_first_words": blind_masks.mask_stream(pair_keys[low][high], BLIND_QUERY_ID, 4),
+        "dropout": {
+            "missing": [BLIND_MISSING],
+            "answered": answered,
+            "masked_sum": summed,
+            "shares": shares,
+            "unmasked_sum": unmasked,
+        },
+        "verdict": {
+            "blacklist": json_format.MessageToDict(blacklist, preserving_proto_field_name=True),
+            "credit": json_format.MessageToDict(credit, preserving_proto_field_name=True),
+        },
+    }
+
+
 def build() -> str:
     """The vectors file's text."""
     registry, log_key = _key("registry"), _key("log")
@@ -315,6 +442,7 @@ def build() -> str:
         "consent_chain": _consent_chain(person.hex(), registry, identity, personal),
         "log": log,
         "verdict": _verdict(person, registry, promise),
+        "blind_aggregation": _blind(),
     }
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 

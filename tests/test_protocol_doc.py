@@ -2,8 +2,9 @@
 
 The vectors file is what scripts/protocol_vectors.py writes, byte for byte;
 every vector verifies with the library and, where the document gives the rule
-in a few lines (subject MAC input, leaf hash, PAE, log_promise claim), with
-plain hashlib/cryptography too; the document quotes the vectors' values and
+in a few lines (subject MAC input, leaf hash, PAE, log_promise claim, blind
+aggregation's pair keys, masks and recovery), with plain hashlib/cryptography
+too; the document quotes the vectors' values and
 names every payload type; every Envelope field of the protos names its payload.
 """
 
@@ -21,14 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from credence import payloads
+from credence.blind import layout as blind_layout
+from credence.blind import sums as blind_sums
 from credence.envelope import Envelope, pae
 from credence.errors import ClaimMismatch
 from credence.grants.consent import PurposePolicy, verify_consent
 from credence.jws import sign_compact
 from credence.keys import KeySet, SigningKey, VerifyKey
+from credence.scorecard import Aggregator, default_scorecard
 from credence.subjects import PseudonymisationKey, normalise, ref_for
 from credence.transparency import merkle
 from credence.transparency.checkpoint import log_origin, open_checkpoint
@@ -205,6 +214,98 @@ def test_checkpoint_and_tiles(vectors: dict[str, Any]) -> None:
     assert tile_vectors["entry_bundle_path"] == f"tile/entries/000.p/{size}"
 
 
+def _prg(key: bytes, label: str, words: int) -> list[int]:
+    """The masks' PRG from its description: AES-256-CTR, little-endian uint64 words."""
+    block = hashlib.sha256(label.encode()).digest()[:16]
+    stream = Cipher(algorithms.AES256(key), modes.CTR(block)).encryptor().update(bytes(8 * words))
+    return [int.from_bytes(stream[i : i + 8], "little") for i in range(0, len(stream), 8)]
+
+
+def test_blind_aggregation_from_the_description(vectors: dict[str, Any]) -> None:
+    blind = vectors["blind_aggregation"]
+    agencies = blind["agencies"]
+    audience = sorted(agencies)
+    mod = 1 << 64
+    slots = blind["layout"]["slots"]
+    assert slots == list(default_scorecard().vector_layout.slots)
+    layout_hash = hashlib.sha256("\n".join(slots).encode()).hexdigest()
+    assert layout_hash == blind["layout"]["layout_hash"]
+    assert blind["layout"]["layout_id"] == f"{default_scorecard().version}/{layout_hash[:16]}"
+    secrets = {
+        member: X25519PrivateKey.from_private_bytes(bytes.fromhex(agency["agreement_seed_hex"]))
+        for member, agency in agencies.items()
+    }
+    for member, key in secrets.items():
+        public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        assert public.hex() == agencies[member]["agreement_public_hex"]
+
+    def pair(own: str, peer: str) -> bytes:
+        shared = secrets[own].exchange(
+            X25519PublicKey.from_public_bytes(bytes.fromhex(agencies[peer]["agreement_public_hex"]))
+        )
+        low, high = sorted((own, peer))
+        info = f"credence/blind/v1|{blind['federation_id']}|{low}|{high}".encode()
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+
+    for names, key_hex in blind["pair_keys_hex"].items():
+        own, peer = names.split("|")
+        assert pair(own, peer).hex() == pair(peer, own).hex() == key_hex
+    first = blind["pair_keys_hex"][f"{audience[0]}|{audience[1]}"]
+    assert blind["pair_info"] == f"credence/blind/v1|vectors|{audience[0]}|{audience[1]}"
+    assert _prg(bytes.fromhex(first), blind["query_id"], 4) == blind["stream_first_words"]
+    length = len(slots)
+
+    def masks(own: str, peers: list[str]) -> list[int]:
+        total = [0] * length
+        for peer in peers:
+            stream = _prg(pair(own, peer), blind["query_id"], length)
+            sign = 1 if peer > own else -1
+            total = [(t + sign * w) % mod for t, w in zip(total, stream, strict=True)]
+        return total
+
+    for member in audience:
+        others = [peer for peer in audience if peer != member]
+        expected = [
+            (v + m) % mod
+            for v, m in zip(agencies[member]["vector"], masks(member, others), strict=True)
+        ]
+        assert expected == agencies[member]["masked"]
+    dropout = blind["dropout"]
+    missing, answered = dropout["missing"], dropout["answered"]
+    assert sorted(missing + answered) == audience
+    summed = [
+        sum(column) % mod for column in zip(*(agencies[m]["masked"] for m in answered), strict=True)
+    ]
+    assert summed == dropout["masked_sum"]
+    for member in answered:
+        assert masks(member, missing) == dropout["shares"][member]
+    unmasked = [
+        (total - sum(parts)) % mod
+        for total, *parts in zip(summed, *dropout["shares"].values(), strict=True)
+    ]
+    plain = [
+        sum(column) % mod for column in zip(*(agencies[m]["vector"] for m in answered), strict=True)
+    ]
+    assert unmasked == plain == dropout["unmasked_sum"]
+    layout = blind_layout.for_scorecard(default_scorecard())
+    assert blind_sums.check_sum(layout, unmasked, len(answered)) is None
+    blacklist, credit = blind_sums.verdict_from_sum(
+        layout,
+        unmasked,
+        answering=len(answered),
+        expected=len(audience),
+        aggregator=Aggregator(default_scorecard()),
+    )
+    named = dict(zip(slots, unmasked, strict=True))
+    assert named["listed"] == blacklist.listing_agencies == 1
+    assert blind["verdict"]["blacklist"]["categories"] == list(blacklist.categories)
+    base = default_scorecard().base_points
+    points = named["credit_points"]
+    points = points - mod if points >= 1 << 63 else points
+    assert blind["verdict"]["credit"]["score"] == credit.score == base + points
+    assert blind["verdict"]["credit"]["reason_codes"] == list(credit.reason_codes)
+
+
 def test_the_document_quotes_the_vectors(vectors: dict[str, Any]) -> None:
     text = DOC.read_text(encoding="utf-8")
     quoted = [
@@ -220,6 +321,11 @@ def test_the_document_quotes_the_vectors(vectors: dict[str, Any]) -> None:
         vectors["log"]["checkpoint"]["vkey"],
         *vectors["log"]["inclusion"]["proof_hex"],
         vectors["verdict"]["claims"]["log_promise"],
+        vectors["blind_aggregation"]["layout"]["layout_id"],
+        vectors["blind_aggregation"]["pair_info"],
+        vectors["blind_aggregation"]["pair_keys_hex"]["bank-2|court-1"],
+        vectors["blind_aggregation"]["stream_nonce_hex"],
+        *map(str, vectors["blind_aggregation"]["stream_first_words"][:2]),
     ]
     missing = [value for value in quoted if value not in text]
     assert not missing, f"docs/protocol.md does not quote {missing}"

@@ -19,7 +19,9 @@ slot                      value of one agency's answer              per-agency b
 ``credit_disputed``       1 when a counted record is contested      0..1
 ========================  ========================================  ==============
 
-A part that was not asked is all zeros. The layout is named by its id,
+A node fills only the parts that were asked and that it contributes to (its
+manifest entry's ``contributes``): every other part is all zeros, so the sums
+count each kind's contributors only, as today's aggregation does. The layout is named by its id,
 ``<scorecard version>/<first 16 hex digits of the layout hash>``, where the
 layout hash is SHA-256 over the slot names joined by newlines. The scorecard
 file publishes the slots and the hash (``vector_layout``); :func:`for_scorecard`
