@@ -20,21 +20,19 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from agency_node import database
+from agency_node.agreement import PairKeys
+from agency_node.answer_vectors import pack_words
 from agency_node.batch_store import BatchStore, LogValues
 from agency_node.bloom_filter import BloomFilter
 from agency_node.config import NodeConfig
-from agency_node.evaluation import (
-    Evaluation,
-    Evaluator,
-    RecordFacts,
-    to_blacklist_proto,
-    to_credit_proto,
-)
+from agency_node.evaluation import Evaluation, Evaluator, RecordFacts
 from agency_node.manifest_holder import ManifestHolder
 from agency_node.models import Record
 from agency_node.query_checks import CheckedItem, QueryChecker, open_single_promise, timestamp
 from agency_node.single_store import SingleStore
 from credence import names, payloads
+from credence.blind.layout import VectorLayout, for_scorecard
+from credence.blind.masks import signed_masks
 from credence.clock import Clock
 from credence.envelope import Envelope, open_message, sign
 from credence.errors import CredenceError, InvalidInput, MessageTooLarge, Replayed
@@ -46,6 +44,8 @@ from credence.rpc.status import reason_for, status_for
 from credence.v1 import agency_pb2, common_pb2
 
 _log = logging.getLogger(__name__)
+#: Vector words are integers mod 2^64.
+_WORD = (1 << 64) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +170,11 @@ class Answerer:
         signing_key: SigningKey,
         engine: Engine,
         clock: Clock,
+        pair_keys: PairKeys,
         revocations: RevocationCheck | None = None,
     ) -> None:
         self._config = config
+        self._pairs = pair_keys
         self._manifests = manifests
         self._revocations = revocations
         self._key = signing_key
@@ -198,6 +200,7 @@ class Answerer:
         )
         self._scorecard_version = scorecard.version
         self._evaluator = Evaluator(scorecard, self._config.record_kinds)
+        self._layout: VectorLayout = for_scorecard(scorecard)
 
     def _refresh(self) -> None:
         if self._manifests.current() is not self._manifest:
@@ -247,7 +250,13 @@ class Answerer:
                     now=now,
                 )
                 evaluation = self._evaluator.evaluate(transaction.records(checked.subject.ref), now)
-                answer = self._answer_proto(checked.kinds, evaluation)
+                vector = self._vector(checked.kinds, evaluation)
+                audience = list(query.audience)
+                masks = self._masks(audience, checked.query_id, len(vector))
+                answer = agency_pb2.Answer(
+                    masked=[(v + m) & _WORD for v, m in zip(vector, masks, strict=True)],
+                    layout_id=self._layout.layout_id,
+                )
                 answer.query_id = checked.query_id
                 answer.agency = self._config.member_id
                 answer.query_hash = hashlib.sha256(envelope.payload).digest()
@@ -265,9 +274,12 @@ class Answerer:
                     log_promise=row.log_promise,
                     answer_hash=hashlib.sha256(payload).digest(),
                 )
+                kept = self._kept(checked.query_id, audience, "", [vector], masks, now)
             except CredenceError as exc:
                 refusal, logged = exc, _refused(row, exc)
             transaction.log(self._values(logged, now))
+            if refusal is None:
+                transaction.keep_vectors(kept)
         if refusal is not None:
             raise refusal
         return signed
@@ -303,8 +315,9 @@ class Answerer:
                 fresh = self._batches.claim(
                     connection, [item.query_id for item in batch.items], expires_at
                 )
-                reply, rows = self._answer_items(envelope, batch, fresh, now)
+                reply, rows, kept = self._answer_items(envelope, batch, fresh, now)
                 self._batches.log(connection, rows)
+                self._batches.keep_vectors(connection, kept)
         except CredenceError as exc:
             self._log([_refused(row, exc)], now)
             raise
@@ -316,7 +329,7 @@ class Answerer:
         batch: agency_pb2.BatchQuery,
         fresh: set[str],
         now: datetime,
-    ) -> tuple[agency_pb2.BatchAnswer, list[LogValues]]:
+    ) -> tuple[agency_pb2.BatchAnswer, list[LogValues], tuple[Any, ...]]:
         checked = self._checker.check_batch_items(batch, fresh, now)
         found = self.records.records_for(
             [result.subject_ref for result in checked if isinstance(result, CheckedItem)]
@@ -327,17 +340,28 @@ class Answerer:
             batch_hash=hashlib.sha256(envelope.payload).digest(),
         )
         reply.answered_at.FromDatetime(now)
-        # Most subjects hold no record: their answer is one template, copied.
-        template = self._answer_proto(batch.kinds, self._evaluator.evaluate([], now))
+        # Most subjects hold no record: their vector is one template. One mask
+        # stream per pair covers the batch: item k takes words k*L .. (k+1)*L - 1.
+        template = self._vector(batch.kinds, self._evaluator.evaluate([], now))
+        length = len(template)
+        audience = list(batch.audience)
+        masks = self._masks(audience, batch.batch_id, length * len(batch.items))
+        layout_id = self._layout.layout_id
+        # Kept for the operator and recovery: every item's vector in batch order
+        # (a refused item's words are zeros, its masks never sent).
+        zeros = [0] * length
+        vectors: list[list[int]] = []
+        keep = vectors.append
         stored_now = self._batches.time(now)
         requester, purpose = batch.requester, _purpose_text(batch.purpose)
         kinds = _kinds_text(batch.kinds)
         rows: list[LogValues] = []
         append = rows.append
         add = reply.items.add
-        for item, result in zip(batch.items, checked, strict=True):
+        for index, (item, result) in enumerate(zip(batch.items, checked, strict=True)):
             entry = add(query_id=item.query_id)
             if isinstance(result, CredenceError):
+                keep(zeros)
                 code = status_for(result)
                 entry.refusal.code = code.value[0]
                 entry.refusal.reason = reason_for(result)
@@ -361,19 +385,30 @@ class Answerer:
                 continue
             subject_ref, commitment = result
             records = found.get(subject_ref)
-            if records:
-                entry.answer.CopyFrom(
-                    self._answer_proto(batch.kinds, self._evaluator.evaluate(records, now))
-                )
-            else:
-                entry.answer.CopyFrom(template)
+            vector = (
+                self._vector(batch.kinds, self._evaluator.evaluate(records, now))
+                if records
+                else template
+            )
+            keep(vector)
+            offset = index * length
+            answer = entry.answer
+            answer.masked.extend(
+                [
+                    (v + m) & _WORD
+                    for v, m in zip(vector, masks[offset : offset + length], strict=True)
+                ]
+            )
+            answer.layout_id = layout_id
             # The hot path of screening: a plain tuple in QueryLogRow's field order
             # (keywords cost about 2 us a row here, a named tuple about 0.5 us).
             append(
                 (item.query_id, stored_now, requester, purpose, kinds, subject_ref,
                  "answered", "OK", "", commitment, None, None)
             )  # fmt: skip
-        return reply, rows
+        item_ids = ",".join(item.query_id for item in batch.items)
+        kept = self._kept(batch.batch_id, audience, item_ids, vectors, masks, now, batch=True)
+        return reply, rows, kept
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -405,13 +440,51 @@ class Answerer:
         )
         return batch
 
-    def _answer_proto(self, kinds: Sequence[int], evaluation: Evaluation) -> agency_pb2.Answer:
-        answer = agency_pb2.Answer()
-        if common_pb2.VERDICT_KIND_BLACKLIST in kinds:
-            answer.blacklist.CopyFrom(to_blacklist_proto(evaluation.blacklist))
-        if common_pb2.VERDICT_KIND_CREDIT in kinds:
-            answer.credit.CopyFrom(to_credit_proto(evaluation.credit, self._scorecard_version))
-        return answer
+    def _vector(self, kinds: Sequence[int], evaluation: Evaluation) -> list[int]:
+        """The evaluation as the layout's vector; a kind not asked is zeros."""
+        return self._layout.fill(
+            evaluation.blacklist if common_pb2.VERDICT_KIND_BLACKLIST in kinds else None,
+            evaluation.credit if common_pb2.VERDICT_KIND_CREDIT in kinds else None,
+        )
+
+    def _masks(self, audience: Sequence[str], label: str, words: int) -> list[int]:
+        """This node's masks for ``label`` (a query or batch id), summed over the audience.
+
+        Raises:
+            FailedPrecondition: a pair key cannot be agreed (a key the manifest lacks).
+        """
+        pair_keys = self._pairs.for_audience(self._manifest, audience)
+        return signed_masks(
+            own_id=self._config.member_id,
+            audience=audience,
+            pair_keys=pair_keys,
+            label=label,
+            words=words,
+        )
+
+    def _kept(  # noqa: PLR0917 - one row's columns, in their order
+        self,
+        query_id: str,
+        audience: Sequence[str],
+        item_ids: str,
+        vectors: Sequence[Sequence[int]],
+        masks: Sequence[int],
+        now: datetime,
+        *,
+        batch: bool = False,
+    ) -> tuple[Any, ...]:
+        """One ``answer_vectors`` row, in :data:`agency_node.batch_store.VECTOR_COLUMNS` order."""
+        flat = [value & _WORD for vector in vectors for value in vector]
+        return (
+            query_id,
+            batch,
+            self._layout.layout_id,
+            ",".join(audience),
+            item_ids,
+            pack_words(flat),
+            pack_words(masks),
+            self._batches.time(now),
+        )
 
     def _values(self, row: _LogRow, now: datetime) -> QueryLogRow:
         return QueryLogRow(

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from agency_node.models import QueryLogEntry, SeenQuery, UTCDateTime
+from agency_node.models import AnswerVectors, QueryLogEntry, SeenQuery, UTCDateTime
 
 #: The query-log columns the answer paths write, in the order their values come.
 LOG_COLUMNS = (
@@ -38,6 +38,18 @@ LOG_COLUMNS = (
 #: One query-log row in ``LOG_COLUMNS`` order, times already converted.
 LogValues = tuple[Any, ...]
 
+#: The ``answer_vectors`` columns (blind aggregation), in the order their values come.
+VECTOR_COLUMNS = (
+    "query_id",
+    "batch",
+    "layout_id",
+    "audience",
+    "item_ids",
+    "vectors",
+    "masks",
+    "answered_at",
+)
+
 
 class BatchStore:
     """Prepared driver-level inserts for one database dialect."""
@@ -56,6 +68,10 @@ class BatchStore:
         self._insert_log = (
             f"INSERT INTO {QueryLogEntry.__tablename__} ({', '.join(LOG_COLUMNS)}) "  # noqa: S608
             f"VALUES ({', '.join([marker] * len(LOG_COLUMNS))})"
+        )
+        self.insert_vectors = (
+            f"INSERT INTO {AnswerVectors.__tablename__} ({', '.join(VECTOR_COLUMNS)}) "  # noqa: S608
+            f"VALUES ({', '.join([marker] * len(VECTOR_COLUMNS))})"
         )
 
     def time(self, value: datetime) -> Any:
@@ -101,6 +117,10 @@ class BatchStore:
                 self._insert_seen, [(query_id, stored) for query_id in fresh]
             )
         return set(fresh)
+
+    def keep_vectors(self, connection: Connection, row: LogValues) -> None:
+        """Keep one answer's vectors and masks (values in ``VECTOR_COLUMNS`` order)."""
+        connection.exec_driver_sql(self.insert_vectors, [row])
 
     def log(self, connection: Connection, rows: Sequence[LogValues]) -> None:
         """Append query-log rows (each in ``LOG_COLUMNS`` order)."""

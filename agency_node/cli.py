@@ -35,6 +35,7 @@ from agency_node.importer import (
 )
 from agency_node.manifest_holder import load_manifest
 from agency_node.server import serve
+from credence.blind.masks import agreement_key, load_agreement_key, public_bytes, save_agreement_key
 from credence.cli.command import command, subcommands
 from credence.cli.progress import Progress
 from credence.client import enrol as client_enrol
@@ -236,6 +237,8 @@ def _init(args: argparse.Namespace) -> int:
     save_signing_key(config.path(node_config.SIGNING_KEY_FILE), signing_key)
     # The witness key cosigns the registry's checkpoints; `witness = false` leaves it unused.
     save_signing_key(config.path(node_config.WITNESS_KEY_FILE), SigningKey.generate())
+    # The key agreement key: the pairwise masks of blind aggregation derive from it.
+    save_agreement_key(config.path(node_config.AGREEMENT_KEY_FILE), agreement_key())
     tls_key = generate_tls_key()
     write_private_file(config.path(node_config.TLS_KEY_FILE), private_key_pem(tls_key))
     config.path(node_config.TLS_CSR_FILE).write_bytes(make_csr(tls_key, member_id))
@@ -273,6 +276,9 @@ def _enrol(args: argparse.Namespace) -> int:
             endpoint=config.listen,
             record_kinds=config.record_kinds,
             witness_key=_witness_key(config),
+            agreement_key=public_bytes(
+                load_agreement_key(config.path(node_config.AGREEMENT_KEY_FILE))
+            ),
         )
         print(f"enrolled {config.member_id}; waiting for the registry operator's approval")
     except AlreadyExists:

@@ -10,6 +10,7 @@ Files in the data directory:
 ======================  =====================================================
 ``node.toml``           this configuration
 ``signing.key``         the node's Ed25519 signing key (0600)
+``agreement.key``       the node's X25519 key agreement key, blind aggregation (0600)
 ``tls.key``/``tls.csr`` the node's TLS key (0600) and certificate request
 ``tls.crt``/``ca.crt``  its certificate and the federation CA, from enrolment
 ``root.jwks.json``      the registry's pinned root keys
@@ -36,6 +37,7 @@ from credence.v1 import common_pb2
 CONFIG_FILE = "node.toml"
 SIGNING_KEY_FILE = "signing.key"
 WITNESS_KEY_FILE = "witness.key"
+AGREEMENT_KEY_FILE = "agreement.key"
 TLS_KEY_FILE = "tls.key"
 TLS_CSR_FILE = "tls.csr"
 TLS_CERT_FILE = "tls.crt"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from agency_node import config as node_config
 from agency_node import database
+from credence.blind.masks import save_agreement_key
 from credence.dev.offline_federation import Federation
 from credence.keys import KeySet, save_signing_key
 
@@ -47,6 +48,7 @@ def write_node_dir(federation: Federation, root: Path, member_id: str, **config:
     )
     (data_dir / node_config.CONFIG_FILE).write_text(node_config.render_config(settings))
     save_signing_key(data_dir / node_config.SIGNING_KEY_FILE, member.signing_key)
+    save_agreement_key(data_dir / node_config.AGREEMENT_KEY_FILE, member.agreement_key)
     (data_dir / node_config.TLS_KEY_FILE).write_bytes(member.tls_key_pem)
     (data_dir / node_config.TLS_CERT_FILE).write_bytes(member.cert_pem)
     (data_dir / node_config.CA_CERT_FILE).write_bytes(federation.ca.certificate_pem)

@@ -135,8 +135,11 @@ class QueryChecker:
             Expired, NotYetValid: outside its validity window.
             InvalidInput: a time is missing or the lifetime is too long.
         """
-        if audience and self.member_id not in audience:
-            raise WrongAudience(f"{what} is addressed to {', '.join(audience)}, not to this node")
+        # An answer is masked for its audience (credence.blind): a query names it, this node in it.
+        if self.member_id not in audience:
+            raise WrongAudience(
+                f"{what} is addressed to {', '.join(audience) or 'no agency'}, not to this node"
+            )
         issued_at = timestamp(issued, f"{what}: issued_at")
         expires_at = timestamp(expires, f"{what}: expires_at")
         if issued_at > now + payloads.CLOCK_SKEW:

@@ -35,6 +35,7 @@ from sqlalchemy import Engine
 
 from agency_node import config as node_config
 from agency_node import database
+from agency_node.agreement import PairKeys
 from agency_node.answering import Answerer
 from agency_node.audit import (
     AUDIT_SERVICE,
@@ -47,12 +48,14 @@ from agency_node.contests import ContestDesk
 from agency_node.importer import STAGING_DIR_NAME, purge_expired, recover_interrupted_import
 from agency_node.log_gate import LogGate
 from agency_node.manifest_holder import ManifestHolder, load_manifest
+from agency_node.recovery import RecoveryDesk
 from agency_node.service import AgencyNodeServicer
 from agency_node.status_list_holder import StatusListHolder
 from agency_node.subject_records import RecordDesk
 from agency_node.witness import CheckpointThread, CheckpointWatcher, NodeWitness, TreeHeads
 from agency_node.witness_service import WITNESS_SERVICE, WitnessServicer
 from credence import payloads
+from credence.blind.masks import load_agreement_key
 from credence.clock import Clock, utc_now
 from credence.envelope import Envelope
 from credence.errors import FailedPrecondition, PermissionDenied
@@ -277,6 +280,10 @@ def start_node(
     cert_pem = _read(config, node_config.TLS_CERT_FILE, hint)
     ca_pem = _read(config, node_config.CA_CERT_FILE, hint)
     signing_key = load_signing_key(config.path(node_config.SIGNING_KEY_FILE))
+    _read(config, node_config.AGREEMENT_KEY_FILE, "a node made before blind aggregation: init anew")
+    pair_keys = PairKeys(
+        config.member_id, load_agreement_key(config.path(node_config.AGREEMENT_KEY_FILE))
+    )
     manifests = ManifestHolder(
         load_manifest(config, clock()), config.path(node_config.MANIFEST_FILE)
     )
@@ -293,7 +300,11 @@ def start_node(
     status_lists = StatusListHolder(manifests) if config.registry else None
     answerer = Answerer(
         config=config, manifests=manifests, signing_key=signing_key, engine=engine, clock=clock,
-        revocations=status_lists.check if status_lists is not None else None,
+        pair_keys=pair_keys, revocations=status_lists.check if status_lists is not None else None,
+    )  # fmt: skip
+    recoveries = RecoveryDesk(
+        member_id=config.member_id, manifests=manifests, signing_key=signing_key,
+        pair_keys=pair_keys, engine=engine, clock=clock,
     )  # fmt: skip
     contests = ContestDesk(
         member_id=config.member_id,
@@ -325,6 +336,7 @@ def start_node(
         answerer=answerer,
         contests=contests,
         records=records,
+        recoveries=recoveries,
         manifests=manifests,
         ca_cert=ca_cert,
         clock=clock,

@@ -21,6 +21,7 @@ from agency_node.answering import Answerer
 from agency_node.contests import ContestDesk
 from agency_node.log_gate import LogGate
 from agency_node.manifest_holder import ManifestHolder
+from agency_node.recovery import RecoveryDesk
 from agency_node.subject_records import RecordDesk
 from credence.clock import Clock
 from credence.errors import PermissionDenied
@@ -31,7 +32,7 @@ from credence.v1 import agency_pb2, agency_pb2_grpc, subject_records_pb2
 
 
 class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
-    """Thin gRPC layer over :class:`Answerer`, :class:`ContestDesk` and :class:`RecordDesk`."""
+    """Thin gRPC layer over the answerer, the contest, record and recovery desks."""
 
     def __init__(
         self,
@@ -39,6 +40,7 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         answerer: Answerer,
         contests: ContestDesk,
         records: RecordDesk,
+        recoveries: RecoveryDesk,
         manifests: ManifestHolder,
         ca_cert: x509.Certificate,
         clock: Clock,
@@ -49,6 +51,7 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         self._gate = gate
         self._contests = contests
         self._records = records
+        self._recoveries = recoveries
         self._manifests = manifests
         self._ca_cert = ca_cert
         self._clock = clock
@@ -114,3 +117,12 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         self._require_registry(context)
         sealed = self._records.records(request)
         return subject_records_pb2.ListSubjectRecordsResponse(sealed=sealed.to_proto())
+
+    @handlers.blocking
+    def RecoverMasks(
+        self, request: agency_pb2.RecoverMasksRequest, context: Context
+    ) -> agency_pb2.RecoverMasksResponse:
+        """This node's masks with the agencies the registry names missing, signed; or a refusal."""
+        self._require_registry(context)
+        share = self._recoveries.recover(request.request)
+        return agency_pb2.RecoverMasksResponse(share=share.to_proto())

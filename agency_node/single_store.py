@@ -32,10 +32,11 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from agency_node.batch_store import LOG_COLUMNS
+from agency_node.batch_store import LOG_COLUMNS, VECTOR_COLUMNS
 from agency_node.evaluation import RecordFacts
 from agency_node.models import (
     RECORD_GENERATION,
+    AnswerVectors,
     NodeCounter,
     QueryLogEntry,
     Record,
@@ -74,6 +75,10 @@ class SingleTransaction:
         """Append one query-log row, its values in :data:`LOG_COLUMNS` order, times converted."""
         self._cursor.execute(self._store.log_sql, values)
 
+    def keep_vectors(self, values: tuple[Any, ...]) -> None:
+        """Keep the answer's vector and masks, values in :data:`VECTOR_COLUMNS` order."""
+        self._cursor.execute(self._store.vectors_sql, values)
+
 
 class SingleStore:
     """The single path's prepared statements for one engine's dialect."""
@@ -107,6 +112,10 @@ class SingleStore:
         self.log_sql = (
             f"INSERT INTO {QueryLogEntry.__tablename__} ({', '.join(LOG_COLUMNS)}) "  # noqa: S608
             f"VALUES ({', '.join([marker] * len(LOG_COLUMNS))})"
+        )
+        self.vectors_sql = (
+            f"INSERT INTO {AnswerVectors.__tablename__} ({', '.join(VECTOR_COLUMNS)}) "  # noqa: S608
+            f"VALUES ({', '.join([marker] * len(VECTOR_COLUMNS))})"
         )
 
     def facts(self, row: Sequence[Any]) -> RecordFacts:

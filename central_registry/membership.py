@@ -43,6 +43,7 @@ from credence.errors import (
     ResourceExhausted,
 )
 from credence.keys import VerifyKey
+from credence.manifest import check_agreement_key
 from credence.pki import (
     check_csr,
     issue_member_certificate,
@@ -189,6 +190,7 @@ def enrol(
         raise InvalidInput(f"signing key id {request.signing_key.kid} is not its thumbprint")
     verify_enrol_proof(key, csr_pem, bytes(request.signing_key_proof))
     witness_key = _witness_key(session, request, csr_pem)
+    agreement_key = _agreement_key(session, request)
     kinds = list(request.record_kinds)
     if role == "agency":
         if not request.endpoint or ":" not in request.endpoint:
@@ -210,6 +212,7 @@ def enrol(
         csr_pem=request.csr_pem,
         now=now,
         witness_key_raw=witness_key,
+        agreement_key_raw=agreement_key,
     )
 
 
@@ -224,6 +227,21 @@ def _witness_key(
     if session.scalar(select(Member.member_id).where(Member.witness_key == key.raw())):
         raise AlreadyExists("that witness key is enrolled for another member: generate a new one")
     return key.raw()
+
+
+def _agreement_key(session: Session, request: registry_pb2.EnrolRequest) -> bytes | None:
+    """The enrolling agency's X25519 key agreement key: a usable point, not another's."""
+    if not request.agreement_key:
+        return None
+    if request.role != manifest_pb2.ROLE_AGENCY:
+        raise InvalidInput("only agencies enrol a key agreement key")
+    raw = bytes(request.agreement_key)
+    check_agreement_key(raw)
+    if session.scalar(select(Member.member_id).where(Member.agreement_key == raw)):
+        raise AlreadyExists(
+            "that key agreement key is enrolled for another member: generate a new one"
+        )
+    return raw
 
 
 @dataclass(frozen=True)

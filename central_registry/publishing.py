@@ -74,6 +74,8 @@ def member_entry(member: Member, scorecard: manifest_pb2.Scorecard) -> manifest_
     if member.witness_key is not None:
         witness = VerifyKey.from_raw(member.witness_key)
         entry.witness_key.CopyFrom(_public(witness.kid, member.witness_key))
+    if member.agreement_key is not None:
+        entry.agreement_key = member.agreement_key
     if member.role == "agency":
         entry.endpoint = member.endpoint
         entry.record_kinds.extend(_split(member.record_kinds))

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Protocol, TypeAlias, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from google.protobuf.message import DecodeError
 
 from credence.encoding import format_time, require_utc
@@ -101,6 +102,8 @@ class MemberView:
     allowed_kinds: frozenset[VerdictKind]
     #: The raw 32-byte witness cosigning key; ``None`` when the member does not witness.
     witness_key: bytes | None = None
+    #: The raw 32-byte X25519 key agreement key of an agency (blind aggregation).
+    agreement_key: bytes | None = None
 
     @property
     def is_active(self) -> bool:
@@ -492,6 +495,41 @@ def _witness_key(entry: manifest_pb2.Member, where: str) -> bytes | None:
     return key.raw()
 
 
+#: Length of a raw X25519 public key.
+AGREEMENT_KEY_BYTES = 32
+
+
+def check_agreement_key(raw: bytes) -> None:
+    """Check that ``raw`` is an X25519 public key every agency can agree with.
+
+    A point of small order makes every agreement with it all zeros (the
+    exchange refuses it): such a key would stop every pairwise mask.
+
+    Raises:
+        InvalidInput: not 32 bytes, or a point of small order.
+    """
+    if len(raw) != AGREEMENT_KEY_BYTES:
+        raise InvalidInput(
+            f"a key agreement key is {AGREEMENT_KEY_BYTES} raw X25519 bytes, not {len(raw)}"
+        )
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError as exc:
+        raise InvalidInput(
+            "the key agreement key is a point of small order; generate a new X25519 key"
+        ) from exc
+
+
+def _agreement_key(entry: manifest_pb2.Member, where: str) -> bytes | None:
+    if not entry.agreement_key:
+        return None
+    try:
+        check_agreement_key(entry.agreement_key)
+    except InvalidInput as exc:
+        raise InvalidInput(f"manifest {where} agreement_key: {exc}") from exc
+    return bytes(entry.agreement_key)
+
+
 def _keys(entries: Iterable[common_pb2.PublicKey], where: str) -> tuple[VerifyKey, ...]:
     keys: dict[str, VerifyKey] = {}
     for index, entry in enumerate(entries):
@@ -571,6 +609,7 @@ def _member(entry: manifest_pb2.Member) -> MemberView:
             common_pb2.VerdictKind, entry.allowed_kinds, f"{where} allowed_kinds"
         ),
         witness_key=_witness_key(entry, where),
+        agreement_key=_agreement_key(entry, where),
     )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 
 from agency_node import config as node_config
 from agency_node import database
+from agency_node.agreement import PairKeys
 from agency_node.answering import Answerer
 from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.models import QueryLogEntry
@@ -58,6 +59,7 @@ def answerer(tmp_path: Path, federation: Federation, engine: Engine) -> Answerer
         signing_key=load_signing_key(config.path(node_config.SIGNING_KEY_FILE)),
         engine=engine,
         clock=lambda: NOW,
+        pair_keys=PairKeys(COURT, federation.members[COURT].agreement_key),
     )
 
 

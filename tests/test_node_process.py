@@ -19,9 +19,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from support.blind import unmask
 from test_node_service import LISTED_ORG, RECORDS_CSV
 
 from credence import payloads
+from credence.blind.masks import load_agreement_key
 from credence.dev.offline_federation import Federation, Member
 from credence.envelope import Envelope, verify_message
 from credence.keys import KeySet, load_signing_key
@@ -59,8 +61,14 @@ def installed(tmp_path: Path) -> tuple[Federation, Path]:
         federation.ca, (data_dir / "tls.csr").read_bytes(), COURT, now, hosts=("127.0.0.1",)
     )
     federation.members[COURT] = Member(
-        COURT, load_signing_key(data_dir / "signing.key"), (data_dir / "tls.key").read_bytes(), cert
+        COURT,
+        load_signing_key(data_dir / "signing.key"),
+        (data_dir / "tls.key").read_bytes(),
+        cert,
+        # node init made the key agreement key beside the others, readable by its owner only.
+        load_agreement_key(data_dir / "agreement.key"),
     )
+    assert (data_dir / "agreement.key").stat().st_mode & 0o777 == 0o600
     federation.agencies[COURT] = ("court_judgment",)
     files = tmp_path / "enrolment"
     files.mkdir()
@@ -130,7 +138,7 @@ def test_node_in_its_own_process_answers_and_stops_gracefully(
         KeySet([federation.members[COURT].signing_key.public]),
         agency_pb2.Answer,
     )
-    assert answer.blacklist.listed
+    assert unmask(answer, federation, agency=COURT, label=answer.query_id).listed
     process.send_signal(signal.SIGTERM)
     try:
         code = process.wait(timeout=30)

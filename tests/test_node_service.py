@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import select
+from support.blind import unmask
 
 from agency_node import database
 from agency_node.importer import import_records
@@ -29,8 +30,10 @@ from credence.dev.offline_federation import NOW, REGISTRY_ID, Federation
 from credence.envelope import Envelope, verify_message
 from credence.keys import KeySet, SigningKey
 from credence.rpc.tls import channel_credentials
+from credence.scorecard import default_scorecard
 from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2
 
+BANK = "bank-1"
 COURT = "court-1"
 LISTED_ORG = "reg:CN:LISTED001"
 CLEAR_ORG = "reg:CN:CLEAR0001"
@@ -52,6 +55,8 @@ j-4,nin:P1234567,court_judgment,judgment_debt,300.00,CNY,active,2026-02-01,,fals
 def federation() -> Federation:
     federation = Federation.create()
     federation.add_agency(COURT, ("court_judgment",))
+    # A second agency of the audience: the court's answers are masked with it.
+    federation.add_agency(BANK, ("loan_default",))
     federation.enrol("acme")
     federation.enrol("idp")
     federation.identity_verifiers.add("idp")
@@ -128,10 +133,11 @@ def test_listed_organisation(
     federation: Federation, registry_stub: agency_pb2_grpc.AgencyNodeServiceStub, node_dir: Path
 ) -> None:
     answer = _ask(registry_stub, federation.query(federation.subject(LISTED_ORG)), federation)
-    assert answer.blacklist.listed
-    assert list(answer.blacklist.categories) == ["dishonest_debtor"]
-    assert answer.blacklist.since.ToDatetime().date().isoformat() == "2025-03-01"
-    assert not answer.HasField("credit"), "credit was not asked for"
+    opened = unmask(answer, federation, agency=COURT, label=answer.query_id)
+    assert opened.listed
+    assert opened.categories == ["dishonest_debtor"]
+    assert (opened.partial_points, opened.has_history) == (0, False), "credit was not asked for"
+    assert list(answer.masked) != list(opened.vector), "the answer left the node masked"
     row = _log_rows(node_dir)[-1]
     assert (row.outcome, row.query_id) == ("answered", answer.query_id)
 
@@ -157,7 +163,8 @@ def test_clear_expired_and_disputed(
     disputed: bool,
 ) -> None:
     answer = _ask(registry_stub, federation.query(federation.subject(identifier)), federation)
-    assert (answer.blacklist.listed, answer.blacklist.disputed) == (listed, disputed)
+    opened = unmask(answer, federation, agency=COURT, label=answer.query_id)
+    assert (opened.listed, opened.disputed) == (listed, disputed)
 
 
 def test_person_credit_with_consent(
@@ -176,9 +183,10 @@ def test_person_credit_with_consent(
         ),
         federation,
     )
-    assert answer.credit.scorecard_version
-    assert answer.credit.partial_points < 0, "an unsatisfied judgment costs points"
-    assert answer.credit.reason_codes
+    assert answer.layout_id.startswith(default_scorecard().version + "/")
+    opened = unmask(answer, federation, agency=COURT, label=answer.query_id)
+    assert opened.partial_points < 0, "an unsatisfied judgment costs points"
+    assert opened.reason_codes
 
 
 # -- refusals --------------------------------------------------------------------------
@@ -385,10 +393,15 @@ def test_batch_answers_equal_single_answers(
     assert [item.query_id for item in reply.items] == [lookup.query_id for lookup in lookups]
     assert reply.items[-1].WhichOneof("outcome") == "refusal"
     assert reply.items[-1].refusal.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
-    for identifier, item in zip(identifiers[:4], reply.items[:4], strict=True):
+    items = len(reply.items)
+    opened = [
+        unmask(item.answer, federation, agency=COURT, label=reply.batch_id, index=i, items=items)
+        for i, item in enumerate(reply.items[:-1])
+    ]
+    for identifier, batch_item in zip(identifiers[:4], opened[:4], strict=True):
         single = _ask(registry_stub, federation.query(federation.subject(identifier)), federation)
-        assert item.answer.blacklist == single.blacklist
-    assert sum(item.answer.blacklist.listed for item in reply.items[:-1]) == 2
+        assert batch_item == unmask(single, federation, agency=COURT, label=single.query_id)
+    assert sum(item.listed for item in opened) == 2
 
 
 def test_records_are_stored_without_raw_identifiers(node_dir: Path) -> None:

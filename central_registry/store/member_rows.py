@@ -38,6 +38,7 @@ def add_enrolment(
     csr_pem: str,
     now: datetime,
     witness_key_raw: bytes | None = None,
+    agreement_key_raw: bytes | None = None,
 ) -> Member:
     """Record an enrolment request; the member stays pending until approved.
 
@@ -52,6 +53,7 @@ def add_enrolment(
         csr_pem: the certificate signing request, kept for approval.
         now: the enrolment time.
         witness_key_raw: the member's 32-byte witness cosigning key, if it witnesses.
+        agreement_key_raw: an agency's 32-byte X25519 key agreement key (blind aggregation).
 
     Returns:
         The new pending member.
@@ -73,6 +75,7 @@ def add_enrolment(
         signing_key=bytes(signing_key_raw),
         signing_kid=kid,
         witness_key=witness_key_raw,
+        agreement_key=agreement_key_raw,
         record_kinds=join_names(record_kinds),
         identity_verifier=False,
         allowed_purposes="",

@@ -71,6 +71,7 @@ def enrol(
     record_kinds: Sequence[str] = (),
     timeout: float = DEFAULT_TIMEOUT,
     witness_key: SigningKey | None = None,
+    agreement_key: bytes | None = None,
 ) -> None:
     """Ask to join; the member stays pending until the operator approves.
 
@@ -86,6 +87,7 @@ def enrol(
         record_kinds: the record kinds an agency holds.
         timeout: the call's deadline in seconds.
         witness_key: the member's witness cosigning key, when it witnesses the log.
+        agreement_key: an agency's raw X25519 public key for blind aggregation.
 
     Raises:
         InvalidInput: an unknown role, a bad member id, CSR or CA, or refused
@@ -111,6 +113,8 @@ def enrol(
         public = witness_key.public
         request.witness_key.CopyFrom(common_pb2.PublicKey(kid=public.kid, ed25519=public.raw()))
         request.witness_key_proof = witness_key_proof(witness_key, csr_pem)
+    if agreement_key is not None:
+        request.agreement_key = agreement_key
     with _channel(address, ca_pem) as channel, rpc_errors():
         registry_pb2_grpc.EnrolmentServiceStub(channel).Enrol(request, timeout=timeout)
 

@@ -17,7 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from credence import queries
+from credence.blind.masks import agreement_key, public_bytes
 from credence.encoding import b64url_decode
 from credence.envelope import Envelope
 from credence.grants import tokens
@@ -48,6 +51,8 @@ class Member:
     signing_key: SigningKey
     tls_key_pem: bytes
     cert_pem: bytes
+    #: The X25519 key agreement key an agency's manifest entry publishes (blind aggregation).
+    agreement_key: X25519PrivateKey = field(default_factory=agreement_key)
 
 
 @dataclass
@@ -139,6 +144,7 @@ class Federation:
                 entry.role = manifest_pb2.ROLE_AGENCY
                 entry.endpoint = "127.0.0.1:1"
                 entry.record_kinds.extend(self.agencies[member_id])
+                entry.agreement_key = public_bytes(member.agreement_key)
                 entry.contributes.extend(
                     [common_pb2.VERDICT_KIND_BLACKLIST, common_pb2.VERDICT_KIND_CREDIT]
                 )
@@ -192,7 +198,7 @@ class Federation:
             requester=requester,
             purpose=purpose,
             kinds=kinds,
-            audience=audience,
+            audience=audience or sorted(self.agencies),
             scorecard_version="v1",
             now=now,
             promise=log_promise.sign_promise(promise, self.registry_key),
@@ -232,7 +238,7 @@ class Federation:
             requester=requester,
             purpose=purpose,
             kinds=kinds,
-            audience=(),
+            audience=sorted(self.agencies),
             scorecard_version="v1",
             now=now,
             registry_key=self.registry_key,
