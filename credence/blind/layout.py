@@ -31,8 +31,9 @@ checks them against the computed layout.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 from credence.errors import InvalidInput
@@ -105,19 +106,39 @@ class VectorLayout:
         reason_cost: each reason code's cost in points (the scorecard's).
         points_min: the fewest credit points one agency can give.
         points_max: the most credit points one agency can give.
+        slots: slot names in vector order.
+        length: how many integers a vector holds.
+        layout_hash: hex SHA-256 of the slot names joined by newlines.
+        layout_id: ``<scorecard version>/<first 16 hex digits of the layout hash>``.
+        listed_index: index of ``listed``; the categories follow it.
+        listed_and_disputed_index: index of ``listed_and_disputed``.
+        points_index: index of ``credit_points``; the reason codes follow it.
+        has_history_index: index of ``has_history``.
+        credit_disputed_index: index of ``credit_disputed``.
     """
 
     scorecard_version: str
     categories: tuple[str, ...]
     reason_codes: tuple[str, ...]
-    reason_cost: dict[str, int]
+    reason_cost: Mapping[str, int]
     points_min: int
     points_max: int
+    slots: tuple[str, ...] = field(init=False)
+    length: int = field(init=False)
+    layout_hash: str = field(init=False)
+    layout_id: str = field(init=False)
+    listed_index: int = field(init=False)
+    listed_and_disputed_index: int = field(init=False)
+    points_index: int = field(init=False)
+    has_history_index: int = field(init=False)
+    credit_disputed_index: int = field(init=False)
+    _bounds: tuple[tuple[int, int], ...] = field(init=False, repr=False)
+    _category_slot: Mapping[str, int] = field(init=False, repr=False)
+    _reason_slot: Mapping[str, tuple[int, int]] = field(init=False, repr=False)
 
-    @property
-    def slots(self) -> tuple[str, ...]:
-        """Slot names in vector order."""
-        return (
+    def __post_init__(self) -> None:
+        """Work out the slots, indices and bounds once."""
+        slots = (
             LISTED,
             *(CATEGORY_PREFIX + name for name in self.categories),
             LISTED_AND_DISPUTED,
@@ -126,47 +147,39 @@ class VectorLayout:
             HAS_HISTORY,
             CREDIT_DISPUTED,
         )
-
-    @property
-    def length(self) -> int:
-        """How many integers a vector holds."""
-        return 5 + len(self.categories) + len(self.reason_codes)
-
-    @property
-    def layout_hash(self) -> str:
-        """Hex SHA-256 of the slot names joined by newlines."""
-        return hashlib.sha256("\n".join(self.slots).encode()).hexdigest()
-
-    @property
-    def layout_id(self) -> str:
-        """``<scorecard version>/<first 16 hex digits of the layout hash>``."""
-        return f"{self.scorecard_version}/{self.layout_hash[:16]}"
-
-    # Slot indices, in the order of the module docstring.
-    @property
-    def listed_index(self) -> int:
-        """Index of ``listed``."""
-        return 0
-
-    @property
-    def listed_and_disputed_index(self) -> int:
-        """Index of ``listed_and_disputed``."""
-        return 1 + len(self.categories)
-
-    @property
-    def points_index(self) -> int:
-        """Index of ``credit_points``."""
-        return 2 + len(self.categories)
-
-    @property
-    def has_history_index(self) -> int:
-        """Index of ``has_history``."""
-        return self.length - 2
-
-    @property
-    def credit_disputed_index(self) -> int:
-        """Index of ``credit_disputed``."""
-        return self.length - 1
+        layout_hash = hashlib.sha256("\n".join(slots).encode()).hexdigest()
+        points = 2 + len(self.categories)
+        derived = {
+            "slots": slots,
+            "length": len(slots),
+            "layout_hash": layout_hash,
+            "layout_id": f"{self.scorecard_version}/{layout_hash[:16]}",
+            "listed_index": 0,
+            "listed_and_disputed_index": 1 + len(self.categories),
+            "points_index": points,
+            "has_history_index": len(slots) - 2,
+            "credit_disputed_index": len(slots) - 1,
+            "_bounds": (
+                (0, 1),
+                *((0, 1) for _ in self.categories),
+                (0, 1),
+                (self.points_min, self.points_max),
+                *((0, self.reason_cost[code]) for code in self.reason_codes),
+                (0, 1),
+                (0, 1),
+            ),
+            "_category_slot": MappingProxyType(
+                {name: 1 + offset for offset, name in enumerate(self.categories)}
+            ),
+            "_reason_slot": MappingProxyType(
+                {
+                    code: (points + 1 + offset, self.reason_cost[code])
+                    for offset, code in enumerate(self.reason_codes)
+                }
+            ),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     def fill(self, blacklist: BlacklistPart | None, credit: CreditPart | None) -> list[int]:
         """One agency's vector from its evaluation; a part not asked is ``None`` (zeros).
@@ -182,39 +195,32 @@ class VectorLayout:
         if blacklist is not None and blacklist.listed:
             vector[0] = 1
             for category in blacklist.categories:
-                try:
-                    vector[1 + self.categories.index(category)] = 1
-                except ValueError:
+                index = self._category_slot.get(category)
+                if index is None:
                     raise InvalidInput(
                         f"listing category {category!r} has no slot in layout {self.layout_id}"
-                    ) from None
+                    )
+                vector[index] = 1
             if blacklist.disputed:
                 vector[self.listed_and_disputed_index] = 1
         if credit is not None:
-            points = self.points_index
-            vector[points] = credit.partial_points
+            vector[self.points_index] = credit.partial_points
             for code in credit.reason_codes:
-                cost = self.reason_cost.get(code)
-                if cost is None:
+                slot = self._reason_slot.get(code)
+                if slot is None:
                     raise InvalidInput(
                         f"reason code {code!r} is not in scorecard {self.scorecard_version!r}"
                     )
-                vector[points + 1 + self.reason_codes.index(code)] = cost
-            vector[self.has_history_index] = int(credit.has_history)
-            vector[self.credit_disputed_index] = int(credit.disputed)
+                vector[slot[0]] = slot[1]
+            if credit.has_history:
+                vector[-2] = 1
+            if credit.disputed:
+                vector[-1] = 1
         return vector
 
-    def bounds(self) -> list[tuple[int, int]]:
+    def bounds(self) -> tuple[tuple[int, int], ...]:
         """Each slot's (lowest, highest) value in one honest agency's vector."""
-        return [
-            (0, 1),
-            *((0, 1) for _ in self.categories),
-            (0, 1),
-            (self.points_min, self.points_max),
-            *((0, self.reason_cost[code]) for code in self.reason_codes),
-            (0, 1),
-            (0, 1),
-        ]
+        return self._bounds
 
 
 def for_scorecard(scorecard: manifest_pb2.Scorecard) -> VectorLayout:
@@ -230,7 +236,7 @@ def for_scorecard(scorecard: manifest_pb2.Scorecard) -> VectorLayout:
         scorecard_version=scorecard.version,
         categories=listing_categories(),
         reason_codes=tuple(sorted(costs)),
-        reason_cost=costs,
+        reason_cost=MappingProxyType(costs),
         points_min=sum(min(b.points for b in c.bins) for c in scorecard.characteristics),
         points_max=sum(best_points(c) for c in scorecard.characteristics),
     )

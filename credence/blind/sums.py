@@ -47,15 +47,14 @@ def add(vectors: Iterable[Sequence[int]]) -> list[int]:
     Raises:
         ValueError: the vectors differ in length.
     """
-    total: list[int] | None = None
-    for vector in vectors:
-        if total is None:
-            total = [value % MOD for value in vector]
-            continue
-        if len(vector) != len(total):
-            raise ValueError(f"vectors of lengths {len(total)} and {len(vector)} cannot be added")
-        total = [(a + b) % MOD for a, b in zip(total, vector, strict=True)]
-    return total if total is not None else []
+    vectors = list(vectors)
+    if not vectors:
+        return []
+    length = len(vectors[0])
+    if any(len(vector) != length for vector in vectors):
+        lengths = sorted({len(vector) for vector in vectors})
+        raise ValueError(f"vectors of lengths {lengths} cannot be added")
+    return [sum(column) % MOD for column in zip(*vectors, strict=True)]
 
 
 def to_signed(value: int) -> int:
