@@ -210,7 +210,7 @@ def sign_batches(
             requester="acme",
             purpose=purpose,
             kinds=kinds,
-            audience=(),
+            audience=sorted(federation.agencies),
             scorecard_version="v1",
             now=now,
             registry_key=federation.registry_key,
@@ -477,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
 
     federation = Federation.create()
     federation.add_agency(COURT, ("court_judgment",))
+    # Three more agencies in the audience: the court masks every answer with each (issue 14).
+    for other in ("bank-1", "tax-1", "telecom-1"):
+        federation.add_agency(other, ("loan_default",))
     federation.enrol("acme")
     rng = random.Random(7)
     root = Path(tempfile.mkdtemp(prefix="bench-node-batch-"))
