@@ -1,4 +1,4 @@
-"""What every SDK client does with its gRPC channel: close it, also on leaving a ``with``."""
+"""What every SDK client does with its gRPC channel: trace it, close it, also leaving a ``with``."""
 
 from __future__ import annotations
 
@@ -7,17 +7,30 @@ from typing import Self
 
 import grpc
 
+from credence.ops import tracing
+
 __all__ = ["ChannelClient"]
 
 
 class ChannelClient:
     """A client that owns one gRPC channel (``self._channel``), usable as a context manager.
 
-    Subclasses open the channel in their constructor; :meth:`close` (or leaving
-    the ``with`` block) closes it and cancels the calls in flight.
+    Subclasses open the channel in their constructor and assign it to
+    ``self._channel``; with tracing on (:mod:`credence.ops.tracing`) the
+    assignment puts the tracing interceptor in front, so every call the client
+    makes sends its ``traceparent``. :meth:`close` (or leaving the ``with``
+    block) closes it and cancels the calls in flight.
     """
 
-    _channel: grpc.Channel
+    __channel: grpc.Channel
+
+    @property
+    def _channel(self) -> grpc.Channel:
+        return self.__channel
+
+    @_channel.setter
+    def _channel(self, channel: grpc.Channel) -> None:
+        self.__channel = tracing.traced_channel(channel)
 
     def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""

@@ -1,0 +1,1 @@
+"""Observability shared by the registry and the nodes: metrics, traces, logs."""
