@@ -27,6 +27,7 @@ from agency_node.bloom_filter import BloomFilter
 from agency_node.config import NodeConfig
 from agency_node.evaluation import Evaluation, Evaluator, RecordFacts
 from agency_node.manifest_holder import ManifestHolder
+from agency_node.metrics import count_logged, count_query
 from agency_node.models import Record
 from agency_node.query_checks import CheckedItem, QueryChecker, open_single_promise, timestamp
 from agency_node.single_store import SingleStore
@@ -40,6 +41,7 @@ from credence.grants.cache import GrantCache
 from credence.grants.check import RevocationCheck
 from credence.keys import SigningKey
 from credence.manifest import TrustedManifest
+from credence.ops import tracing
 from credence.rpc.status import reason_for, status_for
 from credence.v1 import agency_pb2, common_pb2
 
@@ -249,7 +251,9 @@ class Answerer:
                     issued_at=timestamp(query.issued_at, "query issued_at"),
                     now=now,
                 )
-                evaluation = self._evaluator.evaluate(transaction.records(checked.subject.ref), now)
+                with tracing.span("node.evaluate"):
+                    records = transaction.records(checked.subject.ref)
+                    evaluation = self._evaluator.evaluate(records, now)
                 vector = self._vector(checked.kinds, evaluation)
                 audience = list(query.audience)
                 masks = self._masks(audience, checked.query_id, len(vector))
@@ -280,6 +284,7 @@ class Answerer:
             transaction.log(self._values(logged, now))
             if refusal is None:
                 transaction.keep_vectors(kept)
+        count_query(logged.outcome, logged.status_code)
         if refusal is not None:
             raise refusal
         return signed
@@ -318,6 +323,7 @@ class Answerer:
                 reply, rows, kept = self._answer_items(envelope, batch, fresh, now)
                 self._batches.log(connection, rows)
                 self._batches.keep_vectors(connection, kept)
+            count_logged(rows)
         except CredenceError as exc:
             self._log([_refused(row, exc)], now)
             raise
@@ -504,8 +510,10 @@ class Answerer:
 
     def _log(self, rows: Sequence[_LogRow], now: datetime) -> None:
         if rows:
+            values = [self._values(row, now) for row in rows]
             with self._engine.begin() as connection:
-                self._batches.log(connection, [self._values(row, now) for row in rows])
+                self._batches.log(connection, values)
+            count_logged(values)
 
 
 def _refused(row: _LogRow, error: CredenceError) -> _LogRow:

@@ -48,6 +48,8 @@ PSEUDONYMISATION_KEY_FILE = "pseudonymisation.key"
 DATABASE_FILE = "node.db"
 
 DEFAULT_LISTEN = "127.0.0.1:7701"
+#: Prometheus's /metrics: loopback, a free port (logged at start); set a fixed one to scrape.
+DEFAULT_METRICS_LISTEN = "127.0.0.1:0"
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
@@ -66,6 +68,8 @@ class NodeConfig:
     data_dir: Path
     member_id: str
     listen: str = DEFAULT_LISTEN
+    #: host:port of the node's ``/metrics`` (plain HTTP); empty: no metrics.
+    metrics_listen: str = DEFAULT_METRICS_LISTEN
     database_url: str = ""
     record_kinds: tuple[str, ...] = ()
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -143,6 +147,9 @@ def parse_config(text: str, data_dir: Path, environ: Mapping[str, str] | None = 
         member_id=member_id,
         listen=environ.get("CREDENCE_NODE_LISTEN")
         or config_value(CONFIG_FILE, node, "listen", str, DEFAULT_LISTEN),
+        metrics_listen=config_value(
+            CONFIG_FILE, node, "metrics_listen", str, DEFAULT_METRICS_LISTEN
+        ),
         database_url=environ.get("CREDENCE_NODE_DATABASE_URL")
         or config_value(CONFIG_FILE, node, "database_url", str, ""),
         record_kinds=_string_list(node, "record_kinds"),
@@ -228,6 +235,9 @@ def render_config(config: NodeConfig) -> str:
             "[node]",
             f"member_id = {_toml_string(config.member_id)}",
             f"listen = {_toml_string(config.listen)}",
+            "# Prometheus's /metrics over plain HTTP (keep it on loopback or a private",
+            "# network; port 0: a free one, in the log); empty: no metrics.",
+            f"metrics_listen = {_toml_string(config.metrics_listen)}",
             "# Empty: the SQLite file node.db in this directory.",
             f"database_url = {_toml_string(config.database_url)}",
             "# The record kinds this agency holds (see credence/record_kinds.py).",

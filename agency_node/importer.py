@@ -67,6 +67,7 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from agency_node.database import bump_record_generation
+from agency_node.import_progress import clear_import_progress, write_import_progress
 from agency_node.import_readers import (
     MAX_COLUMNS,
     MAX_FIELD_CHARS,
@@ -355,6 +356,11 @@ def import_records(
                 def on_chunk() -> None:
                     if progress is not None:
                         progress(stream.tell(), total_bytes)
+                    if staging_dir is not None:  # the node's /metrics reads it
+                        write_import_progress(
+                            area, bytes_done=stream.tell(), bytes_total=total_bytes,
+                            rows_done=validation.rows,
+                        )  # fmt: skip
 
                 validation = _Validation(staging, errors, on_chunk)
                 rows = read(stream)
@@ -377,6 +383,7 @@ def import_records(
         finally:
             keep = staging.state == "applying"  # an undo that failed: the next import ends it
             staging.close()
+            clear_import_progress(area)
             if not keep:
                 _remove_staging(staged)
     rows_read = validation.rows

@@ -48,6 +48,7 @@ from agency_node.contests import ContestDesk
 from agency_node.importer import STAGING_DIR_NAME, purge_expired, recover_interrupted_import
 from agency_node.log_gate import LogGate
 from agency_node.manifest_holder import ManifestHolder, load_manifest
+from agency_node.metrics import NodeMetrics, start_metrics
 from agency_node.recovery import RecoveryDesk
 from agency_node.service import AgencyNodeServicer
 from agency_node.status_list_holder import StatusListHolder
@@ -60,6 +61,8 @@ from credence.clock import Clock, utc_now
 from credence.envelope import Envelope
 from credence.errors import FailedPrecondition, PermissionDenied
 from credence.keys import load_signing_key
+from credence.ops import tracing
+from credence.ops.metrics import RpcMetricsInterceptor
 from credence.pki import load_certificate_pem
 from credence.rpc.decoding import AsyncDecodingInterceptor
 from credence.rpc.peer_limits import (
@@ -236,6 +239,8 @@ class RunningNode:
     answer_pool: ThreadPoolExecutor | None = None
     checkpoints: CheckpointThread | None = None
     gate: LogGate | None = None
+    #: ``/metrics``, unless ``metrics_listen`` is empty.
+    metrics: NodeMetrics | None = None
 
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight calls finish within ``grace``, close the database."""
@@ -258,6 +263,8 @@ class RunningNode:
             self.server_loop.close()
         if self.answer_pool is not None:
             self.answer_pool.shutdown(wait=True)
+        if self.metrics is not None:
+            self.metrics.stop()
         self.engine.dispose()
 
 
@@ -343,6 +350,7 @@ def start_node(
         executor=answer_pool,
         gate=gate,
     )
+    metrics = start_metrics(config.metrics_listen, engine, config.path(STAGING_DIR_NAME), clock)
     server_loop = ServerLoop()
     try:
         server, port, health_servicer = server_loop.run(
@@ -360,9 +368,7 @@ def start_node(
             timeout=60,
         )
     except BaseException:
-        server_loop.close()
-        answer_pool.shutdown(wait=False)
-        engine.dispose()
+        _abandon(server_loop, answer_pool, metrics, engine)
         raise
     housekeeping = Housekeeping(engine, clock, config.purge_interval_seconds)
     housekeeping.start()
@@ -419,7 +425,7 @@ def start_node(
     return RunningNode(
         server, port, health_servicer, engine, config.grace_seconds, housekeeping, refresher,
         auditor, server_loop=server_loop, answer_pool=answer_pool, checkpoints=checkpoints,
-        gate=gate,
+        gate=gate, metrics=metrics,
     )  # fmt: skip
 
 
@@ -453,6 +459,25 @@ def _start_checkpoints(
     checkpoints = CheckpointThread(watcher, config.manifest_refresh_seconds, on_stop=heads.close)
     checkpoints.start()
     return checkpoints
+
+
+def _abandon(
+    server_loop: ServerLoop,
+    answer_pool: ThreadPoolExecutor,
+    metrics: NodeMetrics | None,
+    engine: Engine,
+) -> None:
+    """Close what a start that failed had opened."""
+    server_loop.close()
+    answer_pool.shutdown(wait=False)
+    if metrics is not None:
+        metrics.stop()
+    engine.dispose()
+
+
+def _rpc_metrics(config: node_config.NodeConfig) -> list[grpc.aio.ServerInterceptor]:
+    """The RPC metrics' interceptor, unless ``metrics_listen`` is empty."""
+    return [RpcMetricsInterceptor()] if config.metrics_listen else []
 
 
 async def _start_grpc(
@@ -501,7 +526,14 @@ async def _start_grpc(
     server = grpc.aio.server(
         # Limits first: refusing a flood costs less than verifying its certificates.
         # Decoding last, so a peer that may not call learns nothing more.
-        interceptors=[limits, revocation, AsyncDecodingInterceptor()],
+        # Metrics before them all, so that every refusal is counted.
+        interceptors=[
+            *_rpc_metrics(config),
+            *tracing.server_interceptors(),
+            limits,
+            revocation,
+            AsyncDecodingInterceptor(),
+        ],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),

@@ -146,6 +146,8 @@ class RegistryConfig:
     #: The operator's console (HTTPS, admin token); empty: no console. Its TLS
     #: identity is the HTTP side's.
     console_listen: str = ""
+    #: Prometheus metrics (``/metrics`` on the console's listener); false: none kept.
+    metrics: bool = True
     database_url: str = ""
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_screen_rows: int = DEFAULT_MAX_SCREEN_ROWS
@@ -291,6 +293,7 @@ def parse_config(
         http_tls_key=_data_path(data_dir, config_value(CONFIG_FILE, main, "http_tls_key", str, "")),
         console_listen=environ.get("CREDENCE_REGISTRY_CONSOLE_LISTEN")
         or config_value(CONFIG_FILE, main, "console_listen", str, ""),
+        metrics=config_value(CONFIG_FILE, main, "metrics", bool, True),
         database_url=environ.get("CREDENCE_REGISTRY_DATABASE_URL")
         or config_value(CONFIG_FILE, main, "database_url", str, ""),
         max_message_bytes=config_value(
@@ -420,6 +423,8 @@ def render_config(config: RegistryConfig) -> str:
         "# The operator's console (HTTPS with the HTTP side's certificate; log in with a",
         "# token from `credence registry admin-token`); empty: no console.",
         f'console_listen = "{config.console_listen}"',
+        "# Prometheus metrics, served at /metrics on the console's listener.",
+        f"metrics = {'true' if config.metrics else 'false'}",
         "# Empty: the SQLite file registry.db in this directory.",
         f'database_url = "{config.database_url}"',
         f"manifest_validity_days = {config.manifest_validity.days}",

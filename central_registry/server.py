@@ -43,6 +43,7 @@ from central_registry.keyring import RegistryKeys, load_keys
 from central_registry.log.entries import erase_expired
 from central_registry.lookups import Lookups
 from central_registry.manifest_cache import ManifestCache
+from central_registry.metrics import CountedLookups, agency_observer, watch_log
 from central_registry.service_members import RegistryServicer
 from central_registry.service_public import (
     EnrolmentServicer,
@@ -55,6 +56,8 @@ from central_registry.witnessing import Witnessing, witness_periodically
 from credence.clock import Clock, utc_now
 from credence.errors import FailedPrecondition
 from credence.keys import KeySet
+from credence.ops import tracing
+from credence.ops.metrics import RpcMetricsInterceptor
 from credence.pki import load_certificate_pem
 from credence.rpc.decoding import AsyncDecodingInterceptor
 from credence.rpc.peer_limits import (
@@ -103,6 +106,8 @@ class RunningRegistry:
     console: ConsoleServer | None = None
     #: Each agency's fan-out calls over the last hour (the console's agencies page).
     agency_stats: AgencyStats | None = None
+    #: Stops serving this registry's log figures on ``/metrics``.
+    unwatch_log: Callable[[], None] | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting; finish in-flight calls within ``grace``; close everything."""
@@ -118,6 +123,8 @@ class RunningRegistry:
                 task.cancel()
         await self.fanout.close()
         self.manifests.close()
+        if self.unwatch_log is not None:
+            self.unwatch_log()
         self.engine.dispose()
 
 
@@ -157,11 +164,9 @@ async def start_registry(
         batch_deadline=config.batch_deadline_seconds,
         max_concurrency=config.fanout_concurrency,
         max_message_bytes=config.max_message_bytes,
-        observe=lambda agency, seconds, outcome: agency_stats.observe(
-            agency, seconds, outcome, clock()
-        ),
+        observe=agency_observer(agency_stats, clock, metrics=config.metrics),
     )
-    lookups = Lookups(
+    lookups = (CountedLookups if config.metrics else Lookups)(
         config=config, keys=keys, engine=engine, manifests=manifests, fanout=fanout, clock=clock
     )
     witnessing = Witnessing(
@@ -174,10 +179,13 @@ async def start_registry(
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
     ]
-    # Last in each list: peer checks in front of it answer first.
+    # Metrics first, so every refusal is counted. Decoding last in each list:
+    # peer checks in front of it answer first.
     members = grpc.aio.server(
         options=options,
         interceptors=[
+            *_rpc_metrics(config),
+            *tracing.server_interceptors(),
             _peer_limits(config.peer_limits, member_of_peer, config.peer_limits.calls_per_member),
             AsyncDecodingInterceptor(),
         ],
@@ -203,6 +211,8 @@ async def start_registry(
     public = grpc.aio.server(
         options=public_options,
         interceptors=[
+            *_rpc_metrics(config),
+            *tracing.server_interceptors(),
             _peer_limits(config.peer_limits, address_of_peer, config.peer_limits.calls_per_address),
             AsyncDecodingInterceptor(),
         ],
@@ -272,6 +282,7 @@ async def start_registry(
     running.housekeeping = asyncio.ensure_future(_housekeeping(engine, config, clock))
     running.witnesses = witnessing
     running.agency_stats = agency_stats
+    running.unwatch_log = watch_log(engine, witnessing.latest, clock) if config.metrics else None
     console_address = config.console_listen if console_listen is None else console_listen
     if console_address:
         try:
@@ -317,6 +328,11 @@ async def _start_console(
     )
     await console.start()
     return console
+
+
+def _rpc_metrics(config: registry_config.RegistryConfig) -> list[grpc.aio.ServerInterceptor]:
+    """The RPC metrics' interceptor, unless metrics are off."""
+    return [RpcMetricsInterceptor()] if config.metrics else []
 
 
 def _peer_limits(

@@ -137,9 +137,14 @@ def _up(args: argparse.Namespace) -> int:
         if "console_url" in registry:  # a federation made before the console had none
             print(f"  console   {registry['console_url']} "
                   f"(log in with the token in {registry['admin_token']})")  # fmt: skip
+        if "metrics_url" in registry:  # nor metrics
+            print(f"  metrics   {registry['metrics_url']} (registry)")
         for agency in federation["agencies"]:
             print(f"  agency    {agency['member_id']:<12} {agency['address']}  "
                   f"{', '.join(agency['kinds'])}")  # fmt: skip
+        for agency in federation["agencies"]:
+            if "metrics_url" in agency:
+                print(f"  metrics   {agency['metrics_url']} ({agency['member_id']})")
         print(f"try: credence verify {federation['samples']['listed_organisation'][0]} "
               f"--federation {path}")  # fmt: skip
     return 0

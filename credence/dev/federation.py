@@ -25,6 +25,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -411,6 +412,8 @@ class _Agency:
     profile: synthetic.AgencyProfile
     directory: Path
     address: str
+    #: Where the node serves Prometheus's /metrics (plain HTTP, loopback).
+    metrics_address: str
 
     def entry(self) -> dict[str, Any]:
         return {
@@ -418,6 +421,7 @@ class _Agency:
             "address": self.address,
             "kinds": list(self.profile.record_kinds),
             "data_dir": str(self.directory),
+            "metrics_url": f"http://{self.metrics_address}/metrics",
         }
 
 
@@ -430,7 +434,12 @@ def _agencies(
 ) -> list[_Agency]:
     """Enrol, approve, install, load and start every agency, each stage for all at once."""
     nodes = [
-        _Agency(profile, launch.directory / "agencies" / profile.name, f"127.0.0.1:{_free_port()}")
+        _Agency(
+            profile,
+            launch.directory / "agencies" / profile.name,
+            f"127.0.0.1:{_free_port()}",
+            f"127.0.0.1:{_free_port()}",
+        )
         for profile in profiles
     ]
     names = ", ".join(node.profile.name for node in nodes)
@@ -441,6 +450,15 @@ def _agencies(
             "node", "init", "--dir", node.directory, "--member-id", node.profile.name,
             "--kinds", ",".join(node.profile.record_kinds), "--listen", node.address,
         )  # fmt: skip
+        # A fixed port, so that `dev up` can say where each node's /metrics is.
+        config = node.directory / "node.toml"
+        config.write_text(
+            re.sub(
+                r"(?m)^metrics_listen = .*$",
+                f'metrics_listen = "{node.metrics_address}"',
+                config.read_text(),
+            )
+        )
 
     def enrol(node: _Agency) -> tuple[str | Path, ...]:
         return ("node", "enrol", "--dir", node.directory, "--registry", registry[0],
@@ -565,6 +583,8 @@ def _up(launch: _Launch, *, agencies: int, subjects: int, seed: int) -> dict[str
             # The operator's console; log in with the token in admin_token.
             "console_url": f"https://127.0.0.1:{console_port}/",
             "admin_token": str(launch.directory / ADMIN_TOKEN_FILE),
+            # Prometheus's /metrics, beside the console (no login).
+            "metrics_url": f"https://127.0.0.1:{console_port}/metrics",
         },
         "manifest": str(manifest_path),
         "company": company.files(),
