@@ -51,6 +51,7 @@ from credence.keys import (
     save_signing_key,
     write_private_file,
 )
+from credence.ops.flags import add_observability_flags, observed
 from credence.pki import (
     generate_tls_key,
     load_certificate_pem,
@@ -209,6 +210,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "credence node serve --dir ./court", data_dir=DATA_DIR, handler=_serve,
     )  # fmt: skip
     run.add_argument("--listen", default=None, help="host:port, overriding node.toml")
+    add_observability_flags(run, log_format="json")
 
     audit = command(
         commands,
@@ -462,7 +464,8 @@ def _serve(args: argparse.Namespace) -> int:
     def ready(port: int) -> None:
         print(f"listening on port {port}", flush=True)
 
-    serve(args.dir, listen=args.listen, ready=ready)
+    with observed(args, "credence-node"):
+        serve(args.dir, listen=args.listen, ready=ready)
     return 0
 
 

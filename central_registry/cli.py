@@ -35,6 +35,7 @@ from credence.cli.command import command, subcommands
 from credence.clock import utc_now
 from credence.encoding import format_time
 from credence.errors import InvalidInput
+from credence.ops.flags import add_observability_flags, observed
 from credence.scorecard import default_scorecard
 from credence.storage import session_factory
 
@@ -86,6 +87,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--public-listen", default=None, help="public host:port")
     run.add_argument("--http-listen", default=None, help="HTTP host:port")
     run.add_argument("--console-listen", default=None, help="console host:port ('' for no console)")
+    add_observability_flags(run, log_format="json")
 
     token = command(
         commands,
@@ -201,14 +203,15 @@ def _serve(args: argparse.Namespace) -> int:
         if console_port is not None:
             print(f"console https://127.0.0.1:{console_port}/ (port {console_port})", flush=True)
 
-    serve(
-        args.dir,
-        listen=args.listen,
-        public_listen=args.public_listen,
-        http_listen=args.http_listen,
-        console_listen=args.console_listen,
-        ready=ready,
-    )
+    with observed(args, "credence-registry"):
+        serve(
+            args.dir,
+            listen=args.listen,
+            public_listen=args.public_listen,
+            http_listen=args.http_listen,
+            console_listen=args.console_listen,
+            ready=ready,
+        )
     return 0
 
 
