@@ -1,62 +1,114 @@
-"""Aggregation: agencies' verified answers in, one unsigned ``Verdict`` out (pure).
+"""Aggregation: agencies' verified masked answers in, one unsigned ``Verdict`` out (pure).
 
-Rules (DESIGN.md, "Verdicts"):
+Answers arrive masked (docs/protocol.md section 10): each is a vector of the
+scorecard's layout (:mod:`credence.blind.layout`) under pairwise masks, and
+only the sum of every answering agency's vector can be read. This module adds
+the masked vectors, removes the recovery shares of the agencies that did not
+answer (:mod:`central_registry.mask_recovery` asks for them), and reads every
+verdict field from the sum with :func:`credence.blind.sums.verdict_from_sum`:
 
-* Blacklist: LISTED if any answering agency lists the subject (categories are
-  the sorted union of the listing agencies' categories, ``disputed`` whether any
-  listing answer is contested); CLEAR only if every contributing agency
-  answered and there was at least one (no agency at all proves nothing);
-  otherwise INCOMPLETE with no categories.
-* Credit: ``score = clamp(base + sum of partial points)`` through the caller's
-  :class:`credence.scorecard.Aggregator`, with band and the top reason codes.
-  Provisional when fewer agencies answered than the scorecard requires, or
-  fewer than contribute to credit. When no agency answered at all the score is
-  the scorecard's base points, always provisional: the field is present so the
-  requester sees that credit was asked, and ``provisional`` says not to rely on it.
+* Blacklist: LISTED when the ``listed`` sum is above 0 (the categories whose
+  sum is above 0, ``listing_agencies`` the ``listed`` sum, ``disputed`` when
+  ``listed_and_disputed`` is); CLEAR only if every contributing agency
+  answered and there was at least one; otherwise INCOMPLETE.
+* Credit: ``score = clamp(base + points sum)`` with band and the top reason
+  codes; provisional when fewer agencies answered than the scorecard requires
+  or than contribute to credit. With no answer at all the score is the
+  scorecard's base points, provisional.
 
-Answers are re-checked against what was asked, because a verdict must never
-be built from content that was not asked for or that the scorecard cannot
-read. An ANSWERED outcome is downgraded to INVALID_ANSWER (with a reason, and
-its answer hash kept in coverage as evidence of what arrived) when:
+No single agency's contribution is ever read: the registry holds the sum only.
 
-* a blacklist was asked and the answer carries none, or credit likewise;
-* the answer carries a kind that was not asked (over-sharing);
-* its credit part was evaluated under another scorecard version;
-* its credit part names a reason code the scorecard does not define.
+An ANSWERED outcome is downgraded to INVALID_ANSWER (with a reason, its answer
+hash kept in coverage as evidence of what arrived) when it carries a cleartext
+part, follows another layout, or has a vector of the wrong length; its
+agency then counts as missing, like one that timed out.
 
-Fan-out checks signatures, query binding and the agency's identity; this
-module trusts it for those.
+The verdict is INCOMPLETE (blacklist INCOMPLETE, credit the base points,
+provisional) with ``incomplete_reason`` set when the sum cannot be read: an
+answering agency gave no recovery share, or the sum is one no honest answers
+can give (:func:`credence.blind.sums.check_sum`; a slot of a kind that was not
+asked summing to anything but 0 counts as such).
 
-Per-kind contributors: a query names every asked kind and goes to every agency
-contributing to any of them, so an agency that holds only blacklist records
-also answers credit (with zero points). Passing ``contributors`` (kind -> member
-ids, from the manifest, built once per manifest version) restricts each kind
-to its own contributors: a credit-only agency that times out then does not make
-the blacklist INCOMPLETE, and a blacklist-only agency's empty credit answer
-does not count towards the scorecard's required agencies. Without it, every
-outcome counts for every asked kind.
-
-This is on the screening hot path (about 20,000 verdicts per second): the
-scorecard is pre-parsed in the Aggregator, the happy path makes one
-``Aggregator.aggregate`` call, and messages are built with one constructor each.
+Per-kind contributors: a query goes to every agency contributing to any asked
+kind, and a node fills only the parts it contributes to (zeros elsewhere).
+Passing ``contributors`` (kind -> member ids, from the manifest) counts each
+kind's answering and expected agencies among its own contributors only: a
+credit-only agency that times out then does not make the blacklist
+INCOMPLETE, and a blacklist-only agency does not count towards the
+scorecard's required agencies. Without it, every outcome counts for every
+asked kind.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from central_registry.outcomes import AgencyOutcome
-from credence.errors import InvalidInput
+from credence.blind.layout import VectorLayout
+from credence.blind.recovery import remove_recovery
+from credence.blind.sums import add, check_sum, to_signed, verdict_from_sum
 from credence.scorecard import Aggregator
 from credence.v1 import agency_pb2, common_pb2, registry_pb2
 
-__all__ = ["aggregate"]
+__all__ = ["Recovery", "aggregate", "answer_problem", "usable_members"]
 
 _BLACKLIST = common_pb2.VERDICT_KIND_BLACKLIST
 _CREDIT = common_pb2.VERDICT_KIND_CREDIT
 _ANSWERED = common_pb2.COVERAGE_STATE_ANSWERED
 _INVALID = common_pb2.COVERAGE_STATE_INVALID_ANSWER
+_INCOMPLETE = registry_pb2.BlacklistVerdict(status=common_pb2.BLACKLIST_STATUS_INCOMPLETE)
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """The recovery shares of one query (or batch), as the fan-out gathered them.
+
+    Attributes:
+        shares: answering agency -> its share (the masks it applied with the
+            missing agencies), verified against its signature.
+        envelopes: the node-signed shares, for the verdict to carry.
+        failure: why the shares do not cover every answering agency, or "".
+    """
+
+    shares: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    envelopes: Sequence[common_pb2.Envelope] = ()
+    failure: str = ""
+
+
+def answer_problem(answer: agency_pb2.Answer | None, layout: VectorLayout) -> str:
+    """Why an answer cannot be added into the sum, or "" when it can."""
+    if answer is None:
+        return "answered without an answer message"
+    for part in ("blacklist", "credit"):
+        if answer.HasField(part):
+            return (
+                f"answer carries a cleartext {part} part; answers are masked vectors "
+                "(docs/protocol.md section 10)"
+            )
+    if answer.layout_id != layout.layout_id:
+        return f"answer follows layout {answer.layout_id!r}, not {layout.layout_id!r}"
+    if len(answer.masked) != layout.length:
+        return (
+            f"answer has {len(answer.masked)} vector words; "
+            f"layout {layout.layout_id} has {layout.length}"
+        )
+    return ""
+
+
+def usable_members(
+    outcomes: Sequence[AgencyOutcome], layout: VectorLayout
+) -> tuple[list[str], list[str]]:
+    """The agencies whose answers go into the sum, and the ones missing from it, in order."""
+    answering: list[str] = []
+    missing: list[str] = []
+    for outcome in outcomes:
+        if outcome.state == _ANSWERED and not answer_problem(outcome.answer, layout):
+            answering.append(outcome.member_id)
+        else:
+            missing.append(outcome.member_id)
+    return answering, missing
 
 
 def aggregate(
@@ -70,13 +122,15 @@ def aggregate(
     grant_id: str,
     outcomes: Sequence[AgencyOutcome],
     aggregator: Aggregator,
+    layout: VectorLayout,
     scorecard_version: str,
     log_promise: common_pb2.Envelope | None,
     issued_at: datetime,
     expires_at: datetime,
     contributors: Mapping[int, Set[str]] | None = None,
+    recovery: Recovery | None = None,
 ) -> registry_pb2.Verdict:
-    """Build the (unsigned) verdict of one lookup from its agencies' outcomes.
+    """Build the (unsigned) verdict of one lookup from the sum of its agencies' answers.
 
     Args:
         verdict_id: the new verdict's id.
@@ -86,54 +140,57 @@ def aggregate(
         purpose: a ``common_pb2.Purpose`` value.
         kinds: the asked ``common_pb2.VerdictKind`` values.
         grant_id: the grant's jti, empty on the public-register basis.
-        outcomes: one per agency asked, in the order coverage lists them.
+        outcomes: one per agency asked (the query's audience), in coverage order.
         aggregator: built once from the scorecard by the caller.
+        layout: the scorecard's vector layout.
         scorecard_version: the version named in the query; must be the aggregator's.
         log_promise: the signed log promise of the lookup, if any.
         issued_at: when the verdict is signed (tz-aware).
         expires_at: until when the requester may rely on it (tz-aware).
         contributors: optional kind -> member ids contributing to it (see module doc).
+        recovery: the shares of the answering agencies when some agency is
+            missing; without it such a sum cannot be read.
 
     Returns:
         The verdict, ready for :func:`credence.verdicts.sign_verdict`.
 
     Raises:
         ValueError: a programming error: ``scorecard_version`` is not the
-            aggregator's, ``expires_at`` is not after ``issued_at``, or an agency
-            appears twice in ``outcomes``.
+            aggregator's or the layout's, ``expires_at`` is not after
+            ``issued_at``, or an agency appears twice in ``outcomes``.
     """
-    if scorecard_version != aggregator.version:
+    if scorecard_version != aggregator.version or scorecard_version != layout.scorecard_version:
         raise ValueError(
             f"scorecard_version {scorecard_version!r} is not the aggregator's "
-            f"{aggregator.version!r}"
+            f"{aggregator.version!r} or the layout's {layout.scorecard_version!r}"
         )
     if expires_at <= issued_at:
         raise ValueError(f"verdict expires_at {expires_at} is not after issued_at {issued_at}")
-    asks_blacklist = _BLACKLIST in kinds
-    asks_credit = _CREDIT in kinds
-    states = [outcome.state for outcome in outcomes]
-    reasons = [outcome.reason for outcome in outcomes]
     if len({outcome.member_id for outcome in outcomes}) != len(outcomes):
         raise ValueError("outcomes name the same agency twice; give one outcome per agency")
+    states = [outcome.state for outcome in outcomes]
+    reasons = [outcome.reason for outcome in outcomes]
+    usable: list[int] = []
     for index, outcome in enumerate(outcomes):
         if states[index] == _ANSWERED:
-            problem = _answer_problem(outcome.answer, asks_blacklist, asks_credit, aggregator)
+            problem = answer_problem(outcome.answer, layout)
             if problem:
                 states[index] = _INVALID
                 reasons[index] = problem
-
-    credit = None
-    if asks_credit:
-        members = contributors.get(_CREDIT) if contributors is not None else None
-        credit = _credit(outcomes, states, reasons, aggregator, members)
-    # After credit: credit may downgrade an answer (unknown reason code), and a
-    # downgraded answer must not count for the blacklist either.
-    blacklist = None
-    if asks_blacklist:
-        members = contributors.get(_BLACKLIST) if contributors is not None else None
-        blacklist = _blacklist(outcomes, states, members)
-
-    # None leaves a message field unset, so absent parts stay absent on the wire.
+            else:
+                usable.append(index)
+    summed, why = _sum(outcomes, usable, layout, recovery)
+    if not why:
+        why = _impossible(layout, summed, len(usable), kinds)
+    blacklist, credit = _parts(
+        layout,
+        summed=summed if not why else None,
+        outcomes=outcomes,
+        usable=usable,
+        aggregator=aggregator,
+        kinds=kinds,
+        contributors=contributors,
+    )
     verdict = registry_pb2.Verdict(
         verdict_id=verdict_id,
         query_id=query_id,
@@ -146,136 +203,120 @@ def aggregate(
         expires_at=expires_at,  # type: ignore[arg-type]
         scorecard_version=scorecard_version,
         grant_id=grant_id,
-        blacklist=blacklist,
-        credit=credit,
+        blacklist=blacklist if _BLACKLIST in kinds else None,
+        credit=credit if _CREDIT in kinds else None,
         log_promise=log_promise,
+        incomplete_reason=why,
     )
     # Filled in place: building AgencyCoverage messages first and passing the
     # list copies each one again (measured ~40% slower for eight agencies).
     coverage = verdict.coverage
     add_agency = coverage.agencies.add
     answer_hashes = verdict.answer_hashes
-    answered = 0
+    answers = verdict.answers
     for index, outcome in enumerate(outcomes):
         state = states[index]
         if state == _ANSWERED:
-            answered += 1
             answer_hashes.append(outcome.answer_hash)
+            if outcome.envelope is not None:
+                answers.append(outcome.envelope)
         add_agency(
             member_id=outcome.member_id,
             state=state,
             reason=reasons[index],
             answer_hash=outcome.answer_hash,
         )
-    coverage.answered = answered
+    if recovery is not None and len(usable) < len(outcomes):
+        verdict.recoveries.extend(recovery.envelopes)
+    coverage.answered = len(usable)
     coverage.expected = len(outcomes)
     return verdict
 
 
-def _answer_problem(
-    answer: agency_pb2.Answer | None,
-    asks_blacklist: bool,
-    asks_credit: bool,
-    aggregator: Aggregator,
+def _sum(
+    outcomes: Sequence[AgencyOutcome],
+    usable: Sequence[int],
+    layout: VectorLayout,
+    recovery: Recovery | None,
+) -> tuple[list[int], str]:
+    """The plain sum of the usable answers, or zeros and why it cannot be read."""
+    zeros = [0] * layout.length
+    if not usable:
+        return zeros, ""
+    summed = add(outcomes[index].answer.masked for index in usable)  # type: ignore[union-attr]
+    if len(usable) == len(outcomes):
+        return summed, ""
+    if recovery is None:
+        return zeros, "agencies are missing and no recovery shares were asked for"
+    if recovery.failure:
+        return zeros, recovery.failure
+    shares = []
+    for index in usable:
+        member = outcomes[index].member_id
+        share = recovery.shares.get(member)
+        if share is None or len(share) != layout.length:
+            return zeros, f"agency {member} answered but gave no usable recovery share"
+        shares.append(share)
+    return remove_recovery(summed, shares), ""
+
+
+def _impossible(
+    layout: VectorLayout, summed: Sequence[int], answering: int, kinds: Sequence[int]
 ) -> str:
-    """Why an ANSWERED outcome cannot be used, or "" when it can."""
-    if answer is None:
-        return "answered without an answer message"
-    has_blacklist = answer.HasField("blacklist")
-    has_credit = answer.HasField("credit")
-    if has_blacklist != asks_blacklist:
-        return _shape_problem("blacklist", asked=asks_blacklist)
-    if has_credit != asks_credit:
-        return _shape_problem("credit", asked=asks_credit)
-    if has_credit and answer.credit.scorecard_version != aggregator.version:
-        return (
-            f"credit answer is under scorecard {answer.credit.scorecard_version!r}, "
-            f"not {aggregator.version!r}"
-        )
+    """Why the sum is impossible for ``answering`` honest answers to ``kinds``, or ""."""
+    reason = check_sum(layout, summed, answering)
+    if reason:
+        return f"the answers' sum is impossible: {reason}"
+    parts = []
+    if _BLACKLIST not in kinds:
+        parts.append(("blacklist", range(0, layout.points_index)))
+    if _CREDIT not in kinds:
+        parts.append(("credit", range(layout.points_index, layout.length)))
+    for part, indices in parts:
+        for index in indices:
+            if summed[index]:
+                return (
+                    f"the answers' sum is impossible: the {layout.slots[index]} sum "
+                    f"{to_signed(summed[index])} is not 0, and {part} was not asked"
+                )
     return ""
 
 
-def _shape_problem(part: str, *, asked: bool) -> str:
-    if asked:
-        return f"answer lacks the {part} part that was asked"
-    return f"answer carries a {part} part that was not asked"
-
-
-def _credit(
+def _parts(
+    layout: VectorLayout,
+    *,
+    summed: Sequence[int] | None,
     outcomes: Sequence[AgencyOutcome],
-    states: list[int],
-    reasons: list[str],
+    usable: Sequence[int],
     aggregator: Aggregator,
-    members: Set[str] | None,
-) -> registry_pb2.CreditVerdict:
-    """The credit part; marks answers with reason codes unknown to the scorecard invalid."""
-    indices = [
-        index
-        for index, outcome in enumerate(outcomes)
-        if members is None or outcome.member_id in members
-    ]
-    usable = [index for index in indices if states[index] == _ANSWERED]
-    try:
-        result = aggregator.aggregate([_partial(outcomes[index]) for index in usable])
-    except InvalidInput:
-        # Rare path: find the culprits one by one so one bad agency cannot
-        # sink the verdict, then aggregate the rest.
-        kept: list[int] = []
-        for index in usable:
-            try:
-                aggregator.aggregate([_partial(outcomes[index])])
-            except InvalidInput as exc:
-                states[index] = _INVALID
-                reasons[index] = f"credit answer: {exc}"
-            else:
-                kept.append(index)
-        usable = kept
-        result = aggregator.aggregate([_partial(outcomes[index]) for index in usable])
-    disputed = False
-    for index in usable:
-        credit = outcomes[index].answer.credit  # type: ignore[union-attr]
-        disputed = disputed or credit.disputed
-    return registry_pb2.CreditVerdict(
-        score=result.score,
-        band=result.band,
-        reason_codes=result.reason_codes,
-        provisional=result.provisional or len(usable) < len(indices),
-        disputed=disputed,
-    )
-
-
-def _partial(outcome: AgencyOutcome) -> tuple[int, Sequence[str]]:
-    credit = outcome.answer.credit  # type: ignore[union-attr]
-    return credit.partial_points, credit.reason_codes
-
-
-def _blacklist(
-    outcomes: Sequence[AgencyOutcome], states: list[int], members: Set[str] | None
-) -> registry_pb2.BlacklistVerdict:
-    expected = 0
-    answered = 0
-    listing = 0
-    disputed = False
-    categories: set[str] = set()
-    for index, outcome in enumerate(outcomes):
-        if members is not None and outcome.member_id not in members:
+    kinds: Sequence[int],
+    contributors: Mapping[int, Set[str]] | None,
+) -> tuple[registry_pb2.BlacklistVerdict, registry_pb2.CreditVerdict]:
+    """Both verdict parts from the sum; with no readable sum, INCOMPLETE and the base score."""
+    counts = {}
+    for kind in (_BLACKLIST, _CREDIT):
+        members = contributors.get(kind) if contributors is not None else None
+        if kind not in kinds:
+            counts[kind] = (0, 0)
             continue
-        expected += 1
-        if states[index] != _ANSWERED:
-            continue
-        answered += 1
-        assertion = outcome.answer.blacklist  # type: ignore[union-attr]
-        if assertion.listed:
-            listing += 1
-            categories.update(assertion.categories)
-            disputed = disputed or assertion.disputed
-    if listing:
-        return registry_pb2.BlacklistVerdict(
-            status=common_pb2.BLACKLIST_STATUS_LISTED,
-            categories=sorted(categories),
-            disputed=disputed,
-            listing_agencies=listing,
+        expected = sum(1 for o in outcomes if members is None or o.member_id in members)
+        answering = sum(
+            1 for index in usable if members is None or outcomes[index].member_id in members
         )
-    if expected and answered == expected:
-        return registry_pb2.BlacklistVerdict(status=common_pb2.BLACKLIST_STATUS_CLEAR)
-    return registry_pb2.BlacklistVerdict(status=common_pb2.BLACKLIST_STATUS_INCOMPLETE)
+        counts[kind] = (answering, expected)
+    if summed is None:
+        _, credit = verdict_from_sum(
+            layout, [0] * layout.length, answering=0, expected=0, aggregator=aggregator,
+            credit_answering=0, credit_expected=counts[_CREDIT][1],
+        )  # fmt: skip
+        credit.provisional = True
+        return _INCOMPLETE, credit
+    return verdict_from_sum(
+        layout,
+        summed,
+        answering=counts[_BLACKLIST][0],
+        expected=counts[_BLACKLIST][1],
+        aggregator=aggregator,
+        credit_answering=counts[_CREDIT][0],
+        credit_expected=counts[_CREDIT][1],
+    )

@@ -35,12 +35,14 @@ from credence import payloads
 from credence.envelope import Envelope, verify_message
 from credence.errors import CredenceError, InvalidInput
 from credence.keys import KeySet
+from credence.ops import tracing
 from credence.rpc.tls import channel_credentials
 from credence.v1 import agency_pb2, common_pb2
 
 _SERVICE = agency_pb2.DESCRIPTOR.services_by_name["AgencyNodeService"].full_name
 _ANSWER_QUERY = f"/{_SERVICE}/AnswerQuery"
 _ANSWER_BATCH = f"/{_SERVICE}/AnswerBatch"
+_RECOVER_MASKS = f"/{_SERVICE}/RecoverMasks"
 
 _ANSWERED: Final = common_pb2.COVERAGE_STATE_ANSWERED
 _TIMEOUT: Final = common_pb2.COVERAGE_STATE_TIMEOUT
@@ -92,9 +94,9 @@ class AgencyTarget:
 
 
 class _Stubs:
-    """The channel to one node and its two methods, requests passed as bytes."""
+    """The channel to one node and its methods, requests passed as bytes."""
 
-    __slots__ = ("answer_batch", "answer_query", "channel")
+    __slots__ = ("answer_batch", "answer_query", "channel", "recover_masks")
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.channel = channel
@@ -107,6 +109,11 @@ class _Stubs:
             bytes, agency_pb2.AnswerBatchResponse
         ] = channel.stream_stream(
             _ANSWER_BATCH, response_deserializer=agency_pb2.AnswerBatchResponse.FromString
+        )
+        self.recover_masks: grpc.aio.UnaryUnaryMultiCallable[
+            bytes, agency_pb2.RecoverMasksResponse
+        ] = channel.unary_unary(
+            _RECOVER_MASKS, response_deserializer=agency_pb2.RecoverMasksResponse.FromString
         )
 
 
@@ -279,6 +286,35 @@ class FanOut:
             )
         )
 
+    async def recover(
+        self, targets: Sequence[AgencyTarget], request: Envelope
+    ) -> list[agency_pb2.RecoverMasksResponse | str]:
+        """Send every target the signed recovery ``request``, in parallel, under the deadline.
+
+        A recovery gets the single-lookup deadline of its own: the dropout it
+        recovers from has spent the lookup's.
+
+        Returns:
+            Per target, in order: its response (not yet verified), or why there is none.
+        """
+        body = agency_pb2.RecoverMasksRequest(request=request.to_proto()).SerializeToString()
+        end = asyncio.get_running_loop().time() + self._deadline
+        return list(await asyncio.gather(*(self._recover(t, body, end) for t in targets)))
+
+    async def _recover(
+        self, target: AgencyTarget, body: bytes, end: float
+    ) -> agency_pb2.RecoverMasksResponse | str:
+        remaining = await self._slot(end)
+        if remaining is None:
+            return f"no recovery share within {self._deadline} s"
+        try:
+            return await self._stubs_for(target).recover_masks(body, timeout=remaining)
+        except grpc.aio.AioRpcError as error:
+            outcome = self._failed(target, error, self._deadline)
+            return outcome.reason
+        finally:
+            self._slots.release()
+
     async def retain(self, targets: Iterable[AgencyTarget]) -> None:
         """Close the channels of every node not among ``targets`` (after a manifest change)."""
         keep = {(target.member_id, target.endpoint) for target in targets}
@@ -319,7 +355,8 @@ class FanOut:
         self, target: AgencyTarget, request: bytes, expected: _Expected, end: float
     ) -> AgencyOutcome:
         started = asyncio.get_running_loop().time()
-        outcome = await self._ask_once(target, request, expected, end)
+        with tracing.span("registry.agency_call", agency=target.member_id):
+            outcome = await self._ask_once(target, request, expected, end)
         self._observed(target, started, outcome.state)
         return outcome
 
@@ -330,7 +367,9 @@ class FanOut:
         if remaining is None:
             return self._timed_out(target, self._deadline)
         try:
-            response = await self._stubs_for(target).answer_query(request, timeout=remaining)
+            response = await self._stubs_for(target).answer_query(
+                request, timeout=remaining, metadata=tracing.outgoing_metadata()
+            )
         except grpc.aio.AioRpcError as error:
             return self._failed(target, error, self._deadline)
         finally:
@@ -339,7 +378,13 @@ class FanOut:
             answer, answer_hash = _verify_answer(target, response, expected)
         except (CredenceError, _Invalid) as exc:
             return _invalid(target, exc)
-        return AgencyOutcome(target.member_id, _ANSWERED, answer=answer, answer_hash=answer_hash)
+        return AgencyOutcome(
+            target.member_id,
+            _ANSWERED,
+            answer=answer,
+            answer_hash=answer_hash,
+            envelope=response.answer,
+        )
 
     async def _ask_batch(
         self,
@@ -350,7 +395,8 @@ class FanOut:
         end: float,
     ) -> BatchReply:
         started = asyncio.get_running_loop().time()
-        reply = await self._ask_batch_once(target, request, expected, item_ids, end)
+        with tracing.span("registry.agency_call", agency=target.member_id):
+            reply = await self._ask_batch_once(target, request, expected, item_ids, end)
         self._observed(target, started, _ANSWERED if reply.failure is None else reply.failure.state)
         return reply
 
@@ -366,7 +412,9 @@ class FanOut:
         if remaining is None:
             return BatchReply(target, failure=self._timed_out(target, self._batch_deadline))
         try:
-            call = self._stubs_for(target).answer_batch(timeout=remaining)
+            call = self._stubs_for(target).answer_batch(
+                timeout=remaining, metadata=tracing.outgoing_metadata()
+            )
             await call.write(request)
             await call.done_writing()
             response = await call.read()
@@ -422,28 +470,6 @@ class BatchReply:
         if self.failure is not None:
             return self.failure
         return _item_outcome(self.target, self.items[index], self.answer_hash)
-
-    def plainly_clear(self) -> list[bool]:
-        """Per item: answered with a blacklist part alone that does not list the subject.
-
-        Such an answer makes the same contribution to every blacklist-only
-        verdict, so aggregation can share one template among the items that
-        every agency answered this way. False for every item of a failure.
-        """
-        if self.failure is not None:
-            return [False] * 0
-        flags = []
-        for item in self.items:
-            if item.WhichOneof("outcome") != "answer":
-                flags.append(False)
-                continue
-            answer = item.answer
-            flags.append(
-                answer.HasField("blacklist")
-                and not answer.blacklist.listed
-                and not answer.HasField("credit")
-            )
-        return flags
 
 
 @dataclass(frozen=True, slots=True)

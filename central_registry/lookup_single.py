@@ -4,22 +4,26 @@ The requester's rights and grant are checked, then its rate, its grant use,
 its log entry (refusals too) and its subject count are written in one
 transaction (shared with the lookups waiting at that moment), a signed query
 carrying the log promise fans out to every agency contributing to the asked kinds, and the
-answers become a signed verdict.
+masked answers become a signed verdict read from their sum; when agencies are
+missing, the answering ones are first asked for their recovery shares.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import datetime
 
 from central_registry.access import check_asked, check_grant, subject_from_proto
-from central_registry.aggregation import aggregate
+from central_registry.aggregation import aggregate, usable_members
 from central_registry.limits import request_shape
 from central_registry.log.rows import LogRow, entry_row, refused_row
 from central_registry.lookup_context import LookupContext
+from central_registry.mask_recovery import layout_of, recover
 from central_registry.verdict_writes import VerdictWrite
 from credence import queries
 from credence.errors import CredenceError
+from credence.ops import tracing
 from credence.queries import Lookup
 from credence.transparency import log_promise
 from credence.v1 import registry_pb2
@@ -62,7 +66,8 @@ async def request_verdict(
         policy = ctx.policy()
         asked = check_asked(policy, requester, request.purpose, tuple(request.kinds))
         subject = subject_from_proto(request.subject)
-        allowed = check_grant(policy, asked, subject, request.grant, cache=ctx.grants, now=now)
+        with tracing.span("registry.grant_check"):
+            allowed = check_grant(policy, asked, subject, request.grant, cache=ctx.grants, now=now)
         lookup = Lookup(
             subject=subject,
             grant=request.grant,
@@ -82,9 +87,10 @@ async def request_verdict(
         raise
     # Rate, grant use, log entry and subject count in one transaction, committed
     # before the query leaves; a refusal raises here, logged.
-    await ctx.log.write_verdict(
-        VerdictWrite(requester, now, refusal, row=row, grant_id=allowed.grant_id)
-    )
+    with tracing.span("registry.log_append"):
+        await ctx.log.write_verdict(
+            VerdictWrite(requester, now, refusal, row=row, grant_id=allowed.grant_id)
+        )
     promise = log_promise.sign_promise(
         log_promise.make_promise(
             entry,
@@ -110,22 +116,43 @@ async def request_verdict(
         lifetime=ctx.config.query_lifetime,
     )
     outcomes = await ctx.fanout.query(targets, query)
-    verdict = aggregate(
-        verdict_id=queries.new_query_id(),
-        query_id=lookup.query_id,
-        subject=queries.subject_to_proto(subject),
-        requester=requester,
-        purpose=asked.purpose,
-        kinds=asked.kinds,
-        grant_id=allowed.grant_id,
-        outcomes=outcomes,
-        aggregator=aggregator,
-        scorecard_version=version,
-        log_promise=promise.to_proto(),
-        issued_at=now,
-        expires_at=now + ctx.verdict_life(allowed),
-        contributors=contributors,
-    )
+    layout = layout_of(policy.manifest)
+    answering, missing = usable_members(outcomes, layout)
+    recovery = None
+    if answering and missing:
+        by_id = {target.member_id: target for target in targets}
+        recovery = await recover(
+            ctx.fanout,
+            [by_id[member] for member in answering],
+            query_id=lookup.query_id,
+            missing=missing,
+            log_promise_hash=hashlib.sha256(promise.payload).digest(),
+            layout_id=layout.layout_id,
+            count=layout.length,
+            batch=False,
+            now=ctx.clock(),
+            lifetime=ctx.config.query_lifetime,
+            key=ctx.keys.signing,
+        )
+    with tracing.span("registry.aggregate"):
+        verdict = aggregate(
+            verdict_id=queries.new_query_id(),
+            query_id=lookup.query_id,
+            subject=queries.subject_to_proto(subject),
+            requester=requester,
+            purpose=asked.purpose,
+            kinds=asked.kinds,
+            grant_id=allowed.grant_id,
+            outcomes=outcomes,
+            aggregator=aggregator,
+            layout=layout,
+            scorecard_version=version,
+            log_promise=promise.to_proto(),
+            issued_at=now,
+            expires_at=now + ctx.verdict_life(allowed),
+            contributors=contributors,
+            recovery=recovery,
+        )
     envelope = sign_verdict(verdict, ctx.keys.signing)
     return registry_pb2.RequestVerdictResponse(
         verdict=envelope.to_proto(),

@@ -19,6 +19,8 @@ class AgencyOutcome:
         answer: the verified answer when ``state`` is ANSWERED.
         answer_hash: SHA-256 of the signed answer payload it came in (for a
             batch: of the signed batch answer), empty when not answered.
+        envelope: the node-signed answer as received (single lookups; a batch
+            item's is its batch answer, referenced by ``answer_hash``).
     """
 
     member_id: str
@@ -26,6 +28,7 @@ class AgencyOutcome:
     reason: str = ""
     answer: agency_pb2.Answer | None = None
     answer_hash: bytes = b""
+    envelope: common_pb2.Envelope | None = None
 
     @property
     def answered(self) -> bool:

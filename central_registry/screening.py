@@ -17,17 +17,21 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from central_registry.access import Allowed, check_asked, check_grant, subject_from_proto
-from central_registry.aggregation import aggregate
+from central_registry.aggregation import Recovery, aggregate
 from central_registry.fanout import BatchReply
 from central_registry.grants import GrantPolicy
 from central_registry.limits import request_shape
 from central_registry.log.rows import LogRow, dispatched_row, refused_row
 from central_registry.lookup_context import LookupContext
+from central_registry.mask_recovery import layout_of, recover
 from central_registry.verdict_bytes import VerdictTemplate, verdict_batch_bytes
 from credence import payloads, queries
+from credence.blind.layout import VectorLayout
+from credence.blind.sums import add
 from credence.envelope import sign
 from credence.errors import CredenceError
 from credence.grants.check import PUBLIC_REGISTER, Asked
+from credence.ops import tracing
 from credence.queries import Lookup
 from credence.rpc.status import reason_for, status_for
 from credence.scorecard import Aggregator
@@ -40,6 +44,7 @@ __all__ = ["screen_message"]
 _log = logging.getLogger(__name__)
 
 _BLACKLIST = common_pb2.VERDICT_KIND_BLACKLIST
+_ANSWERED_STATE = common_pb2.COVERAGE_STATE_ANSWERED
 _PUBLIC = "public_register"  # the Grant oneof's case
 _PUBLIC_KIND = PUBLIC_REGISTER.kind
 
@@ -103,7 +108,8 @@ async def screen_message(
             _refuse_message, ctx, requester, message, exc, now=now, budget=budget
         )
         raise
-    checked, refused = _check_rows(ctx, policy, asked, message, now)
+    with tracing.span("registry.grant_check", items=len(message.items)):
+        checked, refused = _check_rows(ctx, policy, asked, message, now)
     rows = _dispatched_rows(requester, asked, checked, now)
 
     def refusal_rows(used_up: Mapping[int, CredenceError]) -> list[LogRow]:
@@ -124,7 +130,10 @@ async def screen_message(
                 logged.append(refusal)
         return logged
 
-    used_up = await asyncio.to_thread(ctx.log.record_screened, rows, requester, now, refusal_rows)
+    with tracing.span("registry.log_append", items=len(rows)):
+        used_up = await asyncio.to_thread(
+            ctx.log.record_screened, rows, requester, now, refusal_rows
+        )
     accepted = [row for position, row in enumerate(checked) if position not in used_up]
     logged = [row for position, row in enumerate(rows) if position not in used_up]
     response = registry_pb2.ScreenBatchResponse()
@@ -234,6 +243,7 @@ async def _screen_accepted(
 ) -> list[bytes]:
     targets, contributors = ctx.views.targets_for(policy, asked.kinds)
     aggregator, version = ctx.views.scorecard(policy)
+    layout = layout_of(policy.manifest)
     size = ctx.config.node_batch_size
     chunks = [
         (accepted[start : start + size], logged[start : start + size])
@@ -261,13 +271,109 @@ async def _screen_accepted(
         replies = await ctx.fanout.batch_replies(
             targets, envelope, [row.lookup.query_id for row in chunk]
         )
-        return _chunk_verdicts(
-            ctx, asked, chunk, replies, aggregator=aggregator, version=version,
-            contributors=contributors, now=now,
-        )  # fmt: skip
+        sums = _BatchSums(replies, layout, len(chunk))
+        recovery = None
+        if sums.answering and sums.missing:
+            batch = agency_pb2.BatchQuery.FromString(envelope.payload)
+            recovery = await recover(
+                ctx.fanout,
+                [reply.target for reply in replies if reply.failure is None],
+                query_id=batch.batch_id,
+                missing=sums.missing,
+                log_promise_hash=b"",
+                layout_id=layout.layout_id,
+                count=layout.length * len(chunk),
+                batch=True,
+                now=ctx.clock(),
+                lifetime=ctx.config.query_lifetime,
+                key=ctx.keys.signing,
+            )
+        with tracing.span("registry.aggregate", items=len(chunk)):
+            return _chunk_verdicts(
+                ctx, asked, chunk, replies, sums=sums, recovery=recovery, aggregator=aggregator,
+                layout=layout, version=version, contributors=contributors, now=now,
+            )  # fmt: skip
 
     results = await asyncio.gather(*(one_chunk(chunk, ps) for chunk, ps in chunks))
     return [verdict for chunk_verdicts in results for verdict in chunk_verdicts]
+
+
+class _BatchSums:
+    """The masked sum of each item of one node batch, over the agencies that answered it.
+
+    Attributes:
+        answering: the agencies that answered the batch (some items may be refusals).
+        missing: the agencies that did not answer the batch at all.
+        summed: per item, the sum of the masked vectors of the agencies that
+            answered it (masks with ``missing`` still in).
+        complete: per item, whether every agency in ``answering`` answered it
+            with a usable vector: only then can its masks be removed.
+    """
+
+    __slots__ = ("answering", "complete", "missing", "summed")
+
+    def __init__(self, replies: Sequence[BatchReply], layout: VectorLayout, items: int) -> None:
+        self.answering = [r.target.member_id for r in replies if r.failure is None]
+        self.missing = [r.target.member_id for r in replies if r.failure is not None]
+        length = layout.length
+        layout_id = layout.layout_id
+        flats: list[list[int]] = []
+        complete = [True] * items
+        zeros = [0] * length
+        for reply in replies:
+            if reply.failure is not None:
+                continue
+            flat: list[int] = []
+            extend = flat.extend
+            for index, item in enumerate(reply.items):
+                answer = item.answer
+                masked = answer.masked
+                if (
+                    len(masked) != length
+                    or answer.layout_id != layout_id
+                    or answer.HasField("blacklist")
+                    or answer.HasField("credit")
+                ):
+                    complete[index] = False
+                    extend(zeros)
+                else:
+                    extend(masked)
+            flats.append(flat)
+        total = add(flats) if flats else [0] * (length * items)
+        self.summed = [total[start : start + length] for start in range(0, length * items, length)]
+        self.complete = complete
+
+
+def _item_recovery(
+    sums: _BatchSums,
+    recovery: Recovery | None,
+    position: int,
+    length: int,
+    replies: Sequence[BatchReply],
+) -> Recovery | None:
+    """The recovery of one item: its slice of each batch share, or why there is none."""
+    if not sums.complete[position]:
+        partial = [
+            reply.target.member_id
+            for reply in replies
+            if reply.failure is None and reply.outcome(position).state == _ANSWERED_STATE
+        ]
+        if partial:
+            refused = sorted(set(sums.answering) - set(partial))
+            return Recovery(
+                failure=(
+                    f"agencies {', '.join(refused) or 'of the batch'} answered the batch but not "
+                    "this item with a usable vector: its masks cannot be removed without "
+                    "unmasking the others' answers"
+                )
+            )
+        return None
+    if recovery is None or recovery.failure:
+        return recovery
+    start = position * length
+    return Recovery(
+        shares={member: share[start : start + length] for member, share in recovery.shares.items()}
+    )
 
 
 def _chunk_verdicts(
@@ -276,27 +382,32 @@ def _chunk_verdicts(
     chunk: Sequence[_Checked],
     replies: Sequence[BatchReply],
     *,
+    sums: _BatchSums,
+    recovery: Recovery | None,
     aggregator: Aggregator,
+    layout: VectorLayout,
     version: str,
     contributors: Mapping[int, Set[str]],
     now: datetime,
 ) -> list[bytes]:
     """The serialized verdict of each row of one node batch, in the chunk's order.
 
-    A blacklist-only row that every asked agency answered plainly clear (see
-    :meth:`~central_registry.fanout.BatchReply.plainly_clear`) shares the
-    verdict template of its grant and lifetime, built by :func:`aggregate`
-    from the first such row; every other row is aggregated on its own.
+    A blacklist-only row that every asked agency answered and whose sum is
+    all zeros (nobody lists the subject) shares the verdict template of its
+    grant and lifetime, built by :func:`aggregate` from the first such row;
+    every other row is aggregated on its own. A screening verdict references
+    the batch answers by their hashes (``answer_hashes``); it carries neither
+    them nor the batch's recovery shares, which cover every item.
     """
     verdict_ids = queries.new_query_ids(len(chunk))
     shareable = asked.kinds == (_BLACKLIST,) and all(reply.failure is None for reply in replies)
-    clear_flags = [reply.plainly_clear() for reply in replies] if shareable else []
     templates: dict[tuple[str, datetime], VerdictTemplate] = {}
     verdicts: list[bytes] = []
+    length = layout.length
     for position, row in enumerate(chunk):
         lookup = row.lookup
         expires_at = now + ctx.verdict_life(row.allowed)
-        shared = shareable and all(flags[position] for flags in clear_flags)
+        shared = shareable and sums.complete[position] and not any(sums.summed[position])
         key = (row.allowed.grant_id, expires_at)
         template = templates.get(key) if shared else None
         if template is not None:
@@ -319,11 +430,13 @@ def _chunk_verdicts(
             grant_id=row.allowed.grant_id,
             outcomes=[reply.outcome(position) for reply in replies],
             aggregator=aggregator,
+            layout=layout,
             scorecard_version=version,
             log_promise=None,
             issued_at=now,
             expires_at=expires_at,
             contributors=contributors,
+            recovery=_item_recovery(sums, recovery, position, length, replies),
         )
         if shared:
             templates[key] = VerdictTemplate(verdict)

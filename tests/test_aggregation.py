@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from central_registry.aggregation import aggregate
+from central_registry.aggregation import Recovery, aggregate
 from central_registry.outcomes import AgencyOutcome
+from credence.blind.layout import for_scorecard
+from credence.blind.sums import MOD
 from credence.scorecard import Aggregator, default_scorecard
 from credence.v1 import agency_pb2, common_pb2, registry_pb2
 
@@ -25,6 +27,7 @@ LISTED = common_pb2.BLACKLIST_STATUS_LISTED
 INCOMPLETE = common_pb2.BLACKLIST_STATUS_INCOMPLETE
 
 AGGREGATOR = Aggregator(default_scorecard())
+LAYOUT = for_scorecard(default_scorecard())
 VERSION = AGGREGATOR.version
 NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
 SUBJECT = common_pb2.SubjectRef(type=common_pb2.SUBJECT_TYPE_PERSON, ref=bytes(range(32)))
@@ -80,6 +83,31 @@ def fitted(outcome: AgencyOutcome, kinds: Sequence[int]) -> AgencyOutcome:
     return replace(outcome, answer=answer)
 
 
+def as_vector(outcome: AgencyOutcome) -> AgencyOutcome:
+    """The answer as a node sends it: a vector (unmasked: a test audience of plain sums)."""
+    if outcome.answer is None or outcome.answer.masked:
+        return outcome
+    answer = outcome.answer
+    vector = LAYOUT.fill(
+        answer.blacklist if answer.HasField("blacklist") else None,
+        answer.credit if answer.HasField("credit") else None,
+    )
+    masked = agency_pb2.Answer(
+        query_id=answer.query_id,
+        agency=answer.agency,
+        masked=[value % MOD for value in vector],
+        layout_id=LAYOUT.layout_id,
+    )
+    return replace(outcome, answer=masked)
+
+
+def zero_shares(outcomes: Sequence[AgencyOutcome]) -> Recovery:
+    """Recovery shares of plain (unmasked) answers: all zeros."""
+    return Recovery(
+        shares={o.member_id: [0] * LAYOUT.length for o in outcomes if o.state == ANSWERED}
+    )
+
+
 def failed(member: str, state: int, reason: str = "") -> AgencyOutcome:
     return AgencyOutcome(member, state, reason=reason or f"{member} did not answer")
 
@@ -91,10 +119,12 @@ def build(
     contributors: Mapping[int, Set[str]] | None = None,
     log_promise: common_pb2.Envelope | None = PROMISE,
     fit: bool = True,
+    recovery: Recovery | None = None,
 ) -> registry_pb2.Verdict:
     """Aggregate; ``fit`` drops the parts of each answer that were not asked, as a node does."""
     if fit:
         outcomes = [fitted(outcome, kinds) for outcome in outcomes]
+    outcomes = [as_vector(outcome) for outcome in outcomes]
     return aggregate(
         verdict_id="v-1",
         query_id="q-1",
@@ -105,11 +135,13 @@ def build(
         grant_id="g-1",
         outcomes=outcomes,
         aggregator=AGGREGATOR,
+        layout=LAYOUT,
         scorecard_version=VERSION,
         log_promise=log_promise,
         issued_at=NOW,
         expires_at=NOW + timedelta(hours=1),
         contributors=contributors,
+        recovery=recovery if recovery is not None else zero_shares(outcomes),
     )
 
 
@@ -159,15 +191,17 @@ def test_blacklist_status_table(case: BlacklistCase) -> None:
 def test_listing_categories_are_the_sorted_union_and_disputed_is_any() -> None:
     verdict = build(
         [
-            answered("a", listed=True, categories=["tax_fraud", "dishonest_debtor"]),
+            answered("a", listed=True, categories=["tax_evasion", "dishonest_debtor"]),
             answered("b"),
-            answered("c", listed=True, categories=["dishonest_debtor", "bankrupt"], disputed=True),
+            answered(
+                "c", listed=True, categories=["dishonest_debtor", "bankruptcy"], disputed=True
+            ),
         ],
         kinds=[BL],
     )
     assert verdict.blacklist == registry_pb2.BlacklistVerdict(
         status=LISTED,
-        categories=["bankrupt", "dishonest_debtor", "tax_fraud"],
+        categories=["bankruptcy", "dishonest_debtor", "tax_evasion"],
         disputed=True,
         listing_agencies=2,
     )
@@ -191,9 +225,9 @@ def test_incomplete_carries_no_categories_even_when_an_answer_sent_some() -> Non
     [
         ((0, 0), 680, "fair"),
         ((-200, -130), 350, "very poor"),
-        ((-2000, -5000), 350, "very poor"),
+        ((-1130, -1130), 350, "very poor"),
         ((90, 60), 830, "very good"),
-        ((5000, 5000), 950, "excellent"),
+        ((90, 90), 860, "excellent"),
         ((-131, 0), 549, "very poor"),
         ((-130, 0), 550, "poor"),
     ],
@@ -241,13 +275,14 @@ def test_credit_disputed_is_any_answering_agency_disputed() -> None:
     assert not build([answered("a"), answered("b")], [CR]).credit.disputed
 
 
-def test_an_unknown_reason_code_invalidates_only_that_answer() -> None:
-    verdict = build(
-        [answered("a", points=-80, codes=["T01"]), answered("b", points=-300, codes=["ZZ99"])]
-    )
+def test_an_answer_of_another_layout_is_invalid_and_counts_as_missing() -> None:
+    other = as_vector(answered("b", points=-300, codes=["F01"]))
+    assert other.answer is not None
+    other.answer.layout_id = "credence-scorecard-v0/0000000000000000"
+    verdict = build([answered("a", points=-80, codes=["T01"]), other])
     assert states(verdict) == [ANSWERED, INVALID]
     assert verdict.coverage.agencies[1].reason == (
-        "credit answer: reason code 'ZZ99' is not in scorecard 'credence-scorecard-v1'"
+        f"answer follows layout 'credence-scorecard-v0/0000000000000000', not {LAYOUT.layout_id!r}"
     )
     assert (verdict.credit.score, verdict.credit.provisional) == (600, True)
     assert list(verdict.credit.reason_codes) == ["T01"]
@@ -259,35 +294,109 @@ def test_an_unknown_reason_code_invalidates_only_that_answer() -> None:
 # ------------------------------------------------------ answers out of shape
 
 
+def _cleartext() -> AgencyOutcome:
+    return answered("b", listed=True)
+
+
+def _short() -> AgencyOutcome:
+    outcome = as_vector(answered("b"))
+    assert outcome.answer is not None
+    del outcome.answer.masked[-1]
+    return outcome
+
+
 @pytest.mark.parametrize(
-    ("outcome", "kinds", "reason"),
+    ("outcome", "reason"),
     [
-        (answered("b", parts=[CR]), BOTH, "answer lacks the blacklist part that was asked"),
-        (answered("b", parts=[BL]), BOTH, "answer lacks the credit part that was asked"),
-        (answered("b", parts=BOTH), [BL], "answer carries a credit part that was not asked"),
-        (answered("b", parts=BOTH), [CR], "answer carries a blacklist part that was not asked"),
         (
-            answered("b", version="credence-scorecard-v0"),
-            BOTH,
-            "credit answer is under scorecard 'credence-scorecard-v0', not 'credence-scorecard-v1'",
+            _cleartext(),
+            "answer carries a cleartext blacklist part; answers are masked vectors "
+            "(docs/protocol.md section 10)",
         ),
-        (AgencyOutcome("b", ANSWERED), BOTH, "answered without an answer message"),
+        (
+            _short(),
+            f"answer has {LAYOUT.length - 1} vector words; "
+            f"layout {LAYOUT.layout_id} has {LAYOUT.length}",
+        ),
+        (AgencyOutcome("b", ANSWERED), "answered without an answer message"),
     ],
+    ids=["cleartext", "short", "no answer"],
 )
-def test_an_answer_that_contradicts_the_asked_kinds_is_invalid(
-    outcome: AgencyOutcome, kinds: Sequence[int], reason: str
+def test_an_answer_that_is_not_a_vector_of_the_layout_is_invalid(
+    outcome: AgencyOutcome, reason: str
 ) -> None:
-    verdict = build([answered("a", parts=kinds), outcome], kinds, fit=False)
+    # Built without as_vector for b: aggregate sees the answer as it came.
+    verdict = aggregate(
+        verdict_id="v-1", query_id="q-1", subject=SUBJECT, requester="acme",
+        purpose=common_pb2.PURPOSE_CREDIT_ASSESSMENT, kinds=BOTH, grant_id="",
+        outcomes=[as_vector(answered("a")), outcome], aggregator=AGGREGATOR, layout=LAYOUT,
+        scorecard_version=VERSION, log_promise=None, issued_at=NOW,
+        expires_at=NOW + timedelta(hours=1),
+        recovery=Recovery(shares={"a": [0] * LAYOUT.length}),
+    )  # fmt: skip
     assert states(verdict) == [ANSWERED, INVALID]
     assert verdict.coverage.agencies[1].reason == reason
     assert verdict.coverage.answered == 1
     assert list(verdict.answer_hashes) == [digest("a")]
 
 
-def test_an_invalid_listing_answer_does_not_list() -> None:
+@pytest.mark.parametrize(
+    ("kinds", "slot"), [((BL,), "credit_points"), ((CR,), "listed")], ids=["credit", "blacklist"]
+)
+def test_a_part_that_was_not_asked_makes_the_sum_impossible(
+    kinds: tuple[int, ...], slot: str
+) -> None:
     verdict = build(
-        [answered("a", parts=[BL]), answered("b", listed=True, parts=[BL])], BOTH, fit=False
+        [answered("a", parts=kinds), answered("b", listed=True, points=-100)], kinds, fit=False
     )
+    assert verdict.incomplete_reason.startswith(f"the answers' sum is impossible: the {slot} sum")
+    if BL in kinds:
+        assert verdict.blacklist == registry_pb2.BlacklistVerdict(status=INCOMPLETE)
+    else:
+        assert verdict.credit == registry_pb2.CreditVerdict(
+            score=680, band="fair", provisional=True
+        )
+    assert states(verdict) == [ANSWERED, ANSWERED]
+
+
+def test_an_impossible_sum_is_incomplete_with_the_reason() -> None:
+    five = as_vector(answered("b", parts=[BL]))
+    assert five.answer is not None
+    five.answer.masked[LAYOUT.listed_index] = 5
+    verdict = build([answered("a", parts=[BL]), five], [BL])
+    assert verdict.incomplete_reason == (
+        "the answers' sum is impossible: the listed sum 5 is outside 0..2 for 2 answering agencies"
+    )
+    assert verdict.blacklist == registry_pb2.BlacklistVerdict(status=INCOMPLETE)
+
+
+def test_missing_recovery_shares_make_the_verdict_incomplete() -> None:
+    outcomes = [answered("a", listed=True, parts=[BL]), failed("b", TIMEOUT)]
+    failure = "an answering agency gave no recovery share (a: no recovery share within 2.0 s)"
+    verdict = build(outcomes, [BL], recovery=Recovery(failure=failure))
+    assert verdict.incomplete_reason == failure
+    assert verdict.blacklist == registry_pb2.BlacklistVerdict(status=INCOMPLETE)
+    without = build(outcomes, [BL], recovery=Recovery(shares={}))
+    assert without.incomplete_reason == "agency a answered but gave no usable recovery share"
+    assert build(outcomes, [BL]).blacklist.status == LISTED
+
+
+def test_recovery_shares_are_removed_from_the_sum() -> None:
+    share = [3] * LAYOUT.length
+    noisy = as_vector(answered("a", listed=True, categories=["fraud"], parts=[BL]))
+    assert noisy.answer is not None
+    noisy.answer.masked[:] = [(v + 3) % MOD for v in noisy.answer.masked]
+    verdict = build([noisy, failed("b", TIMEOUT)], [BL], recovery=Recovery(shares={"a": share}))
+    assert verdict.blacklist == registry_pb2.BlacklistVerdict(
+        status=LISTED, categories=["fraud"], listing_agencies=1
+    )
+
+
+def test_an_invalid_listing_answer_does_not_list() -> None:
+    listing = as_vector(answered("b", listed=True, parts=[BL]))
+    assert listing.answer is not None
+    listing.answer.layout_id = "another"
+    verdict = build([answered("a", parts=[BL]), listing], BOTH, fit=False)
     assert verdict.blacklist.status == INCOMPLETE
 
 
@@ -380,6 +489,7 @@ def test_a_scorecard_version_other_than_the_aggregators_is_refused() -> None:
             grant_id="",
             outcomes=[],
             aggregator=AGGREGATOR,
+            layout=LAYOUT,
             scorecard_version="credence-scorecard-v0",
             log_promise=None,
             issued_at=NOW,
@@ -404,6 +514,7 @@ def test_expiry_before_issue_is_refused() -> None:
             grant_id="",
             outcomes=[],
             aggregator=AGGREGATOR,
+            layout=LAYOUT,
             scorecard_version=VERSION,
             log_promise=None,
             issued_at=NOW,

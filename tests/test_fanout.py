@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 import pytest
+from support.blind import Unmasked, unmask
 
 from agency_node import database
 from agency_node.importer import import_records
@@ -231,9 +232,25 @@ def states(outcomes: list[AgencyOutcome]) -> list[int]:
     return [outcome.state for outcome in outcomes]
 
 
-def listed(outcome: AgencyOutcome) -> bool:
+def read(
+    cluster: Cluster, outcome: AgencyOutcome, label: str = "", index: int = 0, items: int = 1
+) -> Unmasked:
+    """The agency's answer vector, unmasked with the test's keys (the registry cannot)."""
     assert outcome.answer is not None, outcome.reason
-    return outcome.answer.blacklist.listed
+    return unmask(
+        outcome.answer,
+        cluster.federation,
+        agency=outcome.member_id,
+        label=label or outcome.answer.query_id,
+        index=index,
+        items=items,
+    )
+
+
+def listed(
+    cluster: Cluster, outcome: AgencyOutcome, label: str = "", index: int = 0, items: int = 1
+) -> bool:
+    return read(cluster, outcome, label, index, items).listed
 
 
 # -- single lookups ------------------------------------------------------------------------
@@ -253,7 +270,7 @@ def test_every_node_answers_in_target_order(cluster: Cluster) -> None:
     outcomes = run(scenario)
     assert [outcome.member_id for outcome in outcomes] == [FRAUD, TAX, COURT]
     assert states(outcomes) == [ANSWERED] * 3
-    assert [listed(outcome) for outcome in outcomes] == [False, False, True]
+    assert [listed(cluster, outcome) for outcome in outcomes] == [False, False, True]
     for outcome in outcomes:
         assert outcome.answer is not None
         assert outcome.answer.query_id == expected_id
@@ -322,7 +339,7 @@ def test_slow_node_times_out_without_holding_up_other_lookups(cluster: Cluster) 
     mixed, healthy, healthy_first, elapsed = run(scenario)
     assert healthy_first, "the lookup without the slow node waited for it"
     assert states(healthy) == [ANSWERED] * 3
-    assert [listed(outcome) for outcome in healthy] == [False, True, False]
+    assert [listed(cluster, outcome) for outcome in healthy] == [False, True, False]
     assert states(mixed) == [TIMEOUT, ANSWERED, ANSWERED, ANSWERED]
     assert mixed[0].reason == "no answer within 1.0 s"
     assert elapsed < deadline + 1.5, f"the slow node held the lookup for {elapsed:.2f} s"
@@ -439,6 +456,7 @@ def test_batch_answers_equal_single_answers(cluster: Cluster) -> None:
     identifiers = [LISTED_AT_COURT, LISTED_AT_TAX, CLEAR_ORG, PERSON]
     lookups = _lookups(cluster, identifiers)
     batch = cluster.federation.batch(lookups)
+    batch_id = agency_pb2.BatchQuery.FromString(batch.payload).batch_id
     item_ids = [lookup.query_id for lookup in lookups]
     singles = [cluster.query(identifier) for identifier in identifiers]
 
@@ -461,11 +479,23 @@ def test_batch_answers_equal_single_answers(cluster: Cluster) -> None:
             if in_batch.answered:
                 assert in_batch.answer is not None
                 assert alone.answer is not None
-                assert in_batch.answer.blacklist == alone.answer.blacklist
+                position = item_ids.index(query_id)
+                assert read(cluster, in_batch, batch_id, position, len(item_ids)) == read(
+                    cluster, alone
+                )
             else:
                 assert in_batch.reason == alone.reason
-    assert [listed(outcome) for outcome in by_item[item_ids[0]]] == [True, False, False]
-    assert [listed(outcome) for outcome in by_item[item_ids[1]]] == [False, True, False]
+    items = len(item_ids)
+    assert [listed(cluster, outcome, batch_id, 0, items) for outcome in by_item[item_ids[0]]] == [
+        True,
+        False,
+        False,
+    ]
+    assert [listed(cluster, outcome, batch_id, 1, items) for outcome in by_item[item_ids[1]]] == [
+        False,
+        True,
+        False,
+    ]
     person = by_item[item_ids[3]]
     assert states(person) == [REFUSED] * 3
     assert person[0].reason.startswith("PERMISSION_DENIED: ")

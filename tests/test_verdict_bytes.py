@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from central_registry.access import Allowed
-from central_registry.aggregation import aggregate
+from central_registry.aggregation import Recovery, aggregate
 from central_registry.fanout import AgencyTarget, BatchReply
 from central_registry.outcomes import AgencyOutcome
-from central_registry.screening import _Checked, _chunk_verdicts
+from central_registry.screening import _BatchSums, _Checked, _chunk_verdicts
 from central_registry.verdict_bytes import VerdictTemplate, verdict_batch_bytes
 from credence import queries
+from credence.blind.layout import for_scorecard
+from credence.blind.sums import MOD
 from credence.grants.check import Asked
 from credence.keys import KeySet, SigningKey
 from credence.scorecard import Aggregator, default_scorecard
@@ -27,6 +29,7 @@ CREDIT = common_pb2.VERDICT_KIND_CREDIT
 PURPOSE = common_pb2.PURPOSE_COUNTERPARTY_VERIFICATION
 AGENCIES = ("court", "tax-office", "fraud-desk")
 LIFE = timedelta(days=1)
+LAYOUT = for_scorecard(default_scorecard())
 
 
 @dataclass
@@ -37,18 +40,23 @@ class _Ctx:
         return allowed.data_life or LIFE
 
 
-def _clear() -> agency_pb2.BatchAnswerItem:
+def _vector(
+    blacklist: agency_pb2.BlacklistAssertion | None,
+    credit: agency_pb2.CreditContribution | None = None,
+) -> agency_pb2.BatchAnswerItem:
+    """A batch item's answer vector, unmasked: the test's audience adds plain vectors."""
+    vector = LAYOUT.fill(blacklist, credit)
     return agency_pb2.BatchAnswerItem(
-        answer=agency_pb2.Answer(blacklist=agency_pb2.BlacklistAssertion(listed=False))
+        answer=agency_pb2.Answer(masked=[v % MOD for v in vector], layout_id=LAYOUT.layout_id)
     )
+
+
+def _clear() -> agency_pb2.BatchAnswerItem:
+    return _vector(agency_pb2.BlacklistAssertion(listed=False))
 
 
 def _listed() -> agency_pb2.BatchAnswerItem:
-    return agency_pb2.BatchAnswerItem(
-        answer=agency_pb2.Answer(
-            blacklist=agency_pb2.BlacklistAssertion(listed=True, categories=["fraud"])
-        )
-    )
+    return _vector(agency_pb2.BlacklistAssertion(listed=True, categories=["fraud"]))
 
 
 def _refused() -> agency_pb2.BatchAnswerItem:
@@ -80,8 +88,16 @@ def _reply(name: str, items: list[agency_pb2.BatchAnswerItem]) -> BatchReply:
     return BatchReply(target, items=items, answer_hash=hashlib.sha256(name.encode()).digest())
 
 
+def _zero_shares(replies: list[BatchReply], words: int) -> Recovery:
+    return Recovery(shares={r.target.member_id: [0] * words for r in replies if r.failure is None})
+
+
 def _expected(
-    row: _Checked, replies: list[BatchReply], verdict_id: str, kinds: tuple[int, ...]
+    row: _Checked,
+    replies: list[BatchReply],
+    verdict_id: str,
+    kinds: tuple[int, ...],
+    recovery: Recovery | None = None,
 ) -> bytes:
     aggregator = Aggregator(default_scorecard())
     position = row.index
@@ -95,11 +111,13 @@ def _expected(
         grant_id=row.allowed.grant_id,
         outcomes=[reply.outcome(position) for reply in replies],
         aggregator=aggregator,
+        layout=LAYOUT,
         scorecard_version=aggregator.version,
         log_promise=None,
         issued_at=NOW,
         expires_at=NOW + _Ctx().verdict_life(row.allowed),
         contributors={kind: set(AGENCIES) for kind in kinds},
+        recovery=recovery or _zero_shares(replies, LAYOUT.length),
     ).SerializeToString()
 
 
@@ -108,19 +126,27 @@ def _chunk(
 ) -> list[bytes]:
     aggregator = Aggregator(default_scorecard())
     asked = Asked("company", PURPOSE, "counterparty_verification", kinds, ("blacklist",))
+    sums = _BatchSums(replies, LAYOUT, len(rows))
+    recovery = _zero_shares(replies, LAYOUT.length * len(rows)) if sums.missing else None
     return _chunk_verdicts(
-        _Ctx(), asked, rows, replies, aggregator=aggregator, version=aggregator.version,  # type: ignore[arg-type]
+        _Ctx(), asked, rows, replies, sums=sums, recovery=recovery,  # type: ignore[arg-type]
+        aggregator=aggregator, layout=LAYOUT, version=aggregator.version,
         contributors={kind: set(AGENCIES) for kind in kinds}, now=NOW,
     )  # fmt: skip
 
 
 def _check_every_row(
-    rows: list[_Checked], replies: list[BatchReply], got: list[bytes], kinds: tuple[int, ...]
+    rows: list[_Checked],
+    replies: list[BatchReply],
+    got: list[bytes],
+    kinds: tuple[int, ...],
+    recoveries: dict[int, Recovery] | None = None,
 ) -> list[registry_pb2.Verdict]:
     batch = registry_pb2.VerdictBatch.FromString(verdict_batch_bytes(got))
     assert len(batch.verdicts) == len(rows)
     for row, verdict, raw in zip(rows, batch.verdicts, got, strict=True):
-        assert raw == _expected(row, replies, verdict.verdict_id, kinds)
+        recovery = (recoveries or {}).get(row.index)
+        assert raw == _expected(row, replies, verdict.verdict_id, kinds, recovery)
     assert len({verdict.verdict_id for verdict in batch.verdicts}) == len(rows)
     return list(batch.verdicts)
 
@@ -131,7 +157,13 @@ def test_mixed_chunk_matches_aggregation_row_for_row() -> None:
     items["court"][2] = _listed()  # one agency lists row 2
     items["fraud-desk"][3] = _refused()  # one agency refuses row 3
     replies = [_reply(name, items[name]) for name in AGENCIES]
-    verdicts = _check_every_row(rows, replies, _chunk(rows, replies), (BLACKLIST,))
+    # Row 3's masks cannot be removed: the fraud desk answered the batch but not it.
+    unreadable = Recovery(
+        failure="agencies fraud-desk answered the batch but not this item with a usable "
+        "vector: its masks cannot be removed without unmasking the others' answers"
+    )
+    verdicts = _check_every_row(rows, replies, _chunk(rows, replies), (BLACKLIST,), {3: unreadable})
+    assert verdicts[3].incomplete_reason == unreadable.failure
     statuses = [verdict.blacklist.status for verdict in verdicts]
     assert statuses[2] == common_pb2.BLACKLIST_STATUS_LISTED
     assert statuses[3] == common_pb2.BLACKLIST_STATUS_INCOMPLETE
@@ -156,13 +188,11 @@ def test_a_failed_agency_is_named_on_every_row() -> None:
 def test_credit_rows_are_aggregated_each_on_their_own() -> None:
     rows = _rows(3)
     items = [
-        agency_pb2.BatchAnswerItem(
-            answer=agency_pb2.Answer(
-                blacklist=agency_pb2.BlacklistAssertion(listed=False),
-                credit=agency_pb2.CreditContribution(
-                    scorecard_version=default_scorecard().version, partial_points=10 * index
-                ),
-            )
+        _vector(
+            agency_pb2.BlacklistAssertion(listed=False),
+            agency_pb2.CreditContribution(
+                scorecard_version=default_scorecard().version, partial_points=10 * index
+            ),
         )
         for index in range(len(rows))
     ]

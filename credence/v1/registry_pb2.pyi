@@ -126,6 +126,7 @@ class Verdict(_message.Message):
     GRANT_ID_FIELD_NUMBER: _builtins.int
     ANSWERS_FIELD_NUMBER: _builtins.int
     RECOVERIES_FIELD_NUMBER: _builtins.int
+    INCOMPLETE_REASON_FIELD_NUMBER: _builtins.int
     verdict_id: _builtins.str
     """Unique id."""
     query_id: _builtins.str
@@ -138,6 +139,12 @@ class Verdict(_message.Message):
     """Scorecard version used."""
     grant_id: _builtins.str
     """Id (jti) of the grant, empty on the public-register basis."""
+    incomplete_reason: _builtins.str
+    """Why the answers' sum could not be read, empty when it was: a sum no
+    honest answers can give (credence.blind.sums.check_sum), or an answering
+    agency that gave no recovery share. The blacklist is then INCOMPLETE and
+    the credit part the scorecard's base points, provisional.
+    """
     @_builtins.property
     def subject(self) -> _common_pb2.SubjectRef:
         """Who was looked up."""
@@ -208,10 +215,11 @@ class Verdict(_message.Message):
         grant_id: _builtins.str = ...,
         answers: _abc.Iterable[_common_pb2.Envelope] | None = ...,
         recoveries: _abc.Iterable[_common_pb2.Envelope] | None = ...,
+        incomplete_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["blacklist", b"blacklist", "coverage", b"coverage", "credit", b"credit", "expires_at", b"expires_at", "issued_at", b"issued_at", "log_promise", b"log_promise", "subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_hashes", b"answer_hashes", "answers", b"answers", "blacklist", b"blacklist", "coverage", b"coverage", "credit", b"credit", "expires_at", b"expires_at", "grant_id", b"grant_id", "issued_at", b"issued_at", "kinds", b"kinds", "log_promise", b"log_promise", "purpose", b"purpose", "query_id", b"query_id", "recoveries", b"recoveries", "requester", b"requester", "scorecard_version", b"scorecard_version", "subject", b"subject", "verdict_id", b"verdict_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_hashes", b"answer_hashes", "answers", b"answers", "blacklist", b"blacklist", "coverage", b"coverage", "credit", b"credit", "expires_at", b"expires_at", "grant_id", b"grant_id", "incomplete_reason", b"incomplete_reason", "issued_at", b"issued_at", "kinds", b"kinds", "log_promise", b"log_promise", "purpose", b"purpose", "query_id", b"query_id", "recoveries", b"recoveries", "requester", b"requester", "scorecard_version", b"scorecard_version", "subject", b"subject", "verdict_id", b"verdict_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
