@@ -6,6 +6,7 @@
     credence me contest  --key K --binding B --agency A --statement TEXT [--kind K]
     credence me contests --key K --binding B [--json]
     credence me records  --key K --binding B [--json]
+    credence me portal   --key K --binding B [--port N]
 
 ``--key`` is the subject's personal key; ``--binding`` the binding an
 identity-verifying member issued for it (it names the subject's reference, so
@@ -14,6 +15,7 @@ no identifier is ever sent). The federation file says where the registry is.
 (:mod:`credence.client.receipts`). ``records`` asks every agency which of
 your records it holds; each answer is sealed to a key made for that request,
 so only this command can read it (:mod:`credence.client.subject_records`).
+``portal`` serves the same on a web page on 127.0.0.1 (:mod:`credence.portal`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ EXAMPLES = """examples:
   credence me lookups --key me.key --binding me.binding.jwt
   credence me revoke --key me.key --binding me.binding.jwt 4f1c...
   credence me records --key me.key --binding me.binding.jwt
+  credence me portal --key me.key --binding me.binding.jwt
   credence me contest --key me.key --binding me.binding.jwt --agency court \\
       --statement "This judgment was paid in full in March."
 """
@@ -55,7 +58,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     commands = subcommands(parser, EXAMPLES)
 
     def subject_command(
-        name: str, help_text: str, example: str, handler: Handler
+        name: str, help_text: str, example: str, handler: Handler, *, machine: bool = True
     ) -> argparse.ArgumentParser:
         sub = command(commands, name, help_text, example, handler=handler)
         sub.add_argument("--key", type=Path, required=True, help="your personal key")
@@ -63,7 +66,8 @@ def register(parser: argparse.ArgumentParser) -> None:
             "--binding", type=Path, required=True, help="the binding of your key (JWS file)"
         )
         add_federation_option(sub)
-        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        if machine:
+            sub.add_argument("--json", action="store_true", help="machine-readable output")
         return sub
 
     lookups = subject_command(
@@ -99,6 +103,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     subject_command(
         "records", "the records every agency holds about you, sealed to you alone",
         "credence me records --key me.key --binding me.binding.jwt", _records,
+    )  # fmt: skip
+    portal = subject_command(
+        "portal", "a web page of your own on this computer: lookups, grants, records, disputes",
+        "credence me portal --key me.key --binding me.binding.jwt", _portal, machine=False,
+    )  # fmt: skip
+    portal.add_argument(
+        "--port", type=int, default=0,
+        help="the port on 127.0.0.1 to serve on (default: a free one)",
     )  # fmt: skip
 
 
@@ -340,3 +352,24 @@ def _records(args: argparse.Namespace) -> int:
         _print_blocks([_records_block(row) for row in rows], "the federation has no agencies")
     # Every agency was asked: one that could not be read leaves the answer incomplete.
     return 1 if any("problem" in row for row in rows) else 0
+
+
+def _portal(args: argparse.Namespace) -> int:
+    # Imported here: the web stack loads only for the command that serves a page.
+    from credence.portal.desk import ClientDesk  # noqa: PLC0415
+    from credence.portal.serving import serve_portal  # noqa: PLC0415
+
+    federation = Federation(args.federation)
+    binding, _ = read_binding(args.binding)
+    desk = ClientDesk(
+        _client(args), binding=binding, manifest=lambda: federation.manifest(datetime.now(UTC))
+    )
+    try:
+        server, link = serve_portal(desk, port=args.port)
+        print(f"Your portal is open at {server.url} on this computer only. Open this link "
+              f"in your browser (it works once):\n\n  {link}\n\nStop the portal with Ctrl+C.",
+              flush=True)  # fmt: skip
+        server.run()
+    finally:
+        desk.close()
+    return 0

@@ -1,0 +1,261 @@
+"""The registry's messages as the portal shows them: plain words from the catalogue.
+
+Pure functions over protobuf messages; the templates only lay them out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from credence.client.subject_records import AgencyAnswer
+from credence.portal.strings import Catalogue
+from credence.v1 import common_pb2, registry_pb2
+
+__all__ = [
+    "ContestView",
+    "GrantView",
+    "LookupView",
+    "RecordsView",
+    "contest_views",
+    "grant_views",
+    "lookup_views",
+    "records_views",
+]
+
+
+def _moment(stamp: Timestamp) -> datetime | None:
+    if not stamp.seconds and not stamp.nanos:
+        return None
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def when(t: Catalogue, stamp: Timestamp) -> str:
+    """A timestamp in words (minutes, UTC), or "never" when unset."""
+    moment = _moment(stamp)
+    if moment is None:
+        return t("time.never")
+    return t("time.at", day=f"{moment:%Y-%m-%d}", time=f"{moment:%H:%M}")
+
+
+def _day(stamp: Timestamp) -> str:
+    moment = _moment(stamp)
+    return "—" if moment is None else f"{moment:%Y-%m-%d}"
+
+
+def _enum_words(t: Catalogue, prefix: str, names: dict[int, str], value: int) -> str:
+    name = names.get(value, str(value))
+    key = f"{prefix}.{name}"
+    return t(key) if t.has(key) else t(f"{prefix}.unknown", name=name)
+
+
+_PURPOSES: dict[int, str] = {int(value): name for name, value in common_pb2.Purpose.items()}
+_KINDS: dict[int, str] = {int(value): name for name, value in common_pb2.VerdictKind.items()}
+
+
+def purpose_words(t: Catalogue, purpose: int) -> str:
+    """A purpose in words: what the requester said it would decide."""
+    return _enum_words(t, "purpose", _PURPOSES, purpose)
+
+
+def kinds_words(t: Catalogue, kinds: Sequence[int]) -> str:
+    """What was asked, in words: "whether you are on a blacklist and your credit score"."""
+    shown = [_enum_words(t, "kind", _KINDS, kind) for kind in kinds]
+    if not shown:
+        return t("list.nothing")
+    if len(shown) == 1:
+        return shown[0]
+    return t("list.and", first=", ".join(shown[:-1]), last=shown[-1])
+
+
+def _plain(name: str) -> str:
+    """A machine word in words: ``court_judgment`` -> ``court judgment``."""
+    return name.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class LookupView:
+    """One lookup as a row."""
+
+    query_id: str
+    when: str
+    who: str
+    why: str
+    what: str
+    outcome: str
+    refused: bool
+    basis: str
+
+
+def lookup_views(t: Catalogue, lookups: Sequence[registry_pb2.LookupRecord]) -> list[LookupView]:
+    """The lookups newest first, in words."""
+    rows = []
+    for lookup in sorted(lookups, key=lambda item: item.at.ToNanoseconds(), reverse=True):
+        refused = lookup.outcome.startswith("refused")
+        outcome = (
+            t("lookups.refused", reason=lookup.outcome.removeprefix("refused").lstrip(": "))
+            if refused
+            else t("lookups.served")
+        )
+        if lookup.basis.startswith("consent "):
+            basis = t("basis.consent", grant_id=lookup.basis.removeprefix("consent "))
+        elif lookup.basis:
+            basis = t("basis.other", basis=lookup.basis)
+        else:
+            basis = t("basis.none")
+        rows.append(
+            LookupView(
+                query_id=lookup.query_id,
+                when=when(t, lookup.at),
+                who=lookup.requester,
+                why=purpose_words(t, lookup.purpose),
+                what=kinds_words(t, lookup.kinds),
+                outcome=outcome,
+                refused=refused,
+                basis=basis,
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class GrantView:
+    """One consent or mandate."""
+
+    grant_id: str
+    title: str
+    is_consent: bool
+    requester: str
+    purpose: str
+    covers: str
+    uses: str
+    until: str
+    revoked: str
+
+
+def grant_view(t: Catalogue, grant: registry_pb2.GrantRecord) -> GrantView:
+    """A grant in words."""
+    is_consent = grant.kind == "consent"
+    title = t("grants.consent" if is_consent else "grants.mandate", requester=grant.requester)
+    uses = (
+        t("grants.uses_of", uses=grant.uses, max_uses=grant.max_uses)
+        if grant.max_uses
+        else t("grants.uses_only", uses=grant.uses)
+    )
+    revoked = (
+        t("grants.revoked", when=when(t, grant.revoked_at)) if grant.HasField("revoked_at") else ""
+    )
+    return GrantView(
+        grant_id=grant.grant_id,
+        title=title,
+        is_consent=is_consent,
+        requester=grant.requester,
+        purpose=purpose_words(t, grant.purpose),
+        covers=kinds_words(t, grant.kinds),
+        uses=uses,
+        until=when(t, grant.expires_at),
+        revoked=revoked,
+    )
+
+
+def grant_views(t: Catalogue, grants: Sequence[registry_pb2.GrantRecord]) -> list[GrantView]:
+    """Every grant, in force first."""
+    views = [grant_view(t, grant) for grant in grants]
+    return sorted(views, key=lambda view: (bool(view.revoked), view.title, view.grant_id))
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    """One record held by an agency."""
+
+    kind: str
+    category: str
+    status: str
+    since: str
+    until: str
+    amount: str
+    overdue: str
+    disputed: bool
+
+
+@dataclass(frozen=True)
+class RecordsView:
+    """One agency's answer."""
+
+    agency: str
+    records: list[RecordRow]
+    problem: str
+    shown_note: str
+    how_to_contest: str
+    kinds: list[str]
+
+
+def records_views(t: Catalogue, answers: Sequence[AgencyAnswer]) -> list[RecordsView]:
+    """Each agency's opened answer, or why it could not be read."""
+    views = []
+    for answer in answers:
+        if answer.records is None:
+            views.append(RecordsView(answer.agency, [], answer.problem, "", "", []))
+            continue
+        held = answer.records.records
+        rows = [
+            RecordRow(
+                kind=_plain(record.kind),
+                category=_plain(record.category),
+                status=_plain(record.status),
+                since=_day(record.occurred_at),
+                until=_day(record.expires_at),
+                amount=record.amount_band or "—",
+                overdue=str(record.days_overdue) if record.days_overdue else "—",
+                disputed=record.disputed,
+            )
+            for record in held
+        ]
+        total = int(answer.records.total)
+        note = t("records.shown", shown=len(held), total=total) if total > len(held) else ""
+        kinds = sorted({record.kind for record in held})
+        views.append(
+            RecordsView(answer.agency, rows, "", note, answer.records.how_to_contest, kinds)
+        )
+    return views
+
+
+@dataclass(frozen=True)
+class ContestView:
+    """One contest and where it stands."""
+
+    contest_id: str
+    agency: str
+    which: str
+    state: str
+    filed: str
+    resolved: str
+
+
+def contest_views(
+    t: Catalogue, contests: Sequence[registry_pb2.ContestRecord]
+) -> list[ContestView]:
+    """The subject's contests, newest first."""
+    rows = []
+    for contest in sorted(contests, key=lambda item: item.filed_at.ToNanoseconds(), reverse=True):
+        state_key = f"state.{contest.state}"
+        rows.append(
+            ContestView(
+                contest_id=contest.contest_id,
+                agency=contest.agency,
+                which=_plain(contest.record_kind)
+                if contest.record_kind
+                else t("contests.kind_all"),
+                state=t(state_key) if t.has(state_key) else contest.state,
+                filed=when(t, contest.filed_at),
+                resolved=(
+                    when(t, contest.resolved_at)
+                    if contest.HasField("resolved_at")
+                    else t("contests.not_yet")
+                ),
+            )
+        )
+    return rows
