@@ -47,8 +47,9 @@ from datetime import datetime
 
 from central_registry.outcomes import AgencyOutcome
 from credence.blind.layout import VectorLayout
+from credence.blind.reading import impossible_reason, kind_counts, verdict_parts
 from credence.blind.recovery import remove_recovery
-from credence.blind.sums import add, check_sum, to_signed, verdict_from_sum
+from credence.blind.sums import add
 from credence.scorecard import Aggregator
 from credence.v1 import agency_pb2, common_pb2, registry_pb2
 
@@ -58,7 +59,6 @@ _BLACKLIST = common_pb2.VERDICT_KIND_BLACKLIST
 _CREDIT = common_pb2.VERDICT_KIND_CREDIT
 _ANSWERED = common_pb2.COVERAGE_STATE_ANSWERED
 _INVALID = common_pb2.COVERAGE_STATE_INVALID_ANSWER
-_INCOMPLETE = registry_pb2.BlacklistVerdict(status=common_pb2.BLACKLIST_STATUS_INCOMPLETE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,15 +181,15 @@ def aggregate(
                 usable.append(index)
     summed, why = _sum(outcomes, usable, layout, recovery)
     if not why:
-        why = _impossible(layout, summed, len(usable), kinds)
-    blacklist, credit = _parts(
-        layout,
-        summed=summed if not why else None,
-        outcomes=outcomes,
-        usable=usable,
-        aggregator=aggregator,
-        kinds=kinds,
-        contributors=contributors,
+        why = impossible_reason(layout, summed, len(usable), kinds)
+    counts = kind_counts(
+        [outcome.member_id for outcome in outcomes],
+        {outcomes[index].member_id for index in usable},
+        kinds,
+        contributors,
+    )
+    blacklist, credit = verdict_parts(
+        layout, None if why else summed, aggregator=aggregator, counts=counts
     )
     verdict = registry_pb2.Verdict(
         verdict_id=verdict_id,
@@ -258,65 +258,3 @@ def _sum(
             return zeros, f"agency {member} answered but gave no usable recovery share"
         shares.append(share)
     return remove_recovery(summed, shares), ""
-
-
-def _impossible(
-    layout: VectorLayout, summed: Sequence[int], answering: int, kinds: Sequence[int]
-) -> str:
-    """Why the sum is impossible for ``answering`` honest answers to ``kinds``, or ""."""
-    reason = check_sum(layout, summed, answering)
-    if reason:
-        return f"the answers' sum is impossible: {reason}"
-    parts = []
-    if _BLACKLIST not in kinds:
-        parts.append(("blacklist", range(0, layout.points_index)))
-    if _CREDIT not in kinds:
-        parts.append(("credit", range(layout.points_index, layout.length)))
-    for part, indices in parts:
-        for index in indices:
-            if summed[index]:
-                return (
-                    f"the answers' sum is impossible: the {layout.slots[index]} sum "
-                    f"{to_signed(summed[index])} is not 0, and {part} was not asked"
-                )
-    return ""
-
-
-def _parts(
-    layout: VectorLayout,
-    *,
-    summed: Sequence[int] | None,
-    outcomes: Sequence[AgencyOutcome],
-    usable: Sequence[int],
-    aggregator: Aggregator,
-    kinds: Sequence[int],
-    contributors: Mapping[int, Set[str]] | None,
-) -> tuple[registry_pb2.BlacklistVerdict, registry_pb2.CreditVerdict]:
-    """Both verdict parts from the sum; with no readable sum, INCOMPLETE and the base score."""
-    counts = {}
-    for kind in (_BLACKLIST, _CREDIT):
-        members = contributors.get(kind) if contributors is not None else None
-        if kind not in kinds:
-            counts[kind] = (0, 0)
-            continue
-        expected = sum(1 for o in outcomes if members is None or o.member_id in members)
-        answering = sum(
-            1 for index in usable if members is None or outcomes[index].member_id in members
-        )
-        counts[kind] = (answering, expected)
-    if summed is None:
-        _, credit = verdict_from_sum(
-            layout, [0] * layout.length, answering=0, expected=0, aggregator=aggregator,
-            credit_answering=0, credit_expected=counts[_CREDIT][1],
-        )  # fmt: skip
-        credit.provisional = True
-        return _INCOMPLETE, credit
-    return verdict_from_sum(
-        layout,
-        summed,
-        answering=counts[_BLACKLIST][0],
-        expected=counts[_BLACKLIST][1],
-        aggregator=aggregator,
-        credit_answering=counts[_CREDIT][0],
-        credit_expected=counts[_CREDIT][1],
-    )

@@ -20,6 +20,11 @@ an issue time more than the clock skew ahead of ``now`` is refused. The JWS
 follows the JOSE habit of :func:`credence.jws.check_time_claims`: the skew is
 allowed on ``exp`` too.
 
+A single lookup's verdict carries the node-signed masked answers and recovery
+shares it was built from: :func:`readd_verdict` checks every signature, adds
+them again and checks every field against the sum (docs/protocol.md section
+10), so nobody has to trust the registry's addition.
+
 A verdict file (``credence verdict check FILE``) is JSON holding both forms:
 ``{"type": "credence-verdict/v1", "envelope": <DSSE JSON envelope>, "jws": "..."}``.
 """
@@ -30,9 +35,13 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from credence import payloads
+from credence.blind.layout import VectorLayout, for_scorecard
+from credence.blind.reading import impossible_reason, kind_counts, verdict_parts
+from credence.blind.recovery import remove_recovery
+from credence.blind.sums import add
 from credence.encoding import b64url_encode, format_time, require_utc
 from credence.envelope import Envelope, sign, verify_message
 from credence.errors import (
@@ -53,13 +62,18 @@ from credence.jws import (
 )
 from credence.keys import KeySet, SigningKey
 from credence.names import kind_name, purpose_name
-from credence.v1 import common_pb2, registry_pb2
+from credence.scorecard import Aggregator
+from credence.v1 import agency_pb2, common_pb2, registry_pb2
+
+if TYPE_CHECKING:
+    from credence.manifest import TrustedManifest
 
 __all__ = [
     "VERDICT_FILE_TYPE",
     "VERDICT_JWS_MAX_SIZE",
     "VERDICT_TYP",
     "read_verdict_file",
+    "readd_verdict",
     "sign_verdict",
     "verdict_claims",
     "verdict_file",
@@ -338,3 +352,162 @@ def _name(table: Mapping[int, str], value: int, what: str) -> str:
         return table[value]
     except KeyError:
         raise InvalidInput(f"verdict has an unspecified or unknown {what} ({value})") from None
+
+
+_ANSWERED = common_pb2.COVERAGE_STATE_ANSWERED
+
+
+def readd_verdict(verdict: registry_pb2.Verdict, manifest: TrustedManifest) -> None:
+    """Re-add the answers a verdict carries and check that every field follows from the sum.
+
+    Checks each answer's and recovery share's signature under its agency's
+    keys in ``manifest``; that the answers are the query's, one per agency
+    the coverage lists ANSWERED, with the coverage's answer hashes; that the
+    shares cover exactly the members that did not answer; then adds the
+    masked vectors, removes the shares and checks the blacklist and credit
+    parts and ``incomplete_reason`` against what the sum gives
+    (:mod:`credence.blind.reading`). Contributors per kind are the
+    manifest's, so use the manifest version the verdict was made under.
+
+    Raises:
+        InvalidInput: the verdict carries no answers though agencies answered
+            (a screening verdict references its batch's answers by hash), or
+            an answer or share is malformed.
+        UnknownKey: an answer or share is signed by no key of its agency.
+        BadSignature: an answer's or share's signature does not verify.
+        ClaimMismatch: an answer, share or verdict field does not follow
+            (names the first that differs).
+    """
+    what = f"verdict {verdict.verdict_id!r}"
+    layout = for_scorecard(manifest.scorecard)
+    if verdict.scorecard_version != layout.scorecard_version:
+        raise ClaimMismatch(
+            f"{what} is under scorecard {verdict.scorecard_version!r}; the manifest's is "
+            f"{layout.scorecard_version!r}: check it against the manifest it was made under"
+        )
+    members = [agency.member_id for agency in verdict.coverage.agencies]
+    masked = _answers(verdict, manifest, what, layout)
+    missing = sorted(set(members) - set(masked))
+    shares = _shares(verdict, manifest, what, missing=missing, words=layout.length)
+    summed: list[int] | None = add(masked.values()) if masked else [0] * layout.length
+    why = ""
+    if masked and missing and set(shares) != set(masked):
+        if not verdict.incomplete_reason:
+            raise ClaimMismatch(
+                f"{what}: the shares of {', '.join(sorted(set(masked) - set(shares)))} are "
+                "missing, but the verdict does not say its sum could not be read"
+            )
+        summed, why = None, verdict.incomplete_reason
+    elif masked and missing:
+        summed = remove_recovery(summed or [], shares.values())
+    if summed is not None:
+        why = impossible_reason(layout, summed, len(masked), verdict.kinds)
+        summed = None if why else summed
+    if verdict.incomplete_reason != why:
+        raise ClaimMismatch(
+            f"{what}: incomplete_reason is {verdict.incomplete_reason!r}; the sum gives {why!r}"
+        )
+    contributors: dict[int, set[str]] = {
+        kind: {member.member_id for member in manifest.contributors(kind)} for kind in verdict.kinds
+    }
+    counts = kind_counts(members, masked, verdict.kinds, contributors)
+    blacklist, credit = verdict_parts(
+        layout, summed, aggregator=Aggregator(manifest.scorecard), counts=counts
+    )
+    _same_part(verdict, what, "blacklist", blacklist, common_pb2.VERDICT_KIND_BLACKLIST)
+    _same_part(verdict, what, "credit", credit, common_pb2.VERDICT_KIND_CREDIT)
+
+
+def _same_part(
+    verdict: registry_pb2.Verdict,
+    what: str,
+    name: Literal["blacklist", "credit"],
+    part: registry_pb2.BlacklistVerdict | registry_pb2.CreditVerdict,
+    kind: int,
+) -> None:
+    asked = kind in verdict.kinds
+    if verdict.HasField(name) != asked or (asked and getattr(verdict, name) != part):
+        raise ClaimMismatch(
+            f"{what}: its {name} part does not follow from the re-added sum "
+            f"(the sum gives {' '.join(str(part).split()) if asked else 'none'})"
+        )
+
+
+def _answers(
+    verdict: registry_pb2.Verdict, manifest: TrustedManifest, what: str, layout: VectorLayout
+) -> dict[str, list[int]]:
+    """The verified masked vectors by agency: one per agency the coverage lists answered."""
+    coverage = verdict.coverage
+    hashes = {a.member_id: a.answer_hash for a in coverage.agencies if a.state == _ANSWERED}
+    if hashes and not verdict.answers:
+        raise InvalidInput(
+            f"{what} carries no answers to re-add: a screening verdict references its batch's "
+            "answers by their hashes (answer_hashes)"
+        )
+    if list(verdict.answer_hashes) != list(hashes.values()):
+        raise ClaimMismatch(f"{what}: answer_hashes are not the coverage's answered hashes")
+    if (coverage.answered, coverage.expected) != (len(hashes), len(coverage.agencies)):
+        raise ClaimMismatch(
+            f"{what}: coverage counts {coverage.answered} of {coverage.expected}; it lists "
+            f"{len(hashes)} answered of {len(coverage.agencies)}"
+        )
+    masked: dict[str, list[int]] = {}
+    for proto in verdict.answers:
+        envelope = Envelope.from_proto(proto)
+        agency = _signer(envelope, agency_pb2.Answer, what).agency
+        answer = verify_message(
+            envelope, payloads.ANSWER, manifest.member_keys(agency, allow_suspended=True),
+            agency_pb2.Answer,
+        )  # fmt: skip
+        digest = hashlib.sha256(envelope.payload).digest()
+        if answer.query_id != verdict.query_id or hashes.get(agency) != digest:
+            raise ClaimMismatch(
+                f"{what}: the answer signed by {agency!r} is not one its coverage lists "
+                "answered to this query (query id or answer hash differs)"
+            )
+        if agency in masked:
+            raise ClaimMismatch(f"{what} carries two answers by {agency!r}")
+        if answer.layout_id != layout.layout_id or len(answer.masked) != layout.length:
+            raise ClaimMismatch(f"{what}: {agency!r}'s answer is not a vector of the layout")
+        masked[agency] = list(answer.masked)
+    if set(masked) != set(hashes):
+        raise ClaimMismatch(
+            f"{what} lacks the answers of {', '.join(sorted(set(hashes) - set(masked)))}"
+        )
+    return masked
+
+
+def _signer(envelope: Envelope, message_cls: Any, what: str) -> Any:
+    """The unverified message, read only to find whose keys verify it."""
+    try:
+        return message_cls.FromString(envelope.payload)
+    except Exception as exc:
+        raise InvalidInput(f"{what} carries a malformed {message_cls.__name__}: {exc}") from exc
+
+
+def _shares(
+    verdict: registry_pb2.Verdict,
+    manifest: TrustedManifest,
+    what: str,
+    *,
+    missing: list[str],
+    words: int,
+) -> dict[str, list[int]]:
+    """The verdict's recovery shares by agency, each verified and for the missing set."""
+    shares: dict[str, list[int]] = {}
+    for proto in verdict.recoveries:
+        envelope = Envelope.from_proto(proto)
+        agency = _signer(envelope, agency_pb2.RecoveryShare, what).agency
+        share = verify_message(
+            envelope, payloads.RECOVERY_SHARE,
+            manifest.member_keys(agency, allow_suspended=True), agency_pb2.RecoveryShare,
+        )  # fmt: skip
+        if share.query_id != verdict.query_id or list(share.missing) != missing:
+            raise ClaimMismatch(
+                f"{what}: {agency!r}'s recovery share is not for this query and its missing "
+                f"agencies ({', '.join(missing) or 'none'})"
+            )
+        if agency in shares or len(share.share) != words:
+            raise ClaimMismatch(f"{what}: {agency!r}'s recovery share is repeated or misshaped")
+        shares[agency] = list(share.share)
+    return shares

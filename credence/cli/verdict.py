@@ -4,7 +4,10 @@
                                 [--log-proof RECEIPT] [--json]
 
 Checks the registry's signature under a key of the federation manifest, the
-expiry, and that the verdict was issued to the requester. Exit 0 yes, 1 no.
+expiry, and that the verdict was issued to the requester, then re-adds it:
+every node-signed masked answer and recovery share it carries is checked
+under its agency's keys, summed, and every verdict field checked against the
+sum (:func:`credence.verdicts.readd_verdict`). Exit 0 yes, 1 no.
 Offline: the manifest is one the user already holds (``--manifest FILE``, else
 the one ``dev up`` wrote, named by the federation file's ``manifest``, else
 ``manifest.json`` beside it), verified against the pinned root keys. Only
@@ -32,7 +35,7 @@ from credence.envelope import Envelope
 from credence.errors import Expired, InvalidInput, VerificationError
 from credence.manifest import TrustedManifest, verify_manifest
 from credence.v1.registry_pb2 import Verdict
-from credence.verdicts import read_verdict_file, verify_verdict_file
+from credence.verdicts import read_verdict_file, readd_verdict, verify_verdict_file
 
 EXAMPLES = """examples:
   credence verdict check verdict.json
@@ -42,7 +45,9 @@ EXAMPLES = """examples:
   credence verdict check verdict.json --log-proof receipts/q-1f3a.tlog-proof
 
 Checks the registry's signature under a key of the federation manifest, the
-expiry, and that the verdict was issued to you. Exit 0 yes, 1 no. It runs
+expiry, and that the verdict was issued to you, then re-adds the node-signed
+masked answers it carries and checks every field against their sum. Exit 0
+yes, 1 no. It runs
 offline against the manifest you hold (--manifest FILE, else the one `dev up`
 wrote), verified against the pinned root keys; --refresh fetches the current
 one over TLS first and saves it.
@@ -134,6 +139,7 @@ def _check(args: argparse.Namespace) -> int:
             requester=requester,
             issuer=manifest.registry.member_id,
         )
+        readd_verdict(verdict, manifest)
         logged = _logged(args, verdict, manifest, now)
     except (VerificationError, InvalidInput) as exc:
         reason = " ".join(str(exc).split())
@@ -150,11 +156,16 @@ def _check(args: argparse.Namespace) -> int:
             "valid": True, "verdict_id": verdict.verdict_id, "requester": requester,
             "expires_at": expires, "key_ids": key_ids, "manifest_version": manifest.version,
             "claims": claims, **({"log_proof": logged} if logged else {}),
+            "re_added": {"answers": len(verdict.answers), "recoveries": len(verdict.recoveries)},
         }))  # fmt: skip
         return 0
     print(
         f"yes: verdict {verdict.verdict_id} is signed by the registry key {', '.join(key_ids)} "
         f"(manifest version {manifest.version}), issued to {requester}, valid until {expires}"
+    )
+    print(
+        f"re-added: {len(verdict.answers)} signed masked answers and "
+        f"{len(verdict.recoveries)} recovery shares give every field of the verdict"
     )
     if logged:
         print(
