@@ -55,7 +55,8 @@ class MemoryDesk:
         )  # fmt: skip
         _at(served, "at", NOW - timedelta(minutes=5))
         refused = registry_pb2.LookupRecord(
-            query_id="q2", requester="shop-9", outcome="refused: no consent covers this lookup",
+            query_id="q2", requester="shop-9",
+            outcome="refused: PERMISSION_DENIED: no consent covers this lookup",
             purpose=common_pb2.PURPOSE_TENANCY_SCREENING, kinds=[common_pb2.VERDICT_KIND_CREDIT],
         )  # fmt: skip
         _at(refused, "at", NOW - timedelta(minutes=1))

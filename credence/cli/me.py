@@ -370,6 +370,8 @@ def _portal(args: argparse.Namespace) -> int:
               f"in your browser (it works once):\n\n  {link}\n\nStop the portal with Ctrl+C.",
               flush=True)  # fmt: skip
         server.run()
+    except KeyboardInterrupt:
+        pass  # Ctrl+C is how the portal is meant to stop; the server has shut down
     finally:
         desk.close()
     return 0

@@ -5,6 +5,7 @@ Pure functions over protobuf messages; the templates only lay them out.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +53,7 @@ def _enum_words(t: Catalogue, prefix: str, names: dict[int, str], value: int) ->
     return t(key) if t.has(key) else t(f"{prefix}.unknown", name=name)
 
 
+_STATUS_CODE = re.compile(r"^[A-Z][A-Z_]+: ")
 _PURPOSES: dict[int, str] = {int(value): name for name, value in common_pb2.Purpose.items()}
 _KINDS: dict[int, str] = {int(value): name for name, value in common_pb2.VerdictKind.items()}
 
@@ -95,11 +97,9 @@ def lookup_views(t: Catalogue, lookups: Sequence[registry_pb2.LookupRecord]) -> 
     rows = []
     for lookup in sorted(lookups, key=lambda item: item.at.ToNanoseconds(), reverse=True):
         refused = lookup.outcome.startswith("refused")
-        outcome = (
-            t("lookups.refused", reason=lookup.outcome.removeprefix("refused").lstrip(": "))
-            if refused
-            else t("lookups.served")
-        )
+        # "refused: PERMISSION_DENIED: grant ... was revoked": the words, not the status code.
+        reason = _STATUS_CODE.sub("", lookup.outcome.removeprefix("refused").lstrip(": "))
+        outcome = t("lookups.refused", reason=reason) if refused else t("lookups.served")
         if lookup.basis.startswith("consent "):
             basis = t("basis.consent", grant_id=lookup.basis.removeprefix("consent "))
         elif lookup.basis:

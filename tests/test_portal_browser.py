@@ -1,0 +1,287 @@
+"""A subject's portal in a real browser: Debian's Chromium driven by Playwright.
+
+A registry, a court and a bank run in this process over mutual TLS; a lender
+looks a person up with their consent. The person starts ``credence me
+portal`` (the real command, its own process, their own key and binding
+files), opens the link it prints, sees the lookup made moments before,
+disputes the court's record and the lender's next verdict is marked disputed,
+withdraws the consent and the lender's next lookup is refused, which the
+lookups page then shows. The pages' accessibility tree names every control,
+keeps headings in order and has its landmarks; a phone-sized window shows
+every page without sideways scrolling. Screenshots go under the test's
+temporary directory. Chromium is Debian's (/usr/bin/chromium); without it the
+test skips saying so, under CI (CI=true) it fails instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from support.fixtures import StartFederation
+from support.inprocess import InProcessFederation
+
+from credence.dev import synthetic
+from credence.errors import PermissionDenied
+from credence.keys import save_signing_key
+from credence.v1 import agency_pb2, registry_pb2
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page, ViewportSize
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: Chromium's flags: headless, no sandbox (CI runs as root), nothing fetched from the network.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+#: Generous: a browser and a command starting on a busy two-core machine.
+TIMEOUT_MS = 60_000
+COURT, BANK = synthetic.AGENCY_PROFILES[0], synthetic.AGENCY_PROFILES[2]
+LENDER = "lender"
+PHONE: ViewportSize = {"width": 390, "height": 844}
+
+
+def _missing() -> str:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} not found: apt-get install chromium (.ci/run does)"
+    if importlib.util.find_spec("playwright") is None:
+        return "the playwright package is not installed: pip install -e '.[dev]'"
+    return ""
+
+
+@pytest.fixture(scope="module")
+def browser_ready() -> None:
+    reason = _missing()
+    if reason and os.environ.get("CI") == "true":
+        pytest.fail(f"the portal's browser tests must run under CI: {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def fed(browser_ready: None, start_federation: StartFederation) -> InProcessFederation:
+    federation = start_federation("portal-browser")
+    federation.enrol_member("idp", "company", "--identity-verifier")
+    federation.enrol_member(LENDER, "company")
+    federation.add_agency(COURT)
+    federation.add_agency(BANK)
+    return federation
+
+
+@dataclass
+class Person:
+    identifier: str
+    consent: str
+    grant_id: str
+    key_file: Path
+    binding_file: Path
+
+
+def _listed_person(fed: InProcessFederation) -> str:
+    """A person the court lists today, with no dispute yet."""
+    today = datetime.now(UTC).date().isoformat()
+    with (fed.node_dir(COURT.name) / "records.csv").open(newline="") as rows:
+        for row in csv.DictReader(rows):
+            if (
+                not row["identifier"].startswith("reg:")
+                and row["status"] == "active"
+                and row["disputed"] == "false"
+                and (not row["expires_at"] or row["expires_at"] > today)
+            ):
+                return row["identifier"]
+    raise AssertionError("the synthetic court lists no person")
+
+
+@pytest.fixture(scope="module")
+def person(fed: InProcessFederation, tmp_path_factory: pytest.TempPathFactory) -> Person:
+    identifier = _listed_person(fed)
+    consent, grant_id, key, binding = fed.consent(identifier, requester=LENDER, idp="idp")
+    directory = tmp_path_factory.mktemp("person")
+    key_file, binding_file = directory / "me.key", directory / "me.binding.jwt"
+    save_signing_key(key_file, key)
+    binding_file.write_text(binding)
+    return Person(identifier, consent, grant_id, key_file, binding_file)
+
+
+def _federation_file(fed: InProcessFederation) -> Path:
+    path = fed.root / "federation.json"
+    registry = {
+        "member_id": "registry", "address": fed.address, "public_address": fed.public,
+        "http_url": f"https://127.0.0.1:{fed.registry.http_port}",
+        "ca_cert": str(fed.registry_dir / "ca.crt"), "root_keys": str(fed.root / "root.jwks.json"),
+    }  # fmt: skip
+    # A subject needs only the registry; the file format also names a member.
+    path.write_text(json.dumps({"registry": registry, "company": {"member_id": LENDER}}))
+    return path
+
+
+@pytest.fixture
+def portal_link(fed: InProcessFederation, person: Person) -> Iterator[str]:
+    """``credence me portal`` as the person runs it; its printed login link."""
+    command: list[str | Path] = [
+        sys.executable, "-m", "credence.cli", "me", "portal", "--key", person.key_file,
+        "--binding", person.binding_file, "--federation", _federation_file(fed),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    printed: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            printed.append(line)
+            if "/login/" in line:
+                found.set()
+        found.set()  # the command ended: say what it printed
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert found.wait(TIMEOUT_MS / 1000), "".join(printed)
+        [link] = re.findall(r"http://127\.0\.0\.1:\d+/login/\S+", "".join(printed))
+        yield link
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl+C, as the person stops it
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reader.join(timeout=10)
+        assert process.stdout is not None
+        process.stdout.close()
+    assert process.returncode == 0, "".join(printed)
+
+
+@pytest.fixture
+def page(browser_ready: None, tmp_path: Path) -> Iterator[Page]:
+    # Imported here: without playwright the module still loads and says why it skips.
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_ARGS, timeout=TIMEOUT_MS,
+        )  # fmt: skip
+        try:
+            context.set_default_timeout(TIMEOUT_MS)
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+
+
+def _verdict(fed: InProcessFederation, person: Person) -> registry_pb2.Verdict:
+    grant = agency_pb2.Grant(consent_token=person.consent)
+    with fed.requester(LENDER) as lender:
+        verified = lender.request_verdict(
+            fed.subject(person.identifier), kinds=("blacklist", "credit"),
+            purpose="credit_assessment", grant=grant,
+        )  # fmt: skip
+    return verified.verdict
+
+
+_CONTROL = re.compile(r"^\s*- (textbox|combobox|button|link|checkbox|radio|img)\b(.*)$")
+_HEADING = re.compile(r'^\s*- heading "[^"]+" \[level=(\d)\]', re.MULTILINE)
+
+
+def _accessible(page: Page, name: str) -> None:
+    """Every control and image has a name, headings go in order, landmarks exist."""
+    tree = page.locator("body").aria_snapshot()
+    for line in tree.splitlines():
+        if control := _CONTROL.match(line):
+            assert control.group(2).lstrip().startswith('"'), f"{name}: unnamed {line.strip()}"
+    levels = [int(level) for level in _HEADING.findall(tree)]
+    assert levels, f"{name}: no headings"
+    assert levels[0] == 1, f"{name}: the first heading is level {levels[0]}"
+    assert all(b <= a + 1 for a, b in itertools.pairwise(levels)), (name, levels)
+    for landmark in ("banner", "navigation", "main", "contentinfo"):
+        assert re.search(rf"^\s*- {landmark}\b", tree, re.MULTILINE), f"{name}: no {landmark}"
+
+
+def test_a_person_sees_revokes_and_disputes_in_the_browser(
+    fed: InProcessFederation, person: Person, portal_link: str, page: Page, tmp_path: Path
+) -> None:
+    shots = tmp_path / "screenshots"
+    base = portal_link.split("/login/", maxsplit=1)[0]
+    before = _verdict(fed, person)
+    assert not before.blacklist.disputed
+
+    # The lookup made moments before, in words.
+    page.goto(portal_link)
+    page.wait_for_url(f"{base}/lookups")
+    row = page.locator("tbody tr").first
+    assert LENDER in row.inner_text()
+    assert "deciding on a loan or credit" in row.inner_text()
+    assert "Answered" in row.inner_text()
+    assert f"your permission {person.grant_id}" in row.inner_text()
+    _accessible(page, "lookups")
+    page.screenshot(path=shots / "lookups.png", full_page=True)
+
+    # The court's records, sealed to this page and opened here; dispute them.
+    page.click("nav a[href='/records']")
+    page.wait_for_url(f"{base}/records")
+    court = page.locator(f"#agency-{COURT.name}")
+    assert "court judgment" in court.inner_text()
+    _accessible(page, "records")
+    page.screenshot(path=shots / "records.png", full_page=True)
+    court.locator(f"a[data-agency='{COURT.name}']").click()
+    page.wait_for_url(re.compile(r"/contests\?agency="))
+    _accessible(page, "contests")
+    page.get_by_label("What is wrong, in your words").fill("This judgment was paid in March.")
+    page.get_by_role("button", name="Send the dispute").click()
+    status = page.get_by_role("status")
+    assert f"was sent to {COURT.name}" in status.inner_text()
+    assert "Open: the agency is looking at it" in page.locator("tbody").inner_text()
+    page.screenshot(path=shots / "contests.png", full_page=True)
+    assert _verdict(fed, person).blacklist.disputed
+    page.click("nav a[href='/records']")
+    assert "Yes, you disputed it" in page.locator(f"#agency-{COURT.name}").inner_text()
+
+    # Withdraw the consent: a click, then a confirmation.
+    page.click("nav a[href='/grants']")
+    page.wait_for_url(f"{base}/grants")
+    _accessible(page, "grants")
+    page.click(f"a[data-grant='{person.grant_id}']")
+    _accessible(page, "confirm")
+    page.screenshot(path=shots / "confirm.png", full_page=True)
+    page.get_by_role("button", name="Yes, withdraw it").click()
+    assert "was withdrawn on" in page.get_by_role("status").inner_text()
+    assert "Withdrawn on" in page.locator(f"#grant-{person.grant_id}").inner_text()
+    page.screenshot(path=shots / "grants.png", full_page=True)
+    with pytest.raises(PermissionDenied, match="revoked"):
+        _verdict(fed, person)
+
+    # The refused lookup is on the lookups page too.
+    page.click("nav a[href='/lookups']")
+    refused = page.locator("tbody tr").first.inner_text()
+    assert "Refused" in refused
+    assert "revoked" in refused
+    assert "PERMISSION_DENIED" not in refused
+
+    # A phone-sized window: every page fits its width.
+    page.set_viewport_size(PHONE)
+    for name in ("lookups", "grants", "records", "contests"):
+        page.goto(f"{base}/{name}")
+        fits = page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert fits, f"{name} scrolls sideways on a phone"
+        page.screenshot(path=shots / f"phone-{name}.png", full_page=True)
+    saved = sorted(path.name for path in shots.iterdir())
+    assert len(saved) == 9, saved
+    assert all((shots / name).stat().st_size > 1000 for name in saved)
