@@ -11,13 +11,15 @@ signed verdict batch. A refusal writes bounded rows only: at most
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import struct
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 
 from central_registry.access import Allowed, check_asked, check_grant, subject_from_proto
-from central_registry.aggregation import Recovery, aggregate
+from central_registry.aggregation import Recovery, aggregate, answer_problem
 from central_registry.fanout import BatchReply
 from central_registry.grants import GrantPolicy
 from central_registry.limits import request_shape
@@ -27,7 +29,6 @@ from central_registry.mask_recovery import layout_of, recover
 from central_registry.verdict_bytes import VerdictTemplate, verdict_batch_bytes
 from credence import payloads, queries
 from credence.blind.layout import VectorLayout
-from credence.blind.sums import add
 from credence.envelope import sign
 from credence.errors import CredenceError
 from credence.grants.check import PUBLIC_REGISTER, Asked
@@ -45,6 +46,7 @@ _log = logging.getLogger(__name__)
 
 _BLACKLIST = common_pb2.VERDICT_KIND_BLACKLIST
 _ANSWERED_STATE = common_pb2.COVERAGE_STATE_ANSWERED
+_WORD = (1 << 64) - 1
 _PUBLIC = "public_register"  # the Grant oneof's case
 _PUBLIC_KIND = PUBLIC_REGISTER.kind
 
@@ -298,50 +300,83 @@ async def _screen_accepted(
     return [verdict for chunk_verdicts in results for verdict in chunk_verdicts]
 
 
+@functools.lru_cache(maxsize=8)
+def _even_lanes(words: int) -> int:
+    """All 64 bits set in each even-numbered 64-bit word of ``words`` words."""
+    pairs = (words + 1) // 2
+    return ((1 << (128 * pairs)) - 1) // ((1 << 128) - 1) * _WORD
+
+
 class _BatchSums:
-    """The masked sum of each item of one node batch, over the agencies that answered it.
+    """Which items of one node batch have masked answers that add up to zero, and can be read.
+
+    The masked vectors of every agency that answered the batch are added as
+    big integers (the even-numbered words and the odd ones apart, a 128-bit
+    lane per word, so no carry crosses words): a few C-speed operations per
+    agency instead of Python operations per word. Only the zero test of each
+    item's sum is read here; an item aggregated on its own is added again.
 
     Attributes:
         answering: the agencies that answered the batch (some items may be refusals).
         missing: the agencies that did not answer the batch at all.
-        summed: per item, the sum of the masked vectors of the agencies that
-            answered it (masks with ``missing`` still in).
         complete: per item, whether every agency in ``answering`` answered it
-            with a usable vector: only then can its masks be removed.
+            with a vector of the layout: only then can its masks be removed.
+        zero: per item, whether those vectors sum to all zeros (masks with
+            ``missing`` still in).
     """
 
-    __slots__ = ("answering", "complete", "missing", "summed")
+    __slots__ = ("answering", "complete", "missing", "zero")
 
     def __init__(self, replies: Sequence[BatchReply], layout: VectorLayout, items: int) -> None:
         self.answering = [r.target.member_id for r in replies if r.failure is None]
         self.missing = [r.target.member_id for r in replies if r.failure is not None]
         length = layout.length
-        layout_id = layout.layout_id
-        flats: list[list[int]] = []
+        size = 8 * length
+        words = length * items
+        lanes = _even_lanes(words) if words else 0
+        # An item's answer holding exactly the masked words and the layout id
+        # serializes to prefix + words + suffix: its words are read as bytes,
+        # about a third of the CPU of reading them as Python integers.
+        layout_id = layout.layout_id.encode()
+        prefix = b"\x3a" + _varint(size)
+        suffix = b"\x42" + _varint(len(layout_id)) + layout_id
+        shape = len(prefix) + size + len(suffix)
+        end = len(prefix) + size
+        zero = bytes(size)
+        even = odd = 0
         complete = [True] * items
-        zeros = [0] * length
         for reply in replies:
             if reply.failure is not None:
                 continue
-            flat: list[int] = []
-            extend = flat.extend
+            parts: list[bytes] = []
+            keep = parts.append
             for index, item in enumerate(reply.items):
+                raw = item.answer.SerializeToString()
+                if len(raw) == shape and raw.startswith(prefix) and raw.endswith(suffix):
+                    keep(raw[len(prefix) : end])
+                    continue
                 answer = item.answer
-                masked = answer.masked
-                if (
-                    len(masked) != length
-                    or answer.layout_id != layout_id
-                    or answer.HasField("blacklist")
-                    or answer.HasField("credit")
-                ):
+                if answer_problem(answer, layout):
                     complete[index] = False
-                    extend(zeros)
+                    keep(zero)
                 else:
-                    extend(masked)
-            flats.append(flat)
-        total = add(flats) if flats else [0] * (length * items)
-        self.summed = [total[start : start + length] for start in range(0, length * items, length)]
+                    keep(struct.pack(f"<{length}Q", *answer.masked))
+            number = int.from_bytes(b"".join(parts), "little")
+            even += number & lanes
+            odd += (number >> 64) & lanes
+        total = ((even & lanes) | ((odd & lanes) << 64)).to_bytes(8 * words, "little")
+        self.zero = [total[start : start + size] == zero for start in range(0, 8 * words, size)]
         self.complete = complete
+
+
+def _varint(value: int) -> bytes:
+    """``value`` as a protobuf varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _item_recovery(
@@ -407,7 +442,7 @@ def _chunk_verdicts(
     for position, row in enumerate(chunk):
         lookup = row.lookup
         expires_at = now + ctx.verdict_life(row.allowed)
-        shared = shareable and sums.complete[position] and not any(sums.summed[position])
+        shared = shareable and sums.complete[position] and sums.zero[position]
         key = (row.allowed.grant_id, expires_at)
         template = templates.get(key) if shared else None
         if template is not None:

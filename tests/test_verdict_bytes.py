@@ -214,3 +214,18 @@ def test_template_rows_are_the_bytes_protobuf_writes() -> None:
     assert raw == full.SerializeToString()
     with pytest.raises(ValueError, match="names a subject"):
         VerdictTemplate(registry_pb2.Verdict(verdict_id="no subject"))
+
+
+def test_batch_sums_read_every_answer_shape_alike() -> None:
+    # Row 0 plain, row 1 an answer that also names its query (read field by field),
+    # row 2 refused by the court, row 3 listed by the court.
+    named = _clear()
+    named.answer.query_id = "q-1"
+    items = {name: [_clear(), _clear(), _clear(), _clear()] for name in AGENCIES}
+    items["court"][1] = named
+    items["court"][2] = _refused()
+    items["court"][3] = _listed()
+    sums = _BatchSums([_reply(name, items[name]) for name in AGENCIES], LAYOUT, 4)
+    assert sums.complete == [True, True, False, True]
+    assert sums.zero == [True, True, True, False]
+    assert (sums.answering, sums.missing) == (list(AGENCIES), [])
