@@ -57,13 +57,22 @@ from agency_node.importer import import_records
 from agency_node.models import Record
 from agency_node.offline_node import write_node_dir
 from credence import payloads, queries
+from credence.blind.layout import for_scorecard
+from credence.blind.sums import MOD
 from credence.dev.offline_federation import REGISTRY_ID, Federation
 from credence.envelope import Envelope, verify_message
 from credence.import_format import FIELDS
 from credence.keys import KeySet
 from credence.rpc.tls import channel_credentials
+from credence.scorecard import default_scorecard
 from credence.transparency import log_promise
 from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.blind import masks_of  # the tests' helper: reads masked answers
+
+_LAYOUT = for_scorecard(default_scorecard())
+LENGTH, LISTED = _LAYOUT.length, _LAYOUT.listed_index
 
 TARGET_SUBJECTS_PER_S = 50_000
 #: The node's CPU per screened subject, and per single query, at most (issue 13).
@@ -341,10 +350,19 @@ def check_answers(
         if reply.batch_hash != hashlib.sha256(request.batch.payload).digest():
             msg = f"answer to batch {reply.batch_id} is for another batch"
             raise AssertionError(msg)
-        for item in reply.items:
+        # The bench holds every agency's key, so it reads the listed slot the node masked.
+        masks = masks_of(
+            federation,
+            COURT,
+            sorted(federation.agencies),
+            reply.batch_id,
+            LENGTH * len(reply.items),
+        )
+        for index, item in enumerate(reply.items):
             if item.WhichOneof("outcome") == "answer":
                 answered += 1
-                listed += item.answer.blacklist.listed
+                slot = index * LENGTH + LISTED
+                listed += (item.answer.masked[LISTED] - masks[slot]) % MOD == 1
             else:
                 refused += 1
     return answered, refused, listed

@@ -45,6 +45,8 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from google.protobuf.unknown_fields import UnknownFieldSet
+
 from central_registry.outcomes import AgencyOutcome
 from credence.blind.layout import VectorLayout
 from credence.blind.reading import impossible_reason, kind_counts, verdict_parts
@@ -81,12 +83,11 @@ def answer_problem(answer: agency_pb2.Answer | None, layout: VectorLayout) -> st
     """Why an answer cannot be added into the sum, or "" when it can."""
     if answer is None:
         return "answered without an answer message"
-    for part in ("blacklist", "credit"):
-        if answer.HasField(part):
-            return (
-                f"answer carries a cleartext {part} part; answers are masked vectors "
-                "(docs/protocol.md section 10)"
-            )
+    if len(UnknownFieldSet(answer)):
+        return (
+            "answer carries fields outside the masked answer (a cleartext part?); "
+            "answers are masked vectors (docs/protocol.md section 10)"
+        )
     if answer.layout_id != layout.layout_id:
         return f"answer follows layout {answer.layout_id!r}, not {layout.layout_id!r}"
     if len(answer.masked) != layout.length:

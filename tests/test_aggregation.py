@@ -52,53 +52,38 @@ def answered(
     codes: Sequence[str] = (),
     credit_disputed: bool = False,
     parts: Sequence[int] = BOTH,
-    version: str = VERSION,
 ) -> AgencyOutcome:
-    answer = agency_pb2.Answer(query_id="q-1", agency=member)
-    if BL in parts:
-        answer.blacklist.CopyFrom(
-            agency_pb2.BlacklistAssertion(listed=listed, categories=categories, disputed=disputed)
+    """The answer as a node sends it: a vector (unmasked: a test audience of plain sums)."""
+    vector = LAYOUT.fill(
+        agency_pb2.BlacklistAssertion(listed=listed, categories=categories, disputed=disputed)
+        if BL in parts
+        else None,
+        agency_pb2.CreditContribution(
+            partial_points=points, reason_codes=codes, disputed=credit_disputed
         )
-    if CR in parts:
-        answer.credit.CopyFrom(
-            agency_pb2.CreditContribution(
-                partial_points=points,
-                reason_codes=codes,
-                scorecard_version=version,
-                disputed=credit_disputed,
-            )
-        )
+        if CR in parts
+        else None,
+    )
+    answer = agency_pb2.Answer(
+        query_id="q-1",
+        agency=member,
+        masked=[value % MOD for value in vector],
+        layout_id=LAYOUT.layout_id,
+    )
     return AgencyOutcome(member, ANSWERED, answer=answer, answer_hash=digest(member))
 
 
 def fitted(outcome: AgencyOutcome, kinds: Sequence[int]) -> AgencyOutcome:
+    """Zeros in the slots of the parts that were not asked, as a node fills them."""
     if outcome.answer is None:
         return outcome
     answer = agency_pb2.Answer()
     answer.CopyFrom(outcome.answer)
     if BL not in kinds:
-        answer.ClearField("blacklist")
+        answer.masked[: LAYOUT.points_index] = [0] * LAYOUT.points_index
     if CR not in kinds:
-        answer.ClearField("credit")
+        answer.masked[LAYOUT.points_index :] = [0] * (LAYOUT.length - LAYOUT.points_index)
     return replace(outcome, answer=answer)
-
-
-def as_vector(outcome: AgencyOutcome) -> AgencyOutcome:
-    """The answer as a node sends it: a vector (unmasked: a test audience of plain sums)."""
-    if outcome.answer is None or outcome.answer.masked:
-        return outcome
-    answer = outcome.answer
-    vector = LAYOUT.fill(
-        answer.blacklist if answer.HasField("blacklist") else None,
-        answer.credit if answer.HasField("credit") else None,
-    )
-    masked = agency_pb2.Answer(
-        query_id=answer.query_id,
-        agency=answer.agency,
-        masked=[value % MOD for value in vector],
-        layout_id=LAYOUT.layout_id,
-    )
-    return replace(outcome, answer=masked)
 
 
 def zero_shares(outcomes: Sequence[AgencyOutcome]) -> Recovery:
@@ -124,7 +109,6 @@ def build(
     """Aggregate; ``fit`` drops the parts of each answer that were not asked, as a node does."""
     if fit:
         outcomes = [fitted(outcome, kinds) for outcome in outcomes]
-    outcomes = [as_vector(outcome) for outcome in outcomes]
     return aggregate(
         verdict_id="v-1",
         query_id="q-1",
@@ -276,7 +260,7 @@ def test_credit_disputed_is_any_answering_agency_disputed() -> None:
 
 
 def test_an_answer_of_another_layout_is_invalid_and_counts_as_missing() -> None:
-    other = as_vector(answered("b", points=-300, codes=["F01"]))
+    other = answered("b", points=-300, codes=["F01"])
     assert other.answer is not None
     other.answer.layout_id = "credence-scorecard-v0/0000000000000000"
     verdict = build([answered("a", points=-80, codes=["T01"]), other])
@@ -295,11 +279,16 @@ def test_an_answer_of_another_layout_is_invalid_and_counts_as_missing() -> None:
 
 
 def _cleartext() -> AgencyOutcome:
-    return answered("b", listed=True)
+    """A vector answer that also carries the old cleartext blacklist part (field 5)."""
+    outcome = answered("b")
+    assert outcome.answer is not None
+    part = agency_pb2.BlacklistAssertion(listed=True).SerializeToString()
+    payload = outcome.answer.SerializeToString() + bytes([5 << 3 | 2, len(part)]) + part
+    return replace(outcome, answer=agency_pb2.Answer.FromString(payload))
 
 
 def _short() -> AgencyOutcome:
-    outcome = as_vector(answered("b"))
+    outcome = answered("b")
     assert outcome.answer is not None
     del outcome.answer.masked[-1]
     return outcome
@@ -310,8 +299,8 @@ def _short() -> AgencyOutcome:
     [
         (
             _cleartext(),
-            "answer carries a cleartext blacklist part; answers are masked vectors "
-            "(docs/protocol.md section 10)",
+            "answer carries fields outside the masked answer (a cleartext part?); "
+            "answers are masked vectors (docs/protocol.md section 10)",
         ),
         (
             _short(),
@@ -325,11 +314,11 @@ def _short() -> AgencyOutcome:
 def test_an_answer_that_is_not_a_vector_of_the_layout_is_invalid(
     outcome: AgencyOutcome, reason: str
 ) -> None:
-    # Built without as_vector for b: aggregate sees the answer as it came.
+    # Not fitted: aggregate sees b's answer as it came.
     verdict = aggregate(
         verdict_id="v-1", query_id="q-1", subject=SUBJECT, requester="acme",
         purpose=common_pb2.PURPOSE_CREDIT_ASSESSMENT, kinds=BOTH, grant_id="",
-        outcomes=[as_vector(answered("a")), outcome], aggregator=AGGREGATOR, layout=LAYOUT,
+        outcomes=[answered("a"), outcome], aggregator=AGGREGATOR, layout=LAYOUT,
         scorecard_version=VERSION, log_promise=None, issued_at=NOW,
         expires_at=NOW + timedelta(hours=1),
         recovery=Recovery(shares={"a": [0] * LAYOUT.length}),
@@ -360,7 +349,7 @@ def test_a_part_that_was_not_asked_makes_the_sum_impossible(
 
 
 def test_an_impossible_sum_is_incomplete_with_the_reason() -> None:
-    five = as_vector(answered("b", parts=[BL]))
+    five = answered("b", parts=[BL])
     assert five.answer is not None
     five.answer.masked[LAYOUT.listed_index] = 5
     verdict = build([answered("a", parts=[BL]), five], [BL])
@@ -383,17 +372,19 @@ def test_missing_recovery_shares_make_the_verdict_incomplete() -> None:
 
 def test_recovery_shares_are_removed_from_the_sum() -> None:
     share = [3] * LAYOUT.length
-    noisy = as_vector(answered("a", listed=True, categories=["fraud"], parts=[BL]))
+    noisy = answered("a", listed=True, categories=["fraud"], parts=[BL])
     assert noisy.answer is not None
     noisy.answer.masked[:] = [(v + 3) % MOD for v in noisy.answer.masked]
-    verdict = build([noisy, failed("b", TIMEOUT)], [BL], recovery=Recovery(shares={"a": share}))
+    verdict = build(
+        [noisy, failed("b", TIMEOUT)], [BL], recovery=Recovery(shares={"a": share}), fit=False
+    )
     assert verdict.blacklist == registry_pb2.BlacklistVerdict(
         status=LISTED, categories=["fraud"], listing_agencies=1
     )
 
 
 def test_an_invalid_listing_answer_does_not_list() -> None:
-    listing = as_vector(answered("b", listed=True, parts=[BL]))
+    listing = answered("b", listed=True, parts=[BL])
     assert listing.answer is not None
     listing.answer.layout_id = "another"
     verdict = build([answered("a", parts=[BL]), listing], BOTH, fit=False)

@@ -10,7 +10,7 @@ from credence.blind import layout as layouts
 from credence.blind import masks, recovery, sums
 from credence.errors import InvalidInput
 from credence.scorecard import Aggregator, default_scorecard
-from credence.v1 import common_pb2
+from credence.v1 import agency_pb2, common_pb2
 
 FEDERATION = "fed-test"
 IDS = ("agency-a", "agency-b", "agency-c", "agency-d")
@@ -92,6 +92,19 @@ def test_fill_refuses_what_the_layout_has_no_slot_for(layout: layouts.VectorLayo
     credit = CreditFacts(partial_points=0, reason_codes=("Z99",), has_history=False, disputed=False)
     with pytest.raises(InvalidInput, match="Z99"):
         layout.fill(None, credit)
+
+
+def test_the_answer_on_the_wire_has_no_cleartext_field() -> None:
+    assert set(agency_pb2.Answer.DESCRIPTOR.fields_by_name) == {
+        "query_id",
+        "agency",
+        "query_hash",
+        "answered_at",
+        "masked",
+        "layout_id",
+    }
+    with pytest.raises(ValueError, match="blacklist"):
+        agency_pb2.Answer(blacklist=agency_pb2.BlacklistAssertion(listed=True))  # type: ignore[call-arg]
 
 
 def test_pair_keys_are_symmetric_and_bound_to_federation_and_pair() -> None:

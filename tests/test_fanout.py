@@ -169,7 +169,8 @@ class FakeNode(agency_pb2_grpc.AgencyNodeServiceServicer):
             query_hash=hashlib.sha256(
                 b"other" if self.mode == "other_hash" else request.query.payload
             ).digest(),
-            blacklist=agency_pb2.BlacklistAssertion(listed=True, categories=["fraud"]),
+            masked=[1, 0, 1],
+            layout_id="fake-layout",
         )
         payload = b"\xff\xff\xff" if self.mode == "garbage" else answer.SerializeToString()
         payload_type = payloads.QUERY if self.mode == "wrong_type" else payloads.ANSWER
@@ -192,7 +193,7 @@ class FakeNode(agency_pb2_grpc.AgencyNodeServiceServicer):
             for item in batch.items:
                 reply.items.add(
                     query_id=item.query_id,
-                    answer=agency_pb2.Answer(blacklist=agency_pb2.BlacklistAssertion(listed=True)),
+                    answer=agency_pb2.Answer(masked=[1, 0, 1], layout_id="fake-layout"),
                 )
             if self.mode == "swapped":
                 first, second = reply.items[0].query_id, reply.items[1].query_id

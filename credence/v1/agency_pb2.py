@@ -27,7 +27,7 @@ from credence.v1 import subject_records_pb2 as credence_dot_v1_dot_subject__reco
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63redence/v1/agency.proto\x12\x0b\x63redence.v1\x1a\x18\x63redence/v1/common.proto\x1a!credence/v1/subject_records.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x7f\n\x05Grant\x12\x17\n\rconsent_token\x18\x01 \x01(\tH\x00\x12\x17\n\rmandate_token\x18\x02 \x01(\tH\x00\x12;\n\x0fpublic_register\x18\x03 \x01(\x0b\x32 .credence.v1.PublicRegisterBasisH\x00\x42\x07\n\x05\x62\x61sis\"\x15\n\x13PublicRegisterBasis\"\x90\x03\n\x05Query\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12(\n\x07subject\x18\x02 \x01(\x0b\x32\x17.credence.v1.SubjectRef\x12\'\n\x05kinds\x18\x03 \x03(\x0e\x32\x18.credence.v1.VerdictKind\x12%\n\x07purpose\x18\x04 \x01(\x0e\x32\x14.credence.v1.Purpose\x12\x11\n\trequester\x18\x05 \x01(\t\x12!\n\x05grant\x18\x06 \x01(\x0b\x32\x12.credence.v1.Grant\x12-\n\tissued_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nonce\x18\t \x01(\x0c\x12*\n\x0blog_promise\x18\n \x01(\x0b\x32\x15.credence.v1.Envelope\x12\x10\n\x08\x61udience\x18\x0b \x03(\t\x12\x19\n\x11scorecard_version\x18\x0c \x01(\t\"\xa0\x01\n\x12\x42lacklistAssertion\x12\x0e\n\x06listed\x18\x01 \x01(\x08\x12\x12\n\ncategories\x18\x02 \x03(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64isputed\x18\x05 \x01(\x08\"\x84\x01\n\x12\x43reditContribution\x12\x16\n\x0epartial_points\x18\x01 \x01(\x11\x12\x14\n\x0creason_codes\x18\x02 \x03(\t\x12\x19\n\x11scorecard_version\x18\x03 \x01(\t\x12\x10\n\x08\x64isputed\x18\x04 \x01(\x08\x12\x13\n\x0bhas_history\x18\x05 \x01(\x08\"\xf7\x01\n\x06\x41nswer\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61gency\x18\x02 \x01(\t\x12\x12\n\nquery_hash\x18\x03 \x01(\x0c\x12/\n\x0b\x61nswered_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\tblacklist\x18\x05 \x01(\x0b\x32\x1f.credence.v1.BlacklistAssertion\x12/\n\x06\x63redit\x18\x06 \x01(\x0b\x32\x1f.credence.v1.CreditContribution\x12\x0e\n\x06masked\x18\x07 \x03(\x06\x12\x11\n\tlayout_id\x18\x08 \x01(\t\"\x98\x01\n\tBatchItem\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12(\n\x07subject\x18\x02 \x01(\x0b\x32\x17.credence.v1.SubjectRef\x12!\n\x05grant\x18\x03 \x01(\x0b\x32\x12.credence.v1.Grant\x12,\n\x0blog_promise\x18\x04 \x01(\x0b\x32\x17.credence.v1.LogPromise\"\xc3\x02\n\nBatchQuery\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.credence.v1.BatchItem\x12\'\n\x05kinds\x18\x03 \x03(\x0e\x32\x18.credence.v1.VerdictKind\x12%\n\x07purpose\x18\x04 \x01(\x0e\x32\x14.credence.v1.Purpose\x12\x11\n\trequester\x18\x05 \x01(\t\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nonce\x18\x08 \x01(\x0c\x12\x10\n\x08\x61udience\x18\t \x03(\t\x12\x19\n\x11scorecard_version\x18\n \x01(\t\"+\n\x0bItemRefusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x82\x01\n\x0f\x42\x61tchAnswerItem\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12%\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x13.credence.v1.AnswerH\x00\x12+\n\x07refusal\x18\x03 \x01(\x0b\x32\x18.credence.v1.ItemRefusalH\x00\x42\t\n\x07outcome\"\xa1\x01\n\x0b\x42\x61tchAnswer\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61gency\x18\x02 \x01(\t\x12\x12\n\nbatch_hash\x18\x03 \x01(\x0c\x12/\n\x0b\x61nswered_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x05items\x18\x05 \x03(\x0b\x32\x1c.credence.v1.BatchAnswerItem\"\xb4\x01\n\x07\x43ontest\x12\x12\n\ncontest_id\x18\x01 \x01(\t\x12(\n\x07subject\x18\x02 \x01(\x0b\x32\x17.credence.v1.SubjectRef\x12\x13\n\x0brecord_kind\x18\x03 \x01(\t\x12\x11\n\tstatement\x18\x04 \x01(\t\x12,\n\x08\x66iled_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rsubject_proof\x18\x06 \x01(\t\"~\n\x0e\x43ontestReceipt\x12\x12\n\ncontest_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61gency\x18\x02 \x01(\t\x12\x17\n\x0frecords_flagged\x18\x03 \x01(\r\x12/\n\x0breceived_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x12\x41nswerQueryRequest\x12$\n\x05query\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope\"<\n\x13\x41nswerQueryResponse\x12%\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope\":\n\x12\x41nswerBatchRequest\x12$\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope\"=\n\x13\x41nswerBatchResponse\x12&\n\x07\x61nswers\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope\"<\n\x12\x46ileContestRequest\x12&\n\x07\x63ontest\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope\"=\n\x13\x46ileContestResponse\x12&\n\x07receipt\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope\"\xf0\x01\n\x0fRecoveryRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x07missing\x18\x02 \x03(\t\x12\x10\n\x08\x61nswered\x18\x03 \x03(\t\x12\x18\n\x10log_promise_hash\x18\x04 \x01(\x0c\x12\x11\n\tlayout_id\x18\x05 \x01(\t\x12\r\n\x05\x63ount\x18\x06 \x01(\r\x12-\n\tissued_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x62\x61tch\x18\t \x01(\x08\"\x98\x01\n\rRecoveryShare\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61gency\x18\x02 \x01(\t\x12\r\n\x05share\x18\x03 \x03(\x06\x12\x14\n\x0crequest_hash\x18\x04 \x01(\x0c\x12\x0f\n\x07missing\x18\x05 \x03(\t\x12/\n\x0b\x61nswered_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x13RecoverMasksRequest\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope\"<\n\x14RecoverMasksResponse\x12$\n\x05share\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope2\xc9\x03\n\x11\x41gencyNodeService\x12P\n\x0b\x41nswerQuery\x12\x1f.credence.v1.AnswerQueryRequest\x1a .credence.v1.AnswerQueryResponse\x12T\n\x0b\x41nswerBatch\x12\x1f.credence.v1.AnswerBatchRequest\x1a .credence.v1.AnswerBatchResponse(\x01\x30\x01\x12P\n\x0b\x46ileContest\x12\x1f.credence.v1.FileContestRequest\x1a .credence.v1.FileContestResponse\x12\x65\n\x12ListSubjectRecords\x12&.credence.v1.ListSubjectRecordsRequest\x1a\'.credence.v1.ListSubjectRecordsResponse\x12S\n\x0cRecoverMasks\x12 .credence.v1.RecoverMasksRequest\x1a!.credence.v1.RecoverMasksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63redence/v1/agency.proto\x12\x0b\x63redence.v1\x1a\x18\x63redence/v1/common.proto\x1a!credence/v1/subject_records.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x7f\n\x05Grant\x12\x17\n\rconsent_token\x18\x01 \x01(\tH\x00\x12\x17\n\rmandate_token\x18\x02 \x01(\tH\x00\x12;\n\x0fpublic_register\x18\x03 \x01(\x0b\x32 .credence.v1.PublicRegisterBasisH\x00\x42\x07\n\x05\x62\x61sis\"\x15\n\x13PublicRegisterBasis\"\x90\x03\n\x05Query\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12(\n\x07subject\x18\x02 \x01(\x0b\x32\x17.credence.v1.SubjectRef\x12\'\n\x05kinds\x18\x03 \x03(\x0e\x32\x18.credence.v1.VerdictKind\x12%\n\x07purpose\x18\x04 \x01(\x0e\x32\x14.credence.v1.Purpose\x12\x11\n\trequester\x18\x05 \x01(\t\x12!\n\x05grant\x18\x06 \x01(\x0b\x32\x12.credence.v1.Grant\x12-\n\tissued_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nonce\x18\t \x01(\x0c\x12*\n\x0blog_promise\x18\n \x01(\x0b\x32\x15.credence.v1.Envelope\x12\x10\n\x08\x61udience\x18\x0b \x03(\t\x12\x19\n\x11scorecard_version\x18\x0c \x01(\t\"\xa0\x01\n\x12\x42lacklistAssertion\x12\x0e\n\x06listed\x18\x01 \x01(\x08\x12\x12\n\ncategories\x18\x02 \x03(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64isputed\x18\x05 \x01(\x08\"\x84\x01\n\x12\x43reditContribution\x12\x16\n\x0epartial_points\x18\x01 \x01(\x11\x12\x14\n\x0creason_codes\x18\x02 \x03(\t\x12\x19\n\x11scorecard_version\x18\x03 \x01(\t\x12\x10\n\x08\x64isputed\x18\x04 \x01(\x08\x12\x13\n\x0bhas_history\x18\x05 \x01(\x08\"\xb1\x01\n\x06\x41nswer\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61gency\x18\x02 \x01(\t\x12\x12\n\nquery_hash\x18\x03 \x01(\x0c\x12/\n\x0b\x61nswered_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06masked\x18\x07 \x03(\x06\x12\x11\n\tlayout_id\x18\x08 \x01(\tJ\x04\x08\x05\x10\x06J\x04\x08\x06\x10\x07R\tblacklistR\x06\x63redit\"\x98\x01\n\tBatchItem\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12(\n\x07subject\x18\x02 \x01(\x0b\x32\x17.credence.v1.SubjectRef\x12!\n\x05grant\x18\x03 \x01(\x0b\x32\x12.credence.v1.Grant\x12,\n\x0blog_promise\x18\x04 \x01(\x0b\x32\x17.credence.v1.LogPromise\"\xc3\x02\n\nBatchQuery\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.credence.v1.BatchItem\x12\'\n\x05kinds\x18\x03 \x03(\x0e\x32\x18.credence.v1.VerdictKind\x12%\n\x07purpose\x18\x04 \x01(\x0e\x32\x14.credence.v1.Purpose\x12\x11\n\trequester\x18\x05 \x01(\t\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nonce\x18\x08 \x01(\x0c\x12\x10\n\x08\x61udience\x18\t \x03(\t\x12\x19\n\x11scorecard_version\x18\n \x01(\t\"+\n\x0bItemRefusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x82\x01\n\x0f\x42\x61tchAnswerItem\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12%\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x13.credence.v1.AnswerH\x00\x12+\n\x07refusal\x18\x03 \x01(\x0b\x32\x18.credence.v1.ItemRefusalH\x00\x42\t\n\x07outcome\"\xa1\x01\n\x0b\x42\x61tchAnswer\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61gency\x18\x02 \x01(\t\x12\x12\n\nbatch_hash\x18\x03 \x01(\x0c\x12/\n\x0b\x61nswered_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x05items\x18\x05 \x03(\x0b\x32\x1c.credence.v1.BatchAnswerItem\"\xb4\x01\n\x07\x43ontest\x12\x12\n\ncontest_id\x18\x01 \x01(\t\x12(\n\x07subject\x18\x02 \x01(\x0b\x32\x17.credence.v1.SubjectRef\x12\x13\n\x0brecord_kind\x18\x03 \x01(\t\x12\x11\n\tstatement\x18\x04 \x01(\t\x12,\n\x08\x66iled_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rsubject_proof\x18\x06 \x01(\t\"~\n\x0e\x43ontestReceipt\x12\x12\n\ncontest_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61gency\x18\x02 \x01(\t\x12\x17\n\x0frecords_flagged\x18\x03 \x01(\r\x12/\n\x0breceived_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x12\x41nswerQueryRequest\x12$\n\x05query\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope\"<\n\x13\x41nswerQueryResponse\x12%\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope\":\n\x12\x41nswerBatchRequest\x12$\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope\"=\n\x13\x41nswerBatchResponse\x12&\n\x07\x61nswers\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope\"<\n\x12\x46ileContestRequest\x12&\n\x07\x63ontest\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope\"=\n\x13\x46ileContestResponse\x12&\n\x07receipt\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope\"\xf0\x01\n\x0fRecoveryRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x07missing\x18\x02 \x03(\t\x12\x10\n\x08\x61nswered\x18\x03 \x03(\t\x12\x18\n\x10log_promise_hash\x18\x04 \x01(\x0c\x12\x11\n\tlayout_id\x18\x05 \x01(\t\x12\r\n\x05\x63ount\x18\x06 \x01(\r\x12-\n\tissued_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x62\x61tch\x18\t \x01(\x08\"\x98\x01\n\rRecoveryShare\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61gency\x18\x02 \x01(\t\x12\r\n\x05share\x18\x03 \x03(\x06\x12\x14\n\x0crequest_hash\x18\x04 \x01(\x0c\x12\x0f\n\x07missing\x18\x05 \x03(\t\x12/\n\x0b\x61nswered_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x13RecoverMasksRequest\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope\"<\n\x14RecoverMasksResponse\x12$\n\x05share\x18\x01 \x01(\x0b\x32\x15.credence.v1.Envelope2\xc9\x03\n\x11\x41gencyNodeService\x12P\n\x0b\x41nswerQuery\x12\x1f.credence.v1.AnswerQueryRequest\x1a .credence.v1.AnswerQueryResponse\x12T\n\x0b\x41nswerBatch\x12\x1f.credence.v1.AnswerBatchRequest\x1a .credence.v1.AnswerBatchResponse(\x01\x30\x01\x12P\n\x0b\x46ileContest\x12\x1f.credence.v1.FileContestRequest\x1a .credence.v1.FileContestResponse\x12\x65\n\x12ListSubjectRecords\x12&.credence.v1.ListSubjectRecordsRequest\x1a\'.credence.v1.ListSubjectRecordsResponse\x12S\n\x0cRecoverMasks\x12 .credence.v1.RecoverMasksRequest\x1a!.credence.v1.RecoverMasksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,41 +45,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREDITCONTRIBUTION']._serialized_start=854
   _globals['_CREDITCONTRIBUTION']._serialized_end=986
   _globals['_ANSWER']._serialized_start=989
-  _globals['_ANSWER']._serialized_end=1236
-  _globals['_BATCHITEM']._serialized_start=1239
-  _globals['_BATCHITEM']._serialized_end=1391
-  _globals['_BATCHQUERY']._serialized_start=1394
-  _globals['_BATCHQUERY']._serialized_end=1717
-  _globals['_ITEMREFUSAL']._serialized_start=1719
-  _globals['_ITEMREFUSAL']._serialized_end=1762
-  _globals['_BATCHANSWERITEM']._serialized_start=1765
-  _globals['_BATCHANSWERITEM']._serialized_end=1895
-  _globals['_BATCHANSWER']._serialized_start=1898
-  _globals['_BATCHANSWER']._serialized_end=2059
-  _globals['_CONTEST']._serialized_start=2062
-  _globals['_CONTEST']._serialized_end=2242
-  _globals['_CONTESTRECEIPT']._serialized_start=2244
-  _globals['_CONTESTRECEIPT']._serialized_end=2370
-  _globals['_ANSWERQUERYREQUEST']._serialized_start=2372
-  _globals['_ANSWERQUERYREQUEST']._serialized_end=2430
-  _globals['_ANSWERQUERYRESPONSE']._serialized_start=2432
-  _globals['_ANSWERQUERYRESPONSE']._serialized_end=2492
-  _globals['_ANSWERBATCHREQUEST']._serialized_start=2494
-  _globals['_ANSWERBATCHREQUEST']._serialized_end=2552
-  _globals['_ANSWERBATCHRESPONSE']._serialized_start=2554
-  _globals['_ANSWERBATCHRESPONSE']._serialized_end=2615
-  _globals['_FILECONTESTREQUEST']._serialized_start=2617
-  _globals['_FILECONTESTREQUEST']._serialized_end=2677
-  _globals['_FILECONTESTRESPONSE']._serialized_start=2679
-  _globals['_FILECONTESTRESPONSE']._serialized_end=2740
-  _globals['_RECOVERYREQUEST']._serialized_start=2743
-  _globals['_RECOVERYREQUEST']._serialized_end=2983
-  _globals['_RECOVERYSHARE']._serialized_start=2986
-  _globals['_RECOVERYSHARE']._serialized_end=3138
-  _globals['_RECOVERMASKSREQUEST']._serialized_start=3140
-  _globals['_RECOVERMASKSREQUEST']._serialized_end=3201
-  _globals['_RECOVERMASKSRESPONSE']._serialized_start=3203
-  _globals['_RECOVERMASKSRESPONSE']._serialized_end=3263
-  _globals['_AGENCYNODESERVICE']._serialized_start=3266
-  _globals['_AGENCYNODESERVICE']._serialized_end=3723
+  _globals['_ANSWER']._serialized_end=1166
+  _globals['_BATCHITEM']._serialized_start=1169
+  _globals['_BATCHITEM']._serialized_end=1321
+  _globals['_BATCHQUERY']._serialized_start=1324
+  _globals['_BATCHQUERY']._serialized_end=1647
+  _globals['_ITEMREFUSAL']._serialized_start=1649
+  _globals['_ITEMREFUSAL']._serialized_end=1692
+  _globals['_BATCHANSWERITEM']._serialized_start=1695
+  _globals['_BATCHANSWERITEM']._serialized_end=1825
+  _globals['_BATCHANSWER']._serialized_start=1828
+  _globals['_BATCHANSWER']._serialized_end=1989
+  _globals['_CONTEST']._serialized_start=1992
+  _globals['_CONTEST']._serialized_end=2172
+  _globals['_CONTESTRECEIPT']._serialized_start=2174
+  _globals['_CONTESTRECEIPT']._serialized_end=2300
+  _globals['_ANSWERQUERYREQUEST']._serialized_start=2302
+  _globals['_ANSWERQUERYREQUEST']._serialized_end=2360
+  _globals['_ANSWERQUERYRESPONSE']._serialized_start=2362
+  _globals['_ANSWERQUERYRESPONSE']._serialized_end=2422
+  _globals['_ANSWERBATCHREQUEST']._serialized_start=2424
+  _globals['_ANSWERBATCHREQUEST']._serialized_end=2482
+  _globals['_ANSWERBATCHRESPONSE']._serialized_start=2484
+  _globals['_ANSWERBATCHRESPONSE']._serialized_end=2545
+  _globals['_FILECONTESTREQUEST']._serialized_start=2547
+  _globals['_FILECONTESTREQUEST']._serialized_end=2607
+  _globals['_FILECONTESTRESPONSE']._serialized_start=2609
+  _globals['_FILECONTESTRESPONSE']._serialized_end=2670
+  _globals['_RECOVERYREQUEST']._serialized_start=2673
+  _globals['_RECOVERYREQUEST']._serialized_end=2913
+  _globals['_RECOVERYSHARE']._serialized_start=2916
+  _globals['_RECOVERYSHARE']._serialized_end=3068
+  _globals['_RECOVERMASKSREQUEST']._serialized_start=3070
+  _globals['_RECOVERMASKSREQUEST']._serialized_end=3131
+  _globals['_RECOVERMASKSRESPONSE']._serialized_start=3133
+  _globals['_RECOVERMASKSRESPONSE']._serialized_end=3193
+  _globals['_AGENCYNODESERVICE']._serialized_start=3196
+  _globals['_AGENCYNODESERVICE']._serialized_end=3653
 # @@protoc_insertion_point(module_scope)

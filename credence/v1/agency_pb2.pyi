@@ -159,7 +159,9 @@ Global___Query: _TypeAlias = Query  # noqa: Y015
 
 @_typing.final
 class BlacklistAssertion(_message.Message):
-    """What an answer reveals of a blacklist: never the underlying record."""
+    """A node's blacklist result for one subject, as it fills the blacklist slots
+    of its answer vector (credence.blind.layout); never sent as such.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -203,7 +205,9 @@ Global___BlacklistAssertion: _TypeAlias = BlacklistAssertion  # noqa: Y015
 
 @_typing.final
 class CreditContribution(_message.Message):
-    """What an answer reveals for credit: partial points, never amounts."""
+    """A node's credit result for one subject, as it fills the credit slots of
+    its answer vector (credence.blind.layout); never sent as such.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -251,8 +255,6 @@ class Answer(_message.Message):
     AGENCY_FIELD_NUMBER: _builtins.int
     QUERY_HASH_FIELD_NUMBER: _builtins.int
     ANSWERED_AT_FIELD_NUMBER: _builtins.int
-    BLACKLIST_FIELD_NUMBER: _builtins.int
-    CREDIT_FIELD_NUMBER: _builtins.int
     MASKED_FIELD_NUMBER: _builtins.int
     LAYOUT_ID_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
@@ -268,14 +270,6 @@ class Answer(_message.Message):
         """When the node answered."""
 
     @_builtins.property
-    def blacklist(self) -> Global___BlacklistAssertion:
-        """Present when BLACKLIST was asked."""
-
-    @_builtins.property
-    def credit(self) -> Global___CreditContribution:
-        """Present when CREDIT was asked."""
-
-    @_builtins.property
     def masked(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """The answer as a vector of the scorecard's layout (credence.blind.layout),
         masked with the pairwise masks of the query's audience: integers mod 2^64.
@@ -288,14 +282,12 @@ class Answer(_message.Message):
         agency: _builtins.str = ...,
         query_hash: _builtins.bytes = ...,
         answered_at: _timestamp_pb2.Timestamp | None = ...,
-        blacklist: Global___BlacklistAssertion | None = ...,
-        credit: Global___CreditContribution | None = ...,
         masked: _abc.Iterable[_builtins.int] | None = ...,
         layout_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["answered_at", b"answered_at", "blacklist", b"blacklist", "credit", b"credit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answered_at", b"answered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "answered_at", b"answered_at", "blacklist", b"blacklist", "credit", b"credit", "layout_id", b"layout_id", "masked", b"masked", "query_hash", b"query_hash", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "answered_at", b"answered_at", "layout_id", b"layout_id", "masked", b"masked", "query_hash", b"query_hash", "query_id", b"query_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -453,9 +445,10 @@ class BatchAnswerItem(_message.Message):
     """The item's query id."""
     @_builtins.property
     def answer(self) -> Global___Answer:
-        """The same blacklist and credit content the single path gives; query_id,
-        agency and answered_at are left empty here and carried once, by this
-        item and by the BatchAnswer.
+        """The item's masked vector and layout id, as the single path gives them
+        (masked under the batch's one keystream per pair); query_id, agency and
+        answered_at are left empty here and carried once, by this item and by
+        the BatchAnswer.
         """
 
     @_builtins.property

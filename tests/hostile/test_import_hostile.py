@@ -21,6 +21,7 @@ import grpc
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
+from support.blind import unmask
 from support.fixtures import Schema
 
 from agency_node import config as node_config
@@ -421,7 +422,7 @@ def _listed(stub: agency_pb2_grpc.AgencyNodeServiceStub, federation: Federation,
         KeySet([federation.members[COURT].signing_key.public]),
         agency_pb2.Answer,
     )
-    return bool(answer.blacklist.listed)
+    return unmask(answer, federation, agency=COURT, label=answer.query_id).listed
 
 
 def test_a_running_node_answers_every_query_during_a_large_import(
