@@ -388,12 +388,14 @@ class AuditThread(threading.Thread):
         self._on_status = on_status
         self._max_lag = max_lag_seconds
         self.stopping = threading.Event()
+        #: The latest pass's report (the node's /metrics shows its lag); None before one.
+        self.last_report: AuditReport | None = None
 
     def run(self) -> None:
         """Audit every interval until stopped."""
         while not self.stopping.wait(self._interval):
             try:
-                self.run_pass()
+                self.last_report = self.run_pass()
             except Exception:
                 _log.exception("log audit pass failed")
         self._auditor.close()

@@ -350,7 +350,7 @@ def start_node(
         executor=answer_pool,
         gate=gate,
     )
-    metrics = start_metrics(config.metrics_listen, engine, config.path(STAGING_DIR_NAME), clock)
+    metrics = start_metrics(config.metrics_listen, engine, config.path(STAGING_DIR_NAME))
     server_loop = ServerLoop()
     try:
         server, port, health_servicer = server_loop.run(
@@ -417,6 +417,8 @@ def start_node(
             max_lag_seconds=config.audit_max_lag_seconds,
         )
         auditor.start()
+        if metrics is not None:
+            metrics.follow_audit(auditor)
     checkpoints = _start_checkpoints(
         config, gate=gate, manifests=manifests, witness=witness, clock=clock, ca_pem=ca_pem,
         server_loop=server_loop, health_servicer=health_servicer,

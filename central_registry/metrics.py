@@ -14,14 +14,13 @@ reference, identifier, grant id or query id.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from central_registry import transparency
 from central_registry.agency_stats import AgencyStats
@@ -30,7 +29,7 @@ from central_registry.lookups import Lookups
 from central_registry.models import TreeHead
 from credence.clock import Clock
 from credence.errors import CredenceError
-from credence.ops.metrics import LATENCY_BUCKETS
+from credence.ops.metrics import LATENCY_BUCKETS, LatestServer
 from credence.storage import session_factory
 from credence.transparency.checkpoint import parse_checkpoint
 from credence.transparency.note import parse_note
@@ -115,41 +114,23 @@ class CountedLookups(Lookups):
         return response
 
 
-class _LogSource:
+class _LogFigures(Collector):
+    """One registry's log figures, read from its database when scraped."""
+
     def __init__(self, engine: Engine, cosigned: Callable[[], bytes], clock: Clock) -> None:
         self.sessions = session_factory(engine)
         self.cosigned = cosigned
         self.clock = clock
 
-
-class _LogCollector(Collector):
-    """The log's figures, read when scraped from the registry started last in this process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sources: list[_LogSource] = []
-
-    def attach(self, source: _LogSource) -> Callable[[], None]:
-        with self._lock:
-            self._sources.append(source)
-
-        def detach() -> None:
-            with self._lock:
-                if source in self._sources:
-                    self._sources.remove(source)
-
-        return detach
-
     def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            source = self._sources[-1] if self._sources else None
-        if source is None:
-            return
-        now = source.clock()
-        cosigned_size = _checkpoint_size(source.cosigned())
-        with source.sessions() as session:
+        """The figures as they are now."""
+        now = self.clock()
+        cosigned_size = _checkpoint_size(self.cosigned())
+        with self.sessions() as session:
             size = transparency.log_size(session)
-            latest: datetime | None = session.scalar(select(func.max(TreeHead.signed_at)))
+            latest: datetime | None = session.scalar(
+                select(TreeHead.signed_at).order_by(TreeHead.tree_size.desc()).limit(1)
+            )
             cosigned_at = (
                 session.scalar(
                     select(TreeHead.signed_at).where(TreeHead.tree_size == cosigned_size)
@@ -188,10 +169,10 @@ def _checkpoint_size(note: bytes) -> int | None:
         return None
 
 
-_LOG = _LogCollector()
+_LOG = LatestServer()
 REGISTRY.register(_LOG)
 
 
 def watch_log(engine: Engine, cosigned: Callable[[], bytes], clock: Clock) -> Callable[[], None]:
     """Serve this registry's log figures on ``/metrics``; call the result when it stops."""
-    return _LOG.attach(_LogSource(engine, cosigned, clock))
+    return _LOG.attach(_LogFigures(engine, cosigned, clock))

@@ -8,13 +8,14 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import grpc.aio
 import pytest
 from prometheus_client import REGISTRY
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from agency_node.import_progress import (
     clear_import_progress,
@@ -22,7 +23,12 @@ from agency_node.import_progress import (
     write_import_progress,
 )
 from credence.errors import InvalidInput
-from credence.ops.metrics import MetricsListener, RpcMetricsInterceptor, parse_listen
+from credence.ops.metrics import (
+    LatestServer,
+    MetricsListener,
+    RpcMetricsInterceptor,
+    parse_listen,
+)
 
 SERVICE = "credence.test.Probe"
 
@@ -156,3 +162,28 @@ def test_import_progress_is_seen_while_its_process_runs_and_never_after(tmp_path
                            capture_output=True, text=True, check=True)  # fmt: skip
     (tmp_path / "progress.json").write_text(f'{{"pid": {int(ended.stdout)}, "bytes_done": 1}}')
     assert running_import(tmp_path) is None
+
+
+class _Figure:
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("probe_figure", "A figure.", value=self.value)
+
+
+def _collected(latest: LatestServer) -> list[float]:
+    return [sample.value for family in latest.collect() for sample in family.samples]
+
+
+def test_figures_come_from_the_server_started_last_until_it_stops() -> None:
+    latest = LatestServer()
+    assert _collected(latest) == []
+    detach_first = latest.attach(_Figure(1))
+    detach_second = latest.attach(_Figure(2))
+    assert _collected(latest) == [2]
+    detach_second()
+    assert _collected(latest) == [1]
+    detach_second()  # twice is harmless
+    detach_first()
+    assert _collected(latest) == []

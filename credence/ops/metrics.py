@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from credence.errors import InvalidInput
@@ -32,6 +34,7 @@ __all__ = [
     "LATENCY_BUCKETS",
     "RPC_DURATION",
     "RPC_REQUESTS",
+    "LatestServer",
     "MetricsListener",
     "RpcMetricsInterceptor",
     "parse_listen",
@@ -197,6 +200,38 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
             timed, handler.request_deserializer, handler.response_serializer
         )
         return wrapped
+
+
+class LatestServer(Collector):
+    """Figures read when scraped, from the server started last in this process.
+
+    A process runs one registry or one node; tests start several in one
+    process, and the default registry holds one collector per name: each
+    server attaches its collector here and detaches it when it stops.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._servers: list[Collector] = []
+
+    def attach(self, server: Collector) -> Callable[[], None]:
+        """Collect from ``server`` until the returned function is called."""
+        with self._lock:
+            self._servers.append(server)
+
+        def detach() -> None:
+            with self._lock:
+                if server in self._servers:
+                    self._servers.remove(server)
+
+        return detach
+
+    def collect(self) -> Iterator[Metric]:
+        """The latest attached server's figures (none without one)."""
+        with self._lock:
+            server = self._servers[-1] if self._servers else None
+        if server is not None:
+            yield from server.collect()
 
 
 def parse_listen(address: str) -> tuple[str, int]:
