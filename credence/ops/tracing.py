@@ -14,7 +14,7 @@ The W3C ``traceparent`` travels in gRPC metadata: :class:`TracingServerIntercept
 the next hop.
 
 Span attributes hold only bounded, non-subject values, from :data:`ATTRIBUTES`
-(an agency's member id, a count, an outcome); :func:`span` refuses any other
+(an agency's member id, a count of rows); :func:`span` refuses any other
 key, so no identifier, subject reference, grant id or query id can reach a span.
 """
 
@@ -53,9 +53,7 @@ __all__ = [
 ATTRIBUTES = frozenset(
     {
         "credence.agency",  # an agency's member id (a member, not a subject)
-        "credence.agencies",  # how many agencies a call went to
-        "credence.items",  # how many subjects a screening message carries
-        "credence.outcome",  # ok / timeout / error / invalid / refused
+        "credence.items",  # how many subjects a screening message or batch carries
     }
 )
 
