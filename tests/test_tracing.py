@@ -187,3 +187,15 @@ def test_configure_reads_the_standard_environment() -> None:
     finally:
         tracing.shutdown()
     assert not tracing.enabled()
+
+
+def test_an_otlp_endpoint_turns_tracing_on_and_none_keeps_it_off() -> None:
+    try:
+        # Nothing listens there: the exporter connects only to export, and nothing is.
+        assert tracing.configure("credence-test", otlp="http://127.0.0.1:9", environ={})
+        assert tracing.enabled()
+    finally:
+        tracing.shutdown()
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_TRACES_EXPORTER": "none"}
+    assert not tracing.configure("credence-test", environ=environ)
+    assert not tracing.enabled()
