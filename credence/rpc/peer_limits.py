@@ -28,10 +28,14 @@ import grpc.aio
 from cryptography import x509
 
 from credence.errors import CredenceError
+from credence.ops.log_throttle import ThrottledWarning
 from credence.pki import member_id_from_certificate
 from credence.rpc.tls import PeerContext, checked_async, peer_certificate_pem, rebuild_handler
 
 _log = logging.getLogger(__name__)
+
+#: A flood of refused calls writes one line per peer and method a minute.
+_refusals = ThrottledWarning(_log)
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -193,7 +197,7 @@ class PeerLimitInterceptor(grpc.aio.ServerInterceptor):
             for limit in limits:
                 if (refusal := limit.acquire(peer)) is not None:
                     _Held(taken, peer).release()
-                    _log.warning("refused call to %s: %s", method, refusal)
+                    _refusals.warn((peer, method), "refused call to %s: %s", method, refusal)
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
                 taken.append(limit)
             held = _Held(taken, peer)
