@@ -315,6 +315,18 @@ def test_a_dropout_is_recovered_and_the_verdict_still_re_adds(
     assert code == 0, out
     assert f"re-added: {answering} signed masked answers and {answering} recovery shares" in out
 
+    # Screening recovers a batch's masks the same way: one share per answering node.
+    source = tmp_path / "rows.csv"
+    source.write_text(
+        f"row_key,identifier\nlisted,{listed}\nclear,{sample(document, 'clear_organisation')}\n"
+    )
+    results = tmp_path / "results.jsonl"
+    assert run(capsys, "screen", source, "--out", results, "--federation", path)[0] == 0
+    screened = {row["row_key"]: row for row in map(json.loads, results.read_text().splitlines())}
+    assert screened["listed"]["status"] == "listed"
+    # Every blacklist agency must answer for CLEAR: the stopped one did not.
+    assert screened["clear"]["status"] == "incomplete"
+
     # A share changed after the node signed it is refused.
     altered = registry_pb2.Verdict()
     altered.CopyFrom(verdict)
