@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from credence.cli.command import fold_example
 from credence.client.requester import MemberCredentials, Requester, ScreenRow, VerifiedVerdict
 from credence.client.subject import SubjectClient
 from credence.dev import federation as dev_federation
@@ -108,8 +109,12 @@ def _screen(company: Requester, pseudonymisation: PseudonymisationKey, story: St
     story.ok("every verdict batch's signature verified once, every row checked against it")
 
 
-def run(directory: Path, story: Story) -> None:
-    """Tell the story in ``directory`` (the federation is brought down by the caller)."""
+def run(directory: Path, story: Story) -> dict[str, str]:
+    """Tell the story in ``directory`` (the federation is brought down by the caller).
+
+    Returns:
+        The person of the story (``federation.json``'s sample: id, key and binding files).
+    """
     story.title("Bringing up a federation: a registry, a court, a tax office, a bank")
     federation = dev_federation.up(
         directory, agencies=3, subjects=200, progress=lambda message: print(f"   … {message}")
@@ -143,7 +148,7 @@ def run(directory: Path, story: Story) -> None:
                  "demo-company")  # fmt: skip
 
         story.title("A lender checks a person's credit, with that person's consent")
-        person = samples["person_with_consent"][0]
+        person: dict[str, str] = samples["person_with_consent"][0]
         grant = agency_pb2.Grant(consent_token=Path(person["consent"]).read_text())
         subject = ref_for(pseudonymisation, person["id"])
         credit = company.request_verdict(
@@ -183,6 +188,31 @@ def run(directory: Path, story: Story) -> None:
           record.outcome] for record in lookups],
     )  # fmt: skip
     story.ok("the refused attempt is in the log too: nothing is looked up in secret")
+    return person
+
+
+#: Where :func:`portal_steps` suggests keeping the federation when the demo did not.
+KEEP_SUGGESTED = Path("credence-demo")
+
+
+def portal_steps(person: dict[str, str], directory: Path, *, kept: bool) -> list[str]:
+    """How to open the portal as the story's person: the commands to type.
+
+    A federation the demo removed is suggested kept in :data:`KEEP_SUGGESTED`
+    next time: the same seed gives the same person, so the paths hold.
+    """
+    where = directory if kept else KEEP_SUGGESTED
+
+    def moved(path: str) -> Path:
+        return where / Path(path).resolve().relative_to(directory.resolve())
+
+    steps = [] if kept else [f"python -m credence.dev.demo --keep {where}"]
+    return [
+        *steps,
+        f"credence dev up --dir {where}",
+        f"credence me portal --key {moved(person['subject_key'])} "
+        f"--binding {moved(person['binding'])} --federation {where / 'federation.json'}",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,8 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     story = Story()
     directory = args.keep or Path(tempfile.mkdtemp(prefix="credence-demo-"))
+    person: dict[str, str] = {}
     try:
-        run(directory, story)
+        person = run(directory, story)
     finally:
         story.title("Bringing the federation down")
         stubborn = dev_federation.down(directory)
@@ -214,6 +245,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             story.ok(f"kept in {directory}")
     print(f"\ndone in {time.monotonic() - story.started:.1f}s")
+    if person:
+        print()
+        print(textwrap.fill(f"Open the portal as {person['id']}, the person in this story, to "
+                            "see the same lookups, their consent, their records and disputes "
+                            "in a browser:", WIDTH))  # fmt: skip
+        for step in portal_steps(person, directory.resolve(), kept=args.keep is not None):
+            print("\n".join(fold_example(f"{INDENT}{step}", WIDTH)))
     return 0
 
 

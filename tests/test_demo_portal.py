@@ -1,0 +1,93 @@
+"""``make demo`` ends with how to open the portal as its person, and those steps work.
+
+The steps are run as printed, on a federation the demo kept: start it again
+(``credence dev up``), start ``credence me portal`` (its own process), open the
+link it prints and read the person's own lookups and records.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from credence.cli import main
+from credence.dev import demo
+from credence.dev import federation as dev_federation
+
+pytestmark = pytest.mark.slow
+
+#: Generous: a command starting on a busy two-core machine.
+START_SECONDS = 60.0
+
+
+def test_steps_for_a_removed_federation_keep_the_next_one_at_the_same_paths() -> None:
+    person = {"id": "x", "subject_key": "/tmp/d/subjects/p.key",
+              "binding": "/tmp/d/subjects/p.binding.jwt"}  # fmt: skip
+    steps = demo.portal_steps(person, Path("/tmp/d"), kept=False)
+    keep = demo.KEEP_SUGGESTED
+    assert steps == [
+        f"python -m credence.dev.demo --keep {keep}",
+        f"credence dev up --dir {keep}",
+        f"credence me portal --key {keep}/subjects/p.key --binding "
+        f"{keep}/subjects/p.binding.jwt --federation {keep}/federation.json",
+    ]
+    kept = demo.portal_steps(person, Path("/tmp/d"), kept=True)
+    assert kept[0] == "credence dev up --dir /tmp/d"
+    assert "--key /tmp/d/subjects/p.key " in kept[1]
+
+
+def _portal_link(process: subprocess.Popen[str]) -> str:
+    printed: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            printed.append(line)
+            if "/login/" in line:
+                found.set()
+        found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert found.wait(START_SECONDS), "".join(printed)
+    links = re.findall(r"http://127\.0\.0\.1:\d+/login/\S+", "".join(printed))
+    assert len(links) == 1, "".join(printed)
+    return str(links[0])
+
+
+def test_the_printed_steps_open_the_persons_portal(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    try:
+        # The demo's three agencies: the bank holds the persons with a history.
+        federation = dev_federation.up(directory, agencies=3, subjects=40)
+        person = federation["samples"]["person_with_consent"][0]
+        assert dev_federation.down(directory) == []
+        up, portal = demo.portal_steps(person, directory.resolve(), kept=True)
+        assert main(shlex.split(up)[1:]) == 0
+        command = [sys.executable, "-m", "credence.cli", *shlex.split(portal)[1:]]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            link = _portal_link(process)
+            with httpx.Client(timeout=START_SECONDS, follow_redirects=True) as browser:
+                grants = browser.get(link).url.copy_with(path="/grants")
+                page = browser.get(grants)
+                assert page.status_code == 200
+                assert person["grant_id"] in page.text
+                assert "Permission for demo-company" in page.text
+        finally:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=30) == 0
+            assert process.stdout is not None
+            process.stdout.close()
+    finally:
+        assert dev_federation.down(directory) == []
