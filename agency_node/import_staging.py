@@ -2,8 +2,13 @@
 
 An import never holds the node database's write lock while it reads or checks
 the file. It streams every checked row into ``staging.db`` in a staging
-directory (``seen`` catches a repeated ``record_id``; ``staged`` holds the
-rows in file order). Only a file with no error at all is applied.
+directory (``staged`` holds the rows in file order, each at its own
+``seq``, so worker processes stage the chunks they check themselves:
+:func:`open_staged_rows`, :func:`stage_rows`) and the record ids it has seen
+into ``staging-seen.db`` beside it (``seen`` catches a repeated
+``record_id``; a file of its own, so the importer marks ids while a worker
+holds ``staging.db``'s write lock). Only a file with no error at all is
+applied.
 
 Applying copies the staged rows to ``records`` in short transactions, so
 answers and the query log wait at most one such transaction: the first takes
@@ -75,8 +80,11 @@ __all__ = [
     "Staging",
     "apply",
     "next_chunk_size",
+    "open_staged_rows",
     "out_of_space",
     "recover",
+    "stage_rows",
+    "staging_files",
 ]
 
 #: Rows in the first apply transaction (and each undo transaction).
@@ -112,7 +120,6 @@ _DISPUTED = COLUMNS.index("disputed")
 _RECORD_ID = COLUMNS.index("record_id")
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS seen (record_id TEXT PRIMARY KEY, row INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS staged (seq INTEGER PRIMARY KEY, {", ".join(COLUMNS)});
 CREATE TABLE IF NOT EXISTS undo (record_id TEXT PRIMARY KEY, existed INTEGER NOT NULL, {
     ", ".join(name for name in COLUMNS if name != "record_id")
@@ -121,9 +128,16 @@ CREATE TABLE IF NOT EXISTS undo (record_id TEXT PRIMARY KEY, existed INTEGER NOT
 
 # Built from the constant column names above, never from input.
 _OTHERS = tuple(name for name in COLUMNS if name != "record_id")
-_INSERT_STAGED = (
-    f"INSERT INTO staged ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
+_SEEN_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS seen (record_id TEXT PRIMARY KEY, row INTEGER NOT NULL) "
+    "WITHOUT ROWID"
 )
+_INSERT_STAGED = (
+    f"INSERT INTO staged (seq, {', '.join(COLUMNS)}) "  # noqa: S608
+    f"VALUES (?, {', '.join('?' * len(COLUMNS))})"
+)
+# A worker waits this long for staging.db's write lock (another worker's chunk).
+_STAGING_BUSY_SECONDS = 600.0
 _SELECT_STAGED = f"SELECT seq, {', '.join(COLUMNS)} FROM staged WHERE seq > ? ORDER BY seq LIMIT ?"  # noqa: S608
 _INSERT_UNDO = (
     f"INSERT INTO undo (record_id, existed, {', '.join(_OTHERS)}) "  # noqa: S608
@@ -167,8 +181,43 @@ def out_of_space(exc: BaseException) -> bool:
     return "disk is full" in message or "no space left" in message
 
 
+def staging_files(path: Path) -> list[Path]:
+    """Every file a staging database at ``path`` may leave, its journals included."""
+    seen = _seen_path(path)
+    return [
+        Path(f"{db}{suffix}") for db in (path, seen) for suffix in ("", "-wal", "-shm", "-journal")
+    ]
+
+
+def _seen_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}-seen{path.suffix}")
+
+
+def open_staged_rows(path: Path) -> sqlite3.Connection:
+    """A connection that stages rows into the staging database ``path`` made by :class:`Staging`.
+
+    For a worker process that stages the chunks it checks (:func:`stage_rows`).
+    """
+    db = sqlite3.connect(path, isolation_level=None, timeout=_STAGING_BUSY_SECONDS)
+    # Scratch until the import applies (Staging._durability).
+    db.execute("PRAGMA synchronous=OFF")
+    return db
+
+
+def stage_rows(db: sqlite3.Connection, first_seq: int, values: list[tuple[Any, ...]]) -> None:
+    """Stage checked rows at ``seq`` ``first_seq``, ``first_seq + 1``, ... (one transaction).
+
+    A chunk's first ``seq`` is one more than the rows read before it, so a
+    file without errors is staged at ``seq`` 1 to its row count, whoever
+    stages which chunk in whatever order.
+    """
+    with db:
+        db.execute("BEGIN")
+        db.executemany(_INSERT_STAGED, [(seq, *row) for seq, row in enumerate(values, first_seq)])
+
+
 class Staging:
-    """``staging.db``: the checked rows, the record ids seen, the undo journal."""
+    """``staging.db``: the checked rows and the undo journal; and the record ids seen."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -176,6 +225,11 @@ class Staging:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._durability(self.state)
+        self._seen = sqlite3.connect(_seen_path(path), isolation_level=None)
+        self._seen.execute("PRAGMA journal_mode=WAL")
+        # Only used while validating, and never needed after a crash.
+        self._seen.execute("PRAGMA synchronous=OFF")
+        self._seen.execute(_SEEN_SCHEMA)
 
     def _durability(self, state: str) -> None:
         # Until it applies, an import has nothing to undo: a staging database
@@ -186,7 +240,8 @@ class Staging:
         self._db.execute(f"PRAGMA synchronous={level}")
 
     def close(self) -> None:
-        """Close the database (the caller deletes the directory)."""
+        """Close the databases (the caller deletes their files: :func:`staging_files`)."""
+        self._seen.close()
         self._db.close()
 
     @property
@@ -203,23 +258,29 @@ class Staging:
             (value, value),
         )
 
-    def write(self, values: list[tuple[Any, ...]], marks: list[tuple[str, int]]) -> list[RowError]:
-        """Remember the chunk's record ids and stage its rows.
+    def write(
+        self, values: list[tuple[Any, ...]], marks: list[tuple[str, int]], first_seq: int
+    ) -> list[RowError]:
+        """Remember the chunk's record ids and stage its rows at ``first_seq`` on.
+
+        ``values`` is empty when a worker staged the chunk's rows itself
+        (:func:`stage_rows`); ids are always marked here, in file order, so
+        a repeat is reported on its later row.
 
         Returns:
             An error for each record id seen on an earlier row.
         """
-        with self._db:
-            self._db.execute("BEGIN")
+        with self._seen:
+            self._seen.execute("BEGIN")
             duplicates = self._duplicates(marks)
-            if values:
-                self._db.executemany(_INSERT_STAGED, values)
+        if values:
+            stage_rows(self._db, first_seq, values)
         return duplicates
 
     def _duplicates(self, marks: list[tuple[str, int]]) -> list[RowError]:
         if not marks:
             return []
-        cursor = self._db.executemany(
+        cursor = self._seen.executemany(
             "INSERT INTO seen VALUES (?, ?) ON CONFLICT DO NOTHING", marks
         )
         if cursor.rowcount == len(marks):
@@ -229,7 +290,7 @@ class Staging:
         for start in range(0, len(ids), 500):
             part = ids[start : start + 500]
             first.update(
-                self._db.execute(
+                self._seen.execute(
                     _SELECT_SEEN.format(",".join("?" * len(part))),
                     part,
                 ).fetchall()

@@ -1,11 +1,15 @@
 """Checking rows in worker processes that never outlive the import.
 
-Checking a row (normalising and keying its identifier above all) costs about
-as much as staging it, so on a machine with more than one CPU a worker
-process checks chunks while the importer reads the file and stages the chunk
-before. A worker holds the pseudonymisation key, so it must die with the
-importer, also when the importer is killed with SIGKILL and gets no chance to
-stop it: on Linux each worker asks the kernel for SIGKILL when its parent
+Checking a row (normalising and keying its identifier above all) costs more
+than reading it, so on a machine with more than one CPU a worker process
+checks chunks while the importer reads the file. The worker stages the rows
+it checked itself, straight into the staging database
+(:func:`agency_node.import_staging.stage_rows`), and hands back only their
+record ids and errors: checked rows never travel back through a pipe.
+
+A worker holds the pseudonymisation key, so it must die with the importer,
+also when the importer is killed with SIGKILL and gets no chance to stop it:
+on Linux each worker asks the kernel for SIGKILL when its parent
 dies (``PR_SET_PDEATHSIG``), and every worker, on any system, exits when it
 finds it has been re-parented.
 """
@@ -17,16 +21,19 @@ import ctypes.util
 import multiprocessing
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from agency_node.import_readers import RawRow
 from agency_node.import_rows import RowError, _RowChecker
+from agency_node.import_staging import open_staged_rows, stage_rows
 from credence.subjects import PseudonymisationKey
 
 __all__ = ["Checked", "check_chunk", "check_in_worker", "worker_pool"]
@@ -38,7 +45,7 @@ _PARENT_POLL_SECONDS = 1.0
 
 @dataclass(slots=True)
 class Checked:
-    """One chunk after checking: rows to stage, ids to check for repeats, errors."""
+    """One chunk after checking: rows to stage (none once staged), ids to check, errors."""
 
     values: list[tuple[Any, ...]]
     marks: list[tuple[str, int]]
@@ -63,6 +70,7 @@ def check_chunk(checker: _RowChecker, items: list[RawRow]) -> Checked:
 
 
 _worker_checker: _RowChecker | None = None
+_worker_staging: sqlite3.Connection | None = None
 
 
 def _die_with(parent: int) -> None:
@@ -81,25 +89,47 @@ def _die_with(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _init_worker(
-    parent: int, secret: bytes, now: datetime, hash_time: Callable[[datetime], str], strict: bool
-) -> None:
+@dataclass(frozen=True, slots=True)
+class _Setup:
+    """What a worker process needs, sent once as it starts."""
+
+    secret: bytes
+    now: datetime
+    hash_time: Callable[[datetime], str]
+    strict: bool
+    staged: Path
+
+
+def _init_worker(parent: int, setup: _Setup) -> None:
     _die_with(parent)
-    global _worker_checker  # noqa: PLW0603 - one checker per worker process, by design
+    # One checker and one staging connection per worker process, by design.
+    global _worker_checker, _worker_staging  # noqa: PLW0603
     _worker_checker = _RowChecker(
-        PseudonymisationKey.from_bytes(secret), now, hash_time, strict=strict
+        PseudonymisationKey.from_bytes(setup.secret),
+        setup.now,
+        setup.hash_time,
+        strict=setup.strict,
     )
+    _worker_staging = open_staged_rows(setup.staged)
 
 
-def check_in_worker(items: list[RawRow]) -> Checked:
-    """Check a chunk in a worker process started by :func:`worker_pool`.
+def check_in_worker(items: list[RawRow], first_seq: int) -> Checked:
+    """Check a chunk in a worker process started by :func:`worker_pool` and stage it.
+
+    The rows are staged at ``seq`` ``first_seq`` on, unless the chunk has an
+    error (then the file is refused and nothing needs staging); the result
+    carries no rows.
 
     Raises:
         RuntimeError: called outside such a worker.
     """
-    if _worker_checker is None:
+    if _worker_checker is None or _worker_staging is None:
         raise RuntimeError("import worker was not initialised")
-    return check_chunk(_worker_checker, items)
+    checked = check_chunk(_worker_checker, items)
+    if not checked.errors and checked.values:
+        stage_rows(_worker_staging, first_seq, checked.values)
+    checked.values = []
+    return checked
 
 
 def worker_pool(
@@ -109,13 +139,14 @@ def worker_pool(
     hash_time: Callable[[datetime], str],
     *,
     strict: bool,
+    staged: Path,
 ) -> ProcessPoolExecutor:
-    """Worker processes that check rows and die with this process."""
+    """Worker processes that check rows, stage them in ``staged`` and die with this process."""
     # spawn, not fork: forking a process that may hold gRPC or database
     # threads is unsafe. The key goes to the child over its private pipe.
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(os.getpid(), key.secret, now, hash_time, strict),
+        initargs=(os.getpid(), _Setup(key.secret, now, hash_time, strict, staged)),
     )

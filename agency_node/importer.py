@@ -89,7 +89,7 @@ from agency_node.import_rows import (
     postgres_hash_time,
     stage_time,
 )
-from agency_node.import_staging import Staging, apply, out_of_space, recover
+from agency_node.import_staging import Staging, apply, out_of_space, recover, staging_files
 from agency_node.import_workers import Checked, check_chunk, check_in_worker, worker_pool
 from agency_node.models import Record
 from credence.encoding import require_utc
@@ -177,13 +177,10 @@ class _Validation:
         self._on_chunk = on_chunk
         self.rows = 0
 
-    def _store(self, checked: Checked) -> None:
-        errors = self._errors
-        errors.extend(checked.errors)
-        # After the first error no row is staged: the file will be refused.
-        values = checked.values if errors.total == 0 else []
+    @contextlib.contextmanager
+    def _staging_space(self) -> Iterator[None]:
         try:
-            errors.extend(self._staging.write(values, checked.marks))
+            yield
         except (OSError, sqlite3.Error) as exc:
             if out_of_space(exc):
                 raise FailedPrecondition(
@@ -191,13 +188,22 @@ class _Validation:
                     "nothing was imported: free space there and retry"
                 ) from None
             raise
+
+    def _store(self, checked: Checked, first_seq: int) -> None:
+        errors = self._errors
+        errors.extend(checked.errors)
+        # After the first error no row is staged: the file will be refused.
+        values = checked.values if errors.total == 0 else []
+        with self._staging_space():
+            errors.extend(self._staging.write(values, checked.marks, first_seq))
         errors.trim()
         self._on_chunk()
 
     def here(self, chunks: Iterator[list[RawRow]], checker: _RowChecker) -> None:
         for chunk in chunks:
+            first_seq = self.rows + 1
             self.rows += len(chunk)
-            self._store(check_chunk(checker, chunk))
+            self._store(check_chunk(checker, chunk), first_seq)
 
     def in_workers(
         self, chunks: Iterator[list[RawRow]], pool: ProcessPoolExecutor, workers: int
@@ -206,15 +212,22 @@ class _Validation:
         # this process reads the file and stages the chunk before. This
         # process does not check chunks itself when the workers fall behind:
         # on a node the CPU it would take is the one answering queries.
-        in_flight: deque[Future[Checked]] = deque()
+        # A chunk's rows are staged by its worker: only record ids and errors come back.
+        in_flight: deque[tuple[Future[Checked], int]] = deque()
         depth = 2 * workers
         for chunk in chunks:
+            first_seq = self.rows + 1
             self.rows += len(chunk)
-            in_flight.append(pool.submit(check_in_worker, chunk))
+            in_flight.append((pool.submit(check_in_worker, chunk, first_seq), first_seq))
             if len(in_flight) > depth:
-                self._store(in_flight.popleft().result())
+                self._finish(*in_flight.popleft())
         while in_flight:
-            self._store(in_flight.popleft().result())
+            self._finish(*in_flight.popleft())
+
+    def _finish(self, checking: Future[Checked], first_seq: int) -> None:
+        with self._staging_space():  # the worker's staging may have filled the disk
+            checked = checking.result()
+        self._store(checked, first_seq)
 
 
 @contextlib.contextmanager
@@ -237,9 +250,9 @@ def _staging_area(staging_dir: Path | None) -> Iterator[Path]:
 
 
 def _remove_staging(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    for leftover in staging_files(path):
         with contextlib.suppress(FileNotFoundError):
-            Path(f"{path}{suffix}").unlink()
+            leftover.unlink()
 
 
 def _finish_earlier(path: Path, engine: Engine) -> bool:
@@ -368,7 +381,12 @@ def import_records(
                     chunks = _chunks(rows, chunk_size, errors)
                     if workers:
                         with worker_pool(
-                            workers, pseudonymisation_key, now, hash_time, strict=strict
+                            workers,
+                            pseudonymisation_key,
+                            now,
+                            hash_time,
+                            strict=strict,
+                            staged=staged,
                         ) as pool:
                             validation.in_workers(chunks, pool, workers)
                     else:
