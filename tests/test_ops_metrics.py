@@ -22,6 +22,8 @@ from agency_node.import_progress import (
     running_import,
     write_import_progress,
 )
+from credence.cli import main
+from credence.dev import federation as dev_federation
 from credence.errors import InvalidInput
 from credence.ops.metrics import (
     LatestServer,
@@ -187,3 +189,30 @@ def test_figures_come_from_the_server_started_last_until_it_stops() -> None:
     detach_second()  # twice is harmless
     detach_first()
     assert _collected(latest) == []
+
+
+def test_dev_up_prints_every_metrics_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agencies = [
+        {"member_id": name, "address": f"127.0.0.1:{port}", "kinds": ["court_judgment"],
+         "metrics_url": f"http://127.0.0.1:{port + 1}/metrics"}
+        for name, port in (("court", 7711), ("bank", 7721))
+    ]  # fmt: skip
+    federation = {
+        "registry": {
+            "address": "127.0.0.1:7700", "public_address": "127.0.0.1:7702",
+            "http_url": "https://127.0.0.1:7780", "console_url": "https://127.0.0.1:7790/",
+            "admin_token": str(tmp_path / "admin.token"),
+            "metrics_url": "https://127.0.0.1:7790/metrics",
+        },
+        "agencies": agencies,
+        "samples": {"listed_organisation": ["reg:CN:ORG000001"]},
+    }  # fmt: skip
+    monkeypatch.setattr(dev_federation, "is_stopped", lambda _directory: False)
+    monkeypatch.setattr(dev_federation, "up", lambda *_args, **_kwargs: federation)
+    assert main(["dev", "up", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "  metrics   https://127.0.0.1:7790/metrics (registry)" in out
+    for agency in agencies:
+        assert f"  metrics   {agency['metrics_url']} ({agency['member_id']})" in out
