@@ -10,11 +10,11 @@ does not come, or fails a check, leaves the sum unreadable: the verdict is
 then INCOMPLETE with the reason (a second, different missing set would be
 refused by the nodes, and rightly: it would give away single pairs' masks).
 
-Every recovery is logged by the registry's operational log (query or batch
-id, missing and answering members, how many shares: never a value), carried
-by the verdict (``Verdict.recoveries``: each share names its missing set and
-the hash of the request) and kept as a row of each asked node's query log,
-whose audit flags a request that names it missing when it answered.
+Every recovery is logged by the registry's operational log (missing and
+answering members, how many shares: no query, subject or value), carried by
+the verdict (``Verdict.recoveries``: each share names its query, its missing
+set and the hash of the request) and kept as a row of each asked node's
+query log, whose audit flags a request that names it missing when it answered.
 """
 
 from __future__ import annotations
@@ -156,9 +156,10 @@ async def recover(
             failures.append(f"{target.member_id}: {' '.join(str(exc).split())}")
             continue
         envelopes.append(reply.share)
+    # Member ids and counts only: the log output names no query, subject or value.
     _log.info(
-        "mask recovery for %s %s: missing %s, answering %s, %d of %d shares",
-        "batch" if batch else "query", query_id, ",".join(sorted(missing)),
+        "mask recovery for a %s: missing %s, answering %s, %d of %d shares",
+        "batch" if batch else "lookup", ",".join(sorted(missing)),
         ",".join(sorted(t.member_id for t in answering)), len(shares), len(answering),
     )  # fmt: skip
     failure = ""
