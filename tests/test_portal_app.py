@@ -21,11 +21,11 @@ import httpx
 import pytest
 
 from credence.client.subject_records import AgencyAnswer
-from credence.errors import NotFound
+from credence.errors import InvalidInput, NotFound
 from credence.portal import app as portal_app
 from credence.portal import views
 from credence.portal.access import COOKIE_NAME
-from credence.portal.serving import PortalServer, serve_portal
+from credence.portal.serving import PortalServer, bind_loopback, serve_portal
 from credence.portal.strings import CATALOGUES, ENGLISH, Catalogue
 from credence.v1 import common_pb2, registry_pb2, subject_records_pb2
 
@@ -104,8 +104,8 @@ class MemoryDesk:
         )
         return [AgencyAnswer("court-1", court), AgencyAnswer("bank-1", None, "no answer")]
 
-    def agencies(self) -> list[str]:
-        return ["bank-1", "court-1"]
+    def agencies(self) -> dict[str, tuple[str, ...]]:
+        return {"bank-1": ("loan_default", "late_payment"), "court-1": ("court_judgment",)}
 
 
 @dataclass
@@ -263,13 +263,16 @@ def test_a_dispute_is_sent_and_its_state_shown(portal: Running) -> None:
     with portal.logged_in() as client:
         form = client.get("/contests?agency=court-1")
         assert '<option value="court-1" selected>' in form.text
+        assert '<option value="loan_default">loan default</option>' in form.text
         csrf = _csrf(form.text)
         empty = client.post("/contests", data={"agency": "court-1", "statement": " ", "csrf": csrf})
         assert empty.status_code == 400
         assert ENGLISH["contests.statement_missing"] in empty.text
         sent = client.post(
-            "/contests", data={"agency": "court-1", "statement": "Paid in March.", "csrf": csrf}
-        )
+            "/contests",
+            data={"agency": "court-1", "kind": "court_judgment", "statement": "Paid in March.",
+                  "csrf": csrf},
+        )  # fmt: skip
         assert "Your dispute c1 was sent to court-1: 2 record(s)" in sent.text
         assert "Open: the agency is looking at it" in sent.text
         assert "Yes, you disputed it" in client.get("/records").text
@@ -280,7 +283,7 @@ def test_a_dispute_is_sent_and_its_state_shown(portal: Running) -> None:
         assert refused.status_code == 404
         assert "bank-1 holds no record of this subject" in refused.text
         assert "Not mine." in refused.text  # what the subject wrote is kept
-    assert portal.desk.changes == [("contest", "court-1", "Paid in March.", "")]
+    assert portal.desk.changes == [("contest", "court-1", "Paid in March.", "court_judgment")]
 
 
 def test_markup_in_a_name_is_shown_as_text() -> None:
@@ -315,3 +318,15 @@ def test_unknown_enum_values_are_named_not_crashed() -> None:
     t = Catalogue()
     assert views.purpose_words(t, 99) == "a purpose not known to this page (99)"
     assert views.kinds_words(t, []) == "nothing"
+
+
+def test_a_taken_port_is_refused_saying_what_to_do() -> None:
+    taken = bind_loopback(0)
+    try:
+        port = taken.getsockname()[1]
+        with pytest.raises(InvalidInput, match=rf"cannot listen on 127\.0\.0\.1:{port} .*--port"):
+            bind_loopback(port)
+    finally:
+        taken.close()
+    with pytest.raises(InvalidInput, match=r"--port must be 0\.\.65535, got 70000"):
+        bind_loopback(70000)

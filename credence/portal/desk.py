@@ -28,7 +28,7 @@ class SubjectDesk(Protocol):
     def contest(self, agency: str, statement: str, record_kind: str) -> tuple[str, int]: ...  # noqa: D102
     def contests(self) -> list[registry_pb2.ContestRecord]: ...  # noqa: D102
     def records(self) -> list[AgencyAnswer]: ...  # noqa: D102
-    def agencies(self) -> list[str]: ...  # noqa: D102
+    def agencies(self) -> dict[str, tuple[str, ...]]: ...  # noqa: D102
 
 
 class ClientDesk:
@@ -97,17 +97,17 @@ class ClientDesk:
         """
         return fetch_records(self._client, binding=self._binding, manifest=self._manifest())
 
-    def agencies(self) -> list[str]:
-        """The federation's active agencies, from the verified manifest.
+    def agencies(self) -> dict[str, tuple[str, ...]]:
+        """The federation's active agencies and the record kinds each holds (the manifest's).
 
         Raises:
             CredenceError: the manifest could not be fetched or did not verify.
         """
-        return sorted(
-            member.member_id
-            for member in self._manifest().members.values()
+        return {
+            member.member_id: member.record_kinds
+            for member in sorted(self._manifest().members.values(), key=lambda m: m.member_id)
             if member.is_active and member.role_name == "agency"
-        )
+        }
 
     def close(self) -> None:
         """Close the channel to the registry."""

@@ -99,7 +99,8 @@ ENGLISH: Mapping[str, str] = {
     "contests.agency": "Agency holding the records",
     "contests.kind": "Which records",
     "contests.kind_all": "All my records there",
-    "contests.kind_help": "Leave this on all records unless one kind is wrong.",
+    "contests.kind_help": "Leave this on all records unless only one kind of record is "
+    "wrong; pick a kind the agency you chose holds.",
     "contests.statement": "What is wrong, in your words",
     "contests.statement_help": "For example: this judgment was paid in full in March.",
     "contests.send": "Send the dispute",
