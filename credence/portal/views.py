@@ -189,8 +189,6 @@ class RecordsView:
     records: list[RecordRow]
     problem: str
     shown_note: str
-    how_to_contest: str
-    kinds: list[str]
 
 
 def records_views(t: Catalogue, answers: Sequence[AgencyAnswer]) -> list[RecordsView]:
@@ -198,7 +196,7 @@ def records_views(t: Catalogue, answers: Sequence[AgencyAnswer]) -> list[Records
     views = []
     for answer in answers:
         if answer.records is None:
-            views.append(RecordsView(answer.agency, [], answer.problem, "", "", []))
+            views.append(RecordsView(answer.agency, [], answer.problem, ""))
             continue
         held = answer.records.records
         rows = [
@@ -216,10 +214,9 @@ def records_views(t: Catalogue, answers: Sequence[AgencyAnswer]) -> list[Records
         ]
         total = int(answer.records.total)
         note = t("records.shown", shown=len(held), total=total) if total > len(held) else ""
-        kinds = sorted({record.kind for record in held})
-        views.append(
-            RecordsView(answer.agency, rows, "", note, answer.records.how_to_contest, kinds)
-        )
+        # The agency's how_to_contest names the command line; here the dispute
+        # button below its records does that.
+        views.append(RecordsView(answer.agency, rows, "", note))
     return views
 
 
