@@ -50,9 +50,16 @@ _OUTCOME_AT = LOG_COLUMNS.index("outcome")
 _CODE_AT = LOG_COLUMNS.index("status_code")
 
 
+#: QUERIES' children by (outcome, code), looked up once: labels() costs more than the count.
+_QUERY_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
 def count_query(outcome: str, code: str) -> None:
     """Count one logged query (the single path)."""
-    QUERIES.labels(outcome, code).inc()
+    counter = _QUERY_COUNTERS.get((outcome, code))
+    if counter is None:
+        counter = _QUERY_COUNTERS[outcome, code] = QUERIES.labels(outcome, code)
+    counter.inc()
 
 
 def count_logged(rows: Iterable[LogValues]) -> None:

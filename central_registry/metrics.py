@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -72,10 +73,20 @@ def agency_observer(stats: AgencyStats, clock: Clock, *, metrics: bool) -> Obser
     if not metrics:
         return lambda agency, seconds, outcome: stats.observe(agency, seconds, outcome, clock())
 
+    # Each agency's children looked up once: labels() costs more than the count.
+    timings: dict[str, Any] = {}
+    calls: dict[tuple[str, str], Any] = {}
+
     def observe(agency: str, seconds: float, outcome: str) -> None:
         stats.observe(agency, seconds, outcome, clock())
-        FANOUT_SECONDS.labels(agency).observe(seconds)
-        FANOUT_CALLS.labels(agency, outcome).inc()
+        timing = timings.get(agency)
+        if timing is None:
+            timing = timings[agency] = FANOUT_SECONDS.labels(agency)
+        timing.observe(seconds)
+        counter = calls.get((agency, outcome))
+        if counter is None:
+            counter = calls[agency, outcome] = FANOUT_CALLS.labels(agency, outcome)
+        counter.inc()
 
     return observe
 
