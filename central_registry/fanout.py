@@ -310,8 +310,9 @@ class FanOut:
         try:
             return await self._stubs_for(target).recover_masks(body, timeout=remaining)
         except grpc.aio.AioRpcError as error:
-            outcome = self._failed(target, error, self._deadline)
-            return outcome.reason
+            if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                return f"no recovery share within {self._deadline} s"
+            return self._failed(target, error, self._deadline).reason
         finally:
             self._slots.release()
 

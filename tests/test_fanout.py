@@ -15,6 +15,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import grpc
@@ -26,7 +27,9 @@ from agency_node import database
 from agency_node.importer import import_records
 from agency_node.offline_node import write_node_dir
 from agency_node.server import RunningNode, start_node
+from central_registry.aggregation import Recovery
 from central_registry.fanout import AgencyTarget, FanOut
+from central_registry.mask_recovery import recover
 from central_registry.outcomes import AgencyOutcome
 from credence import payloads, queries
 from credence.dev.offline_federation import NOW, REGISTRY_ID, Federation
@@ -34,7 +37,7 @@ from credence.envelope import Envelope, sign
 from credence.errors import InvalidInput
 from credence.keys import KeySet, SigningKey
 from credence.rpc.tls import server_credentials
-from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2
+from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2, subject_records_pb2
 
 T = TypeVar("T")
 
@@ -210,6 +213,30 @@ class FakeNode(agency_pb2_grpc.AgencyNodeServiceServicer):
         self, request: agency_pb2.FileContestRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> agency_pb2.FileContestResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fan-out never files contests")
+
+    async def ListSubjectRecords(
+        self,
+        request: subject_records_pb2.ListSubjectRecordsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> subject_records_pb2.ListSubjectRecordsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fan-out never lists records")
+
+    async def RecoverMasks(
+        self, request: agency_pb2.RecoverMasksRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agency_pb2.RecoverMasksResponse:
+        if self.mode == "slow":
+            await asyncio.sleep(SLOW_SECONDS)
+        asked = agency_pb2.RecoveryRequest.FromString(request.request.payload)
+        share = agency_pb2.RecoveryShare(
+            query_id=asked.query_id,
+            agency=FAKE,
+            share=[5] * asked.count,
+            request_hash=hashlib.sha256(request.request.payload).digest(),
+            missing=asked.missing,
+        )
+        return agency_pb2.RecoverMasksResponse(
+            share=self._sign(payloads.RECOVERY_SHARE, share.SerializeToString())
+        )
 
 
 @asynccontextmanager
@@ -655,3 +682,39 @@ def test_refuses_bounds_that_make_no_sense(cluster: Cluster) -> None:
             cert_pem=cluster.federation.members[REGISTRY_ID].cert_pem,
             ca_pem=cluster.federation.ca.certificate_pem,
         )
+
+
+# -- mask recovery ------------------------------------------------------------------------
+
+
+def test_recovery_shares_come_back_and_a_dead_or_slow_node_is_named(
+    cluster: Cluster, dead_port: int
+) -> None:
+    registry_key = cluster.federation.registry_key
+
+    async def scenario() -> tuple[Recovery, Recovery]:
+        fanout = cluster.fanout(deadline=1.0)
+
+        async def ask(targets: list[AgencyTarget]) -> Recovery:
+            return await recover(
+                fanout, targets, query_id="q-1", missing=["gone"], log_promise_hash=b"",
+                layout_id="fake-layout", count=3, batch=False, now=NOW,
+                lifetime=timedelta(seconds=30), key=registry_key,
+            )  # fmt: skip
+
+        async with fake_node(cluster, "honest") as (honest, _):
+            try:
+                shared = await ask([honest])
+                async with fake_node(cluster, "slow") as (slow, _):
+                    failed = await ask([cluster.target(TAX, port=dead_port), slow])
+                return shared, failed
+            finally:
+                await fanout.close()
+
+    shared, failed = run(scenario)
+    assert shared.failure == ""
+    assert shared.shares == {FAKE: [5, 5, 5]}
+    assert len(shared.envelopes) == 1
+    assert failed.shares == {}
+    assert f"{TAX}: failed to connect" in failed.failure
+    assert f"{FAKE}: no recovery share within 1.0 s" in failed.failure
