@@ -21,6 +21,7 @@ from credence import payloads
 from credence.blind.layout import for_scorecard
 from credence.blind.masks import mask_vector, pair_key, public_bytes
 from credence.blind.recovery import recovery_share
+from credence.client.results import VerifiedVerdict
 from credence.dev.offline_federation import NOW, Federation
 from credence.envelope import sign
 from credence.errors import BadSignature, ClaimMismatch, InvalidInput
@@ -230,3 +231,18 @@ def test_a_dropout_re_adds_with_its_shares_and_a_missing_share_must_be_said(
     other.recoveries[0].CopyFrom(_share(fed, "a1", ["a2", "a3"])[1])
     with pytest.raises(ClaimMismatch, match="recovery share is not for this query"):
         readd_verdict(other, manifest)
+
+
+def test_the_requester_sees_why_the_sum_was_not_read(
+    federation: tuple[Federation, TrustedManifest],
+) -> None:
+    fed, _ = federation
+    five = LAYOUT.fill(Listing(), None)
+    five[LAYOUT.listed_index] = 5
+    verdict = _verdict([_answer(fed, agency, five) for agency in AGENCIES])
+    shown = VerifiedVerdict(verdict, sign(payloads.VERDICT, b"", [fed.registry_key]), "")
+    assert shown.status == "incomplete"
+    assert shown.coverage == (
+        "3/3 agencies answered; sum not read: the answers' sum is impossible: "
+        "the listed sum 15 is outside 0..3 for 3 answering agencies"
+    )

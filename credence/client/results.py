@@ -99,7 +99,10 @@ class VerifiedVerdict:
 
     @property
     def coverage(self) -> str:
-        """E.g. ``2/3 agencies answered; b: timeout (no answer within 250 ms)``."""
+        """E.g. ``2/3 agencies answered; b: timeout (no answer within 250 ms)``.
+
+        When the answers' sum could not be read, its ``incomplete_reason`` ends it.
+        """
         coverage = self.verdict.coverage
         parts = [f"{coverage.answered}/{coverage.expected} agencies answered"]
         for agency in coverage.agencies:
@@ -107,6 +110,9 @@ class VerifiedVerdict:
                 state = _COVERAGE_STATES.get(agency.state, str(agency.state))
                 reason = f" ({agency.reason})" if agency.reason else ""
                 parts.append(f"{agency.member_id}: {state}{reason}")
+        if self.verdict.incomplete_reason:
+            # Why the answers' sum was not read (docs/protocol.md section 10).
+            parts.append(f"sum not read: {self.verdict.incomplete_reason}")
         return "; ".join(parts)
 
     def to_file(self) -> str:
