@@ -8,6 +8,7 @@ credence node migrate --dir D
 credence node purge   --dir D
 credence node serve   --dir D [--listen ADDR]
 credence node audit   --dir D [--json]
+credence node open-answer --dir D QUERY_ID [--json]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import Engine
 
 from agency_node import config as node_config
 from agency_node import database, disputes
+from agency_node.answer_vectors import OpenedAnswer, open_answer
 from agency_node.audit import UNREACHABLE, audit_node
 from agency_node.importer import (
     STAGING_DIR_NAME,
@@ -35,6 +37,7 @@ from agency_node.importer import (
 )
 from agency_node.manifest_holder import load_manifest
 from agency_node.server import serve
+from credence.blind.layout import for_scorecard
 from credence.blind.masks import agreement_key, load_agreement_key, public_bytes, save_agreement_key
 from credence.cli.command import command, subcommands
 from credence.cli.progress import Progress
@@ -83,6 +86,11 @@ one is evidence that the registry looked someone up in secret. It proves up to
 1,000 queries per request, shows its progress on stderr, and reports the lag:
 promises still unchecked and how far the oldest is past its merge delay.
 Exit 0 when everything verifies, 1 when anything does not."""
+OPEN_ANSWER_DESCRIPTION = """\
+show, from this node's own query log, the cleartext vector of an answer it gave
+(a single query or one item of a screening batch), slot by slot, with the masks
+it added and the masked words that left the node: the evidence an operator
+gives when the federation asks this node to open an answer."""
 DATA_DIR = "the node's data directory"
 
 
@@ -222,6 +230,18 @@ def register(parser: argparse.ArgumentParser) -> None:
         handler=_audit,
     )
     audit.add_argument("--json", action="store_true", help="machine-readable output")
+
+    opening = command(
+        commands,
+        "open-answer",
+        "show the cleartext vector and the masks of an answer this node gave",
+        "credence node open-answer --dir ./court 3f2a...",
+        description=OPEN_ANSWER_DESCRIPTION,
+        data_dir=DATA_DIR,
+        handler=_open_answer,
+    )
+    opening.add_argument("query_id", help="a query id, or a screening batch item's query id")
+    opening.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -519,4 +539,53 @@ def _audit(args: argparse.Namespace) -> int:
         )
         return 0
     print("every answered query is in the registry's log")
+    return 0
+
+
+def _slot_names(config: node_config.NodeConfig, opened: OpenedAnswer) -> tuple[str, ...]:
+    """The slot names of the answer's layout, or ``slot <i>`` under another scorecard."""
+    layout = for_scorecard(load_manifest(config, utc_now()).scorecard)
+    if layout.layout_id == opened.layout_id and layout.length == len(opened.vector):
+        return layout.slots
+    return tuple(f"slot {index}" for index in range(len(opened.vector)))
+
+
+def _open_answer(args: argparse.Namespace) -> int:
+    config = node_config.load_config(args.dir)
+    engine = _engine(config)
+    try:
+        with database.session_factory(engine)() as session:
+            opened = open_answer(session, args.query_id)
+    finally:
+        engine.dispose()
+    slots = _slot_names(config, opened)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "query_id": opened.query_id,
+                    "batch_id": opened.batch_id,
+                    "layout_id": opened.layout_id,
+                    "audience": list(opened.audience),
+                    "answered_at": opened.answered_at.isoformat(),
+                    "slots": [
+                        {"slot": slot, "value": value, "mask": mask, "masked": masked}
+                        for slot, value, mask, masked in zip(
+                            slots, opened.vector, opened.masks, opened.masked, strict=True
+                        )
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    batch = f" (item of batch {opened.batch_id})" if opened.batch_id else ""
+    print(f"answer to {opened.query_id}{batch}, answered at {opened.answered_at.isoformat()}")
+    print(f"layout {opened.layout_id}; audience {', '.join(opened.audience)}")
+    width = max(len(slot) for slot in slots) if slots else 4
+    print(f"{'slot':<{width}}  {'value':>8}  {'mask (mod 2^64)':>20}  {'masked (sent)':>20}")
+    for slot, value, mask, masked in zip(
+        slots, opened.vector, opened.masks, opened.masked, strict=True
+    ):
+        print(f"{slot:<{width}}  {value:>8}  {mask:>20}  {masked:>20}")
     return 0
