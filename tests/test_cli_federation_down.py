@@ -26,7 +26,7 @@ from credence.subjects import PseudonymisationKey, ref_for
 pytestmark = pytest.mark.slow
 
 #: Commands that serve until stopped or start a federation: not one-shot.
-LONG_RUNNING = {"node serve", "registry serve", "dev up"}
+LONG_RUNNING = {"node serve", "registry serve", "dev up", "me portal"}
 #: Checks that report on stdout: what the report says.
 REPORTS = {
     "node audit": "cannot reach the registry",  # the registry's log is down
@@ -35,12 +35,14 @@ REPORTS = {
 #: Commands that work on local files alone: they still succeed (exit 0).
 LOCAL = {
     "node disputes list", "node migrate", "node purge",
-    "registry migrate", "registry members list", "consent request", "dev status", "dev down",
+    "registry migrate", "registry members list", "registry admin-token", "consent request",
+    "dev status", "dev down",
 }  # fmt: skip
 #: Refused on local grounds before any network (exit 1 all the same).
 LOCAL_REFUSAL = {
     "node init", "node install", "node import", "node disputes resolve", "registry init",
     "registry members approve", "registry members suspend", "registry members reinstate",
+    "node open-answer",
 }  # fmt: skip
 
 
@@ -104,9 +106,13 @@ def arguments(name: str, context: dict[str, Any], tmp_path: Path) -> list[str]:
         "node migrate": ["--dir", agency],
         "node purge": ["--dir", agency],
         "node audit": ["--dir", agency],
+        "node open-answer": ["--dir", agency, "no-such-query"],
         "registry init": ["--dir", registry["data_dir"]],
         "registry migrate": ["--dir", registry["data_dir"]],
         "registry members list": ["--dir", registry["data_dir"]],
+        "registry admin-token": [
+            "--dir", registry["data_dir"], "--name", "alice", "--out", str(tmp_path / "a.token"),
+        ],
         "registry members approve": ["--dir", registry["data_dir"], "no-such-member"],
         "registry members suspend": ["--dir", registry["data_dir"], "no-such-member"],
         "registry members reinstate": ["--dir", registry["data_dir"], "no-such-member"],
@@ -116,6 +122,7 @@ def arguments(name: str, context: dict[str, Any], tmp_path: Path) -> list[str]:
         "me revoke": [*me, "no-such-grant"],
         "me contest": [*me, "--agency", "court", "--statement", "paid in full"],
         "me contests": me,
+        "me records": me,
         "verify": ["reg:CN:ORG000001"],
         "screen": [str(files / "in.csv"), "--out", str(tmp_path / "out.csv")],
         "verdict check": [str(files / "verdict.json")],
