@@ -104,6 +104,7 @@ class LogAuditor:
         tiles: TileReader | None = None,
         gate: LogGate | None = None,
         alarms: AlarmReporter | None = None,
+        member_id: str | None = None,
     ) -> None:
         # Its transactions read, then write, beside a busy server: take the lock up front.
         self._sessions = session_factory(immediate_writer(engine))
@@ -117,6 +118,8 @@ class LogAuditor:
         self._gate = gate
         # Tells the registry's operator about new alarms (the console's alarms page).
         self._alarms = alarms
+        # With it, a pass from tiles also looks for recovery leaves naming this node missing.
+        self._member_id = member_id
 
     def close(self) -> None:
         """Close the connections to the registry's log."""
@@ -213,6 +216,7 @@ class LogAuditor:
             sessions=self._sessions, tiles=tiles, note=self._client.cosigned_checkpoint(),
             manifest=self._manifests.current(), report=report, now=now,
             merge_delay=self._merge_delay, everything=everything, progress=progress, stop=stop,
+            member_id=self._member_id,
         )  # fmt: skip
         self._record(report, now)
         self._measure_lag(report, now)
@@ -468,6 +472,7 @@ def audit_node(
         clock=clock,
         merge_delay=timedelta(seconds=config.audit_merge_delay_seconds),
         tiles=tile_reader(config, ca_pem),
+        member_id=config.member_id,
     )
     try:
         try:

@@ -10,19 +10,29 @@ that agency's masks and read its answer: the node refuses
 * a missing set that names this node, or that names an agency the request
   itself lists as answered, or one outside the query's audience;
 * a request that does not list this node as answered;
+* an answer older than :data:`RECOVERY_MAX_AGE` (a dropout is recovered
+  while its query is answered; the audit looks for leaves naming this node
+  for a bounded time after each answer);
 * a second, different missing set for the same query (two shares with
-  different sets would reveal the masks of single pairs).
+  different sets would reveal the masks of single pairs);
+* a request that does not promise, signed by the log's key, exactly the
+  recovery leaves of its missing set
+  (:func:`credence.blind.recovery_leaf.recovery_leaves`): the leaves by which
+  each agency named missing finds the claim in the log.
 
 Every request, given or refused, leaves a row in the node's query log
 (purpose ``mask_recovery``, requester the registry); a refusal raises the
-domain error that says why, after its row is written.
+domain error that says why, after its row is written. A given share's rows
+(one per missing agency) carry the promised leaves as their entry
+commitments, so the node's log audit checks them like a query's promise:
+each must be in the log by the merge delay.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -35,12 +45,14 @@ from agency_node.models import QueryLogEntry
 from agency_node.query_checks import timestamp
 from credence import payloads
 from credence.blind.masks import signed_masks
+from credence.blind.recovery_leaf import recovery_leaves
 from credence.clock import Clock
 from credence.encoding import format_time
 from credence.envelope import Envelope, sign, verify_message
 from credence.errors import (
     CredenceError,
     Expired,
+    FailedPrecondition,
     InvalidInput,
     NotFound,
     NotYetValid,
@@ -54,6 +66,8 @@ __all__ = ["RECOVERY_PURPOSE", "RecoveryDesk", "check_recovery"]
 
 #: The query-log purpose of a recovery request's row.
 RECOVERY_PURPOSE = "mask_recovery"
+#: How long after its answer the node gives a recovery share for it.
+RECOVERY_MAX_AGE = timedelta(minutes=10)
 
 
 def check_recovery(
@@ -81,9 +95,10 @@ def check_recovery(
         InvalidInput: a field is missing or does not fit the kept answer.
         Expired, NotYetValid: outside the request's window.
         NotFound: this node answered no such query or batch.
+        FailedPrecondition: the answer is older than :data:`RECOVERY_MAX_AGE`.
         PermissionDenied: the missing set names an agency that answered
-            (this node or one the request lists), or differs from a share
-            given before.
+            (this node or one the request lists), differs from a share
+            given before, or the request does not promise its recovery leaves.
     """
     what = f"recovery request for {request.query_id!r}"
     issued = timestamp(request.issued_at, f"{what}: issued_at")
@@ -96,6 +111,12 @@ def check_recovery(
         raise NotFound(
             f"this node answered no {'batch' if request.batch else 'query'} "
             f"{request.query_id!r}: it has no masks in that sum"
+        )
+    if kept.answered_at + RECOVERY_MAX_AGE < now:
+        raise FailedPrecondition(
+            f"{what}: this node answered it at {format_time(kept.answered_at)}, more than "
+            f"{int(RECOVERY_MAX_AGE.total_seconds())} s ago; shares are given only while the "
+            "query is being answered"
         )
     missing = tuple(sorted(set(request.missing)))
     answered = set(request.answered)
@@ -116,6 +137,12 @@ def check_recovery(
         raise InvalidInput(
             f"{what} asks for {request.count} words of layout {request.layout_id!r}; this node "
             f"answered {kept.words} words of layout {kept.layout_id!r}"
+        )
+    if list(request.log_leaves) != recovery_leaves(request.query_id, missing):
+        raise PermissionDenied(
+            f"{what} does not promise the log's recovery leaves of its missing set "
+            f"({', '.join(missing)}): the registry must log them, and the request carry "
+            "them, before any share is given"
         )
     if earlier_missing is not None and tuple(earlier_missing) != missing:
         raise PermissionDenied(
@@ -156,6 +183,7 @@ class RecoveryDesk:
         now = self._clock()
         manifest = self._manifests.current()
         query_id, reason, share_hash = "", "", None
+        leaves: list[bytes] = []
         refusal: CredenceError | None = None
         try:
             envelope = Envelope.from_proto(message)
@@ -195,9 +223,10 @@ class RecoveryDesk:
             payload = reply.SerializeToString()
             signed = sign(payloads.RECOVERY_SHARE, payload, [self._key])
             reason, share_hash = _MISSING + ",".join(missing), hashlib.sha256(payload).digest()
+            leaves = list(request.log_leaves)
         except CredenceError as exc:
             refusal = exc
-        self._log(query_id, manifest.registry.member_id, refusal, reason, share_hash, now)
+        self._log(query_id, manifest.registry.member_id, refusal, reason, share_hash, now, leaves)
         if refusal is not None:
             raise refusal
         return signed
@@ -210,21 +239,26 @@ class RecoveryDesk:
         reason: str,
         share_hash: bytes | None,
         now: datetime,
+        leaves: Sequence[bytes],
     ) -> None:
+        # A given share: one row per promised leaf (the first holds the share's hash),
+        # which the log audit finds in the log; a refusal: one row, no leaf.
         with self._sessions.begin() as session:
-            session.add(
-                QueryLogEntry(
-                    query_id=query_id[:64],
-                    received_at=now,
-                    requester=registry,
-                    purpose=RECOVERY_PURPOSE,
-                    kinds="",
-                    outcome="answered" if refusal is None else "refused",
-                    status_code="OK" if refusal is None else status_for(refusal).name,
-                    reason=reason if refusal is None else reason_for(refusal),
-                    answer_hash=share_hash,
+            for number, leaf in enumerate(leaves or [None]):
+                session.add(
+                    QueryLogEntry(
+                        query_id=query_id[:64],
+                        received_at=now,
+                        requester=registry,
+                        purpose=RECOVERY_PURPOSE,
+                        kinds="",
+                        outcome="answered" if refusal is None else "refused",
+                        status_code="OK" if refusal is None else status_for(refusal).name,
+                        reason=reason if refusal is None else reason_for(refusal),
+                        answer_hash=share_hash if number == 0 else None,
+                        entry_commitment=leaf,
+                    )
                 )
-            )
 
 
 #: How a given share's row names its missing set (``reason``), read back by the next request.

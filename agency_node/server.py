@@ -406,6 +406,7 @@ def start_node(
                 merge_delay=timedelta(seconds=config.audit_merge_delay_seconds),
                 tiles=tile_reader(config, ca_pem),
                 gate=gate,
+                member_id=config.member_id,
                 alarms=AlarmReporter(
                     config.registry, channel_credentials(key_pem, cert_pem, ca_pem)
                 )

@@ -15,6 +15,13 @@ and that is not in it, is evidence: an alarm, and the node's
 log gate is told, so the node stops answering until the audit finds
 everything again. Promises not yet due against this checkpoint stay
 unchecked (the lag the audit reports).
+
+The same read looks for this node's recovery leaves: for every query or
+batch it answered within :data:`RECOVERY_WATCH`, the leaf by which the
+registry would claim it missing (:func:`credence.blind.recovery_leaf.recovery_leaf`).
+One in the log means the registry asked the other agencies for their masks
+with this node, which answered: it could read this node's answer. That is a
+:data:`CLAIMED_MISSING` alarm, with the leaf and its index as evidence.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import ColumnElement, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from agency_node.models import QueryLogEntry, SeenTreeHead
+from agency_node.models import AnswerVectors, QueryLogEntry, SeenTreeHead
+from agency_node.recovery import RECOVERY_MAX_AGE
+from credence.blind.recovery_leaf import recovery_leaf
 from credence.encoding import format_time
 from credence.errors import InvalidInput, VerificationError
 from credence.manifest import TrustedManifest
@@ -45,6 +54,12 @@ if TYPE_CHECKING:
 BAD_CHECKPOINT = "bad_checkpoint"
 BAD_TILE = "bad_tile"
 INCONSISTENT_LOG = "inconsistent_log"
+#: The registry logged a recovery naming this node missing for a query it answered.
+CLAIMED_MISSING = "claimed_missing"
+#: How far back the audit looks for recovery leaves naming this node: answers
+#: given since. A node gives a share only within RECOVERY_MAX_AGE of its answer,
+#: so a pass within this window of each answer (and the merge delay) finds any.
+RECOVERY_WATCH = timedelta(days=1)
 #: Rows read per statement (missing promises' details).
 _UPDATE_CHUNK = 1_000
 #: Rows marked verified per transaction.
@@ -77,12 +92,15 @@ def run_tile_pass(
     everything: bool = False,
     progress: Callable[[int, int], None] | None = None,
     stop: threading.Event | None = None,
+    member_id: str | None = None,
 ) -> bool:
     """One audit pass from tiles against the cosigned checkpoint ``note``; fills ``report``.
 
     ``note`` is the registry's latest quorum-cosigned checkpoint (empty when it
     has none yet: nothing can be checked). ``everything`` re-checks promises
-    already verified too.
+    already verified too. With ``member_id`` (this node's), the pass also
+    looks for recovery leaves naming this node missing for a query it
+    answered since ``now - RECOVERY_WATCH``.
 
     Returns:
         Whether the pass got as far as checking the tree against the node's
@@ -113,6 +131,7 @@ def run_tile_pass(
     by_commitment: dict[bytes, list[int]] = {}
     for row_id, commitment in due:
         by_commitment.setdefault(bytes(commitment or b""), []).append(row_id)
+    watched = {} if member_id is None else _watched_leaves(sessions, member_id, now)
     try:
         if not _extends_what_was_seen(sessions, tree, report):
             return True
@@ -120,13 +139,23 @@ def run_tile_pass(
         if stop is not None and stop.is_set():
             return False
         found = tree.find(
-            by_commitment,
+            by_commitment.keys() | watched.keys(),
             progress=None if progress is None else lambda n: progress(n, len(due)),
         )
     except (VerificationError, InvalidInput) as exc:
         report.problems.append((BAD_TILE, "", f"the log's tiles are refused: {exc}"))
         return True
-    verified = [row_id for commitment in found for row_id in by_commitment[commitment]]
+    for leaf, answered in watched.items():
+        if leaf in found:
+            report.problems.append(
+                (CLAIMED_MISSING, answered,
+                 f"the registry claimed this node ({member_id}) missing for {answered}, "
+                 f"which it answered: its recovery leaf {leaf.hex()} is log entry "
+                 f"{found[leaf]} of the cosigned checkpoint of {checkpoint.size} entries; "
+                 "with the other agencies' recovery shares the registry can read this "
+                 "node's answer")
+            )  # fmt: skip
+    verified = [row_id for commitment in found for row_id in by_commitment.get(commitment, ())]
     _mark(sessions, verified, now)
     report.checked += len(verified)
     missing = [row_id for commitment, ids in by_commitment.items() if commitment not in found
@@ -146,6 +175,18 @@ def run_tile_pass(
                  f"entries, past the merge delay of {int(merge_delay.total_seconds())} s")
             )  # fmt: skip
     return True
+
+
+def _watched_leaves(
+    sessions: sessionmaker[Session], member_id: str, now: datetime
+) -> dict[bytes, str]:
+    """This node's recovery leaf of each query or batch it answered since the watch began."""
+    since = now - RECOVERY_WATCH - RECOVERY_MAX_AGE
+    with reader(sessions()) as session:
+        answered = session.scalars(
+            select(AnswerVectors.query_id).where(AnswerVectors.answered_at >= since)
+        ).all()
+    return {recovery_leaf(query_id, member_id): query_id for query_id in answered}
 
 
 def _due_where(*, everything: bool) -> tuple[ColumnElement[bool], ...]:

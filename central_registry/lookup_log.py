@@ -160,6 +160,18 @@ class LookupLog:
             self._quotas.note_subjects(session, requester, [row.subject_ref for row in kept], now)
             return used_up
 
+    def record_recovery(self, rows: Sequence[LogRow]) -> int:
+        """Append a recovery request's leaves (one per missing agency); the first's log index.
+
+        Committed before the request leaves (:mod:`central_registry.mask_recovery`).
+
+        Raises:
+            CredenceError: the log refused them (a leaf already logged: one
+                missing set per query).
+        """
+        with self._sessions.begin() as session:
+            return append_entries(session, rows)
+
     def record_refusals(self, rows: Sequence[LogRow], requester: str, now: datetime) -> None:
         """Log a screening message's refused rows within its quota, or warn that they went unlogged.
 

@@ -133,6 +133,8 @@ async def request_verdict(
             now=ctx.clock(),
             lifetime=ctx.config.query_lifetime,
             key=ctx.keys.signing,
+            registry_id=ctx.config.member_id,
+            log=ctx.log.record_recovery,
         )
     with tracing.span("registry.aggregate"):
         verdict = aggregate(

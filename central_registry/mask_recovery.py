@@ -10,7 +10,16 @@ does not come, or fails a check, leaves the sum unreadable: the verdict is
 then INCOMPLETE with the reason (a second, different missing set would be
 refused by the nodes, and rightly: it would give away single pairs' masks).
 
-Every recovery is logged by the registry's operational log (missing and
+Before the request leaves, the registry appends to its transparency log one
+leaf per missing agency (:func:`credence.blind.recovery_leaf.recovery_leaf`,
+rows from :func:`central_registry.log.rows.recovery_row`) and the request
+carries them with the first one's index: signed by the log's key, it is the
+log's promise of those leaves. A node refuses a request without exactly
+them, and the agency named missing finds its leaf in the log when its audit
+reads the entry bundles: a registry that claims a dropout for an agency that
+answered is caught by that agency.
+
+Every recovery is also logged by the registry's operational log (missing and
 answering members, how many shares: no query, subject or value), carried by
 the verdict (``Verdict.recoveries``: each share names its query, its missing
 set and the hash of the request) and kept as a row of each asked node's
@@ -19,15 +28,18 @@ query log, whose audit flags a request that names it missing when it answered.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from central_registry.aggregation import Recovery
 from central_registry.fanout import AgencyTarget, FanOut
+from central_registry.log.rows import LogRow, recovery_row
 from credence import payloads
 from credence.blind.layout import VectorLayout, for_scorecard
+from credence.blind.recovery_leaf import recovery_leaves
 from credence.envelope import Envelope, sign, verify_message
 from credence.errors import CredenceError
 from credence.keys import SigningKey
@@ -58,6 +70,7 @@ def recovery_request(
     missing: Sequence[str],
     answered: Sequence[str],
     log_promise_hash: bytes,
+    log_index: int,
     layout_id: str,
     count: int,
     batch: bool,
@@ -65,7 +78,10 @@ def recovery_request(
     lifetime: timedelta,
     key: SigningKey,
 ) -> Envelope:
-    """The registry-signed request for the masks shared with ``missing``."""
+    """The registry-signed request for the masks shared with ``missing``.
+
+    It promises the recovery leaves of ``missing``, logged from ``log_index`` on.
+    """
     request = agency_pb2.RecoveryRequest(
         query_id=query_id,
         missing=sorted(missing),
@@ -74,6 +90,8 @@ def recovery_request(
         layout_id=layout_id,
         count=count,
         batch=batch,
+        log_leaves=recovery_leaves(query_id, missing),
+        log_index=log_index,
     )
     request.issued_at.FromDatetime(now)
     request.expires_at.FromDatetime(now + lifetime)
@@ -126,13 +144,33 @@ async def recover(
     now: datetime,
     lifetime: timedelta,
     key: SigningKey,
+    registry_id: str,
+    log: Callable[[Sequence[LogRow]], int],
 ) -> Recovery:
-    """Ask every answering agency for its share; the shares, or why they fall short."""
+    """Ask every answering agency for its share; the shares, or why they fall short.
+
+    ``log`` appends the recovery leaves to the transparency log and returns
+    the first one's index (:meth:`central_registry.lookup_log.LookupLog.record_recovery`);
+    it is committed before any node is asked. A log that refuses them (a
+    leaf already logged: a second missing set for the query) asks no node.
+    """
+    rows = [
+        recovery_row(query_id=query_id, missing_agency=agency, registry=registry_id, now=now)
+        for agency in sorted(missing)
+    ]
+    try:
+        log_index = await asyncio.to_thread(log, rows)
+    except CredenceError as exc:
+        return Recovery(
+            shares={}, envelopes=[],
+            failure=f"the recovery request could not be logged, so no node was asked ({exc})",
+        )  # fmt: skip
     request = recovery_request(
         query_id=query_id,
         missing=missing,
         answered=[target.member_id for target in answering],
         log_promise_hash=log_promise_hash,
+        log_index=log_index,
         layout_id=layout_id,
         count=count,
         batch=batch,

@@ -289,6 +289,8 @@ async def _screen_accepted(
                 now=ctx.clock(),
                 lifetime=ctx.config.query_lifetime,
                 key=ctx.keys.signing,
+                registry_id=ctx.config.member_id,
+                log=ctx.log.record_recovery,
             )
         with tracing.span("registry.aggregate", items=len(chunk)):
             return _chunk_verdicts(

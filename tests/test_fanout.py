@@ -699,7 +699,8 @@ def test_recovery_shares_come_back_and_a_dead_or_slow_node_is_named(
             return await recover(
                 fanout, targets, query_id="q-1", missing=["gone"], log_promise_hash=b"",
                 layout_id="fake-layout", count=3, batch=False, now=NOW,
-                lifetime=timedelta(seconds=30), key=registry_key,
+                lifetime=timedelta(seconds=30), key=registry_key, registry_id="registry",
+                log=lambda rows: 0,
             )  # fmt: skip
 
         async with fake_node(cluster, "honest") as (honest, _):

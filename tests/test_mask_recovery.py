@@ -84,6 +84,8 @@ def run(reply: Reply) -> tuple[StandIn, Recovery]:
             now=NOW,
             lifetime=timedelta(seconds=30),
             key=REGISTRY,
+            registry_id="registry",
+            log=lambda rows: 7,
         )
     )
     return stand_in, recovery
@@ -161,7 +163,7 @@ def test_a_share_that_does_not_come_or_fails_a_check_leaves_the_sum_unreadable(
 
 def test_a_recovery_request_lists_the_missing_members_sorted() -> None:
     request = recovery_request(
-        query_id="b-1", missing=["z", "a"], answered=["m"], log_promise_hash=b"",
+        query_id="b-1", missing=["z", "a"], answered=["m"], log_promise_hash=b"", log_index=3,
         layout_id="l", count=8, batch=True, now=NOW, lifetime=timedelta(seconds=5), key=REGISTRY,
     )  # fmt: skip
     body = agency_pb2.RecoveryRequest.FromString(request.payload)

@@ -27,6 +27,7 @@ from agency_node.recovery import RECOVERY_PURPOSE
 from agency_node.server import RunningNode, start_node
 from credence import payloads
 from credence.blind.layout import for_scorecard
+from credence.blind.recovery_leaf import recovery_leaves
 from credence.dev.offline_federation import NOW, REGISTRY_ID, Federation
 from credence.envelope import Envelope, sign, verify_message
 from credence.keys import KeySet
@@ -94,6 +95,7 @@ def _request(
         answered=answered,
         layout_id=layout.layout_id,
         count=layout.length,
+        log_leaves=recovery_leaves(query_id, missing),
     )
     request.issued_at.FromDatetime(NOW)
     request.expires_at.FromDatetime(NOW + timedelta(seconds=30))

@@ -15,6 +15,7 @@ from datetime import datetime
 from central_registry.limits.request_shape import bounded_reason, refusal_kinds
 from central_registry.models import LogEntry
 from credence import queries
+from credence.blind.recovery_leaf import recovery_leaf
 from credence.errors import CredenceError, InvalidInput
 from credence.rpc.status import reason_for, status_for
 from credence.transparency import log_promise
@@ -28,6 +29,7 @@ __all__ = [
     "dispatched_row",
     "entry_row",
     "kinds_column",
+    "recovery_row",
     "refused_row",
 ]
 
@@ -220,4 +222,39 @@ def refused_row(
         issued_at=now,
         salt=salt,
         commitment=log_promise.entry_commitment(salt, entry),
+    )
+
+
+#: A recovery row's ``basis``: what the entry is, for the registry's operator.
+RECOVERY_BASIS = "mask recovery"
+
+
+def recovery_row(*, query_id: str, missing_agency: str, registry: str, now: datetime) -> LogRow:
+    """The row of a recovery leaf: the registry claims ``missing_agency`` did not answer.
+
+    The leaf is :func:`credence.blind.recovery_leaf.recovery_leaf` of the
+    query (or batch) id and the agency, which every agency can recompute: no
+    salt. The row names no subject (a zero reference, type and purpose 0),
+    so no subject's list of lookups shows it; its ``query_id`` column holds
+    the leaf in hex, unique as the log needs, and ``reason`` the agency and
+    the query or batch id, for the registry's operator.
+
+    Raises:
+        InvalidInput: a value does not fit its column.
+    """
+    leaf = recovery_leaf(query_id, missing_agency)
+    return LogRow(
+        query_id=leaf.hex(),
+        requester=registry,
+        subject_type=0,
+        subject_ref=bytes(32),
+        purpose=0,
+        kinds="",
+        grant_id="",
+        basis=RECOVERY_BASIS,
+        outcome=OUTCOME_DISPATCHED,
+        reason=f"{missing_agency} named missing for {query_id}",
+        issued_at=now,
+        salt=bytes(16),
+        commitment=leaf,
     )

@@ -775,6 +775,8 @@ class RecoveryRequest(_message.Message):
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
+    LOG_LEAVES_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     """The query, or for a screening batch the batch, whose masks are asked."""
     log_promise_hash: _builtins.bytes
@@ -785,6 +787,8 @@ class RecoveryRequest(_message.Message):
     """Vector words the share covers (layout length, times items for a batch)."""
     batch: _builtins.bool
     """Whether query_id names a screening batch."""
+    log_index: _builtins.int
+    """The log index of the first of `log_leaves` (the rest follow it)."""
     @_builtins.property
     def missing(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The audience members that did not answer; their masks are asked."""
@@ -801,6 +805,15 @@ class RecoveryRequest(_message.Message):
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """Nodes refuse it after this."""
 
+    @_builtins.property
+    def log_leaves(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The log's promise of the request (the registry signs with its log key):
+        one leaf per missing agency, in the order of `missing`, each
+        SHA-256("credence/recovery/v1" || 0x00 || query_id || 0x00 || agency),
+        appended to the transparency log before the request was sent. Nodes
+        refuse a request whose leaves are not exactly these.
+        """
+
     def __init__(
         self,
         *,
@@ -813,10 +826,12 @@ class RecoveryRequest(_message.Message):
         issued_at: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         batch: _builtins.bool = ...,
+        log_leaves: _abc.Iterable[_builtins.bytes] | None = ...,
+        log_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered", b"answered", "batch", b"batch", "count", b"count", "expires_at", b"expires_at", "issued_at", b"issued_at", "layout_id", b"layout_id", "log_promise_hash", b"log_promise_hash", "missing", b"missing", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered", b"answered", "batch", b"batch", "count", b"count", "expires_at", b"expires_at", "issued_at", b"issued_at", "layout_id", b"layout_id", "log_index", b"log_index", "log_leaves", b"log_leaves", "log_promise_hash", b"log_promise_hash", "missing", b"missing", "query_id", b"query_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
