@@ -13,6 +13,7 @@ once it is back: it has no answer to that query.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,9 +25,10 @@ from support.fixtures import StartFederation
 from support.inprocess import InProcessFederation
 
 from agency_node import database as node_database
+from agency_node.answer_vectors import KeptAnswer
 from agency_node.audit import AuditReport
 from agency_node.models import AuditAlarm, QueryLogEntry
-from agency_node.recovery import RECOVERY_PURPOSE
+from agency_node.recovery import RECOVERY_MAX_AGE, RECOVERY_PURPOSE, check_recovery
 from agency_node.server import RunningNode, start_node
 from agency_node.tile_audit import CLAIMED_MISSING
 from central_registry import config as registry_config
@@ -34,18 +36,20 @@ from central_registry.aggregation import Recovery
 from central_registry.fanout import AgencyTarget
 from central_registry.keyring import load_keys
 from central_registry.log.entries import append_entries
-from central_registry.log.rows import LogRow
+from central_registry.log.rows import LogRow, recovery_row
 from central_registry.mask_recovery import layout_of, recover
 from central_registry.models import LogEntry
 from credence import payloads
-from credence.blind.recovery_leaf import recovery_leaf
+from credence.blind.recovery_leaf import recovery_leaf, recovery_leaves
 from credence.dev import synthetic
 from credence.envelope import sign
+from credence.errors import FailedPrecondition
 from credence.storage import session_factory
 from credence.v1 import agency_pb2, registry_pb2
 
 PROFILES = synthetic.AGENCY_PROFILES[:3]
 SUBJECTS = 20
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -257,3 +261,44 @@ def test_a_genuine_dropout_raises_no_alarm_at_the_stopped_node_once_it_is_back(
     assert report.tree_size > index
     assert not [p for p in report.problems if p[0] == CLAIMED_MISSING]
     assert verdict.query_id not in _claim_alarms(node_dir)
+
+
+def test_the_leaf_is_the_documented_hash_and_its_row_names_no_subject() -> None:
+    # docs/protocol.md section 10, with plain hashlib.
+    described = hashlib.sha256(b"credence/recovery/v1\x00q-1\x00court-1").digest()
+    assert recovery_leaf("q-1", "court-1") == described
+    assert recovery_leaves("q-1", ["tax-1", "court-1"]) == [
+        described,
+        recovery_leaf("q-1", "tax-1"),
+    ]
+    row = recovery_row(query_id="q-1", missing_agency="court-1", registry="registry", now=NOW)
+    assert (row.commitment, row.query_id) == (described, described.hex())
+    assert (row.subject_ref, row.subject_type, row.purpose, row.salt) == (
+        bytes(32), 0, 0, bytes(16),
+    )  # fmt: skip
+    assert (row.basis, row.outcome, row.reason) == (
+        "mask recovery", "dispatched", "court-1 named missing for q-1",
+    )  # fmt: skip
+
+
+def test_no_share_for_an_answer_older_than_the_recovery_window() -> None:
+    kept = KeptAnswer(
+        query_id="q-1", batch=False, layout_id="layout/1", audience=("bank-1", "court-1"),
+        item_ids=(), vectors=bytes(16), masks=bytes(16), answered_at=NOW,
+    )  # fmt: skip
+    request = agency_pb2.RecoveryRequest(
+        query_id="q-1", missing=["bank-1"], answered=["court-1"], layout_id="layout/1",
+        count=2, log_leaves=recovery_leaves("q-1", ["bank-1"]),
+    )  # fmt: skip
+    later = NOW + RECOVERY_MAX_AGE + timedelta(seconds=1)
+    request.issued_at.FromDatetime(later)
+    request.expires_at.FromDatetime(later + timedelta(seconds=30))
+    with pytest.raises(FailedPrecondition, match="shares are given only while the query"):
+        check_recovery(request, kept, member_id="court-1", earlier_missing=None, now=later)
+    # Within the window the same request is answered.
+    last = NOW + RECOVERY_MAX_AGE
+    request.issued_at.FromDatetime(last)
+    request.expires_at.FromDatetime(last + timedelta(seconds=30))
+    assert check_recovery(request, kept, member_id="court-1", earlier_missing=None, now=last) == (
+        "bank-1",
+    )
