@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from support.browser import chromium_page, require_browser
 from support.console import TOKEN_FILE, console_federation, enrol
 from support.inprocess import InProcessFederation
 
@@ -32,31 +31,10 @@ from credence.storage import session_factory
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-CHROMIUM = Path("/usr/bin/chromium")
-#: Chromium's flags: headless, no sandbox (CI runs as root), nothing fetched from the network.
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-#: Generous: a browser starting on a busy two-core machine.
-TIMEOUT_MS = 60_000
-
-
-def _missing() -> str:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} not found: apt-get install chromium (.ci/run does)"
-    if importlib.util.find_spec("playwright") is None:
-        return "the playwright package is not installed: pip install -e '.[dev]'"
-    return ""
-
 
 @pytest.fixture(scope="module")
 def browser_ready() -> None:
-    reason = _missing()
-    if reason and os.environ.get("CI") == "true":
-        pytest.fail(f"the console's browser tests must run under CI: {reason}")
-    if reason:
-        pytest.skip(reason)
+    require_browser("the console")
 
 
 @pytest.fixture(scope="module")
@@ -78,25 +56,12 @@ def _spki_pin(certificate_pem: bytes) -> str:
 
 @pytest.fixture
 def page(browser_ready: None, fed: InProcessFederation, tmp_path: Path) -> Iterator[Page]:
-    # Imported here: without playwright the module still loads and says why it skips.
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415
-
     # The console's certificate comes from the federation CA, which Chromium does
     # not know: it trusts exactly this key, and no other certificate error.
     pin = _spki_pin((fed.registry_dir / "tls.crt").read_bytes())
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={pin}"],
-            timeout=TIMEOUT_MS,
-        )
-        try:
-            context.set_default_timeout(TIMEOUT_MS)
-            yield context.pages[0] if context.pages else context.new_page()
-        finally:
-            context.close()
+    extra = [f"--ignore-certificate-errors-spki-list={pin}"]
+    with chromium_page(tmp_path / "chromium-profile", extra) as page:
+        yield page
 
 
 def _state(fed: InProcessFederation, member_id: str) -> str | None:

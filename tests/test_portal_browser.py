@@ -16,10 +16,8 @@ test skips saying so, under CI (CI=true) it fails instead.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import itertools
 import json
-import os
 import re
 import signal
 import subprocess
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from support.browser import TIMEOUT_MS, chromium_page, require_browser
 from support.fixtures import StartFederation
 from support.inprocess import InProcessFederation
 
@@ -45,34 +44,14 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-#: Chromium's flags: headless, no sandbox (CI runs as root), nothing fetched from the network.
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-#: Generous: a browser and a command starting on a busy two-core machine.
-TIMEOUT_MS = 60_000
 COURT, BANK = synthetic.AGENCY_PROFILES[0], synthetic.AGENCY_PROFILES[2]
 LENDER = "lender"
 PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
-def _missing() -> str:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} not found: apt-get install chromium (.ci/run does)"
-    if importlib.util.find_spec("playwright") is None:
-        return "the playwright package is not installed: pip install -e '.[dev]'"
-    return ""
-
-
 @pytest.fixture(scope="module")
 def browser_ready() -> None:
-    reason = _missing()
-    if reason and os.environ.get("CI") == "true":
-        pytest.fail(f"the portal's browser tests must run under CI: {reason}")
-    if reason:
-        pytest.skip(reason)
+    require_browser("the portal")
 
 
 @pytest.fixture(scope="module")
@@ -172,19 +151,8 @@ def portal_link(fed: InProcessFederation, person: Person) -> Iterator[str]:
 
 @pytest.fixture
 def page(browser_ready: None, tmp_path: Path) -> Iterator[Page]:
-    # Imported here: without playwright the module still loads and says why it skips.
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, timeout=TIMEOUT_MS,
-        )  # fmt: skip
-        try:
-            context.set_default_timeout(TIMEOUT_MS)
-            yield context.pages[0] if context.pages else context.new_page()
-        finally:
-            context.close()
+    with chromium_page(tmp_path / "chromium-profile") as page:
+        yield page
 
 
 def _verdict(fed: InProcessFederation, person: Person) -> registry_pb2.Verdict:
