@@ -20,6 +20,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from credence.errors import FailedPrecondition
+from credence.web import uvicorn_config
 
 _log = logging.getLogger(__name__)
 
@@ -53,21 +54,14 @@ class ConsoleServer:
         self, app: ASGIApp, listen: str, *, tls_cert: Path, tls_key: Path, grace_seconds: float
     ) -> None:
         host, _, port = listen.rpartition(":")
-        config = uvicorn.Config(
+        config = uvicorn_config(
             app,
             host=host.strip("[]") or "127.0.0.1",
             port=int(port),
             ssl_certfile=str(tls_cert),
             ssl_keyfile=str(tls_key),
-            http="h11",
-            ws="none",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            server_header=False,
             # Nothing refreshes a Date header between requests (see _EmbeddedServer).
             date_header=False,
-            proxy_headers=False,
             timeout_graceful_shutdown=max(1, round(grace_seconds)),
         )
         self._server = _EmbeddedServer(config)

@@ -21,6 +21,7 @@ from credence.portal.access import PortalAccess
 from credence.portal.app import Portal
 from credence.portal.desk import SubjectDesk
 from credence.portal.strings import Catalogue
+from credence.web import uvicorn_config
 
 __all__ = ["PortalServer", "bind_loopback", "host_names", "serve_portal"]
 
@@ -60,17 +61,7 @@ class PortalServer:
     """uvicorn serving ``app`` on ``sock``; :meth:`run` blocks, :meth:`start` uses a thread."""
 
     def __init__(self, app: ASGIApp, sock: socket.socket) -> None:
-        config = uvicorn.Config(
-            app,
-            http="h11",
-            ws="none",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            proxy_headers=False,
-        )
-        self._server = uvicorn.Server(config)
+        self._server = uvicorn.Server(uvicorn_config(app))
         self._socket = sock
         self._thread: threading.Thread | None = None
         self.port: int = sock.getsockname()[1]
