@@ -509,18 +509,27 @@ def _node_connection(engine: Engine, staged: Path) -> Iterator[_Node]:
     # with its first statement, and never locks the attached staging.db.
     with engine.connect().execution_options(**{IMMEDIATE_OPTION: False}) as connection:
         restore: list[str] = []
+        temp_store = 0
         sqlite_node = connection.dialect.name == "sqlite"
         if sqlite_node:
             # The serving engine maps the database into memory with a large
-            # page cache; pages an import touches would stay resident. The
-            # import checkpoints by itself, between its transactions.
-            settings = (("mmap_size", 0), ("cache_size", -32 * 1024), ("wal_autocheckpoint", 0))
+            # page cache; pages an import touches would stay resident. 20 MB
+            # of cache leaves room for the statement journal kept in memory
+            # (below) under the import's memory bound. The import
+            # checkpoints by itself, between its transactions.
+            settings = (("mmap_size", 0), ("cache_size", -20 * 1024), ("wal_autocheckpoint", 0))
             for pragma, value in settings:
                 current = connection.exec_driver_sql(f"PRAGMA {pragma}").scalar()
                 restore.append(f"PRAGMA {pragma}={int(current or 0)}")
                 connection.exec_driver_sql(f"PRAGMA {pragma}={value}")
             connection.commit()
-            _driver(connection).execute("ATTACH DATABASE ? AS stg", (str(staged),))
+            driver = _driver(connection)
+            # Each chunk's INSERT ... SELECT keeps a statement journal: in
+            # memory, not a temporary file written, synced and closed per chunk
+            # (outside a transaction: SQLite refuses the change inside one).
+            temp_store = int(driver.execute("PRAGMA temp_store").fetchone()[0])
+            driver.execute("PRAGMA temp_store=MEMORY")
+            driver.execute("ATTACH DATABASE ? AS stg", (str(staged),))
         try:
             yield _Node(connection, in_sql=sqlite_node)
         finally:
@@ -529,6 +538,7 @@ def _node_connection(engine: Engine, staged: Path) -> Iterator[_Node]:
             if sqlite_node:
                 try:
                     _driver(connection).execute("DETACH DATABASE stg")
+                    _driver(connection).execute(f"PRAGMA temp_store={temp_store}")
                 except sqlite3.Error:
                     # Never hand the pool a connection that still sees staging.db.
                     connection.invalidate()
