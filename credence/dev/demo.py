@@ -249,7 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(textwrap.fill(f"Open the portal as {person['id']}, the person in this story, to "
                             "see the same lookups, their consent, their records and disputes "
-                            "in a browser:", WIDTH))  # fmt: skip
+                            "in a browser (with its virtualenv active: `. .venv/bin/activate`):",
+                            WIDTH))  # fmt: skip
         for step in portal_steps(person, directory.resolve(), kept=args.keep is not None):
             print("\n".join(fold_example(f"{INDENT}{step}", WIDTH)))
     return 0
