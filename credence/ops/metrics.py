@@ -29,6 +29,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from credence.errors import InvalidInput
+from credence.rpc.tls import rebuild_handler
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -110,26 +111,6 @@ class _MethodMetrics:
         counter.inc()
 
 
-def _factory(handler: grpc.RpcMethodHandler[Any, Any]) -> Callable[..., Any]:
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler
-    return grpc.unary_unary_rpc_method_handler
-
-
-def _behaviour_of(handler: grpc.RpcMethodHandler[Any, Any]) -> _Behaviour:
-    if handler.request_streaming and handler.response_streaming:
-        return handler.stream_stream  # type: ignore[return-value]
-    if handler.request_streaming:
-        return handler.stream_unary  # type: ignore[return-value]
-    if handler.response_streaming:
-        return handler.unary_stream  # type: ignore[return-value]
-    return handler.unary_unary  # type: ignore[return-value]
-
-
 def _timed(behaviour: _Behaviour, streaming: bool, metrics: _MethodMetrics) -> _Behaviour:
     # grpc.aio drives a response-streaming handler by the kind of function it
     # is (a coroutine function writes with context.write, anything else
@@ -192,14 +173,12 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        metrics = self._methods.get(method)
-        if metrics is None:
-            metrics = self._methods[method] = _MethodMetrics(method)
-        timed = _timed(_behaviour_of(handler), handler.response_streaming, metrics)
-        wrapped: grpc.RpcMethodHandler[_Req, _Resp] = _factory(handler)(
-            timed, handler.request_deserializer, handler.response_serializer
+        found = self._methods.get(method)
+        metrics = _MethodMetrics(method) if found is None else found
+        self._methods[method] = metrics
+        return rebuild_handler(
+            handler, lambda behaviour, streaming: _timed(behaviour, streaming, metrics)
         )
-        return wrapped
 
 
 class LatestServer(Collector):

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 import grpc.aio
 
+from credence.rpc.tls import rebuild_handler
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Tracer
@@ -289,16 +291,6 @@ def _traced(
     return streamed
 
 
-def _kind(handler: grpc.RpcMethodHandler[Any, Any]) -> tuple[Callable[..., Any], _Behaviour]:
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler, handler.stream_stream  # type: ignore[return-value]
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler, handler.stream_unary  # type: ignore[return-value]
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler, handler.unary_stream  # type: ignore[return-value]
-    return grpc.unary_unary_rpc_method_handler, handler.unary_unary  # type: ignore[return-value]
-
-
 class TracingServerInterceptor(grpc.aio.ServerInterceptor):
     """For ``grpc.aio.server``: each call runs in a server span continuing the caller's trace."""
 
@@ -318,11 +310,7 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
             for key, value in handler_call_details.invocation_metadata or ()
             if key in ("traceparent", "tracestate") and isinstance(value, str)
         }
-        factory, behaviour = _kind(handler)
-        traced = _traced(
-            behaviour, handler.response_streaming, handler_call_details.method, metadata
+        method = handler_call_details.method
+        return rebuild_handler(
+            handler, lambda behaviour, streaming: _traced(behaviour, streaming, method, metadata)
         )
-        wrapped: grpc.RpcMethodHandler[_Req, _Resp] = factory(
-            traced, handler.request_deserializer, handler.response_serializer
-        )
-        return wrapped
