@@ -26,7 +26,7 @@ from central_registry.limits import request_shape
 from central_registry.log.rows import LogRow, dispatched_row, refused_row
 from central_registry.lookup_context import LookupContext
 from central_registry.mask_recovery import layout_of, recover
-from central_registry.verdict_bytes import VerdictTemplate, verdict_batch_bytes
+from central_registry.verdict_bytes import VerdictTemplate, varint, verdict_batch_bytes
 from credence import payloads, queries
 from credence.blind.layout import VectorLayout
 from credence.envelope import sign
@@ -340,8 +340,8 @@ class _BatchSums:
         # serializes to prefix + words + suffix: its words are read as bytes,
         # about a third of the CPU of reading them as Python integers.
         layout_id = layout.layout_id.encode()
-        prefix = b"\x3a" + _varint(size)
-        suffix = b"\x42" + _varint(len(layout_id)) + layout_id
+        prefix = b"\x3a" + varint(size)
+        suffix = b"\x42" + varint(len(layout_id)) + layout_id
         shape = len(prefix) + size + len(suffix)
         end = len(prefix) + size
         zero = bytes(size)
@@ -369,16 +369,6 @@ class _BatchSums:
         total = ((even & lanes) | ((odd & lanes) << 64)).to_bytes(8 * words, "little")
         self.zero = [total[start : start + size] == zero for start in range(0, 8 * words, size)]
         self.complete = complete
-
-
-def _varint(value: int) -> bytes:
-    """``value`` as a protobuf varint."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _item_recovery(

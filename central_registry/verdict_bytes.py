@@ -21,12 +21,13 @@ from collections.abc import Sequence
 
 from credence.v1 import registry_pb2
 
-__all__ = ["VerdictTemplate", "verdict_batch_bytes"]
+__all__ = ["VerdictTemplate", "varint", "verdict_batch_bytes"]
 
 _LENGTH_DELIMITED = 2
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """``value`` as a protobuf varint."""
     if value < 0x80:  # ids, subjects and most lengths here: one byte
         return _SMALL[value]
     out = bytearray()
@@ -42,7 +43,7 @@ _SMALL = [bytes((value,)) for value in range(0x80)]
 
 def _field(number: int, data: bytes) -> bytes:
     """A length-delimited field: tag, length, bytes."""
-    return _varint(number << 3 | _LENGTH_DELIMITED) + _varint(len(data)) + data
+    return varint(number << 3 | _LENGTH_DELIMITED) + varint(len(data)) + data
 
 
 class VerdictTemplate:
@@ -72,7 +73,7 @@ class VerdictTemplate:
     def row(self, verdict_id: str, query_id: str, subject_type: int, subject_ref: bytes) -> bytes:
         """One row's serialized ``Verdict``: its id, query and subject, then the template."""
         # Proto3 leaves zero and empty values out; so does this.
-        subject = (b"\x08" + _varint(subject_type) if subject_type else b"") + (
+        subject = (b"\x08" + varint(subject_type) if subject_type else b"") + (
             _field(2, subject_ref) if subject_ref else b""
         )
         head = _field(3, subject)
