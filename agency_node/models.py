@@ -79,6 +79,10 @@ class Record(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     days_overdue: Mapped[int | None] = mapped_column(Integer)
     disputed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: When the oldest open contest of this record must be resolved by (the
+    #: dispute clock); None when no contest is open. Past it, the record stops
+    #: counting in answers until the agency resolves the contest.
+    contest_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # SHA-256 of the normalised row: a re-import rewrites only rows whose hash changed.
     content_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -249,3 +253,21 @@ class AnswerVectors(Base):
     vectors: Mapped[bytes] = mapped_column(LargeBinary)
     masks: Mapped[bytes] = mapped_column(LargeBinary)
     answered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReviewNotice(Base):
+    """The registry's notice that a subject asked for review of a verdict this node answered."""
+
+    __tablename__ = "review_notices"
+
+    review_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    verdict_id: Mapped[str] = mapped_column(String(64))
+    query_id: Mapped[str] = mapped_column(String(64), index=True)
+    subject_ref: Mapped[bytes] = mapped_column(LargeBinary(32))
+    statement: Mapped[str] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: Whether this node's query log holds an answer to the query.
+    answered_query: Mapped[bool] = mapped_column(Boolean)
+    #: The registry-signed ReviewNotice envelope, bytes as received.
+    notice: Mapped[bytes] = mapped_column(LargeBinary)

@@ -347,6 +347,9 @@ class Contest(Base):
     filed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     resolution_note: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: filed_at + the manifest's contest_deadline_days; None for contests filed
+    #: before the dispute clock existed.
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         CheckConstraint("state IN ('open', 'upheld', 'corrected', 'removed')", name="known_state"),
@@ -423,3 +426,61 @@ class Alarm(Base):
     tree_size: Mapped[int] = mapped_column(BigInteger)
     raised_at: Mapped[datetime] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class VerdictRecord(Base):
+    """A single verdict the registry served: what a subject's review names.
+
+    Written once the verdict is signed. Holds no answer and no per-agency
+    figure: which agencies answered (so a review reaches them) and, for a
+    credit verdict, the registry-signed explanation computed from the sum.
+    Erased with the lookup's log entry content at expiry.
+    """
+
+    __tablename__ = "verdict_records"
+
+    verdict_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    query_id: Mapped[str] = mapped_column(String(64), index=True)
+    subject_type: Mapped[int] = mapped_column(Integer)
+    subject_ref: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    requester: Mapped[str] = mapped_column(String(64))
+    #: Member ids of the agencies whose answers the verdict was built from, comma-separated.
+    answered: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: When the row is erased (the lookup's data life).
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: The signed Explanation envelope of a credit verdict, bytes as served.
+    explanation: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+#: States of a human review, from the subject's request to the operator's decision.
+REVIEW_STATES = ("open", "upheld", "corrected")
+
+
+class Review(Base):
+    """A subject's request for a person to review a verdict, and the signed outcome."""
+
+    __tablename__ = "reviews"
+
+    review_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    verdict_id: Mapped[str] = mapped_column(String(64), index=True)
+    query_id: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[int] = mapped_column(Integer)
+    subject_ref: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    statement: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    #: The agencies told (those that answered the query), comma-separated.
+    agencies: Mapped[str] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: Index of the review's transparency log entry.
+    log_index: Mapped[int | None] = mapped_column(BigInteger)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: The admin name of the operator who decided.
+    reviewer: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    outcome_statement: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: The signed ReviewOutcome envelope, bytes as served.
+    outcome: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        CheckConstraint("state IN ('open', 'upheld', 'corrected')", name="known_state"),
+    )

@@ -23,6 +23,9 @@ LOG_PROMISE = "application/vnd.credence.log-promise.v1+proto"
 VERDICT = "application/vnd.credence.verdict.v1+proto"
 VERDICT_BATCH = "application/vnd.credence.verdict-batch.v1+proto"
 MANIFEST = "application/vnd.credence.manifest.v1+proto"
+EXPLANATION = "application/vnd.credence.explanation.v1+proto"
+REVIEW_NOTICE = "application/vnd.credence.review-notice.v1+proto"
+REVIEW_OUTCOME = "application/vnd.credence.review-outcome.v1+proto"
 
 #: A query is valid for at most this long after it is issued.
 MAX_QUERY_LIFETIME = timedelta(minutes=5)

@@ -147,6 +147,22 @@ NODE = Component(
                 }
             ],
         },
+        # 0005 adds records.contest_due_at (null: no contest open) and review notices.
+        "0005": {
+            "review_notices": [
+                {
+                    "review_id": "r-0001",
+                    "verdict_id": "v-0001",
+                    "query_id": "q-0001",
+                    "subject_ref": HASH,
+                    "statement": "the late payment was the bank's error",
+                    "requested_at": NOW,
+                    "received_at": NOW + timedelta(seconds=1),
+                    "answered_query": True,
+                    "notice": b"\x0a\x02rn" * 30,
+                }
+            ],
+        },
     },
     seeded={"node_counters": [{"name": "record_generation", "value": 0}]},
 )
@@ -304,6 +320,40 @@ REGISTRY = Component(
         "0007": {},
         # 0008 adds members.agreement_key (null: agencies enrolled before publish none).
         "0008": {},
+        # 0009 adds served verdicts, human reviews and contests.due_at (null before it).
+        "0009": {
+            "verdict_records": [
+                {
+                    "verdict_id": "v-0001",
+                    "query_id": "q-0001",
+                    "subject_type": 1,
+                    "subject_ref": b"\x01" * 32,
+                    "requester": "bank-a",
+                    "answered": "court-1,bank-1",
+                    "issued_at": NOW,
+                    "expires_at": NOW + timedelta(days=30),
+                    "explanation": b"\x0a\x02ex" * 30,
+                }
+            ],
+            "reviews": [
+                {
+                    "review_id": "r-0001",
+                    "verdict_id": "v-0001",
+                    "query_id": "q-0001",
+                    "subject_type": 1,
+                    "subject_ref": b"\x01" * 32,
+                    "statement": "please have a person look at this",
+                    "state": "upheld",
+                    "agencies": "court-1",
+                    "requested_at": NOW,
+                    "log_index": 2**40,
+                    "decided_at": NOW + timedelta(days=2),
+                    "reviewer": "operator",
+                    "outcome_statement": "checked by hand: the verdict stands",
+                    "outcome": b"\x0a\x02ro" * 30,
+                }
+            ],
+        },
     },
     seeded={},
     derived={"0007": ("subject_day_counts",)},

@@ -889,6 +889,107 @@ class RecoveryShare(_message.Message):
 Global___RecoveryShare: _TypeAlias = RecoveryShare  # noqa: Y015
 
 @_typing.final
+class ReviewNotice(_message.Message):
+    """The registry's notice that a subject asked for human review of a verdict
+    built from this agency's answer
+    (payload type application/vnd.credence.review-notice.v1+proto).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_ID_FIELD_NUMBER: _builtins.int
+    VERDICT_ID_FIELD_NUMBER: _builtins.int
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    AGENCY_FIELD_NUMBER: _builtins.int
+    review_id: _builtins.str
+    """The review."""
+    verdict_id: _builtins.str
+    """The verdict reviewed."""
+    query_id: _builtins.str
+    """The query the agency answered."""
+    statement: _builtins.str
+    """The subject's statement."""
+    agency: _builtins.str
+    """The agency told (the notice is for this member only)."""
+    @_builtins.property
+    def subject(self) -> _common_pb2.SubjectRef:
+        """Whose verdict."""
+
+    @_builtins.property
+    def requested_at(self) -> _timestamp_pb2.Timestamp:
+        """When the subject asked."""
+
+    def __init__(
+        self,
+        *,
+        review_id: _builtins.str = ...,
+        verdict_id: _builtins.str = ...,
+        query_id: _builtins.str = ...,
+        subject: _common_pb2.SubjectRef | None = ...,
+        statement: _builtins.str = ...,
+        requested_at: _timestamp_pb2.Timestamp | None = ...,
+        agency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["requested_at", b"requested_at", "subject", b"subject"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "query_id", b"query_id", "requested_at", b"requested_at", "review_id", b"review_id", "statement", b"statement", "subject", b"subject", "verdict_id", b"verdict_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewNotice: _TypeAlias = ReviewNotice  # noqa: Y015
+
+@_typing.final
+class NotifyReviewRequest(_message.Message):
+    """Request of AgencyNodeService.NotifyReview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def notice(self) -> _common_pb2.Envelope:
+        """Envelope of a ReviewNotice signed by the registry
+        (payload type application/vnd.credence.review-notice.v1+proto).
+        """
+
+    def __init__(
+        self,
+        *,
+        notice: _common_pb2.Envelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notice", b"notice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notice", b"notice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotifyReviewRequest: _TypeAlias = NotifyReviewRequest  # noqa: Y015
+
+@_typing.final
+class NotifyReviewResponse(_message.Message):
+    """Response of AgencyNodeService.NotifyReview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANSWERED_QUERY_FIELD_NUMBER: _builtins.int
+    answered_query: _builtins.bool
+    """Whether the node's query log holds an answer to the notice's query."""
+    def __init__(
+        self,
+        *,
+        answered_query: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_query", b"answered_query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotifyReviewResponse: _TypeAlias = NotifyReviewResponse  # noqa: Y015
+
+@_typing.final
 class RecoverMasksRequest(_message.Message):
     """Request of AgencyNodeService.RecoverMasks."""
 

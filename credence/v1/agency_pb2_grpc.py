@@ -61,6 +61,11 @@ class AgencyNodeServiceStub:
                 request_serializer=credence_dot_v1_dot_agency__pb2.RecoverMasksRequest.SerializeToString,
                 response_deserializer=credence_dot_v1_dot_agency__pb2.RecoverMasksResponse.FromString,
                 _registered_method=True)
+        self.NotifyReview = channel.unary_unary(
+                '/credence.v1.AgencyNodeService/NotifyReview',
+                request_serializer=credence_dot_v1_dot_agency__pb2.NotifyReviewRequest.SerializeToString,
+                response_deserializer=credence_dot_v1_dot_agency__pb2.NotifyReviewResponse.FromString,
+                _registered_method=True)
 
 
 class AgencyNodeServiceServicer:
@@ -103,6 +108,13 @@ class AgencyNodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def NotifyReview(self, request, context):
+        """Tells the agency a subject asked for human review of a verdict it answered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgencyNodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +142,11 @@ def add_AgencyNodeServiceServicer_to_server(servicer, server):
                     servicer.RecoverMasks,
                     request_deserializer=credence_dot_v1_dot_agency__pb2.RecoverMasksRequest.FromString,
                     response_serializer=credence_dot_v1_dot_agency__pb2.RecoverMasksResponse.SerializeToString,
+            ),
+            'NotifyReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.NotifyReview,
+                    request_deserializer=credence_dot_v1_dot_agency__pb2.NotifyReviewRequest.FromString,
+                    response_serializer=credence_dot_v1_dot_agency__pb2.NotifyReviewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +285,33 @@ class AgencyNodeService:
             '/credence.v1.AgencyNodeService/RecoverMasks',
             credence_dot_v1_dot_agency__pb2.RecoverMasksRequest.SerializeToString,
             credence_dot_v1_dot_agency__pb2.RecoverMasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NotifyReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credence.v1.AgencyNodeService/NotifyReview',
+            credence_dot_v1_dot_agency__pb2.NotifyReviewRequest.SerializeToString,
+            credence_dot_v1_dot_agency__pb2.NotifyReviewResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,8 @@ class AgencyNodeServiceStub:
     """The masks shared with agencies that did not answer, so the registry can
     remove them from the sum.
     """
+    NotifyReview: _grpc.UnaryUnaryMultiCallable[_agency_pb2.NotifyReviewRequest, _agency_pb2.NotifyReviewResponse]
+    """Tells the agency a subject asked for human review of a verdict it answered."""
 
 @_typing.type_check_only
 class AgencyNodeServiceAsyncStub(AgencyNodeServiceStub):
@@ -64,6 +66,8 @@ class AgencyNodeServiceAsyncStub(AgencyNodeServiceStub):
     """The masks shared with agencies that did not answer, so the registry can
     remove them from the sum.
     """
+    NotifyReview: _aio.UnaryUnaryMultiCallable[_agency_pb2.NotifyReviewRequest, _agency_pb2.NotifyReviewResponse]  # type: ignore[assignment]
+    """Tells the agency a subject asked for human review of a verdict it answered."""
 
 class AgencyNodeServiceServicer(metaclass=_abc_1.ABCMeta):
     """An agency's node. Only the registry's certificate may call it."""
@@ -109,5 +113,13 @@ class AgencyNodeServiceServicer(metaclass=_abc_1.ABCMeta):
         """The masks shared with agencies that did not answer, so the registry can
         remove them from the sum.
         """
+
+    @_abc_1.abstractmethod
+    def NotifyReview(
+        self,
+        request: _agency_pb2.NotifyReviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agency_pb2.NotifyReviewResponse, _abc.Awaitable[_agency_pb2.NotifyReviewResponse]]:
+        """Tells the agency a subject asked for human review of a verdict it answered."""
 
 def add_AgencyNodeServiceServicer_to_server(servicer: AgencyNodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

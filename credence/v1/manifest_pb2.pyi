@@ -503,6 +503,7 @@ class Manifest(_message.Message):
     REVOKED_SERIALS_FIELD_NUMBER: _builtins.int
     REVOKED_KIDS_FIELD_NUMBER: _builtins.int
     WITNESS_QUORUM_FIELD_NUMBER: _builtins.int
+    CONTEST_DEADLINE_DAYS_FIELD_NUMBER: _builtins.int
     federation_id: _builtins.str
     """Which federation this is."""
     version: _builtins.int
@@ -512,6 +513,10 @@ class Manifest(_message.Message):
     witness_quorum: _builtins.int
     """How many of the active members' witness keys must cosign a checkpoint
     before nodes trust it (tlog-policy k of n); unset means a majority.
+    """
+    contest_deadline_days: _builtins.int
+    """Days an agency has to resolve a subject's contest; a record whose contest
+    is open past them stops counting in verdicts. Unset means 30.
     """
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp:
@@ -565,13 +570,19 @@ class Manifest(_message.Message):
         revoked_serials: _abc.Iterable[_builtins.str] | None = ...,
         revoked_kids: _abc.Iterable[_builtins.str] | None = ...,
         witness_quorum: _builtins.int | None = ...,
+        contest_deadline_days: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_witness_quorum", b"_witness_quorum", "expires_at", b"expires_at", "issued_at", b"issued_at", "registry", b"registry", "scorecard", b"scorecard", "witness_quorum", b"witness_quorum"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_contest_deadline_days", b"_contest_deadline_days", "_witness_quorum", b"_witness_quorum", "contest_deadline_days", b"contest_deadline_days", "expires_at", b"expires_at", "issued_at", b"issued_at", "registry", b"registry", "scorecard", b"scorecard", "witness_quorum", b"witness_quorum"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_witness_quorum", b"_witness_quorum", "expires_at", b"expires_at", "federation_id", b"federation_id", "issued_at", b"issued_at", "members", b"members", "purpose_policies", b"purpose_policies", "registry", b"registry", "revoked_kids", b"revoked_kids", "revoked_serials", b"revoked_serials", "root_keys", b"root_keys", "root_threshold", b"root_threshold", "scorecard", b"scorecard", "version", b"version", "witness_quorum", b"witness_quorum"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_contest_deadline_days", b"_contest_deadline_days", "_witness_quorum", b"_witness_quorum", "contest_deadline_days", b"contest_deadline_days", "expires_at", b"expires_at", "federation_id", b"federation_id", "issued_at", b"issued_at", "members", b"members", "purpose_policies", b"purpose_policies", "registry", b"registry", "revoked_kids", b"revoked_kids", "revoked_serials", b"revoked_serials", "root_keys", b"root_keys", "root_threshold", b"root_threshold", "scorecard", b"scorecard", "version", b"version", "witness_quorum", b"witness_quorum"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__contest_deadline_days: _TypeAlias = _typing.Literal["contest_deadline_days"]  # noqa: Y015
+    _WhichOneofArgType__contest_deadline_days: _TypeAlias = _typing.Literal["_contest_deadline_days", b"_contest_deadline_days"]  # noqa: Y015
     _WhichOneofReturnType__witness_quorum: _TypeAlias = _typing.Literal["witness_quorum"]  # noqa: Y015
     _WhichOneofArgType__witness_quorum: _TypeAlias = _typing.Literal["_witness_quorum", b"_witness_quorum"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__contest_deadline_days) -> _WhichOneofReturnType__contest_deadline_days | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__witness_quorum) -> _WhichOneofReturnType__witness_quorum | None: ...
 
 Global___Manifest: _TypeAlias = Manifest  # noqa: Y015

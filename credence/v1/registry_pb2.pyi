@@ -273,6 +273,7 @@ class RequestVerdictResponse(_message.Message):
 
     VERDICT_FIELD_NUMBER: _builtins.int
     VERDICT_JWS_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
     verdict_jws: _builtins.str
     """The same verdict as a compact JWS (typ verdict+jwt) for JOSE tooling."""
     @_builtins.property
@@ -281,19 +282,193 @@ class RequestVerdictResponse(_message.Message):
         (payload type application/vnd.credence.verdict.v1+proto).
         """
 
+    @_builtins.property
+    def explanation(self) -> _common_pb2.Envelope:
+        """Present when CREDIT was asked for a credit decision (PURPOSE_CREDIT_ASSESSMENT):
+        Envelope of an Explanation signed by the registry
+        (payload type application/vnd.credence.explanation.v1+proto), so the lender
+        can give the applicant the notice the law requires.
+        """
+
     def __init__(
         self,
         *,
         verdict: _common_pb2.Envelope | None = ...,
         verdict_jws: _builtins.str = ...,
+        explanation: _common_pb2.Envelope | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["verdict", b"verdict"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation", "verdict", b"verdict"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["verdict", b"verdict", "verdict_jws", b"verdict_jws"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation", "verdict", b"verdict", "verdict_jws", b"verdict_jws"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RequestVerdictResponse: _TypeAlias = RequestVerdictResponse  # noqa: Y015
+
+@_typing.final
+class ExplainedReason(_message.Message):
+    """------------------------------------------------------------- explanations
+
+    One principal reason of a credit verdict: a factor the scorecard scored,
+    and what it cost summed over every answering agency (never which agency).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    CHARACTERISTIC_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    SCORE_WITHOUT_FIELD_NUMBER: _builtins.int
+    BAND_WITHOUT_FIELD_NUMBER: _builtins.int
+    reason_code: _builtins.str
+    """The reason code, e.g. "D01"."""
+    text: _builtins.str
+    """Its plain-language meaning (Scorecard.reason_texts)."""
+    characteristic: _builtins.str
+    """The scorecard characteristic whose bin carries the code."""
+    points: _builtins.int
+    """Points the code cost, summed over agencies (negative for adverse reasons)."""
+    score_without: _builtins.int
+    """Counterfactual: the score had these points not been scored."""
+    band_without: _builtins.str
+    """Counterfactual: the band of score_without."""
+    def __init__(
+        self,
+        *,
+        reason_code: _builtins.str = ...,
+        text: _builtins.str = ...,
+        characteristic: _builtins.str = ...,
+        points: _builtins.int = ...,
+        score_without: _builtins.int = ...,
+        band_without: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["band_without", b"band_without", "characteristic", b"characteristic", "points", b"points", "reason_code", b"reason_code", "score_without", b"score_without", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainedReason: _TypeAlias = ExplainedReason  # noqa: Y015
+
+@_typing.final
+class Explanation(_message.Message):
+    """The registry's signed explanation of one credit verdict, computed only from
+    the answers' sum and the published scorecard
+    (payload type application/vnd.credence.explanation.v1+proto).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERDICT_ID_FIELD_NUMBER: _builtins.int
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    VERDICT_HASH_FIELD_NUMBER: _builtins.int
+    SCORECARD_VERSION_FIELD_NUMBER: _builtins.int
+    MANIFEST_VERSION_FIELD_NUMBER: _builtins.int
+    SCORECARD_URL_FIELD_NUMBER: _builtins.int
+    BASE_POINTS_FIELD_NUMBER: _builtins.int
+    POINTS_TOTAL_FIELD_NUMBER: _builtins.int
+    MIN_SCORE_FIELD_NUMBER: _builtins.int
+    MAX_SCORE_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    BAND_FIELD_NUMBER: _builtins.int
+    BANDS_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    PROVISIONAL_FIELD_NUMBER: _builtins.int
+    DISPUTED_FIELD_NUMBER: _builtins.int
+    CREDIT_ANSWERING_FIELD_NUMBER: _builtins.int
+    CREDIT_EXPECTED_FIELD_NUMBER: _builtins.int
+    verdict_id: _builtins.str
+    """The verdict it explains."""
+    query_id: _builtins.str
+    """The query the verdict answers."""
+    requester: _builtins.str
+    """Who asked."""
+    purpose: _common_pb2.Purpose.ValueType
+    """Why."""
+    verdict_hash: _builtins.bytes
+    """SHA-256 of the signed Verdict payload it explains."""
+    scorecard_version: _builtins.str
+    """The scorecard applied."""
+    manifest_version: _builtins.int
+    """The manifest version that published that scorecard."""
+    scorecard_url: _builtins.str
+    """Where a person reads the scorecard (the registry's HTTPS /scorecard)."""
+    base_points: _builtins.int
+    """Points before any agency's contribution."""
+    points_total: _builtins.int
+    """Sum of every agency's partial points."""
+    min_score: _builtins.int
+    """The scorecard's range."""
+    max_score: _builtins.int
+    """The scorecard's range."""
+    score: _builtins.int
+    """The verdict's score: clamp(base_points + points_total)."""
+    band: _builtins.str
+    """The verdict's band."""
+    provisional: _builtins.bool
+    """Fewer credit agencies answered than the scorecard requires."""
+    disputed: _builtins.bool
+    """A counted record is contested."""
+    credit_answering: _builtins.int
+    """How many credit agencies answered, and were asked."""
+    credit_expected: _builtins.int
+    """How many credit agencies answered, and were asked."""
+    @_builtins.property
+    def subject(self) -> _common_pb2.SubjectRef:
+        """Who the verdict is about."""
+
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was signed (the verdict's issued_at)."""
+
+    @_builtins.property
+    def bands(self) -> _containers.RepeatedCompositeFieldContainer[_manifest_pb2.ScoreBand]:
+        """Every band edge of the scorecard."""
+
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExplainedReason]:
+        """The principal reasons, at most four, most costly first; the verdict's
+        reason_codes in the same order.
+        """
+
+    def __init__(
+        self,
+        *,
+        verdict_id: _builtins.str = ...,
+        query_id: _builtins.str = ...,
+        subject: _common_pb2.SubjectRef | None = ...,
+        requester: _builtins.str = ...,
+        purpose: _common_pb2.Purpose.ValueType = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+        verdict_hash: _builtins.bytes = ...,
+        scorecard_version: _builtins.str = ...,
+        manifest_version: _builtins.int = ...,
+        scorecard_url: _builtins.str = ...,
+        base_points: _builtins.int = ...,
+        points_total: _builtins.int = ...,
+        min_score: _builtins.int = ...,
+        max_score: _builtins.int = ...,
+        score: _builtins.int = ...,
+        band: _builtins.str = ...,
+        bands: _abc.Iterable[_manifest_pb2.ScoreBand] | None = ...,
+        reasons: _abc.Iterable[Global___ExplainedReason] | None = ...,
+        provisional: _builtins.bool = ...,
+        disputed: _builtins.bool = ...,
+        credit_answering: _builtins.int = ...,
+        credit_expected: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "subject", b"subject"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["band", b"band", "bands", b"bands", "base_points", b"base_points", "credit_answering", b"credit_answering", "credit_expected", b"credit_expected", "disputed", b"disputed", "issued_at", b"issued_at", "manifest_version", b"manifest_version", "max_score", b"max_score", "min_score", b"min_score", "points_total", b"points_total", "provisional", b"provisional", "purpose", b"purpose", "query_id", b"query_id", "reasons", b"reasons", "requester", b"requester", "score", b"score", "scorecard_url", b"scorecard_url", "scorecard_version", b"scorecard_version", "subject", b"subject", "verdict_hash", b"verdict_hash", "verdict_id", b"verdict_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Explanation: _TypeAlias = Explanation  # noqa: Y015
 
 @_typing.final
 class ScreenItem(_message.Message):
@@ -885,6 +1060,7 @@ class LookupRecord(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     BASIS_FIELD_NUMBER: _builtins.int
     LOG_INDEX_FIELD_NUMBER: _builtins.int
+    VERDICT_ID_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     """The query."""
     requester: _builtins.str
@@ -897,6 +1073,10 @@ class LookupRecord(_message.Message):
     """Consent id, or the mandate's legal basis once its embargo has passed."""
     log_index: _builtins.int
     """Index of the log entry, for an inclusion proof."""
+    verdict_id: _builtins.str
+    """The verdict served for this lookup (empty when refused or screened):
+    what `credence me review` names.
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp:
         """When."""
@@ -916,10 +1096,11 @@ class LookupRecord(_message.Message):
         outcome: _builtins.str = ...,
         basis: _builtins.str = ...,
         log_index: _builtins.int = ...,
+        verdict_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "basis", b"basis", "kinds", b"kinds", "log_index", b"log_index", "outcome", b"outcome", "purpose", b"purpose", "query_id", b"query_id", "requester", b"requester"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "basis", b"basis", "kinds", b"kinds", "log_index", b"log_index", "outcome", b"outcome", "purpose", b"purpose", "query_id", b"query_id", "requester", b"requester", "verdict_id", b"verdict_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1003,6 +1184,8 @@ class ContestRecord(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     FILED_AT_FIELD_NUMBER: _builtins.int
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    DUE_AT_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
     contest_id: _builtins.str
     """The contest."""
     agency: _builtins.str
@@ -1011,6 +1194,10 @@ class ContestRecord(_message.Message):
     """Which record kind; empty for every record."""
     state: _builtins.str
     """"open", "upheld", "corrected" or "removed"."""
+    overdue: _builtins.bool
+    """Open past due_at: the contested records stop counting in verdicts until
+    the agency resolves it.
+    """
     @_builtins.property
     def filed_at(self) -> _timestamp_pb2.Timestamp:
         """When filed."""
@@ -1018,6 +1205,12 @@ class ContestRecord(_message.Message):
     @_builtins.property
     def resolved_at(self) -> _timestamp_pb2.Timestamp:
         """When resolved, if resolved."""
+
+    @_builtins.property
+    def due_at(self) -> _timestamp_pb2.Timestamp:
+        """When the agency must have resolved it (filed_at + the manifest's
+        contest_deadline_days).
+        """
 
     def __init__(
         self,
@@ -1028,14 +1221,130 @@ class ContestRecord(_message.Message):
         state: _builtins.str = ...,
         filed_at: _timestamp_pb2.Timestamp | None = ...,
         resolved_at: _timestamp_pb2.Timestamp | None = ...,
+        due_at: _timestamp_pb2.Timestamp | None = ...,
+        overdue: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["filed_at", b"filed_at", "resolved_at", b"resolved_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_at", b"due_at", "filed_at", b"filed_at", "resolved_at", b"resolved_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "contest_id", b"contest_id", "filed_at", b"filed_at", "record_kind", b"record_kind", "resolved_at", b"resolved_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "contest_id", b"contest_id", "due_at", b"due_at", "filed_at", b"filed_at", "overdue", b"overdue", "record_kind", b"record_kind", "resolved_at", b"resolved_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContestRecord: _TypeAlias = ContestRecord  # noqa: Y015
+
+@_typing.final
+class ReviewRecord(_message.Message):
+    """A request for human review of a verdict, as the subject sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_ID_FIELD_NUMBER: _builtins.int
+    VERDICT_ID_FIELD_NUMBER: _builtins.int
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    AGENCIES_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
+    review_id: _builtins.str
+    """The review."""
+    verdict_id: _builtins.str
+    """The verdict reviewed."""
+    query_id: _builtins.str
+    """The query the verdict answered."""
+    statement: _builtins.str
+    """The subject's statement."""
+    state: _builtins.str
+    """"open", "upheld" or "corrected"."""
+    log_index: _builtins.int
+    """Index of the review's entry in the transparency log."""
+    @_builtins.property
+    def requested_at(self) -> _timestamp_pb2.Timestamp:
+        """When the subject asked."""
+
+    @_builtins.property
+    def agencies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The agencies that answered the query and were told."""
+
+    @_builtins.property
+    def outcome(self) -> _common_pb2.Envelope:
+        """Once decided: Envelope of a ReviewOutcome signed by the registry
+        (payload type application/vnd.credence.review-outcome.v1+proto).
+        """
+
+    def __init__(
+        self,
+        *,
+        review_id: _builtins.str = ...,
+        verdict_id: _builtins.str = ...,
+        query_id: _builtins.str = ...,
+        statement: _builtins.str = ...,
+        state: _builtins.str = ...,
+        requested_at: _timestamp_pb2.Timestamp | None = ...,
+        agencies: _abc.Iterable[_builtins.str] | None = ...,
+        outcome: _common_pb2.Envelope | None = ...,
+        log_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "requested_at", b"requested_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "log_index", b"log_index", "outcome", b"outcome", "query_id", b"query_id", "requested_at", b"requested_at", "review_id", b"review_id", "state", b"state", "statement", b"statement", "verdict_id", b"verdict_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewRecord: _TypeAlias = ReviewRecord  # noqa: Y015
+
+@_typing.final
+class ReviewOutcome(_message.Message):
+    """The signed outcome of a human review
+    (payload type application/vnd.credence.review-outcome.v1+proto).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_ID_FIELD_NUMBER: _builtins.int
+    VERDICT_ID_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    REVIEWER_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    review_id: _builtins.str
+    """The review."""
+    verdict_id: _builtins.str
+    """The verdict reviewed."""
+    outcome: _builtins.str
+    """"upheld" or "corrected"."""
+    statement: _builtins.str
+    """What the reviewer tells the subject."""
+    reviewer: _builtins.str
+    """Who reviewed it (the operator's admin name)."""
+    @_builtins.property
+    def subject(self) -> _common_pb2.SubjectRef:
+        """Whose verdict."""
+
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was decided."""
+
+    def __init__(
+        self,
+        *,
+        review_id: _builtins.str = ...,
+        verdict_id: _builtins.str = ...,
+        subject: _common_pb2.SubjectRef | None = ...,
+        outcome: _builtins.str = ...,
+        statement: _builtins.str = ...,
+        reviewer: _builtins.str = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "subject", b"subject"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "outcome", b"outcome", "review_id", b"review_id", "reviewer", b"reviewer", "statement", b"statement", "subject", b"subject", "verdict_id", b"verdict_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewOutcome: _TypeAlias = ReviewOutcome  # noqa: Y015
 
 @_typing.final
 class ListMyLookupsRequest(_message.Message):
@@ -1284,6 +1593,154 @@ class ListMyContestsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListMyContestsResponse: _TypeAlias = ListMyContestsResponse  # noqa: Y015
+
+@_typing.final
+class ListMyExplanationsRequest(_message.Message):
+    """Request of SubjectAccessService.ListMyExplanations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_PROOF_FIELD_NUMBER: _builtins.int
+    subject_proof: _builtins.str
+    """Compact JWS (typ subject-access+jwt) by the subject's personal key."""
+    def __init__(
+        self,
+        *,
+        subject_proof: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subject_proof", b"subject_proof"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMyExplanationsRequest: _TypeAlias = ListMyExplanationsRequest  # noqa: Y015
+
+@_typing.final
+class ListMyExplanationsResponse(_message.Message):
+    """Response of SubjectAccessService.ListMyExplanations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPLANATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def explanations(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Envelope]:
+        """Envelopes of Explanations signed by the registry, newest first
+        (payload type application/vnd.credence.explanation.v1+proto).
+        """
+
+    def __init__(
+        self,
+        *,
+        explanations: _abc.Iterable[_common_pb2.Envelope] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["explanations", b"explanations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMyExplanationsResponse: _TypeAlias = ListMyExplanationsResponse  # noqa: Y015
+
+@_typing.final
+class RequestReviewRequest(_message.Message):
+    """Request of SubjectAccessService.RequestReview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_PROOF_FIELD_NUMBER: _builtins.int
+    VERDICT_ID_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    subject_proof: _builtins.str
+    """Compact JWS (typ subject-access+jwt) by the subject's personal key."""
+    verdict_id: _builtins.str
+    """The verdict to review (LookupRecord.verdict_id, Explanation.verdict_id)."""
+    statement: _builtins.str
+    """The subject's statement: what they want a person to look at."""
+    def __init__(
+        self,
+        *,
+        subject_proof: _builtins.str = ...,
+        verdict_id: _builtins.str = ...,
+        statement: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["statement", b"statement", "subject_proof", b"subject_proof", "verdict_id", b"verdict_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestReviewRequest: _TypeAlias = RequestReviewRequest  # noqa: Y015
+
+@_typing.final
+class RequestReviewResponse(_message.Message):
+    """Response of SubjectAccessService.RequestReview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def review(self) -> Global___ReviewRecord:
+        """The review as stored: open, with the agencies told and its log index."""
+
+    def __init__(
+        self,
+        *,
+        review: Global___ReviewRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["review", b"review"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["review", b"review"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestReviewResponse: _TypeAlias = RequestReviewResponse  # noqa: Y015
+
+@_typing.final
+class ListMyReviewsRequest(_message.Message):
+    """Request of SubjectAccessService.ListMyReviews."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_PROOF_FIELD_NUMBER: _builtins.int
+    subject_proof: _builtins.str
+    """Compact JWS (typ subject-access+jwt) by the subject's personal key."""
+    def __init__(
+        self,
+        *,
+        subject_proof: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subject_proof", b"subject_proof"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMyReviewsRequest: _TypeAlias = ListMyReviewsRequest  # noqa: Y015
+
+@_typing.final
+class ListMyReviewsResponse(_message.Message):
+    """Response of SubjectAccessService.ListMyReviews."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEWS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reviews(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReviewRecord]:
+        """The subject's reviews, newest first."""
+
+    def __init__(
+        self,
+        *,
+        reviews: _abc.Iterable[Global___ReviewRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reviews", b"reviews"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMyReviewsResponse: _TypeAlias = ListMyReviewsResponse  # noqa: Y015
 
 @_typing.final
 class ContestResolution(_message.Message):

@@ -623,6 +623,21 @@ class SubjectAccessServiceStub:
                 request_serializer=credence_dot_v1_dot_subject__records__pb2.ListMyRecordsRequest.SerializeToString,
                 response_deserializer=credence_dot_v1_dot_subject__records__pb2.ListMyRecordsResponse.FromString,
                 _registered_method=True)
+        self.ListMyExplanations = channel.unary_unary(
+                '/credence.v1.SubjectAccessService/ListMyExplanations',
+                request_serializer=credence_dot_v1_dot_registry__pb2.ListMyExplanationsRequest.SerializeToString,
+                response_deserializer=credence_dot_v1_dot_registry__pb2.ListMyExplanationsResponse.FromString,
+                _registered_method=True)
+        self.RequestReview = channel.unary_unary(
+                '/credence.v1.SubjectAccessService/RequestReview',
+                request_serializer=credence_dot_v1_dot_registry__pb2.RequestReviewRequest.SerializeToString,
+                response_deserializer=credence_dot_v1_dot_registry__pb2.RequestReviewResponse.FromString,
+                _registered_method=True)
+        self.ListMyReviews = channel.unary_unary(
+                '/credence.v1.SubjectAccessService/ListMyReviews',
+                request_serializer=credence_dot_v1_dot_registry__pb2.ListMyReviewsRequest.SerializeToString,
+                response_deserializer=credence_dot_v1_dot_registry__pb2.ListMyReviewsResponse.FromString,
+                _registered_method=True)
 
 
 class SubjectAccessServiceServicer:
@@ -671,6 +686,27 @@ class SubjectAccessServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMyExplanations(self, request, context):
+        """Signed explanations of the credit verdicts about me.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestReview(self, request, context):
+        """Ask for a person to review a verdict about me.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMyReviews(self, request, context):
+        """My reviews and their signed outcomes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SubjectAccessServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -703,6 +739,21 @@ def add_SubjectAccessServiceServicer_to_server(servicer, server):
                     servicer.ListMyRecords,
                     request_deserializer=credence_dot_v1_dot_subject__records__pb2.ListMyRecordsRequest.FromString,
                     response_serializer=credence_dot_v1_dot_subject__records__pb2.ListMyRecordsResponse.SerializeToString,
+            ),
+            'ListMyExplanations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMyExplanations,
+                    request_deserializer=credence_dot_v1_dot_registry__pb2.ListMyExplanationsRequest.FromString,
+                    response_serializer=credence_dot_v1_dot_registry__pb2.ListMyExplanationsResponse.SerializeToString,
+            ),
+            'RequestReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestReview,
+                    request_deserializer=credence_dot_v1_dot_registry__pb2.RequestReviewRequest.FromString,
+                    response_serializer=credence_dot_v1_dot_registry__pb2.RequestReviewResponse.SerializeToString,
+            ),
+            'ListMyReviews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMyReviews,
+                    request_deserializer=credence_dot_v1_dot_registry__pb2.ListMyReviewsRequest.FromString,
+                    response_serializer=credence_dot_v1_dot_registry__pb2.ListMyReviewsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -868,6 +919,87 @@ class SubjectAccessService:
             '/credence.v1.SubjectAccessService/ListMyRecords',
             credence_dot_v1_dot_subject__records__pb2.ListMyRecordsRequest.SerializeToString,
             credence_dot_v1_dot_subject__records__pb2.ListMyRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMyExplanations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credence.v1.SubjectAccessService/ListMyExplanations',
+            credence_dot_v1_dot_registry__pb2.ListMyExplanationsRequest.SerializeToString,
+            credence_dot_v1_dot_registry__pb2.ListMyExplanationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credence.v1.SubjectAccessService/RequestReview',
+            credence_dot_v1_dot_registry__pb2.RequestReviewRequest.SerializeToString,
+            credence_dot_v1_dot_registry__pb2.RequestReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMyReviews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credence.v1.SubjectAccessService/ListMyReviews',
+            credence_dot_v1_dot_registry__pb2.ListMyReviewsRequest.SerializeToString,
+            credence_dot_v1_dot_registry__pb2.ListMyReviewsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -228,6 +228,12 @@ class SubjectAccessServiceStub:
     """My contests and their outcomes."""
     ListMyRecords: _grpc.UnaryUnaryMultiCallable[_subject_records_pb2.ListMyRecordsRequest, _subject_records_pb2.ListMyRecordsResponse]
     """The records every agency holds about me, each sealed to my HPKE key."""
+    ListMyExplanations: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListMyExplanationsRequest, _registry_pb2.ListMyExplanationsResponse]
+    """Signed explanations of the credit verdicts about me."""
+    RequestReview: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RequestReviewRequest, _registry_pb2.RequestReviewResponse]
+    """Ask for a person to review a verdict about me."""
+    ListMyReviews: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListMyReviewsRequest, _registry_pb2.ListMyReviewsResponse]
+    """My reviews and their signed outcomes."""
 
 @_typing.type_check_only
 class SubjectAccessServiceAsyncStub(SubjectAccessServiceStub):
@@ -246,6 +252,12 @@ class SubjectAccessServiceAsyncStub(SubjectAccessServiceStub):
     """My contests and their outcomes."""
     ListMyRecords: _aio.UnaryUnaryMultiCallable[_subject_records_pb2.ListMyRecordsRequest, _subject_records_pb2.ListMyRecordsResponse]  # type: ignore[assignment]
     """The records every agency holds about me, each sealed to my HPKE key."""
+    ListMyExplanations: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListMyExplanationsRequest, _registry_pb2.ListMyExplanationsResponse]  # type: ignore[assignment]
+    """Signed explanations of the credit verdicts about me."""
+    RequestReview: _aio.UnaryUnaryMultiCallable[_registry_pb2.RequestReviewRequest, _registry_pb2.RequestReviewResponse]  # type: ignore[assignment]
+    """Ask for a person to review a verdict about me."""
+    ListMyReviews: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListMyReviewsRequest, _registry_pb2.ListMyReviewsResponse]  # type: ignore[assignment]
+    """My reviews and their signed outcomes."""
 
 class SubjectAccessServiceServicer(metaclass=_abc_1.ABCMeta):
     """A subject's own view, authenticated by the subject's personal key."""
@@ -297,6 +309,30 @@ class SubjectAccessServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_subject_records_pb2.ListMyRecordsResponse, _abc.Awaitable[_subject_records_pb2.ListMyRecordsResponse]]:
         """The records every agency holds about me, each sealed to my HPKE key."""
+
+    @_abc_1.abstractmethod
+    def ListMyExplanations(
+        self,
+        request: _registry_pb2.ListMyExplanationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListMyExplanationsResponse, _abc.Awaitable[_registry_pb2.ListMyExplanationsResponse]]:
+        """Signed explanations of the credit verdicts about me."""
+
+    @_abc_1.abstractmethod
+    def RequestReview(
+        self,
+        request: _registry_pb2.RequestReviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RequestReviewResponse, _abc.Awaitable[_registry_pb2.RequestReviewResponse]]:
+        """Ask for a person to review a verdict about me."""
+
+    @_abc_1.abstractmethod
+    def ListMyReviews(
+        self,
+        request: _registry_pb2.ListMyReviewsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListMyReviewsResponse, _abc.Awaitable[_registry_pb2.ListMyReviewsResponse]]:
+        """My reviews and their signed outcomes."""
 
 def add_SubjectAccessServiceServicer_to_server(servicer: SubjectAccessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
