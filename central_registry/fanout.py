@@ -8,6 +8,14 @@ concurrency slot as well as the call itself: a dead node fails fast with
 UNAVAILABLE, a slow one costs at most the deadline, and neither holds up any
 other lookup.
 
+Calls are fail-fast, so a channel in gRPC's reconnect backoff (TRANSIENT_FAILURE,
+after its node refused a connection) fails every call at once, even once its
+node is up again, until its next attempt up to 5 s later. A call (or
+:meth:`FanOut.channel`) that finds its node's channel so is given a fresh
+channel instead, which dials at once: a node that has come up is answered by
+the very next lookup, a dead one still refuses that dial at once. A node is
+redialled so at most every :data:`REDIAL_SECONDS`, however busy the registry.
+
 Nothing a node sends counts until it is checked: the signature by one of that
 agency's keys from the manifest, the payload type, and that the answer is to
 this very query (id and payload hash) from this very agency. What fails a
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, NoReturn
@@ -66,7 +75,10 @@ _OBSERVED: Final[dict[int, str]] = {
 # Keepalive pings go out only while a call is in flight and has lasted 30 s
 # (a long batch): nodes run gRPC's default ping policy, which answers pings
 # on an idle connection with GOAWAY. A node that comes back after an outage
-# is retried within 5 s, not after gRPC's default backoff of up to 2 minutes.
+# is retried within 5 s, not after gRPC's default backoff of up to 2 minutes
+# (and at once by a call that finds the channel in backoff, see REDIAL_SECONDS).
+# Each channel has a subchannel of its own: in gRPC's process-wide pool a fresh
+# channel would share, and wait out, the backoff of the one it replaces.
 _CHANNEL_OPTIONS: Final = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -75,7 +87,14 @@ _CHANNEL_OPTIONS: Final = (
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.min_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 5_000),
+    ("grpc.use_local_subchannel_pool", 1),
 )
+
+#: Seconds a node's channel lives at least before a call that finds it in
+#: reconnect backoff replaces it with a fresh one: a dead node is dialled on
+#: demand at most this often, and a node that has come up is answered by any
+#: lookup that comes this long after the last dial it refused.
+REDIAL_SECONDS: Final = 0.25
 
 
 @dataclass(frozen=True)
@@ -94,12 +113,13 @@ class AgencyTarget:
 
 
 class _Stubs:
-    """The channel to one node and its methods, requests passed as bytes."""
+    """The channel to one node, when it was opened, and its methods, requests passed as bytes."""
 
-    __slots__ = ("answer_batch", "answer_query", "channel", "recover_masks")
+    __slots__ = ("answer_batch", "answer_query", "channel", "opened", "recover_masks")
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, opened: float) -> None:
         self.channel = channel
+        self.opened = opened
         self.answer_query: grpc.aio.UnaryUnaryMultiCallable[
             bytes, agency_pb2.AnswerQueryResponse
         ] = channel.unary_unary(
@@ -114,6 +134,14 @@ class _Stubs:
             bytes, agency_pb2.RecoverMasksResponse
         ] = channel.unary_unary(
             _RECOVER_MASKS, response_deserializer=agency_pb2.RecoverMasksResponse.FromString
+        )
+
+    def in_backoff(self, now: float) -> bool:
+        """Whether the channel is in reconnect backoff and old enough to be replaced."""
+        return (
+            now - self.opened >= REDIAL_SECONDS
+            and self.channel.get_state(try_to_connect=False)
+            is grpc.ChannelConnectivity.TRANSIENT_FAILURE
         )
 
 
@@ -174,6 +202,7 @@ class FanOut:
         self._batch_deadline = float(batch_deadline)
         self._slots = asyncio.Semaphore(max_concurrency)
         self._stubs: dict[tuple[str, str], _Stubs] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self._observe = observe
 
     @property
@@ -182,16 +211,29 @@ class FanOut:
         return len(self._stubs)
 
     def channel(self, target: AgencyTarget) -> grpc.aio.Channel:
-        """The channel to ``target``'s node, opened on first use and then reused."""
+        """The channel to ``target``'s node, opened on first use and then reused.
+
+        A channel in reconnect backoff is replaced by a fresh one first, as for
+        every call (see :data:`REDIAL_SECONDS`).
+        """
         return self._stubs_for(target).channel
 
     def _stubs_for(self, target: AgencyTarget) -> _Stubs:
         key = (target.member_id, target.endpoint)
         stubs = self._stubs.get(key)
-        if stubs is None:
+        now = time.monotonic()
+        if stubs is None or stubs.in_backoff(now):
+            if stubs is not None:
+                self._close_later(stubs.channel)
             channel = grpc.aio.secure_channel(target.endpoint, self._credentials, self._options)
-            stubs = self._stubs[key] = _Stubs(channel)
+            stubs = self._stubs[key] = _Stubs(channel, now)
         return stubs
+
+    def _close_later(self, channel: grpc.aio.Channel) -> None:
+        """Close a replaced channel without holding up the call that replaced it."""
+        task = asyncio.get_running_loop().create_task(channel.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def query(self, targets: Sequence[AgencyTarget], query: Envelope) -> list[AgencyOutcome]:
         """Ask every target the signed single-subject ``query``, in parallel.
@@ -327,6 +369,7 @@ class FanOut:
         stubs, self._stubs = list(self._stubs.values()), {}
         for entry in stubs:
             await entry.channel.close()
+        await asyncio.gather(*self._closing)
 
     # -- one node ----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -28,7 +29,7 @@ from agency_node.importer import import_records
 from agency_node.offline_node import write_node_dir
 from agency_node.server import RunningNode, start_node
 from central_registry.aggregation import Recovery
-from central_registry.fanout import AgencyTarget, FanOut
+from central_registry.fanout import REDIAL_SECONDS, AgencyTarget, FanOut
 from central_registry.mask_recovery import recover
 from central_registry.outcomes import AgencyOutcome
 from credence import payloads, queries
@@ -643,6 +644,132 @@ def test_a_moved_node_gets_a_new_channel(cluster: Cluster, dead_port: int) -> No
             await fanout.close()
 
     run(scenario)
+
+
+# -- a node that comes up while its channel is in reconnect backoff -------------------------
+
+
+def test_a_node_up_after_refused_dials_answers_the_very_next_lookup(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # The registry met this node before it listened (as `dev up`'s witnessing
+    # rounds do): its channel is in reconnect backoff, which on its own would
+    # fail every lookup at once, however healthy the node, until the next dial.
+    data_dir = write_node_dir(cluster.federation, tmp_path, FRAUD)
+
+    async def scenario() -> tuple[AgencyOutcome, AgencyOutcome]:
+        dials = 0
+        backed_off = asyncio.Event()
+
+        async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal dials
+            dials += 1
+            writer.close()
+            if dials >= 4:
+                backed_off.set()
+
+        # Nobody serves the port yet: each dial is dropped before the TLS handshake.
+        refuser = await asyncio.start_server(drop, "127.0.0.1", 0)
+        port = int(refuser.sockets[0].getsockname()[1])
+        target = cluster.target(FRAUD, port=port)
+        fanout = cluster.fanout(deadline=30.0)
+        node: RunningNode | None = None
+        try:
+            (before,) = await fanout.query([target], cluster.query(CLEAR_ORG))
+            # The channel redials on its own after 0.5, 0.8 and 1.3 s (+-20%):
+            # after its 4th dial the next one is at least 1.6 s away.
+            async with asyncio.timeout(60):
+                await backed_off.wait()
+            refuser.close()
+            await refuser.wait_closed()
+            node = start_node(data_dir, clock=lambda: NOW, listen=f"127.0.0.1:{port}")
+            (after,) = await fanout.query([target], cluster.query(CLEAR_ORG))
+            return before, after
+        finally:
+            await fanout.close()
+            refuser.close()
+            if node is not None:
+                node.stop(0)
+
+    before, after = run(scenario)
+    assert before.state == UNAVAILABLE, before.reason
+    assert after.state == ANSWERED, after.reason
+    assert not listed(cluster, after)
+
+
+def test_a_dead_node_fails_fast_on_every_lookup_and_is_redialled_sparingly(
+    cluster: Cluster, dead_port: int
+) -> None:
+    dead = cluster.target(TAX, port=dead_port)
+
+    async def scenario() -> tuple[list[AgencyOutcome], list[grpc.aio.Channel], float]:
+        # A deadline no test run reaches: UNAVAILABLE, not TIMEOUT, is the refusal at once.
+        fanout = cluster.fanout(deadline=60.0)
+        loop = asyncio.get_running_loop()
+        outcomes: list[AgencyOutcome] = []
+        channels: list[grpc.aio.Channel] = []
+        try:
+            started = loop.time()
+            for _ in range(8):
+                outcomes += await fanout.query(
+                    [dead, cluster.target(COURT)], cluster.query(CLEAR_ORG)
+                )
+                channels.append(fanout.channel(dead))
+                await asyncio.sleep(REDIAL_SECONDS / 2)
+            elapsed = loop.time() - started
+            assert fanout.open_channels == 2, "a replaced channel is not kept"
+        finally:
+            await fanout.close()
+        return outcomes, channels, elapsed
+
+    outcomes, channels, elapsed = run(scenario)
+    assert states(outcomes) == [UNAVAILABLE, ANSWERED] * 8
+    assert all("failed to connect" in outcome.reason for outcome in outcomes[::2])
+    distinct = {id(channel): channel for channel in channels}.values()
+    # Redialled, since the lookups outlast REDIAL_SECONDS, but not by every lookup.
+    assert 2 <= len(distinct) <= 1 + elapsed / REDIAL_SECONDS
+    assert all(channel.get_state() is grpc.ChannelConnectivity.SHUTDOWN for channel in distinct)
+
+
+@pytest.mark.parametrize("way", ["query", "batch", "recover", "channel"])
+def test_every_way_to_a_node_replaces_its_channel_in_backoff(
+    cluster: Cluster, dead_port: int, way: str
+) -> None:
+    dead = cluster.target(TAX, port=dead_port)
+    lookups = _lookups(cluster, [CLEAR_ORG])
+    batch = cluster.federation.batch(lookups)
+    recovery = sign(payloads.RECOVERY_REQUEST, b"", [cluster.federation.registry_key])
+
+    async def scenario() -> tuple[grpc.aio.Channel, grpc.aio.Channel, str]:
+        fanout = cluster.fanout(deadline=60.0, batch_deadline=60.0)
+        try:
+            (refused,) = await fanout.query([dead], cluster.query(CLEAR_ORG))
+            assert refused.state == UNAVAILABLE, refused.reason
+            old = fanout.channel(dead)
+            assert old.get_state() is grpc.ChannelConnectivity.TRANSIENT_FAILURE
+            await asyncio.sleep(REDIAL_SECONDS)
+            reason = ""
+            if way == "query":
+                (outcome,) = await fanout.query([dead], cluster.query(CLEAR_ORG))
+                reason = outcome.reason
+            elif way == "batch":
+                (reply,) = await fanout.batch_replies([dead], batch, [lookups[0].query_id])
+                assert reply.failure is not None
+                reason = reply.failure.reason
+            elif way == "recover":
+                (failure,) = await fanout.recover([dead], recovery)
+                assert isinstance(failure, str)
+                reason = failure
+            new = fanout.channel(dead)
+            return old, new, reason
+        finally:
+            await fanout.close()
+
+    old, new, reason = run(scenario)
+    assert new is not old
+    assert old.get_state() is grpc.ChannelConnectivity.SHUTDOWN
+    if way != "channel":
+        assert "failed to connect" in reason, "the fresh channel's dial was refused at once"
 
 
 def test_refuses_what_is_not_a_query_or_batch(cluster: Cluster) -> None:
