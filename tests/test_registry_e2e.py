@@ -95,14 +95,17 @@ def test_clear_listed_disputed_and_expired_organisations(federation: Federation)
         expired = company.verify_organisation(
             federation.subject(federation.sample("expired_organisation"))
         )
-    assert clear.status == "clear"
+    # A failure names the agency that did not answer, and why (the coverage line).
+    assert clear.status == "clear", clear.coverage
     # Blacklist status comes from the agencies holding listing kinds: court and tax office.
-    assert clear.verdict.coverage.answered == clear.verdict.coverage.expected == 2
-    assert listed.status == "listed"
+    assert clear.verdict.coverage.answered == clear.verdict.coverage.expected == 2, clear.coverage
+    assert listed.status == "listed", listed.coverage
     assert list(listed.categories) == ["dishonest_debtor"]
-    assert disputed.status == "listed"
+    assert disputed.status == "listed", disputed.coverage
     assert disputed.verdict.blacklist.disputed
-    assert expired.status == "clear", "a judgment past rehabilitation never counts"
+    assert expired.status == "clear", (
+        f"a judgment past rehabilitation never counts ({expired.coverage})"
+    )
     assert len(listed.verdict.answer_hashes) == 2
 
 
