@@ -31,6 +31,7 @@ __all__ = [
     "kinds_column",
     "recovery_row",
     "refused_row",
+    "review_row",
 ]
 
 OUTCOME_DISPATCHED = "dispatched"
@@ -257,4 +258,56 @@ def recovery_row(*, query_id: str, missing_agency: str, registry: str, now: date
         issued_at=now,
         salt=bytes(16),
         commitment=leaf,
+    )
+
+
+#: A review row's ``basis``: what the entry is, for the subject and the operator.
+REVIEW_BASIS = "human review"
+
+
+def review_row(
+    *,
+    review_id: str,
+    verdict_id: str,
+    registry: str,
+    subject_type: int,
+    subject_ref: bytes,
+    now: datetime,
+) -> LogRow:
+    """The row of a subject's request for human review of ``verdict_id``.
+
+    Ids only, never the subject's statement: the ``query_id`` column holds the
+    review id (unique, as the log needs), ``requester`` the registry and
+    ``reason`` the verdict reviewed. Under the subject's reference, so the
+    subject sees it among their lookups; its leaf is a salted commitment like
+    a lookup's (no purpose, kinds or grant).
+
+    Raises:
+        InvalidInput: a value does not fit its column.
+    """
+    salt = log_promise.new_salt()
+    entry = log_promise.LogEntry(
+        query_id=review_id,
+        requester=registry,
+        subject_type=subject_type,
+        subject_ref=subject_ref,
+        purpose=0,
+        kinds=(),
+        grant_id="",
+        issued_at=now,
+    )
+    return LogRow(
+        query_id=review_id,
+        requester=registry,
+        subject_type=subject_type,
+        subject_ref=subject_ref,
+        purpose=0,
+        kinds="",
+        grant_id="",
+        basis=REVIEW_BASIS,
+        outcome=OUTCOME_DISPATCHED,
+        reason=f"review of verdict {verdict_id}",
+        issued_at=now,
+        salt=salt,
+        commitment=log_promise.entry_commitment(salt, entry),
     )

@@ -1,0 +1,409 @@
+"""Human review of a verdict: the subject's request, the agencies' notices, the decision.
+
+A subject names a verdict about them (``verdict_records``) and says what a
+person should look at. The registry keeps the review open, appends a row to
+its transparency log (ids only, :func:`central_registry.log.rows.review_row`),
+and tells every agency whose answer the verdict was built from with a
+:class:`~credence.v1.agency_pb2.ReviewNotice` it signs, one per agency (the
+audience), over the fan-out's mTLS channels. A node that cannot be reached
+does not fail the request: ``Review.agencies`` lists the agencies told so
+far, and :func:`retry_notices_periodically` tells the others later, while the
+review is open and its verdict's row is kept. An operator decides (upheld or
+corrected, with a statement): the registry signs a
+:class:`~credence.v1.registry_pb2.ReviewOutcome` the subject reads.
+
+Functions taking a ``Session`` run in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import grpc
+import grpc.aio
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from central_registry.contests import MAX_STATEMENT
+from central_registry.fanout import AgencyTarget, FanOut
+from central_registry.log.entries import append_entries
+from central_registry.log.rows import review_row
+from central_registry.models import Review, VerdictRecord
+from central_registry.transparency import lock_log
+from credence import payloads
+from credence.clock import Clock
+from credence.envelope import Envelope, sign
+from credence.errors import (
+    CredenceError,
+    FailedPrecondition,
+    InvalidInput,
+    NotFound,
+    ResourceExhausted,
+)
+from credence.keys import SigningKey
+from credence.manifest import TrustedManifest
+from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2, registry_pb2
+
+__all__ = [
+    "MAX_LISTED",
+    "MAX_OPEN_PER_SUBJECT",
+    "OUTCOMES",
+    "decide",
+    "notify",
+    "open_review",
+    "open_reviews",
+    "review_record",
+    "reviews_for",
+]
+
+_log = logging.getLogger(__name__)
+
+#: What an operator may decide.
+OUTCOMES = ("upheld", "corrected")
+#: Open reviews a subject may have at once: each reaches people, so it is bounded.
+MAX_OPEN_PER_SUBJECT = 20
+#: Reviews ListMyReviews returns at most (the newest).
+MAX_LISTED = 200
+#: Open reviews one retry pass looks at (the oldest).
+RETRY_BATCH = 100
+#: A review is retried by the background pass only this long after it was asked
+#: for, so the pass does not race the request's own notices.
+RETRY_AFTER = timedelta(seconds=30)
+#: Seconds between two passes telling agencies a review's request could not reach.
+RETRY_SECONDS = 30.0
+
+
+def check_statement(text: str, *, what: str = "a review") -> str:
+    """The statement trimmed.
+
+    Raises:
+        InvalidInput: empty, or longer than :data:`MAX_STATEMENT` characters.
+    """
+    trimmed = text.strip()
+    if not trimmed or len(trimmed) > MAX_STATEMENT:
+        raise InvalidInput(
+            f"{what} needs a statement of 1..{MAX_STATEMENT} characters (got {len(trimmed)})"
+        )
+    return trimmed
+
+
+def _split(column: str) -> list[str]:
+    return [part for part in column.split(",") if part]
+
+
+def open_review(
+    session: Session,
+    *,
+    verdict_id: str,
+    subject_ref: bytes,
+    statement: str,
+    registry_id: str,
+    now: datetime,
+) -> Review:
+    """Keep a subject's request for review of one of their verdicts, open and logged.
+
+    Raises:
+        InvalidInput: an empty or too long statement.
+        NotFound: no such verdict about this subject (whether it exists about
+            someone else is not said).
+        FailedPrecondition: a review of the verdict is open already.
+        ResourceExhausted: the subject has :data:`MAX_OPEN_PER_SUBJECT` open reviews.
+    """
+    statement = check_statement(statement)
+    # The log's writer lock first: two requests for one verdict take turns.
+    lock_log(session)
+    verdict = session.get(VerdictRecord, verdict_id)
+    if verdict is None or verdict.subject_ref != subject_ref or verdict.expires_at <= now:
+        raise NotFound(
+            f"no verdict {verdict_id!r} about you: copy the verdict id from "
+            "`credence me lookups` or `credence me explanations`"
+        )
+    already = session.scalar(
+        select(Review.review_id).where(Review.verdict_id == verdict_id, Review.state == "open")
+    )
+    if already is not None:
+        raise FailedPrecondition(
+            f"review {already} of verdict {verdict_id} is still open: wait for its outcome "
+            "(`credence me reviews`)"
+        )
+    open_count = session.scalar(
+        select(func.count())
+        .select_from(Review)
+        .where(Review.subject_ref == subject_ref, Review.state == "open")
+    )
+    if (open_count or 0) >= MAX_OPEN_PER_SUBJECT:
+        raise ResourceExhausted(
+            f"you have {MAX_OPEN_PER_SUBJECT} reviews open: ask again once one is decided"
+        )
+    review_id = uuid.uuid4().hex
+    row = review_row(
+        review_id=review_id, verdict_id=verdict_id, registry=registry_id,
+        subject_type=verdict.subject_type, subject_ref=subject_ref, now=now,
+    )  # fmt: skip
+    log_index = append_entries(session, [row])
+    review = Review(
+        review_id=review_id,
+        verdict_id=verdict_id,
+        query_id=verdict.query_id,
+        subject_type=verdict.subject_type,
+        subject_ref=subject_ref,
+        statement=statement,
+        state="open",
+        agencies="",
+        requested_at=now,
+        log_index=log_index,
+    )
+    session.add(review)
+    session.flush()
+    _log.info(
+        "review %s of verdict %s (query %s) requested: log entry %d",
+        review_id, verdict_id, verdict.query_id, log_index,
+    )  # fmt: skip
+    return review
+
+
+def signed_notice(review: Review, agency: str, key: SigningKey) -> Envelope:
+    """The registry-signed notice of ``review`` for ``agency`` alone."""
+    notice = agency_pb2.ReviewNotice(
+        review_id=review.review_id,
+        verdict_id=review.verdict_id,
+        query_id=review.query_id,
+        subject=common_pb2.SubjectRef(type=review.subject_type, ref=review.subject_ref),  # type: ignore[arg-type]
+        statement=review.statement,
+        agency=agency,
+    )
+    notice.requested_at.FromDatetime(review.requested_at)
+    return sign(payloads.REVIEW_NOTICE, notice.SerializeToString(), [key])
+
+
+def untold(session: Session, review: Review) -> list[str]:
+    """The agencies the verdict was built from that have not been told of ``review``."""
+    verdict = session.get(VerdictRecord, review.verdict_id)
+    if verdict is None:
+        return []  # erased with its lookup's data: nobody left to tell about
+    told = set(_split(review.agencies))
+    return [agency for agency in _split(verdict.answered) if agency not in told]
+
+
+def mark_told(session: Session, review_id: str, agencies: Sequence[str]) -> Review:
+    """Add ``agencies`` to those told of the review; the review.
+
+    Raises:
+        NotFound: no such review.
+    """
+    review = session.get(Review, review_id, with_for_update=True)
+    if review is None:
+        raise NotFound(f"no review {review_id}")
+    told = _split(review.agencies)
+    review.agencies = ",".join([*told, *(a for a in sorted(agencies) if a not in told)])
+    return review
+
+
+async def notify(
+    fanout: FanOut,
+    manifest: TrustedManifest,
+    notices: dict[str, Envelope],
+    *,
+    deadline: float,
+) -> list[str]:
+    """Send each agency its signed notice in parallel; the agencies that took it.
+
+    An agency that is not active, cannot be reached or refuses is left out
+    (and logged): it is told on a later pass.
+    """
+
+    async def tell(agency: str, notice: Envelope) -> str | None:
+        try:
+            member = manifest.active_member(agency)
+            target = AgencyTarget(agency, member.endpoint, manifest.member_keys(agency))
+            stub = agency_pb2_grpc.AgencyNodeServiceStub(fanout.channel(target))
+            await stub.NotifyReview(
+                agency_pb2.NotifyReviewRequest(notice=notice.to_proto()), timeout=deadline
+            )
+        except grpc.aio.AioRpcError as exc:
+            _log.warning("review notice not taken by %s (%s): will retry", agency, exc.code().name)
+            return None
+        except CredenceError as exc:
+            _log.warning("review notice for %s not sent (%s): will retry", agency, exc)
+            return None
+        return agency
+
+    told = await asyncio.gather(*(tell(agency, notice) for agency, notice in notices.items()))
+    return [agency for agency in told if agency is not None]
+
+
+async def tell_agencies(
+    review_id: str,
+    *,
+    sessions: sessionmaker[Session],
+    fanout: FanOut,
+    manifest: TrustedManifest,
+    key: SigningKey,
+    deadline: float,
+) -> Review:
+    """Notify the agencies not yet told of a review; the review as then stored.
+
+    Raises:
+        NotFound: no such review.
+    """
+
+    def notices() -> dict[str, Envelope]:
+        with sessions() as session:
+            review = session.get(Review, review_id)
+            if review is None:
+                raise NotFound(f"no review {review_id}")
+            return {
+                agency: signed_notice(review, agency, key) for agency in untold(session, review)
+            }
+
+    pending = await asyncio.to_thread(notices)
+    told = await notify(fanout, manifest, pending, deadline=deadline) if pending else []
+
+    def keep() -> Review:
+        with sessions.begin() as session:
+            return mark_told(session, review_id, told)
+
+    return await asyncio.to_thread(keep)
+
+
+def open_with_untold(session: Session, now: datetime) -> list[str]:
+    """Open reviews (the oldest, at most :data:`RETRY_BATCH`) some agency was not told of."""
+    rows = session.scalars(
+        select(Review)
+        .where(Review.state == "open", Review.requested_at <= now - RETRY_AFTER)
+        .order_by(Review.requested_at)
+        .limit(RETRY_BATCH)
+    )
+    return [review.review_id for review in rows if untold(session, review)]
+
+
+async def retry_notices_periodically(
+    *,
+    sessions: sessionmaker[Session],
+    fanout: FanOut,
+    manifest: Callable[[], TrustedManifest],
+    key: SigningKey,
+    deadline: float,
+    clock: Clock,
+    interval: float = RETRY_SECONDS,
+) -> None:
+    """Every ``interval`` seconds, tell the agencies a review's request could not reach."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+
+            def pending() -> list[str]:
+                with sessions() as session:
+                    return open_with_untold(session, clock())
+
+            for review_id in await asyncio.to_thread(pending):
+                await tell_agencies(
+                    review_id, sessions=sessions, fanout=fanout, manifest=manifest(),
+                    key=key, deadline=deadline,
+                )  # fmt: skip
+        except Exception:
+            _log.exception("retrying review notices failed; will retry")
+
+
+def decide(
+    session: Session,
+    review_id: str,
+    *,
+    outcome: str,
+    statement: str,
+    reviewer: str,
+    key: SigningKey,
+    now: datetime,
+) -> Review:
+    """Decide an open review: sign the outcome and keep it.
+
+    Raises:
+        InvalidInput: an unknown outcome, or an empty or too long statement.
+        NotFound: no such review.
+        FailedPrecondition: it was decided already.
+    """
+    if outcome not in OUTCOMES:
+        raise InvalidInput(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome[:20]!r}")
+    statement = check_statement(statement, what="a decision")
+    review = session.get(Review, review_id, with_for_update=True)
+    if review is None:
+        raise NotFound(
+            f"no review {review_id[:64]!r}: list them with `credence registry reviews list`"
+        )
+    if review.state != "open":
+        raise FailedPrecondition(
+            f"review {review_id} was decided already ({review.state} by {review.reviewer})"
+        )
+    message = registry_pb2.ReviewOutcome(
+        review_id=review.review_id,
+        verdict_id=review.verdict_id,
+        subject=common_pb2.SubjectRef(type=review.subject_type, ref=review.subject_ref),  # type: ignore[arg-type]
+        outcome=outcome,
+        statement=statement,
+        reviewer=reviewer,
+    )
+    message.decided_at.FromDatetime(now)
+    envelope = sign(payloads.REVIEW_OUTCOME, message.SerializeToString(), [key])
+    review.state = outcome
+    review.decided_at = now
+    review.reviewer = reviewer
+    review.outcome_statement = statement
+    review.outcome = envelope.to_bytes()
+    _log.info("review %s of verdict %s %s by %s", review_id, review.verdict_id, outcome, reviewer)
+    return review
+
+
+def review_record(review: Review) -> registry_pb2.ReviewRecord:
+    """The review as the subject sees it."""
+    record = registry_pb2.ReviewRecord(
+        review_id=review.review_id,
+        verdict_id=review.verdict_id,
+        query_id=review.query_id,
+        statement=review.statement,
+        state=review.state,
+        agencies=_split(review.agencies),
+        log_index=review.log_index or 0,
+    )
+    record.requested_at.FromDatetime(review.requested_at)
+    if review.outcome is not None:
+        record.outcome.CopyFrom(Envelope.from_bytes(review.outcome).to_proto())
+    return record
+
+
+def reviews_for(session: Session, subject_ref: bytes) -> list[Review]:
+    """A subject's reviews, newest first (at most :data:`MAX_LISTED`)."""
+    return list(
+        session.scalars(
+            select(Review)
+            .where(Review.subject_ref == subject_ref)
+            .order_by(Review.requested_at.desc(), Review.review_id)
+            .limit(MAX_LISTED)
+        )
+    )
+
+
+def open_reviews(session: Session, limit: int = MAX_LISTED) -> list[Review]:
+    """Open reviews, oldest first: the operator's queue."""
+    return list(
+        session.scalars(
+            select(Review).where(Review.state == "open").order_by(Review.requested_at).limit(limit)
+        )
+    )
+
+
+#: Age buckets of open reviews (the metrics' label values): upper bounds in days.
+AGE_BUCKETS = (("under_1d", 1), ("1d_7d", 7), ("7d_30d", 30), ("over_30d", None))
+
+
+def open_review_ages(session: Session, now: datetime) -> dict[str, int]:
+    """How many reviews are open in each age bucket."""
+    counts = dict.fromkeys((name for name, _ in AGE_BUCKETS), 0)
+    for requested_at in session.scalars(select(Review.requested_at).where(Review.state == "open")):
+        days = (now - requested_at).total_seconds() / 86400
+        name = next(name for name, bound in AGE_BUCKETS if bound is None or days < bound)
+        counts[name] += 1
+    return counts
