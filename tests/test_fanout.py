@@ -222,6 +222,11 @@ class FakeNode(agency_pb2_grpc.AgencyNodeServiceServicer):
     ) -> subject_records_pb2.ListSubjectRecordsResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fan-out never lists records")
 
+    async def NotifyReview(
+        self, request: agency_pb2.NotifyReviewRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agency_pb2.NotifyReviewResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fan-out never sends reviews")
+
     async def RecoverMasks(
         self, request: agency_pb2.RecoverMasksRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> agency_pb2.RecoverMasksResponse:
