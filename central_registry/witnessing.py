@@ -165,16 +165,17 @@ class Witnessing:
         if member.witness_key is None:
             return None, "no witness key"
         target = AgencyTarget(member_id, member.endpoint, manifest.member_keys(member_id))
-        call = self._fanout.channel(target).unary_unary(
-            _ADD_CHECKPOINT,
-            request_serializer=witness_pb2.AddCheckpointRequest.SerializeToString,
-            response_deserializer=witness_pb2.AddCheckpointResponse.FromString,
-        )
         end = time.monotonic() + self._deadline
         for _attempt in range(2):
             old = min(self._sizes.get(member_id, 0), size)
             proof = await asyncio.get_running_loop().run_in_executor(None, self._proof, old, size)
             body = format_add_checkpoint(AddCheckpointRequest(old, tuple(proof), note))
+            # The channel per attempt: a lookup may have replaced one stuck in reconnect backoff.
+            call = self._fanout.channel(target).unary_unary(
+                _ADD_CHECKPOINT,
+                request_serializer=witness_pb2.AddCheckpointRequest.SerializeToString,
+                response_deserializer=witness_pb2.AddCheckpointResponse.FromString,
+            )
             try:
                 response = await call(
                     witness_pb2.AddCheckpointRequest(body=body),
