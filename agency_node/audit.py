@@ -30,6 +30,7 @@ from agency_node.models import AuditAlarm, QueryLogEntry, SeenTreeHead
 from agency_node.tile_audit import GATING, run_tile_pass
 from credence.clock import Clock
 from credence.errors import CredenceError, FailedPrecondition, NotFound, Unavailable
+from credence.rpc.tls import RECONNECT_OPTIONS
 from credence.storage import immediate_writer, reader, session_factory
 from credence.transparency.log_audit import (
     MAX_PROOFS_PER_CALL,
@@ -348,7 +349,7 @@ class AlarmReporter:
     """
 
     def __init__(self, registry: str, credentials: grpc.ChannelCredentials) -> None:
-        self._channel = grpc.secure_channel(registry, credentials)
+        self._channel = grpc.secure_channel(registry, credentials, options=RECONNECT_OPTIONS)
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
 
     def report(self, kinds: Sequence[str], tree_size: int, now: datetime) -> None:

@@ -72,7 +72,12 @@ from credence.rpc.peer_limits import (
     member_of_peer,
 )
 from credence.rpc.reflection import enable_reflection
-from credence.rpc.tls import AsyncRevocationInterceptor, channel_credentials, server_credentials
+from credence.rpc.tls import (
+    RECONNECT_OPTIONS,
+    AsyncRevocationInterceptor,
+    channel_credentials,
+    server_credentials,
+)
 from credence.transparency.log_audit import LogClient
 from credence.v1 import (
     agency_pb2,
@@ -151,7 +156,7 @@ class ManifestRefresher(threading.Thread):
         super().__init__(name="node-manifest", daemon=True)
         self._holder = holder
         self._status_lists = status_lists
-        self._channel = grpc.secure_channel(registry, credentials)
+        self._channel = grpc.secure_channel(registry, credentials, options=RECONNECT_OPTIONS)
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self._clock = clock
         self._interval = interval_seconds

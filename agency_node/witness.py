@@ -29,6 +29,7 @@ from agency_node.models import WitnessedCheckpoint
 from credence.clock import Clock
 from credence.errors import CredenceError, Unavailable
 from credence.keys import SigningKey
+from credence.rpc.tls import RECONNECT_OPTIONS
 from credence.storage import immediate_writer, session_factory
 from credence.transparency import merkle
 from credence.transparency.checkpoint import Checkpoint, log_origin
@@ -187,7 +188,7 @@ class TreeHeads:
     """The registry's log service as the watcher needs it (the public port, over TLS)."""
 
     def __init__(self, address: str, credentials: grpc.ChannelCredentials) -> None:
-        self._channel = grpc.secure_channel(address, credentials)
+        self._channel = grpc.secure_channel(address, credentials, options=RECONNECT_OPTIONS)
         self._stub = registry_pb2_grpc.TransparencyLogServiceStub(self._channel)
 
     def fetch(self) -> registry_pb2.GetTreeHeadResponse:

@@ -45,7 +45,7 @@ from credence.envelope import Envelope, verify_message
 from credence.errors import CredenceError, InvalidInput
 from credence.keys import KeySet
 from credence.ops import tracing
-from credence.rpc.tls import channel_credentials
+from credence.rpc.tls import RECONNECT_OPTIONS, channel_credentials
 from credence.v1 import agency_pb2, common_pb2
 
 _SERVICE = agency_pb2.DESCRIPTOR.services_by_name["AgencyNodeService"].full_name
@@ -84,9 +84,7 @@ _CHANNEL_OPTIONS: Final = (
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.initial_reconnect_backoff_ms", 500),
-    ("grpc.min_reconnect_backoff_ms", 500),
-    ("grpc.max_reconnect_backoff_ms", 5_000),
+    *RECONNECT_OPTIONS,
     ("grpc.use_local_subchannel_pool", 1),
 )
 

@@ -40,6 +40,17 @@ PeerContext = grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]
 _Behaviour = Callable[..., Any]
 
 
+#: Channel options of a long-lived channel to a peer that may start after it:
+#: gRPC's default reconnect backoff grows to 120 s, which would leave a node
+#: unaware of a registry that came back for minutes (manifests, checkpoints,
+#: the audit's proofs); these keep it under 5 s.
+RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+)
+
+
 def _check_key_pair(key_pem: bytes, cert_pem: bytes) -> None:
     key = load_private_key_pem(key_pem)
     certificate = load_certificate_pem(cert_pem)
