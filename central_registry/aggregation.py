@@ -55,7 +55,14 @@ from credence.blind.sums import add
 from credence.scorecard import Aggregator
 from credence.v1 import agency_pb2, common_pb2, registry_pb2
 
-__all__ = ["Recovery", "aggregate", "answer_problem", "usable_members"]
+__all__ = [
+    "Aggregated",
+    "Recovery",
+    "aggregate",
+    "aggregate_read",
+    "answer_problem",
+    "usable_members",
+]
 
 _BLACKLIST = common_pb2.VERDICT_KIND_BLACKLIST
 _CREDIT = common_pb2.VERDICT_KIND_CREDIT
@@ -77,6 +84,24 @@ class Recovery:
     shares: Mapping[str, Sequence[int]] = field(default_factory=dict)
     envelopes: Sequence[common_pb2.Envelope] = ()
     failure: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregated:
+    """A verdict with the sum it was read from, for the explanation of its credit part.
+
+    Attributes:
+        verdict: the unsigned verdict.
+        summed: the answering agencies' plain sum, or None when it could not
+            be read (``verdict.incomplete_reason`` says why).
+        credit_answering: how many credit agencies' answers are in the sum.
+        credit_expected: how many credit agencies were asked.
+    """
+
+    verdict: registry_pb2.Verdict
+    summed: list[int] | None
+    credit_answering: int
+    credit_expected: int
 
 
 def answer_problem(answer: agency_pb2.Answer | None, layout: VectorLayout) -> str:
@@ -133,6 +158,39 @@ def aggregate(
 ) -> registry_pb2.Verdict:
     """Build the (unsigned) verdict of one lookup from the sum of its agencies' answers.
 
+    The arguments, result and errors are those of :func:`aggregate_read`,
+    which also returns the sum.
+    """
+    return aggregate_read(
+        verdict_id=verdict_id, query_id=query_id, subject=subject, requester=requester,
+        purpose=purpose, kinds=kinds, grant_id=grant_id, outcomes=outcomes,
+        aggregator=aggregator, layout=layout, scorecard_version=scorecard_version,
+        log_promise=log_promise, issued_at=issued_at, expires_at=expires_at,
+        contributors=contributors, recovery=recovery,
+    ).verdict  # fmt: skip
+
+
+def aggregate_read(
+    *,
+    verdict_id: str,
+    query_id: str,
+    subject: common_pb2.SubjectRef,
+    requester: str,
+    purpose: int,
+    kinds: Sequence[int],
+    grant_id: str,
+    outcomes: Sequence[AgencyOutcome],
+    aggregator: Aggregator,
+    layout: VectorLayout,
+    scorecard_version: str,
+    log_promise: common_pb2.Envelope | None,
+    issued_at: datetime,
+    expires_at: datetime,
+    contributors: Mapping[int, Set[str]] | None = None,
+    recovery: Recovery | None = None,
+) -> Aggregated:
+    """Build the (unsigned) verdict of one lookup from the sum of its agencies' answers.
+
     Args:
         verdict_id: the new verdict's id.
         query_id: the query it answers.
@@ -153,7 +211,8 @@ def aggregate(
             missing; without it such a sum cannot be read.
 
     Returns:
-        The verdict, ready for :func:`credence.verdicts.sign_verdict`.
+        The verdict, ready for :func:`credence.verdicts.sign_verdict`, with
+        the sum it was read from and the credit agencies counted.
 
     Raises:
         ValueError: a programming error: ``scorecard_version`` is not the
@@ -231,7 +290,8 @@ def aggregate(
         verdict.recoveries.extend(recovery.envelopes)
     coverage.answered = len(usable)
     coverage.expected = len(outcomes)
-    return verdict
+    credit_answering, credit_expected = counts[_CREDIT]
+    return Aggregated(verdict, None if why else summed, credit_answering, credit_expected)
 
 
 def _sum(

@@ -11,7 +11,12 @@ anything about a subject.
 The transparency log is served as C2SP tiles (c2sp.org/tlog-tiles):
 ``GET /checkpoint`` the latest checkpoint (``text/plain; charset=utf-8``),
 ``GET /tile/<L>/<N>[.p/<W>]`` hash tiles and ``GET /tile/entries/<N>[.p/<W>]``
-entry bundles (the leaves' commitments). Full tiles never change and are
+entry bundles (the leaves' commitments).
+
+``GET /scorecard`` is the published scorecard as JSON (the proto3 JSON form of
+the manifest's ``Scorecard``, ``.proto`` field names): where an explanation of
+a credit verdict (``Explanation.scorecard_url``) sends a person to read the
+characteristics, bins, reason texts and bands applied. Full tiles never change and are
 served as immutable; partial tiles and the checkpoint must be revalidated. A
 malformed tile path is 400, a tile beyond the tree 404.
 
@@ -36,10 +41,13 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from google.protobuf import json_format
+
 from credence.envelope import Envelope
 from credence.errors import InvalidInput, NotFound
 from credence.keys import KeySet
 from credence.transparency.tiles import TILE_WIDTH, TileRef, parse_tile_path
+from credence.v1 import manifest_pb2
 
 _log = logging.getLogger(__name__)
 
@@ -69,6 +77,11 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
             "http_tls_cert must hold the PEM chain and http_tls_key its PEM key"
         ) from exc
     return context
+
+
+def scorecard_json(scorecard: manifest_pb2.Scorecard) -> bytes:
+    """The scorecard in its published JSON form (as ``credence/data/scorecard-v1.json``)."""
+    return json_format.MessageToJson(scorecard, preserving_proto_field_name=True).encode()
 
 
 class _TlsHttpServer(ThreadingHTTPServer):
@@ -121,6 +134,7 @@ class HttpSide:
         status_list: Callable[[], str] | None = None,
         checkpoint: Callable[[], bytes] | None = None,
         tile: Callable[[TileRef], bytes] | None = None,
+        scorecard: Callable[[], bytes] | None = None,
     ) -> None:
         host, _, port = listen.rpartition(":")
         side = self
@@ -143,6 +157,7 @@ class HttpSide:
         self._status_list = status_list
         self._checkpoint = checkpoint
         self._tile = tile
+        self._scorecard = scorecard
         context = server_tls_context(tls_cert, tls_key)
         self._server = _TlsHttpServer(
             (host.strip("[]") or "127.0.0.1", int(port)), Handler, context
@@ -188,12 +203,15 @@ class HttpSide:
             body, kind = json.dumps(self._jwks().to_jwks()).encode(), "application/jwk-set+json"
         elif path == "/status-list" and self._status_list is not None:
             body, kind = self._status_list().encode(), "application/statuslist+jwt"
+        elif path == "/scorecard" and self._scorecard is not None:
+            body, kind = self._scorecard(), "application/json"
         elif path == "/healthz":
             body, kind = b'{"status": "serving"}', "application/json"
         else:
             request.send_error(
                 HTTPStatus.NOT_FOUND,
-                "only /manifest, /status-list, /.well-known/jwks.json, /checkpoint and /tile/...",
+                "only /manifest, /scorecard, /status-list, /.well-known/jwks.json, /checkpoint "
+                "and /tile/...",
             )
             return
         request.send_response(HTTPStatus.OK)

@@ -13,6 +13,7 @@ from central_registry.keyring import RegistryKeys
 from central_registry.lookup_log import LookupLog
 from central_registry.manifest_cache import ManifestCache
 from central_registry.targets import ManifestViews
+from central_registry.verdict_records import VerdictRecords
 from credence.clock import Clock
 from credence.grants.cache import GrantCache
 
@@ -29,6 +30,10 @@ class LookupContext:
     fanout: FanOut
     clock: Clock
     log: LookupLog
+    #: The served verdicts' rows (what a subject's review and explanations read).
+    records: VerdictRecords
+    #: Where a person reads the scorecard (the HTTP side's /scorecard), once it serves.
+    scorecard_url: str = ""
     grants: GrantCache = field(default_factory=GrantCache)
     views: ManifestViews = field(default_factory=ManifestViews)
 

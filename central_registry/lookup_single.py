@@ -15,21 +15,53 @@ from collections.abc import Callable
 from datetime import datetime
 
 from central_registry.access import check_asked, check_grant, subject_from_proto
-from central_registry.aggregation import aggregate, usable_members
+from central_registry.aggregation import Aggregated, aggregate_read, usable_members
 from central_registry.limits import request_shape
 from central_registry.log.rows import LogRow, entry_row, refused_row
 from central_registry.lookup_context import LookupContext
 from central_registry.mask_recovery import layout_of, recover
+from central_registry.verdict_records import VerdictRow
 from central_registry.verdict_writes import VerdictWrite
-from credence import queries
+from credence import payloads, queries
+from credence.envelope import Envelope, sign
 from credence.errors import CredenceError
+from credence.explanations import explain
+from credence.manifest import TrustedManifest
 from credence.ops import tracing
 from credence.queries import Lookup
 from credence.transparency import log_promise
-from credence.v1 import registry_pb2
+from credence.v1 import common_pb2, manifest_pb2, registry_pb2
 from credence.verdicts import sign_verdict, verdict_jws
 
 __all__ = ["request_verdict"]
+
+# The latest manifest's scorecard, parsed once per version: (manifest version, scorecard).
+_scorecard: list[tuple[int, manifest_pb2.Scorecard]] = []
+
+
+def _scorecard_of(manifest: TrustedManifest) -> manifest_pb2.Scorecard:
+    if not _scorecard or _scorecard[0][0] != manifest.version:
+        _scorecard[:] = [(manifest.version, manifest.scorecard)]
+    return _scorecard[0][1]
+
+
+def _explanation(
+    ctx: LookupContext, manifest: TrustedManifest, aggregated: Aggregated, verdict: Envelope
+) -> Envelope:
+    """The registry-signed explanation of a credit verdict, from the sum it was read from."""
+    explanation = explain(
+        aggregated.verdict,
+        verdict.payload,
+        scorecard=_scorecard_of(manifest),
+        layout=layout_of(manifest),
+        summed=aggregated.summed,
+        credit_answering=aggregated.credit_answering,
+        credit_expected=aggregated.credit_expected,
+        manifest_version=manifest.version,
+        scorecard_url=ctx.scorecard_url,
+    )
+    payload = explanation.SerializeToString(deterministic=True)
+    return sign(payloads.EXPLANATION, payload, [ctx.keys.signing])
 
 
 def _refusal(
@@ -136,8 +168,9 @@ async def request_verdict(
             registry_id=ctx.config.member_id,
             log=ctx.log.record_recovery,
         )
+    expires_at = now + ctx.verdict_life(allowed)
     with tracing.span("registry.aggregate"):
-        verdict = aggregate(
+        aggregated = aggregate_read(
             verdict_id=queries.new_query_id(),
             query_id=lookup.query_id,
             subject=queries.subject_to_proto(subject),
@@ -151,12 +184,38 @@ async def request_verdict(
             scorecard_version=version,
             log_promise=promise.to_proto(),
             issued_at=now,
-            expires_at=now + ctx.verdict_life(allowed),
+            expires_at=expires_at,
             contributors=contributors,
             recovery=recovery,
         )
+    verdict = aggregated.verdict
     envelope = sign_verdict(verdict, ctx.keys.signing)
-    return registry_pb2.RequestVerdictResponse(
+    explained = (
+        _explanation(ctx, policy.manifest, aggregated, envelope).to_proto()
+        if verdict.HasField("credit")
+        else None
+    )
+    # Written before the response leaves: a verdict the subject cannot name in
+    # a review, or whose explanation it cannot read, must not exist.
+    await ctx.records.record(
+        VerdictRow(
+            verdict_id=verdict.verdict_id,
+            query_id=verdict.query_id,
+            subject_type=verdict.subject.type,
+            subject_ref=verdict.subject.ref,
+            requester=requester,
+            answered=tuple(answering),
+            issued_at=now,
+            expires_at=expires_at,
+            explanation=None
+            if explained is None
+            else explained.SerializeToString(deterministic=True),
+        )
+    )
+    response = registry_pb2.RequestVerdictResponse(
         verdict=envelope.to_proto(),
         verdict_jws=verdict_jws(verdict, ctx.keys.signing, ctx.config.member_id),
     )
+    if explained is not None and asked.purpose == common_pb2.PURPOSE_CREDIT_ASSESSMENT:
+        response.explanation.CopyFrom(explained)
+    return response

@@ -21,6 +21,7 @@ from central_registry.limits.lookup_quotas import LookupQuotas
 from central_registry.lookup_context import LookupContext
 from central_registry.lookup_log import LookupLog
 from central_registry.manifest_cache import ManifestCache
+from central_registry.verdict_records import VerdictRecords
 from credence.clock import Clock
 from credence.storage import session_factory
 from credence.v1 import registry_pb2
@@ -41,14 +42,20 @@ class Lookups:
         fanout: FanOut,
         clock: Clock,
     ) -> None:
+        sessions = session_factory(engine)
         self._context = LookupContext(
             config=config,
             keys=keys,
             manifests=manifests,
             fanout=fanout,
             clock=clock,
-            log=LookupLog(session_factory(engine), LookupQuotas(config.rate_limits)),
+            log=LookupLog(sessions, LookupQuotas(config.rate_limits)),
+            records=VerdictRecords(sessions),
         )
+
+    def serve_scorecard_at(self, url: str) -> None:
+        """Name ``url`` (the HTTP side's ``/scorecard``) in every explanation from now on."""
+        self._context.scorecard_url = url
 
     async def request_verdict(
         self, requester: str, request: registry_pb2.RequestVerdictRequest

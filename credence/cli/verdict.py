@@ -1,7 +1,9 @@
-"""``credence verdict check``: verify a saved verdict file offline.
+"""``credence verdict check`` and ``explain``: verify a saved verdict (and its explanation) offline.
 
     credence verdict check FILE [--manifest M] [--refresh] [--requester MEMBER]
                                 [--log-proof RECEIPT] [--json]
+    credence verdict explain FILE EXPLANATION [--manifest M] [--refresh]
+                                [--requester MEMBER] [--json]
 
 Checks the registry's signature under a key of the federation manifest, the
 expiry, and that the verdict was issued to the requester, then re-adds it:
@@ -15,6 +17,11 @@ the one ``dev up`` wrote, named by the federation file's ``manifest``, else
 verifies it and saves it where the held one is read from. ``--log-proof``
 checks a receipt (a C2SP tlog-proof) beside it: that the verdict's lookup, as
 its log promise names it, is in the log under the manifest's witness quorum.
+
+``explain`` checks a saved explanation (``verify --explanation-out``) against
+the verdict file: the verdict as ``check`` verifies it, the explanation's
+registry signature, and every figure against the verdict and the scorecard
+(:func:`credence.explanations.verify_explanation`); then prints it in words.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from credence.client.receipts import check_verdict_receipt
 from credence.encoding import format_time
 from credence.envelope import Envelope
 from credence.errors import Expired, InvalidInput, VerificationError
+from credence.explanations import describe, verify_explanation
 from credence.manifest import TrustedManifest, verify_manifest
 from credence.v1.registry_pb2 import Verdict
 from credence.verdicts import read_verdict_file, readd_verdict, verify_verdict_file
@@ -43,6 +51,7 @@ EXAMPLES = """examples:
   credence verdict check verdict.json --manifest ./manifest.json
   credence verdict check verdict.json --refresh
   credence verdict check verdict.json --log-proof receipts/q-1f3a.tlog-proof
+  credence verdict explain verdict.json explanation.json
 
 Checks the registry's signature under a key of the federation manifest, the
 expiry, and that the verdict was issued to you, then re-adds the node-signed
@@ -61,27 +70,42 @@ def register(parser: argparse.ArgumentParser) -> None:
         commands, "check", "verify a saved verdict file: yes or no, and why",
         epilog=EXAMPLES, handler=_check,
     )  # fmt: skip
-    add_federation_option(check)
-    add_role_option(check)
-    check.add_argument("file", type=Path, metavar="FILE", help="a file saved by verify --out")
-    check.add_argument(
-        "--requester", metavar="MEMBER",
-        help="the member the verdict must be issued to (default: the --as member)",
-    )  # fmt: skip
-    check.add_argument(
-        "--manifest", type=Path, metavar="FILE",
-        help="the signed manifest you hold, as served by /manifest (default: the federation's)",
-    )  # fmt: skip
-    check.add_argument(
-        "--refresh", action="store_true",
-        help="fetch the current manifest over TLS, verify it and save it first (online)",
-    )  # fmt: skip
+    _verdict_options(check)
     check.add_argument(
         "--log-proof", type=Path, metavar="FILE",
         help="a receipt (tlog-proof, from `me lookups --proofs`): also check, offline, that the "
         "verdict's lookup is in the log as the manifest's witness quorum saw it",
     )  # fmt: skip
     check.add_argument("--json", action="store_true", help="machine-readable output")
+    explain = command(
+        commands, "explain", "check a saved explanation against its verdict, and read it",
+        epilog=EXAMPLES, handler=_explain,
+    )  # fmt: skip
+    _verdict_options(explain)
+    explain.add_argument(
+        "explanation", type=Path, metavar="EXPLANATION",
+        help="a file saved by verify --explanation-out",
+    )  # fmt: skip
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _verdict_options(sub: argparse.ArgumentParser) -> None:
+    """The options of a command checking a verdict file against a manifest."""
+    add_federation_option(sub)
+    add_role_option(sub)
+    sub.add_argument("file", type=Path, metavar="FILE", help="a file saved by verify --out")
+    sub.add_argument(
+        "--requester", metavar="MEMBER",
+        help="the member the verdict must be issued to (default: the --as member)",
+    )  # fmt: skip
+    sub.add_argument(
+        "--manifest", type=Path, metavar="FILE",
+        help="the signed manifest you hold, as served by /manifest (default: the federation's)",
+    )  # fmt: skip
+    sub.add_argument(
+        "--refresh", action="store_true",
+        help="fetch the current manifest over TLS, verify it and save it first (online)",
+    )  # fmt: skip
 
 
 def held_manifest_path(federation: Federation, given: Path | None) -> Path:
@@ -142,12 +166,7 @@ def _check(args: argparse.Namespace) -> int:
         readd_verdict(verdict, manifest)
         logged = _logged(args, verdict, manifest, now)
     except (VerificationError, InvalidInput) as exc:
-        reason = " ".join(str(exc).split())
-        if args.json:
-            print(json.dumps({"valid": False, "reason": reason, "error": type(exc).__name__}))
-        else:
-            print(f"no: {reason}")
-        return 1
+        return _refused(args, exc)
     envelope, _ = read_verdict_file(text)
     key_ids = [s.keyid for s in envelope.signatures if s.keyid in manifest.registry_keys]
     expires = format_time(verdict.expires_at.ToDatetime(tzinfo=UTC))
@@ -172,6 +191,48 @@ def _check(args: argparse.Namespace) -> int:
             f"logged: entry {logged['index']} of the log's checkpoint of {logged['tree_size']} "
             f"entries, cosigned by {', '.join(logged['cosigners']) or 'no witness'}"
         )
+    return 0
+
+
+def _refused(args: argparse.Namespace, exc: Exception) -> int:
+    """Say no, and why; exit status 1."""
+    reason = " ".join(str(exc).split())
+    if args.json:
+        print(json.dumps({"valid": False, "reason": reason, "error": type(exc).__name__}))
+    else:
+        print(f"no: {reason}")
+    return 1
+
+
+def _explain(args: argparse.Namespace) -> int:
+    federation = Federation(args.federation)
+    requester = args.requester or federation.member(args.role)["member_id"]
+    text = read_text(args.file, "verdict file")
+    signed = read_text(args.explanation, "explanation file")
+    now = datetime.now(UTC)
+    manifest = _manifest(federation, args, now)
+    try:
+        verdict, _ = verify_verdict_file(
+            text,
+            registry_keys=manifest.registry_keys,
+            now=now,
+            requester=requester,
+            issuer=manifest.registry.member_id,
+        )
+        envelope, _ = read_verdict_file(text)
+        explanation = verify_explanation(Envelope.from_json(signed), verdict, envelope, manifest)
+    except (VerificationError, InvalidInput) as exc:
+        return _refused(args, exc)
+    lines = describe(explanation)
+    if args.json:
+        print(json.dumps({"valid": True, "verdict_id": verdict.verdict_id, "words": lines}))
+        return 0
+    print(
+        f"yes: the explanation of verdict {verdict.verdict_id} is signed by the registry and "
+        f"every figure follows from the verdict and scorecard {explanation.scorecard_version}"
+    )
+    for line in lines:
+        print(f"  {line}")
     return 0
 
 

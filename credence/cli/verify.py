@@ -2,10 +2,15 @@ r"""``credence verify``: one subject's signed verdict.
 
     credence verify ID [--out FILE] [--json]
     credence verify --person ID --grant CONSENT.jwt [--purpose P] [--kinds K,...]
+                    [--explanation-out FILE]
 
 An organisation is looked up on the public-register basis, a person only with
 their consent or a mandate. The verdict's signature is verified against the
 registry key of the federation manifest before anything is printed or saved.
+A credit verdict asked for a credit decision (``credit_assessment``) comes
+with the registry's signed explanation, checked against the verdict and the
+scorecard and printed in plain words: what the applicant's notice says.
+``--explanation-out`` saves it (``credence verdict explain`` checks it later).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import json
 from datetime import UTC
 from pathlib import Path
 from typing import Any
+
+from google.protobuf.json_format import MessageToDict
 
 from credence import jws
 from credence.cli.federation import Federation, add_federation_option
@@ -28,6 +35,7 @@ from credence.cli.options import (
 from credence.client.requester import VerifiedVerdict
 from credence.encoding import format_time
 from credence.errors import InvalidInput
+from credence.explanations import describe
 from credence.grants import tokens
 from credence.queries import public_register
 from credence.subjects import SubjectType, normalise, ref_for
@@ -63,6 +71,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="verdict kinds (default blacklist; blacklist,credit for a person)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, metavar="FILE", help="save the signed verdict here")
+    parser.add_argument(
+        "--explanation-out", type=Path, metavar="FILE",
+        help="save the signed explanation of a credit decision's verdict here",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(handler=_verify, parser=parser)
 
@@ -108,8 +120,7 @@ def _verify(args: argparse.Namespace) -> int:
         )
         registry_keys = requester.manifest().registry_keys
     key_ids = [sig.keyid for sig in verified.envelope.signatures if sig.keyid in registry_keys]
-    if args.out is not None:
-        args.out.write_text(verified.to_file(), encoding="utf-8")
+    _save(args, verified)
     normalised = normalise(subject_id)
     summary = {
         "subject": {
@@ -123,9 +134,35 @@ def _verify(args: argparse.Namespace) -> int:
         print(json.dumps({**summary, "out": None if args.out is None else str(args.out)}))
         return 0
     _print_summary(summary)
+    if verified.explanation is not None:
+        print("explanation (signed by the registry, checked against the verdict):")
+        for line in describe(verified.explanation):
+            print(f"  {line}")
     if args.out is not None:
         print(f"saved to {args.out} (check it with `credence verdict check {args.out}`)")
+    if args.explanation_out is not None:
+        print(f"explanation saved to {args.explanation_out} (check it with "
+              f"`credence verdict explain VERDICT_FILE {args.explanation_out}`)")  # fmt: skip
     return 0
+
+
+def _save(args: argparse.Namespace, verified: VerifiedVerdict) -> None:
+    """Write the files asked for: the verdict (``--out``), its explanation (``--explanation-out``).
+
+    Raises:
+        InvalidInput: an explanation is asked for a verdict that has none.
+    """
+    if args.out is not None:
+        args.out.write_text(verified.to_file(), encoding="utf-8")
+    if args.explanation_out is None:
+        return
+    signed = verified.explanation_envelope
+    if signed is None:
+        raise InvalidInput(
+            "the registry explains credit verdicts asked for a credit decision only: "
+            "--explanation-out needs --purpose credit_assessment and --kinds with credit"
+        )
+    args.explanation_out.write_text(signed.to_json(), encoding="utf-8")
 
 
 def _summary(verified: VerifiedVerdict, key_ids: list[str]) -> dict[str, Any]:
@@ -147,6 +184,9 @@ def _summary(verified: VerifiedVerdict, key_ids: list[str]) -> dict[str, Any]:
         "issued_at": format_time(verdict.issued_at.ToDatetime(tzinfo=UTC)),
         "expires_at": format_time(verdict.expires_at.ToDatetime(tzinfo=UTC)),
         "key_ids": key_ids,
+        "explanation": None
+        if verified.explanation is None
+        else MessageToDict(verified.explanation, preserving_proto_field_name=True),
     }
 
 

@@ -20,7 +20,7 @@ import functools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -45,6 +45,7 @@ from credence.errors import (
     Unavailable,
     UnknownKey,
 )
+from credence.explanations import verify_explanation
 from credence.keys import KeySet, SigningKey, load_signing_key
 from credence.manifest import TrustedManifest, verify_manifest
 from credence.names import kind_value, purpose_value
@@ -334,7 +335,24 @@ class Requester(ChannelClient):
             response = self._stub.RequestVerdict(request, timeout=self._timeout)
         verified = self.verify(Envelope.from_proto(response.verdict), response.verdict_jws)
         check_answers(verified.verdict, wire_subject, purpose_number, kind_values)
-        return verified
+        explained = (
+            purpose_number == common_pb2.PURPOSE_CREDIT_ASSESSMENT
+            and common_pb2.VERDICT_KIND_CREDIT in kind_values
+        )
+        if not explained:
+            return verified
+        if not response.HasField("explanation"):
+            raise ClaimMismatch(
+                f"verdict {verified.verdict.verdict_id!r} is a credit decision's verdict but "
+                "the registry sent no explanation of it"
+            )
+        signed = Envelope.from_proto(response.explanation)
+        explanation = self._under_manifest(
+            lambda manifest: verify_explanation(
+                signed, verified.verdict, verified.envelope, manifest
+            )
+        )
+        return replace(verified, explanation=explanation, explanation_envelope=signed)
 
     def verify_organisation(
         self, subject: SubjectRef, *, purpose: str = "counterparty_verification"

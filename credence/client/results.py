@@ -57,11 +57,16 @@ class VerifiedVerdict:
 
     ``envelope`` is the verdict's own envelope, or for a screened row the
     signed batch holding it; ``jws`` is empty for screened rows.
+    ``explanation`` is the registry's signed explanation of a credit verdict
+    asked for a credit decision, checked against the verdict
+    (:func:`credence.explanations.check_explanation`), with its envelope.
     """
 
     verdict: registry_pb2.Verdict
     envelope: Envelope
     jws: str = ""
+    explanation: registry_pb2.Explanation | None = None
+    explanation_envelope: Envelope | None = None
 
     @property
     def status(self) -> str | None:
