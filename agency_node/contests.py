@@ -4,11 +4,18 @@ The registry routes a subject's contest to the agency as a signed
 :class:`Contest`. The node flags every matching record disputed (verdicts then
 show the dispute), writes a dispute history row for each, and returns a signed
 receipt. Resolution (upheld, corrected, removed) is the agency's own decision.
+
+The dispute clock: each flagged record's ``contest_due_at`` becomes the
+earliest due date of its open contests, the registry's ``filed_at`` plus the
+node's own verified manifest's ``contest_deadline_days``. Nothing the subject
+sends sets or shortens it. Past it, evaluation stops counting the record.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, select, update
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, or_, select, update
 
 from agency_node import database
 from agency_node.manifest_holder import ManifestHolder
@@ -62,6 +69,8 @@ class ContestDesk:
         if len(contest.statement) > MAX_STATEMENT_CHARS:
             raise InvalidInput(f"contest statement is over {MAX_STATEMENT_CHARS} characters")
         now = self._clock()
+        filed = filed_at(contest, now)
+        due = filed + self._manifests.current().contest_deadline
         where = [Record.subject_ref == bytes(contest.subject.ref)]
         if contest.record_kind:
             where.append(Record.kind == contest.record_kind)
@@ -84,13 +93,23 @@ class ContestDesk:
             fresh = [pk for pk in record_pks if pk not in already]
             if fresh:
                 session.execute(update(Record).where(Record.id.in_(fresh)).values(disputed=True))
+                # The earliest open contest sets the clock: a later one never extends it.
+                session.execute(
+                    update(Record)
+                    .where(
+                        Record.id.in_(fresh),
+                        or_(Record.contest_due_at.is_(None), Record.contest_due_at > due),
+                    )
+                    .values(contest_due_at=due)
+                )
                 session.add_all(
                     RecordDispute(
                         record_pk=pk,
                         contest_id=contest.contest_id,
                         state="open",
                         note=contest.statement,
-                        at=now,
+                        # The clock's start: a resolution restarts later clocks from it.
+                        at=filed,
                     )
                     for pk in fresh
                 )
@@ -101,3 +120,14 @@ class ContestDesk:
         )
         receipt.received_at.FromDatetime(now)
         return sign(payloads.CONTEST_RECEIPT, receipt.SerializeToString(), [self._key])
+
+
+def filed_at(contest: agency_pb2.Contest, now: datetime) -> datetime:
+    """When ``contest``'s clock started: the registry's filing time, never after ``now``.
+
+    The filing time is the registry's (signed into the contest), so the node's
+    due date is the one the subject sees; a contest without one, or dated
+    after ``now``, runs from ``now``, so the clock never starts late.
+    """
+    filed = contest.filed_at.ToDatetime(tzinfo=UTC) if contest.HasField("filed_at") else now
+    return min(filed, now)

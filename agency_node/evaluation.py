@@ -16,6 +16,11 @@ When a record counts:
   and an expired record never counts for anything. A record of a kind not in
   :data:`~credence.record_kinds.KINDS` has no rehabilitation rule and never counts.
 * An ``overturned`` record was found wrong and never counts.
+* A record whose contest is still open at its ``contest_due_at`` (the dispute
+  clock, FCRA §611) stops counting from then until the agency resolves the
+  contest: it is compared with ``now`` here, beside the expiry, so nothing
+  cached on record changes (the membership filter, the record generation)
+  can keep counting it.
 * Credit reads every other record: a ``settled`` default or a ``closed``
   account is still history until its rehabilitation ends, as a credit file
   would show it.
@@ -52,6 +57,7 @@ __all__ = [
     "Evaluator",
     "RecordFacts",
     "blacklist_assertion",
+    "contest_overdue",
     "counts",
     "credit_contribution",
     "lists",
@@ -69,7 +75,8 @@ class RecordFacts:
     """One stored record as evaluation sees it; datetimes are aware UTC.
 
     ``expires_at`` is the record's explicit expiry, or ``None`` for the kind's
-    rehabilitation period alone. ``amount_minor`` and ``currency`` are carried
+    rehabilitation period alone. ``contest_due_at`` is when its oldest open
+    contest falls due, ``None`` without one. ``amount_minor`` and ``currency`` are carried
     for completeness and never read: no answer reveals them.
     """
 
@@ -82,6 +89,7 @@ class RecordFacts:
     amount_minor: int | None = None
     currency: str | None = None
     days_overdue: int | None = None
+    contest_due_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +137,17 @@ def stops_counting_at(record: RecordFacts) -> datetime | None:
     return end
 
 
+def contest_overdue(record: RecordFacts, now: datetime) -> bool:
+    """Whether ``record``'s open contest is past its due date at ``now``."""
+    return record.contest_due_at is not None and record.contest_due_at <= now
+
+
 def counts(record: RecordFacts, now: datetime) -> bool:
-    """Whether ``record`` counts for credit at ``now``: not overturned, not expired."""
+    """Whether ``record`` counts for credit at ``now``: not overturned, expired or overdue."""
     if record.status in NOT_COUNTING_STATUSES:
+        return False
+    due = record.contest_due_at
+    if due is not None and due <= now:
         return False
     end = stops_counting_at(record)
     return end is not None and record.occurred_at <= now < end

@@ -9,7 +9,9 @@ never the refusal's free text. The audit's lag and unchecked promises are its
 latest pass's (no query of its own), alarms are read from the node's
 database when scraped, and a running import's
 progress from the file the importer keeps beside its staging database
-(:mod:`agency_node.import_progress`).
+(:mod:`agency_node.import_progress`). Open contests are read when scraped
+too, by age bucket (:mod:`credence.contest_clock`), with how many are past
+the manifest's deadline.
 
 No label carries a subject reference, identifier, grant id or query id.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +32,10 @@ from sqlalchemy import Engine, func, select
 
 from agency_node.audit import AuditReport, AuditThread
 from agency_node.batch_store import LOG_COLUMNS, LogValues
+from agency_node.disputes import open_filings
 from agency_node.import_progress import running_import
 from agency_node.models import AuditAlarm
+from credence.contest_clock import contest_ages
 from credence.ops.metrics import LatestServer, MetricsListener
 from credence.storage import reader, session_factory
 
@@ -77,6 +82,8 @@ class _NodeFigures(Collector):
         self.staging_dir = staging_dir
         #: The audit's latest report, once the node audits the registry's log.
         self.audit: Callable[[], AuditReport | None] = lambda: None
+        #: The manifest's contest deadline and the node's clock, once followed.
+        self.contests: tuple[Callable[[], timedelta], Callable[[], datetime]] | None = None
 
     def collect(self) -> Iterator[Metric]:
         """The figures as they are now."""
@@ -110,7 +117,31 @@ class _NodeFigures(Collector):
         for kind, raised in alarms:
             by_kind.add_metric([str(kind)], int(raised))
         yield by_kind
+        if self.contests is not None:
+            yield from self._contest_families(*self.contests)
         yield from _import_families(running_import(self.staging_dir))
+
+    def _contest_families(
+        self, deadline: Callable[[], timedelta], clock: Callable[[], datetime]
+    ) -> Iterator[Metric]:
+        with reader(self.sessions()) as session:
+            filings = open_filings(session).values()
+        term, now = deadline(), clock()
+        ages = contest_ages(((filed, filed + term) for filed in filings), now)
+        by_age = GaugeMetricFamily(
+            "credence_node_open_contests",
+            "Subjects' contests of this node's records still open, by age since filing.",
+            labels=["age"],
+        )
+        for label, count in ages.by_age.items():
+            by_age.add_metric([label], count)
+        yield by_age
+        yield GaugeMetricFamily(
+            "credence_node_overdue_contests",
+            "Open contests past the manifest's deadline: their records do not count in "
+            "answers until resolved.",
+            value=ages.overdue,
+        )
 
 
 def _import_families(progress: dict[str, Any] | None) -> Iterator[Metric]:
@@ -143,9 +174,17 @@ class NodeMetrics:
         OSError: ``listen`` cannot be listened on.
     """
 
-    def __init__(self, listen: str, engine: Engine, staging_dir: Path) -> None:
+    def __init__(
+        self,
+        listen: str,
+        engine: Engine,
+        staging_dir: Path,
+        contests: tuple[Callable[[], timedelta], Callable[[], datetime]] | None = None,
+    ) -> None:
         self.listener = MetricsListener(listen)
         self._figures = _NodeFigures(engine, staging_dir)
+        # Open contests by age and overdue under (the manifest's deadline, the node's clock).
+        self._figures.contests = contests
         self._detach = _NODE.attach(self._figures)
         _log.info("metrics on %s", self.listener.url)
 
@@ -159,11 +198,19 @@ class NodeMetrics:
         self._detach()
 
 
-def start_metrics(listen: str, engine: Engine, staging_dir: Path) -> NodeMetrics | None:
+def start_metrics(
+    listen: str,
+    engine: Engine,
+    staging_dir: Path,
+    contests: tuple[Callable[[], timedelta], Callable[[], datetime]] | None = None,
+) -> NodeMetrics | None:
     """The node's metrics on ``listen`` (``metrics_listen``), or None when it is empty.
+
+    ``contests`` (the manifest's contest deadline, the node's clock) adds the
+    open contests by age and the overdue ones.
 
     Raises:
         InvalidInput: ``listen`` is not ``host:port``.
         OSError: ``listen`` cannot be listened on.
     """
-    return NodeMetrics(listen, engine, staging_dir) if listen else None
+    return NodeMetrics(listen, engine, staging_dir, contests) if listen else None

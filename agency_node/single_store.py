@@ -45,7 +45,9 @@ from agency_node.models import (
 )
 
 #: The record columns evaluation reads, in :meth:`SingleStore.facts`'s order.
-_RECORD_COLUMNS = "kind, category, status, occurred_at, expires_at, disputed, days_overdue"
+_RECORD_COLUMNS = (
+    "kind, category, status, occurred_at, expires_at, disputed, days_overdue, contest_due_at"
+)
 # References per IN list: under SQLite's default limit of 999 host parameters.
 _IN_CHUNK = 900
 
@@ -119,8 +121,8 @@ class SingleStore:
         )
 
     def facts(self, row: Sequence[Any]) -> RecordFacts:
-        """A row of the record columns (kind ... days_overdue) as :class:`RecordFacts`."""
-        kind, category, status, occurred, expires, disputed, overdue = row
+        """A row of the record columns (kind ... contest_due_at) as :class:`RecordFacts`."""
+        kind, category, status, occurred, expires, disputed, overdue, contest_due = row
         read_time = self._read_time
         return RecordFacts(
             kind=kind,
@@ -128,8 +130,10 @@ class SingleStore:
             status=status,
             occurred_at=read_time(occurred),
             expires_at=read_time(expires),
-            disputed=bool(disputed),
+            # An open contest shows as a dispute even when a re-import rewrote the flag.
+            disputed=bool(disputed) or contest_due is not None,
             days_overdue=overdue,
+            contest_due_at=None if contest_due is None else read_time(contest_due),
         )
 
     def record_generation(self) -> int:

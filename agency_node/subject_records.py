@@ -51,22 +51,26 @@ def how_to_contest(agency: str) -> str:
         f"If a record is wrong, contest it: credence me contest --agency {agency} "
         "--statement 'what is wrong' (add --kind KIND for one kind of record). "
         f"{agency} flags the records disputed at once, verdicts show the dispute, "
-        "and `credence me contests` shows how it was resolved."
+        "and `credence me contests` shows how it was resolved. If it is not resolved "
+        "by its due date, the records stop counting in verdicts until it is."
     )
 
 
 def held_record(record: Record) -> subject_records_pb2.HeldRecord:
-    """One record as its subject sees it."""
+    """One record as its subject sees it, with its open contest's due date if any."""
     held = subject_records_pb2.HeldRecord(
         kind=record.kind,
         category=record.category,
         status=record.status,
         amount_band=amount_band(record.amount_minor, record.currency),
-        disputed=record.disputed,
+        # An open contest is a dispute even when a re-import rewrote the flag.
+        disputed=record.disputed or record.contest_due_at is not None,
         days_overdue=max(record.days_overdue or 0, 0),
     )
     held.occurred_at.FromDatetime(record.occurred_at)
     held.expires_at.FromDatetime(record.expires_at)
+    if record.contest_due_at is not None:
+        held.contest_due_at.FromDatetime(record.contest_due_at)
     return held
 
 

@@ -31,6 +31,11 @@ from typing import Any
 from credence import names
 from credence.config_values import config_value
 from credence.errors import InvalidInput
+from credence.manifest import (
+    DEFAULT_CONTEST_DEADLINE_DAYS,
+    MAX_CONTEST_DEADLINE_DAYS,
+    MIN_CONTEST_DEADLINE_DAYS,
+)
 from credence.storage import sqlite_url
 
 CONFIG_FILE = "registry.toml"
@@ -170,6 +175,9 @@ class RegistryConfig:
     #: Cosignatures a checkpoint needs before it is published (the manifest's
     #: k of n); None: a majority of the active witnesses.
     witness_quorum: int | None = None
+    #: Days an agency has to resolve a subject's contest (the manifest's
+    #: ``contest_deadline_days``); past them the contested records stop counting.
+    contest_deadline_days: int = DEFAULT_CONTEST_DEADLINE_DAYS
     purposes: Mapping[str, PurposeRules] = field(default_factory=lambda: dict(DEFAULT_PURPOSES))
     rate_limits: RateLimits = field(default_factory=RateLimits)
     public: PublicLimits = field(default_factory=PublicLimits)
@@ -333,6 +341,9 @@ def parse_config(
             config_value(CONFIG_FILE, main, "witness_deadline_seconds", (int, float), 5.0)
         ),
         witness_quorum=_witness_quorum(config_value(CONFIG_FILE, main, "witness_quorum", int, -1)),
+        contest_deadline_days=config_value(
+            CONFIG_FILE, main, "contest_deadline_days", int, DEFAULT_CONTEST_DEADLINE_DAYS
+        ),
         purposes=_purposes(config_value(CONFIG_FILE, document, "purposes", dict, {})),
         rate_limits=RateLimits(
             requests_per_second=float(
@@ -375,6 +386,12 @@ def parse_config(
         raise InvalidInput(f"{CONFIG_FILE}: fan-out deadline and concurrency must be positive")
     if config.witness_interval_seconds <= 0 or config.witness_deadline_seconds <= 0:
         raise InvalidInput(f"{CONFIG_FILE}: witness interval and deadline must be positive")
+    if not MIN_CONTEST_DEADLINE_DAYS <= config.contest_deadline_days <= MAX_CONTEST_DEADLINE_DAYS:
+        raise InvalidInput(
+            f"{CONFIG_FILE}: contest_deadline_days is {config.contest_deadline_days}; it must be "
+            f"{MIN_CONTEST_DEADLINE_DAYS}..{MAX_CONTEST_DEADLINE_DAYS} (days an agency has to "
+            f"resolve a contest; {DEFAULT_CONTEST_DEADLINE_DAYS} when unset)"
+        )
     return config
 
 
@@ -444,6 +461,9 @@ def render_config(config: RegistryConfig) -> str:
         f"witness_interval_seconds = {config.witness_interval_seconds}",
         f"witness_deadline_seconds = {config.witness_deadline_seconds}",
         f"witness_quorum = {-1 if config.witness_quorum is None else config.witness_quorum}",
+        "# Days an agency has to resolve a subject's contest (1..365, published in the",
+        "# manifest); a record whose contest is open past them stops counting in verdicts.",
+        f"contest_deadline_days = {config.contest_deadline_days}",
         "# Members' port: the largest request message in bytes. 1,000 screening rows",
         "# with consent tokens (~2.3 KB each) take ~2.3 MB; a larger message is refused",
         "# (RESOURCE_EXHAUSTED) before it is decoded.",

@@ -5,6 +5,10 @@ the agency). The registry signs it and sends it to that agency's node, which
 flags the records disputed (verdicts then show the dispute) and returns a
 signed receipt. When the agency resolves it (upheld, corrected, removed), its
 node reports the signed resolution, and the subject sees it.
+
+The dispute clock: a contest is due ``filed_at`` plus the manifest's
+``contest_deadline_days``; open past it, it is overdue, and the agency's node
+no longer counts the contested records until it resolves the contest.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import grpc.aio
@@ -22,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from central_registry.keyring import RegistryKeys
 from central_registry.models import Contest
 from credence import payloads
+from credence.contest_clock import is_overdue
 from credence.envelope import Envelope, sign, verify_message
 from credence.errors import (
     ClaimMismatch,
@@ -173,6 +178,7 @@ async def file_contest(
                 subject_ref_hex=proof.subject_ref,
                 records_flagged=flagged,
                 now=now,
+                deadline=manifest.contest_deadline,
             )
 
     await asyncio.to_thread(keep)
@@ -187,8 +193,9 @@ def record_contest(
     subject_ref_hex: str,
     records_flagged: int,
     now: datetime,
+    deadline: timedelta,
 ) -> None:
-    """Keep a delivered contest, open."""
+    """Keep a delivered contest, open, due ``deadline`` after ``now`` (its filing time)."""
     session.add(
         Contest(
             contest_id=contest.contest_id,
@@ -199,6 +206,7 @@ def record_contest(
             state="open",
             records_flagged=records_flagged,
             filed_at=now,
+            due_at=now + deadline,
         )
     )
 
@@ -236,6 +244,16 @@ def resolve(
     return contest
 
 
+def open_clocks(session: Session) -> list[tuple[datetime, datetime | None]]:
+    """Every open contest's ``(filed_at, due_at)``: what the operator's figures count."""
+    return [
+        (filed_at, due_at)
+        for filed_at, due_at in session.execute(
+            select(Contest.filed_at, Contest.due_at).where(Contest.state == "open")
+        )
+    ]
+
+
 def contests_for(session: Session, subject_ref_hex: str) -> list[Contest]:
     """A subject's contests, newest first."""
     return list(
@@ -245,3 +263,20 @@ def contests_for(session: Session, subject_ref_hex: str) -> list[Contest]:
             .order_by(Contest.filed_at.desc())
         )
     )
+
+
+def contest_record(row: Contest, now: datetime) -> registry_pb2.ContestRecord:
+    """A contest as its subject sees it, with its due date and whether it is overdue at ``now``."""
+    record = registry_pb2.ContestRecord(
+        contest_id=row.contest_id,
+        agency=row.agency,
+        record_kind=row.record_kind,
+        state=row.state,
+        overdue=is_overdue(row.due_at, open_=row.state == "open", now=now),
+    )
+    record.filed_at.FromDatetime(row.filed_at)
+    if row.resolved_at is not None:
+        record.resolved_at.FromDatetime(row.resolved_at)
+    if row.due_at is not None:
+        record.due_at.FromDatetime(row.due_at)
+    return record

@@ -6,7 +6,8 @@ the RPC metrics of :mod:`credence.ops.metrics`. The fan-out's one hook
 :class:`~central_registry.agency_stats.AgencyStats`. :class:`CountedLookups`
 counts verdicts by blacklist status and screening rows by outcome; the log's
 size, appends and checkpoint ages are read from the database when scraped
-(:func:`watch_log`), so the append path pays nothing for them.
+(:func:`watch_log`), so the append path pays nothing for them; so are the
+open contests, by age bucket, and how many are overdue, and the open reviews by age.
 
 Label values: an agency's member id, a fixed status or outcome. No subject
 reference, identifier, grant id or query id.
@@ -23,12 +24,13 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, select
 
-from central_registry import transparency
+from central_registry import contests, reviews, transparency
 from central_registry.agency_stats import AgencyStats
 from central_registry.fanout import Observe
 from central_registry.lookups import Lookups
 from central_registry.models import TreeHead
 from credence.clock import Clock
+from credence.contest_clock import ContestAges, contest_ages
 from credence.errors import CredenceError
 from credence.ops.metrics import LATENCY_BUCKETS, LatestServer
 from credence.storage import session_factory
@@ -149,6 +151,17 @@ class _LogFigures(Collector):
                 if cosigned_size is not None
                 else None
             )
+            ages = contest_ages(contests.open_clocks(session), now)
+            review_ages = reviews.open_review_ages(session, now)
+        yield from _contest_families(ages)
+        open_reviews = GaugeMetricFamily(
+            "credence_registry_open_reviews",
+            "Subjects' requests for human review not decided yet, by age since asked.",
+            labels=["age"],
+        )
+        for label, count in review_ages.items():
+            open_reviews.add_metric([label], count)
+        yield open_reviews
         yield GaugeMetricFamily(
             "credence_registry_log_size_entries", "Entries in the transparency log.", value=size
         )
@@ -169,6 +182,23 @@ class _LogFigures(Collector):
                 "Seconds since the registry signed the latest checkpoint its witnesses cosigned.",
                 value=max(0.0, (now - cosigned_at).total_seconds()),
             )
+
+
+def _contest_families(ages: ContestAges) -> Iterator[Metric]:
+    by_age = GaugeMetricFamily(
+        "credence_registry_open_contests",
+        "Subjects' contests still open, by age since filing.",
+        labels=["age"],
+    )
+    for label, count in ages.by_age.items():
+        by_age.add_metric([label], count)
+    yield by_age
+    yield GaugeMetricFamily(
+        "credence_registry_overdue_contests",
+        "Open contests past the manifest's deadline: the agency's contested records do "
+        "not count in verdicts until it resolves them.",
+        value=ages.overdue,
+    )
 
 
 def _checkpoint_size(note: bytes) -> int | None:

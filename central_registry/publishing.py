@@ -112,6 +112,7 @@ def build_manifest(
         ),
         scorecard=scorecard,
         revoked_serials=sorted(revoked_serials),
+        contest_deadline_days=config.contest_deadline_days,
     )
     manifest.issued_at.FromDatetime(now)
     manifest.expires_at.FromDatetime(now + config.manifest_validity)

@@ -58,6 +58,11 @@ DEFAULT_MAX_MANIFEST_BYTES = 1024 * 1024
 # A registry's clock may run slightly ahead of a holder's: a manifest signed
 # this far in the holder's future is still taken.
 MANIFEST_CLOCK_SKEW = timedelta(minutes=5)
+#: Days an agency has to resolve a contest when the manifest does not say (FCRA §611).
+DEFAULT_CONTEST_DEADLINE_DAYS = 30
+#: The bounds a published ``contest_deadline_days`` must keep.
+MIN_CONTEST_DEADLINE_DAYS = 1
+MAX_CONTEST_DEADLINE_DAYS = 365
 
 Role: TypeAlias = manifest_pb2.Role.ValueType
 MemberState: TypeAlias = manifest_pb2.MemberState.ValueType
@@ -149,6 +154,8 @@ class TrustedManifest:
     revoked_kids: frozenset[str]
     #: How many active witnesses must cosign a checkpoint (k of :attr:`witnesses`).
     witness_quorum: int
+    #: Days an agency has to resolve a contest (the manifest's, or 30 when unset).
+    contest_deadline_days: int
     _scorecard: bytes
     _key_owners: Mapping[str, str]
 
@@ -166,6 +173,11 @@ class TrustedManifest:
     def registry_keys(self) -> KeySet:
         """The registry's signing keys, minus revoked ones."""
         return self._unrevoked(self.registry.signing_keys)
+
+    @property
+    def contest_deadline(self) -> timedelta:
+        """How long an agency has to resolve a contest before its records stop counting."""
+        return timedelta(days=self.contest_deadline_days)
 
     @property
     def witnesses(self) -> tuple[MemberView, ...]:
@@ -471,6 +483,7 @@ def _build(
         revoked_serials=frozenset(_serial(text) for text in message.revoked_serials),
         revoked_kids=revoked_kids,
         witness_quorum=_witness_quorum(message, members.values()),
+        contest_deadline_days=_contest_deadline_days(message),
         _scorecard=message.scorecard.SerializeToString(deterministic=True),
         _key_owners=MappingProxyType(owners),
     )
@@ -486,6 +499,18 @@ def _witness_quorum(message: manifest_pb2.Manifest, members: Iterable[MemberView
             "active witnesses it lists"
         )
     return message.witness_quorum
+
+
+def _contest_deadline_days(message: manifest_pb2.Manifest) -> int:
+    if not message.HasField("contest_deadline_days"):
+        return DEFAULT_CONTEST_DEADLINE_DAYS
+    days = message.contest_deadline_days
+    if not MIN_CONTEST_DEADLINE_DAYS <= days <= MAX_CONTEST_DEADLINE_DAYS:
+        raise InvalidInput(
+            f"manifest contest_deadline_days {days} is outside "
+            f"{MIN_CONTEST_DEADLINE_DAYS}..{MAX_CONTEST_DEADLINE_DAYS}"
+        )
+    return days
 
 
 def _witness_key(entry: manifest_pb2.Member, where: str) -> bytes | None:

@@ -282,6 +282,7 @@ class HeldRecord(_message.Message):
     AMOUNT_BAND_FIELD_NUMBER: _builtins.int
     DISPUTED_FIELD_NUMBER: _builtins.int
     DAYS_OVERDUE_FIELD_NUMBER: _builtins.int
+    CONTEST_DUE_AT_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     """The record kind (court_judgment, loan_default, ...)."""
     category: _builtins.str
@@ -302,6 +303,12 @@ class HeldRecord(_message.Message):
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """When it stops counting (the rehabilitation end)."""
 
+    @_builtins.property
+    def contest_due_at(self) -> _timestamp_pb2.Timestamp:
+        """While a contest of the record is open: when the agency must have resolved
+        it. From then until it is resolved the record does not count in verdicts.
+        """
+
     def __init__(
         self,
         *,
@@ -313,10 +320,11 @@ class HeldRecord(_message.Message):
         amount_band: _builtins.str = ...,
         disputed: _builtins.bool = ...,
         days_overdue: _builtins.int = ...,
+        contest_due_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "occurred_at", b"occurred_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contest_due_at", b"contest_due_at", "expires_at", b"expires_at", "occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_band", b"amount_band", "category", b"category", "days_overdue", b"days_overdue", "disputed", b"disputed", "expires_at", b"expires_at", "kind", b"kind", "occurred_at", b"occurred_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_band", b"amount_band", "category", b"category", "contest_due_at", b"contest_due_at", "days_overdue", b"days_overdue", "disputed", b"disputed", "expires_at", b"expires_at", "kind", b"kind", "occurred_at", b"occurred_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
