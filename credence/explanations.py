@@ -187,8 +187,9 @@ def check_figures(explanation: registry_pb2.Explanation, scorecard: manifest_pb2
     The scorecard's base points, range and bands; ``score`` =
     clamp(base + total) and its band; at most four reasons, each a code of a
     scored factor with that factor and text, costing a whole number (at least
-    one) of the code's cost per answering agency, and each counterfactual
-    clamp(base + total - points) with its band.
+    one) of the code's cost per answering agency, most costly first (ties in
+    scorecard order), and each counterfactual clamp(base + total - points)
+    with its band.
 
     Raises:
         ClaimMismatch: names the first field that does not follow.
@@ -212,6 +213,7 @@ def check_figures(explanation: registry_pb2.Explanation, scorecard: manifest_pb2
             f"{what}: {len(explanation.reasons)} reasons; at most {MAX_REASON_CODES} are given"
         )
     costs = reason_costs(scorecard)
+    order = {code: index for index, code in enumerate(costs)}
     characteristics = _characteristics(scorecard)
     codes = [reason.reason_code for reason in explanation.reasons]
     if len(set(codes)) != len(codes):
@@ -232,6 +234,12 @@ def check_figures(explanation: registry_pb2.Explanation, scorecard: manifest_pb2
         without = _clamp(scorecard, explanation.points_total - reason.points)
         _differs(where, "score_without", reason.score_without, without)
         _differs(where, "band_without", reason.band_without, _band(scorecard, without))
+    ranks = [(reason.points, order[reason.reason_code]) for reason in explanation.reasons]
+    if ranks != sorted(ranks):
+        raise ClaimMismatch(
+            f"{what}: reasons {codes} are not most costly first (summed points, ties in "
+            "scorecard order)"
+        )
 
 
 def check_explanation(

@@ -25,9 +25,12 @@ measure                 value
 
 A bin ``[lower, upper)`` maps a measure to points. A bin whose points are below
 the characteristic's best bin is *adverse*: it carries a reason code, and the
-code's *cost* is how many points the bin loses against the best bin. Reason
-codes are ranked by cost, highest first, ties in scorecard order; a verdict
-carries at most :data:`MAX_REASON_CODES`. Record kinds are free-form here; the
+code's *cost* is how many points the bin loses against the best bin. A
+verdict's reason codes are ranked by what each cost in all, summed over the
+agencies that reported it (its cost times how many reported it), highest
+first, ties in scorecard order; a verdict carries at most
+:data:`MAX_REASON_CODES`, so "most costly first" holds of the summed figures
+an explanation shows (:mod:`credence.explanations`). Record kinds are free-form here; the
 agency node checks them against its own list of kinds.
 """
 
@@ -331,7 +334,7 @@ class CreditOutcome:
 class Aggregator:
     """Adds agencies' credit contributions under one scorecard; build once, reuse."""
 
-    __slots__ = ("_bands", "_base", "_max", "_min", "_ranks", "_required", "version")
+    __slots__ = ("_bands", "_base", "_costs", "_max", "_min", "_order", "_required", "version")
 
     def __init__(self, scorecard: manifest_pb2.Scorecard) -> None:
         """Validate ``scorecard`` and precompute what aggregation needs.
@@ -346,10 +349,8 @@ class Aggregator:
         self._max = scorecard.max_score
         self._required = scorecard.required_agencies
         self._bands = tuple((b.lower, b.upper, b.name) for b in scorecard.bands)
-        self._ranks = {
-            code: (-cost, index)
-            for index, (code, cost) in enumerate(reason_costs(scorecard).items())
-        }
+        self._costs = reason_costs(scorecard)
+        self._order = {code: index for index, code in enumerate(self._costs)}
 
     def aggregate(self, partials: Sequence[tuple[int, Sequence[str]]]) -> CreditOutcome:
         """Combine ``(partial_points, reason_codes)`` of each answering credit agency.
@@ -358,25 +359,38 @@ class Aggregator:
             InvalidInput: an agency sent a reason code the scorecard does not define.
         """
         total = 0
-        codes: set[str] = set()
+        reported: dict[str, int] = {}
         for points, reason_codes in partials:
             total += points
-            codes.update(reason_codes)
-        return self.outcome(total, codes, len(partials))
+            for code in set(reason_codes):
+                reported[code] = reported.get(code, 0) + 1
+        for code in reported:
+            if code not in self._costs:
+                raise InvalidInput(f"reason code {code!r} is not in scorecard {self.version!r}")
+        summed = {code: self._costs[code] * count for code, count in reported.items()}
+        return self.outcome(total, summed, len(partials))
 
-    def outcome(self, points: int, codes: Collection[str], answering: int) -> CreditOutcome:
+    def outcome(
+        self, points: int, codes: Mapping[str, int] | Collection[str], answering: int
+    ) -> CreditOutcome:
         """The result of ``answering`` agencies whose partial points sum to ``points``.
 
-        ``codes`` are the reason codes any of them reported (each once is enough).
+        ``codes`` maps each reason code any of them reported to what it cost
+        summed over them (its cost times how many reported it); a plain
+        collection counts each code's cost once.
 
         Raises:
             InvalidInput: a reason code the scorecard does not define.
         """
         for code in codes:
-            if code not in self._ranks:
+            if code not in self._costs:
                 raise InvalidInput(f"reason code {code!r} is not in scorecard {self.version!r}")
+        summed = (
+            codes if isinstance(codes, Mapping) else {code: self._costs[code] for code in codes}
+        )
         score = min(max(self._base + points, self._min), self._max)
-        ranked = sorted(set(codes), key=self._ranks.__getitem__)[:MAX_REASON_CODES]
+        ranked = sorted(summed, key=lambda code: (-summed[code], self._order[code]))
+        ranked = ranked[:MAX_REASON_CODES]
         band = next(name for lower, upper, name in self._bands if lower <= score <= upper)
         return CreditOutcome(
             score=score,

@@ -134,6 +134,19 @@ def test_every_figure_follows_from_the_sum_and_the_scorecard() -> None:
     check_explanation(explanation, verdict, SCORECARD, envelope.payload)
 
 
+def test_reasons_are_most_costly_first_in_summed_points() -> None:
+    # L04 costs 30 and L02 50, but three agencies reported L04: 90 in all.
+    late = Credit(_points(["L04"]), ("L04",))
+    explanation, verdict, envelope = _explained(
+        (Credit(_points(["L02"]), ("L02",)), late, late, late)
+    )
+    assert [(r.reason_code, r.points) for r in explanation.reasons] == [
+        ("L04", -3 * COSTS["L04"]),
+        ("L02", -COSTS["L02"]),
+    ]
+    check_explanation(explanation, verdict, SCORECARD, envelope.payload)
+
+
 def test_a_counterfactual_is_clamped_and_banded_like_the_score() -> None:
     heavy = Credit(_points(["F01", "B01", "J02"]), ("F01", "B01", "J02"))
     explanation, verdict, envelope = _explained((heavy, heavy))
@@ -251,6 +264,13 @@ def test_a_tampered_explanation_is_refused_naming_the_field(case: str) -> None:
     tamper(explanation)
     with pytest.raises(ClaimMismatch, match=field):
         check_explanation(explanation, verdict, SCORECARD, envelope.payload)
+
+
+def test_reasons_out_of_cost_order_are_refused_by_the_figures_alone() -> None:
+    explanation, _, _ = _explained()
+    _swap_reasons(explanation)
+    with pytest.raises(ClaimMismatch, match="most costly first"):
+        check_figures(explanation, SCORECARD)
 
 
 def test_an_unscored_factor_is_refused_by_the_figures_alone() -> None:

@@ -397,7 +397,7 @@ def test_provisional_below_required_agencies(answers: int, provisional: bool) ->
     assert outcome.score == SC.base_points
 
 
-def test_reason_codes_ranked_by_cost_across_agencies_deduplicated_top_four() -> None:
+def test_reason_codes_ranked_by_summed_cost_across_agencies_top_four() -> None:
     partials = [
         (0, ["H01", "L01"]),
         (-200, ["J02", "H01"]),
@@ -405,9 +405,21 @@ def test_reason_codes_ranked_by_cost_across_agencies_deduplicated_top_four() -> 
         (-100, ["D01", "H03", "T01"]),
     ]
     outcome = aggregate_credit(SC, partials)
-    # Costs: F01 250, J02 200, J01 -, D01 100, H01 90, T01 80, H03 30, L01 20.
-    assert outcome.reason_codes == ("F01", "J02", "D01", "H01")
+    # Costs: F01 250, J02 200, J01 -, D01 100, H01 90, T01 80, H03 30, L01 20;
+    # H01 is reported twice, so it cost 180 in all and outranks D01.
+    assert outcome.reason_codes == ("F01", "J02", "H01", "D01")
     assert len(outcome.reason_codes) == MAX_REASON_CODES
+
+
+def test_a_code_many_agencies_report_outranks_a_costlier_one_reported_once() -> None:
+    # L04 costs 30, L02 50: three agencies' L04 cost 90 in all.
+    partials = [(-50, ["L02"]), (-30, ["L04"]), (-30, ["L04"]), (-30, ["L04", "L04"])]
+    assert aggregate_credit(SC, partials).reason_codes == ("L04", "L02")
+    # One agency naming a code twice reports it once.
+    assert aggregate_credit(SC, [(-50, ["L02"]), (-30, ["L04", "L04"])]).reason_codes == (
+        "L02",
+        "L04",
+    )
 
 
 def test_equal_costs_break_ties_in_scorecard_order() -> None:

@@ -12,14 +12,16 @@ Vectors are integers mod 2^64 (:data:`MOD`); a slot that may be negative
   every expected agency answered (and at least one was expected), else
   INCOMPLETE;
 * credit: score = clamp(base + ``credit_points`` sum), its band, the reason
-  codes whose sum is above 0 ranked by their scorecard cost (ties in
-  scorecard order), at most four; provisional when fewer credit agencies
-  answered than the scorecard requires or than were expected; disputed when
-  ``credit_disputed`` is above 0.
+  codes whose sum is above 0 ranked by that sum (what the code cost over
+  every agency that reported it; ties in scorecard order), at most four;
+  provisional when fewer credit agencies answered than the scorecard
+  requires or than were expected; disputed when ``credit_disputed`` is
+  above 0.
 
 A reason slot holds the code's cost per reporting agency, so its sum is above
-0 exactly when some agency reported the code: ranking by the scorecard cost
-(not by the summed cost) is what today's aggregation does.
+0 exactly when some agency reported the code, and is the code's cost times
+how many did: the ranking the cleartext
+:meth:`credence.scorecard.Aggregator.aggregate` gives too.
 
 :func:`check_sum` says when a sum is impossible for the number of agencies
 that answered honestly; the caller then makes the verdict INCOMPLETE with
@@ -170,13 +172,11 @@ def verdict_from_sum(
     credit_answering = answering if credit_answering is None else credit_answering
     credit_expected = expected if credit_expected is None else credit_expected
     first_reason = layout.points_index + 1
+    costs = {code: to_signed(summed[first_reason + offset])
+             for offset, code in enumerate(layout.reason_codes)}  # fmt: skip
     outcome = aggregator.outcome(
         to_signed(summed[layout.points_index]),
-        [
-            code
-            for offset, code in enumerate(layout.reason_codes)
-            if to_signed(summed[first_reason + offset]) > 0
-        ],
+        {code: cost for code, cost in costs.items() if cost > 0},
         credit_answering,
     )
     credit = registry_pb2.CreditVerdict(
