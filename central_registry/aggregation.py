@@ -59,7 +59,6 @@ __all__ = [
     "Aggregated",
     "Recovery",
     "aggregate",
-    "aggregate_read",
     "answer_problem",
     "usable_members",
 ]
@@ -138,39 +137,6 @@ def usable_members(
 
 
 def aggregate(
-    *,
-    verdict_id: str,
-    query_id: str,
-    subject: common_pb2.SubjectRef,
-    requester: str,
-    purpose: int,
-    kinds: Sequence[int],
-    grant_id: str,
-    outcomes: Sequence[AgencyOutcome],
-    aggregator: Aggregator,
-    layout: VectorLayout,
-    scorecard_version: str,
-    log_promise: common_pb2.Envelope | None,
-    issued_at: datetime,
-    expires_at: datetime,
-    contributors: Mapping[int, Set[str]] | None = None,
-    recovery: Recovery | None = None,
-) -> registry_pb2.Verdict:
-    """Build the (unsigned) verdict of one lookup from the sum of its agencies' answers.
-
-    The arguments, result and errors are those of :func:`aggregate_read`,
-    which also returns the sum.
-    """
-    return aggregate_read(
-        verdict_id=verdict_id, query_id=query_id, subject=subject, requester=requester,
-        purpose=purpose, kinds=kinds, grant_id=grant_id, outcomes=outcomes,
-        aggregator=aggregator, layout=layout, scorecard_version=scorecard_version,
-        log_promise=log_promise, issued_at=issued_at, expires_at=expires_at,
-        contributors=contributors, recovery=recovery,
-    ).verdict  # fmt: skip
-
-
-def aggregate_read(
     *,
     verdict_id: str,
     query_id: str,

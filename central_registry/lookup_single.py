@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from central_registry.access import check_asked, check_grant, subject_from_proto
-from central_registry.aggregation import Aggregated, aggregate_read, usable_members
+from central_registry.aggregation import Aggregated, aggregate, usable_members
 from central_registry.limits import request_shape
 from central_registry.log.rows import LogRow, entry_row, refused_row
 from central_registry.lookup_context import LookupContext
@@ -170,7 +170,7 @@ async def request_verdict(
         )
     expires_at = now + ctx.verdict_life(allowed)
     with tracing.span("registry.aggregate"):
-        aggregated = aggregate_read(
+        aggregated = aggregate(
             verdict_id=queries.new_query_id(),
             query_id=lookup.query_id,
             subject=queries.subject_to_proto(subject),

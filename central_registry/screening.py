@@ -464,7 +464,7 @@ def _chunk_verdicts(
             expires_at=expires_at,
             contributors=contributors,
             recovery=_item_recovery(sums, recovery, position, length, replies),
-        )
+        ).verdict
         if shared:
             templates[key] = VerdictTemplate(verdict)
         verdicts.append(verdict.SerializeToString())

@@ -126,7 +126,7 @@ def build(
         expires_at=NOW + timedelta(hours=1),
         contributors=contributors,
         recovery=recovery if recovery is not None else zero_shares(outcomes),
-    )
+    ).verdict
 
 
 def states(verdict: registry_pb2.Verdict) -> list[int]:
@@ -322,7 +322,7 @@ def test_an_answer_that_is_not_a_vector_of_the_layout_is_invalid(
         scorecard_version=VERSION, log_promise=None, issued_at=NOW,
         expires_at=NOW + timedelta(hours=1),
         recovery=Recovery(shares={"a": [0] * LAYOUT.length}),
-    )  # fmt: skip
+    ).verdict  # fmt: skip
     assert states(verdict) == [ANSWERED, INVALID]
     assert verdict.coverage.agencies[1].reason == reason
     assert verdict.coverage.answered == 1

@@ -118,7 +118,7 @@ def _expected(
         expires_at=NOW + _Ctx().verdict_life(row.allowed),
         contributors={kind: set(AGENCIES) for kind in kinds},
         recovery=recovery or _zero_shares(replies, LAYOUT.length),
-    ).SerializeToString()
+    ).verdict.SerializeToString()
 
 
 def _chunk(

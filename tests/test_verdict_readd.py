@@ -124,7 +124,7 @@ def _verdict(
         layout=LAYOUT, scorecard_version=LAYOUT.scorecard_version, log_promise=None,
         issued_at=NOW, expires_at=NOW + timedelta(hours=1), recovery=recovery,
         contributors={BL: set(AGENCIES)},
-    )  # fmt: skip
+    ).verdict  # fmt: skip
 
 
 def _copy(verdict: registry_pb2.Verdict) -> registry_pb2.Verdict:
