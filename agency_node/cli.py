@@ -9,6 +9,7 @@ credence node purge   --dir D
 credence node serve   --dir D [--listen ADDR]
 credence node audit   --dir D [--json]
 credence node open-answer --dir D QUERY_ID [--json]
+credence node reviews --dir D [--json]
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import json
 import shutil
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import grpc
 from sqlalchemy import Engine
 
 from agency_node import config as node_config
-from agency_node import database, disputes
+from agency_node import database, disputes, review_notices
 from agency_node.answer_vectors import OpenedAnswer, open_answer
 from agency_node.audit import UNREACHABLE, audit_node
 from agency_node.importer import (
@@ -44,6 +46,7 @@ from credence.cli.progress import Progress
 from credence.client import enrol as client_enrol
 from credence.client.errors import rpc_errors
 from credence.clock import utc_now
+from credence.encoding import format_time
 from credence.envelope import Envelope
 from credence.errors import AlreadyExists, FailedPrecondition, InvalidInput
 from credence.keys import (
@@ -172,10 +175,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         dest="dispute_command",
         metavar="ACTION",
     )
-    command(
-        dispute_commands, "list", "open contests and their records",
+    listing = command(
+        dispute_commands, "list",
+        "open contests with their records, filing and due dates, age, and whether overdue",
         "credence node disputes list --dir ./court", data_dir=DATA_DIR, handler=_disputes_list,
     )  # fmt: skip
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
     resolving = command(
         dispute_commands,
         "resolve",
@@ -242,6 +247,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     opening.add_argument("query_id", help="a query id, or a screening batch item's query id")
     opening.add_argument("--json", action="store_true", help="machine-readable output")
+
+    notices = command(
+        commands, "reviews", "subjects' requests for human review of verdicts this node answered",
+        "credence node reviews --dir ./court", data_dir=DATA_DIR, handler=_reviews,
+    )  # fmt: skip
+    notices.add_argument("--json", action="store_true", help="one JSON object per notice")
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -339,20 +350,42 @@ def _enrol(args: argparse.Namespace) -> int:
 
 def _disputes_list(args: argparse.Namespace) -> int:
     config = node_config.load_config(args.dir)
+    now = utc_now()
+    deadline = load_manifest(config, now).contest_deadline
     engine = _engine(config)
     try:
         with database.session_factory(engine)() as session:
-            rows = disputes.open_disputes(session)
+            rows = disputes.open_disputes(session, deadline)
     finally:
         engine.dispose()
+    if args.json:
+        print(json.dumps([_dispute_json(row, now) for row in rows], indent=2))
+        return 0
     if not rows:
         print("no open disputes")
     for row in rows:
+        overdue = (
+            "  OVERDUE: its records do not count until you resolve it" if row.overdue(now) else ""
+        )
         print(
             f"{row.contest_id}  {row.records} record(s) [{', '.join(row.kinds)}]  "
-            f"filed {row.filed_at:%Y-%m-%d %H:%M}Z: {row.statement[:60]}"
+            f"filed {format_time(row.filed_at)}  due {format_time(row.due_at)}  "
+            f"age {row.age(now).days} d{overdue}: {row.statement[:60]}"
         )
     return 0
+
+
+def _dispute_json(row: disputes.OpenDispute, now: datetime) -> dict[str, object]:
+    return {
+        "contest_id": row.contest_id,
+        "records": row.records,
+        "kinds": list(row.kinds),
+        "filed_at": format_time(row.filed_at),
+        "due_at": format_time(row.due_at),
+        "age_days": row.age(now).days,
+        "overdue": row.overdue(now),
+        "statement": row.statement,
+    }
 
 
 def _disputes_resolve(args: argparse.Namespace) -> int:
@@ -372,6 +405,8 @@ def _disputes_resolve(args: argparse.Namespace) -> int:
                 timeout=10,
             )
 
+    now = utc_now()
+    deadline = load_manifest(config, now).contest_deadline
     engine = _engine(config)
     try:
         touched = disputes.resolve(
@@ -381,12 +416,38 @@ def _disputes_resolve(args: argparse.Namespace) -> int:
             note=args.note,
             member_id=config.member_id,
             signing_key=load_signing_key(config.path(node_config.SIGNING_KEY_FILE)),
-            now=utc_now(),
+            now=now,
+            deadline=deadline,
             report=report,
         )
     finally:
         engine.dispose()
     print(f"contest {args.contest_id} {args.outcome}: {touched} record(s); the registry is told")
+    return 0
+
+
+def _reviews(args: argparse.Namespace) -> int:
+    config = node_config.load_config(args.dir)
+    engine = _engine(config)
+    try:
+        with database.session_factory(engine)() as session:
+            rows = review_notices.list_notices(session)
+    finally:
+        engine.dispose()
+    if args.json:
+        for row in rows:
+            print(json.dumps({
+                **dataclasses.asdict(row),
+                "requested_at": format_time(row.requested_at),
+                "received_at": format_time(row.received_at),
+            }))  # fmt: skip
+        return 0
+    if not rows:
+        print("no review has been asked for")
+    for row in rows:
+        answered = "answered here" if row.answered_query else "NOT in this node's query log"
+        print(f"{row.review_id}  verdict {row.verdict_id}  query {row.query_id} ({answered})  "
+              f"asked {row.requested_at:%Y-%m-%d %H:%M}Z: {row.statement[:60]}")  # fmt: skip
     return 0
 
 

@@ -45,11 +45,13 @@ from agency_node.audit import (
     tile_reader,
 )
 from agency_node.contests import ContestDesk
+from agency_node.disputes import OverdueWatch
 from agency_node.importer import STAGING_DIR_NAME, purge_expired, recover_interrupted_import
 from agency_node.log_gate import LogGate
 from agency_node.manifest_holder import ManifestHolder, load_manifest
 from agency_node.metrics import NodeMetrics, start_metrics
 from agency_node.recovery import RecoveryDesk
+from agency_node.review_notices import ReviewDesk
 from agency_node.service import AgencyNodeServicer
 from agency_node.status_list_holder import StatusListHolder
 from agency_node.subject_records import RecordDesk
@@ -106,13 +108,26 @@ def _read(config: node_config.NodeConfig, name: str, hint: str) -> bytes:
 
 
 class Housekeeping(threading.Thread):
-    """Purges records past rehabilitation and forgets expired query ids, on a schedule."""
+    """Purges records past rehabilitation and forgets expired query ids, on a schedule.
 
-    def __init__(self, engine: Engine, clock: Clock, interval_seconds: float) -> None:
+    Given the manifest's contest deadline, each pass also warns about contests
+    newly overdue (:class:`OverdueWatch`).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        interval_seconds: float,
+        contest_deadline: Callable[[], timedelta] | None = None,
+    ) -> None:
         super().__init__(name="node-housekeeping", daemon=True)
         self._sessions = database.session_factory(engine)
         self._clock = clock
         self._interval = interval_seconds
+        self._overdue = (
+            None if contest_deadline is None else OverdueWatch(self._sessions, contest_deadline)
+        )
         self.stopping = threading.Event()
 
     def run_once(self) -> tuple[int, int]:
@@ -123,6 +138,8 @@ class Housekeeping(threading.Thread):
             forgotten = database.prune_seen_queries(session, now, payloads.CLOCK_SKEW)
         if purged or forgotten:
             _log.info("purged %d expired records, forgot %d query ids", purged, forgotten)
+        if self._overdue is not None:
+            self._overdue.check(now)
         return purged, forgotten
 
     def run(self) -> None:
@@ -349,13 +366,19 @@ def start_node(
         contests=contests,
         records=records,
         recoveries=recoveries,
+        reviews=ReviewDesk(
+            member_id=config.member_id, manifests=manifests, engine=engine, clock=clock
+        ),
         manifests=manifests,
         ca_cert=ca_cert,
         clock=clock,
         executor=answer_pool,
         gate=gate,
     )
-    metrics = start_metrics(config.metrics_listen, engine, config.path(STAGING_DIR_NAME))
+    metrics = start_metrics(
+        config.metrics_listen, engine, config.path(STAGING_DIR_NAME),
+        (lambda: manifests.current().contest_deadline, clock),
+    )  # fmt: skip
     server_loop = ServerLoop()
     try:
         server, port, health_servicer = server_loop.run(
@@ -375,7 +398,9 @@ def start_node(
     except BaseException:
         _abandon(server_loop, answer_pool, metrics, engine)
         raise
-    housekeeping = Housekeeping(engine, clock, config.purge_interval_seconds)
+    housekeeping = Housekeeping(
+        engine, clock, config.purge_interval_seconds, lambda: manifests.current().contest_deadline
+    )
     housekeeping.start()
     refresher = None
     if config.registry:

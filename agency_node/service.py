@@ -22,6 +22,7 @@ from agency_node.contests import ContestDesk
 from agency_node.log_gate import LogGate
 from agency_node.manifest_holder import ManifestHolder
 from agency_node.recovery import RecoveryDesk
+from agency_node.review_notices import ReviewDesk
 from agency_node.subject_records import RecordDesk
 from credence.clock import Clock
 from credence.errors import PermissionDenied
@@ -32,7 +33,7 @@ from credence.v1 import agency_pb2, agency_pb2_grpc, subject_records_pb2
 
 
 class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
-    """Thin gRPC layer over the answerer, the contest, record and recovery desks."""
+    """Thin gRPC layer over the answerer, the contest, record, recovery and review desks."""
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         contests: ContestDesk,
         records: RecordDesk,
         recoveries: RecoveryDesk,
+        reviews: ReviewDesk,
         manifests: ManifestHolder,
         ca_cert: x509.Certificate,
         clock: Clock,
@@ -52,6 +54,7 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         self._contests = contests
         self._records = records
         self._recoveries = recoveries
+        self._reviews = reviews
         self._manifests = manifests
         self._ca_cert = ca_cert
         self._clock = clock
@@ -126,3 +129,12 @@ class AgencyNodeServicer(agency_pb2_grpc.AgencyNodeServiceServicer):
         self._require_registry(context)
         share = self._recoveries.recover(request.request)
         return agency_pb2.RecoverMasksResponse(share=share.to_proto())
+
+    @handlers.blocking
+    def NotifyReview(
+        self, request: agency_pb2.NotifyReviewRequest, context: Context
+    ) -> agency_pb2.NotifyReviewResponse:
+        """Keep the registry's notice that a subject asked for review of a verdict."""
+        self._require_registry(context)
+        answered = self._reviews.notify(request.notice.SerializeToString())
+        return agency_pb2.NotifyReviewResponse(answered_query=answered)

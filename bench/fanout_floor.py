@@ -106,6 +106,12 @@ class _FloorNode(agency_pb2_grpc.AgencyNodeServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a floor node masks nothing")
         raise AssertionError("abort raises")
 
+    async def NotifyReview(
+        self, _request: agency_pb2.NotifyReviewRequest, context: Any
+    ) -> agency_pb2.NotifyReviewResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a floor node takes no reviews")
+        raise AssertionError("abort raises")
+
 
 async def _serve(directory: Path, name: str) -> None:
     key = SigningKey.generate()

@@ -10,6 +10,8 @@ credence registry members approve   --dir D ID [--purposes P,...] [--kinds K,...
 [--identity-verifier]
 credence registry members suspend   --dir D ID
 credence registry members reinstate --dir D ID
+credence registry reviews list   --dir D [--json]
+credence registry reviews decide --dir D REVIEW_ID --outcome upheld|corrected --statement TEXT
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy import Engine
 
 from central_registry import config as registry_config
 from central_registry import database, membership
+from central_registry.cli_reviews import register_reviews
 from central_registry.console import admin_tokens
 from central_registry.keyring import create_keys, load_keys
 from central_registry.publishing import publish
@@ -144,6 +147,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         )  # fmt: skip
         action.add_argument("member_id")
         action.set_defaults(state=state)
+    register_reviews(commands, DATA_DIR)
 
 
 def _split(text: str | None) -> list[str] | None:

@@ -281,6 +281,30 @@ def open_with_untold(session: Session, now: datetime) -> list[str]:
     return [review.review_id for review in rows if untold(session, review)]
 
 
+async def retry_notices(
+    *,
+    sessions: sessionmaker[Session],
+    fanout: FanOut,
+    manifest: TrustedManifest,
+    key: SigningKey,
+    deadline: float,
+    now: datetime,
+) -> int:
+    """One pass: tell the agencies open reviews could not reach; how many reviews it retried."""
+
+    def pending() -> list[str]:
+        with sessions() as session:
+            return open_with_untold(session, now)
+
+    retried = await asyncio.to_thread(pending)
+    for review_id in retried:
+        await tell_agencies(
+            review_id, sessions=sessions, fanout=fanout, manifest=manifest, key=key,
+            deadline=deadline,
+        )  # fmt: skip
+    return len(retried)
+
+
 async def retry_notices_periodically(
     *,
     sessions: sessionmaker[Session],
@@ -291,20 +315,14 @@ async def retry_notices_periodically(
     clock: Clock,
     interval: float = RETRY_SECONDS,
 ) -> None:
-    """Every ``interval`` seconds, tell the agencies a review's request could not reach."""
+    """Every ``interval`` seconds, :func:`retry_notices` with the current manifest."""
     while True:
         await asyncio.sleep(interval)
         try:
-
-            def pending() -> list[str]:
-                with sessions() as session:
-                    return open_with_untold(session, clock())
-
-            for review_id in await asyncio.to_thread(pending):
-                await tell_agencies(
-                    review_id, sessions=sessions, fanout=fanout, manifest=manifest(),
-                    key=key, deadline=deadline,
-                )  # fmt: skip
+            await retry_notices(
+                sessions=sessions, fanout=fanout, manifest=manifest(), key=key,
+                deadline=deadline, now=clock(),
+            )  # fmt: skip
         except Exception:
             _log.exception("retrying review notices failed; will retry")
 

@@ -38,12 +38,13 @@ from central_registry.console.actions import ConsoleActions
 from central_registry.console.app import Console, ConsoleSources
 from central_registry.console.serving import ConsoleServer
 from central_registry.fanout import FanOut
-from central_registry.http_side import HttpSide
+from central_registry.http_side import HttpSide, scorecard_json
 from central_registry.keyring import RegistryKeys, load_keys
 from central_registry.log.entries import erase_expired
 from central_registry.lookups import Lookups
 from central_registry.manifest_cache import ManifestCache
 from central_registry.metrics import CountedLookups, agency_observer, watch_log
+from central_registry.reviews import retry_notices_periodically
 from central_registry.service_members import RegistryServicer
 from central_registry.service_public import (
     EnrolmentServicer,
@@ -52,6 +53,7 @@ from central_registry.service_public import (
 )
 from central_registry.status_publisher import StatusListPublisher
 from central_registry.tiles import LogFiles
+from central_registry.verdict_records import erase_expired_records
 from central_registry.witnessing import Witnessing, witness_periodically
 from credence.clock import Clock, utc_now
 from credence.errors import FailedPrecondition
@@ -100,6 +102,8 @@ class RunningRegistry:
     manifests: ManifestCache
     housekeeping: asyncio.Task[None] | None = None
     witnessing: asyncio.Task[None] | None = None
+    #: Tells agencies of reviews they could not be told of at once.
+    review_notices: asyncio.Task[None] | None = None
     #: Gathers cosignatures and holds the latest cosigned checkpoint.
     witnesses: Witnessing | None = None
     #: The operator's console, unless ``console_listen`` is empty.
@@ -118,7 +122,7 @@ class RunningRegistry:
         if self.console is not None:
             await self.console.stop()
         await asyncio.gather(self.server.stop(grace), self.public_server.stop(grace))
-        for task in (self.housekeeping, self.witnessing):
+        for task in (self.housekeeping, self.witnessing, self.review_notices):
             if task is not None:
                 task.cancel()
         await self.fanout.close()
@@ -222,7 +226,12 @@ async def start_registry(
     )
     registry_pb2_grpc.add_SubjectAccessServiceServicer_to_server(
         SubjectAccessServicer(
-            config=config, keys=keys, manifests=manifests, engine=engine, clock=clock
+            config=config,
+            keys=keys,
+            manifests=manifests,
+            engine=engine,
+            clock=clock,
+            fanout=fanout,
         ),
         public,
     )
@@ -258,17 +267,10 @@ async def start_registry(
     log_files = LogFiles(
         engine, log_key=keys.signing, origin=log_origin(config.federation_id), clock=clock
     )
-    http = HttpSide(
-        http_listen or config.http_listen,
-        tls_cert=config.http_tls_cert or config.path(registry_config.TLS_CERT_FILE),
-        tls_key=config.http_tls_key or config.path(registry_config.TLS_KEY_FILE),
-        manifest=lambda: manifests.current().envelope,
-        jwks=lambda: manifests.current().registry_keys,
-        status_list=status_lists.current,
-        checkpoint=lambda: witnessing.served(log_files.checkpoint),
-        tile=log_files.tile,
-    )
-    http.start()
+    http = _start_http(
+        config, http_listen or config.http_listen, manifests=manifests,
+        status_lists=status_lists, witnessing=witnessing, log_files=log_files, lookups=lookups,
+    )  # fmt: skip
     for service in (*MEMBER_SERVICES, *PUBLIC_SERVICES, ""):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     _log.info(
@@ -278,6 +280,10 @@ async def start_registry(
     running = RunningRegistry(
         members, public, ports[0], ports[1], http, health_servicer, fanout, engine,
         config.grace_seconds, manifests,
+        review_notices=asyncio.ensure_future(retry_notices_periodically(
+            sessions=session_factory(engine), fanout=fanout, manifest=manifests.current,
+            key=keys.signing, deadline=config.fanout_deadline_seconds, clock=clock,
+        )),
     )  # fmt: skip
     running.housekeeping = asyncio.ensure_future(_housekeeping(engine, config, clock))
     running.witnesses = witnessing
@@ -298,6 +304,34 @@ async def start_registry(
         witness_periodically(witnessing, config.witness_interval_seconds, lambda _round: None)
     )
     return running
+
+
+def _start_http(
+    config: registry_config.RegistryConfig,
+    listen: str,
+    *,
+    manifests: ManifestCache,
+    status_lists: StatusListPublisher,
+    witnessing: Witnessing,
+    log_files: LogFiles,
+    lookups: Lookups,
+) -> HttpSide:
+    """Serve the HTTP side, and name its ``/scorecard`` in the explanations of verdicts."""
+    http = HttpSide(
+        listen,
+        tls_cert=config.http_tls_cert or config.path(registry_config.TLS_CERT_FILE),
+        tls_key=config.http_tls_key or config.path(registry_config.TLS_KEY_FILE),
+        manifest=lambda: manifests.current().envelope,
+        jwks=lambda: manifests.current().registry_keys,
+        status_list=status_lists.current,
+        checkpoint=lambda: witnessing.served(log_files.checkpoint),
+        tile=log_files.tile,
+        scorecard=lambda: scorecard_json(manifests.current().scorecard),
+    )
+    http.start()
+    host = listen.rpartition(":")[0] or "127.0.0.1"
+    lookups.serve_scorecard_at(f"https://{host}:{http.port}/scorecard")
+    return http
 
 
 async def _start_console(
@@ -359,7 +393,10 @@ async def _housekeeping(
 
     def erase() -> int:
         with sessions.begin() as session:
-            return erase_expired(session, clock() - config.log_retention)
+            now = clock()
+            # Served verdicts' rows go at their data life, in the same pass.
+            erase_expired_records(session, now)
+            return erase_expired(session, now - config.log_retention)
 
     def drop() -> int:
         with sessions.begin() as session:

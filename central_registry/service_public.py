@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from central_registry import membership, transparency
 from central_registry.config import RegistryConfig
+from central_registry.fanout import FanOut
 from central_registry.keyring import RegistryKeys
 from central_registry.limits.public import ACCESS, ENROL, PublicGate, check_subject_access
 from central_registry.manifest_cache import ManifestCache
@@ -107,6 +108,7 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
         manifests: ManifestCache,
         engine: Any,
         clock: Clock,
+        fanout: FanOut,
     ) -> None:
         self._gate = PublicGate(engine, config.public, clock)
         self._access = SubjectAccess(
@@ -115,6 +117,8 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
             manifests=manifests,
             keys=keys,
             clock=clock,
+            fanout=fanout,
+            notice_deadline=config.fanout_deadline_seconds,
         )
         self._records = RecordAccess(
             engine=engine, registry_id=config.member_id, manifests=manifests, keys=keys, clock=clock
@@ -147,6 +151,30 @@ class SubjectAccessServicer(registry_pb2_grpc.SubjectAccessServiceServicer):
         """Every agency's records of the subject, each sealed to the subject's key."""
         await asyncio.to_thread(self._admit, request, context)
         return await self._records.records(request)
+
+    @handlers.unary
+    async def RequestReview(
+        self, request: registry_pb2.RequestReviewRequest, context: Context
+    ) -> registry_pb2.RequestReviewResponse:
+        """Ask for a person to review a verdict about the subject; its agencies are told."""
+        await asyncio.to_thread(self._admit, request, context)
+        return await self._access.request_review(request)
+
+    @handlers.blocking
+    def ListMyReviews(
+        self, request: registry_pb2.ListMyReviewsRequest, context: Context
+    ) -> registry_pb2.ListMyReviewsResponse:
+        """The subject's reviews, newest first, with their signed outcomes."""
+        self._admit(request, context)
+        return self._access.reviews(request)
+
+    @handlers.blocking
+    def ListMyExplanations(
+        self, request: registry_pb2.ListMyExplanationsRequest, context: Context
+    ) -> registry_pb2.ListMyExplanationsResponse:
+        """The signed explanations of credit verdicts about the subject, newest first."""
+        self._admit(request, context)
+        return self._access.explanations(request)
 
     @handlers.blocking
     def ListMyLookups(

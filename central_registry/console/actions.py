@@ -2,9 +2,11 @@
 
 Approve, suspend and reinstate call the same :mod:`central_registry.membership`
 functions as ``credence registry members``; refusing a pending enrolment drops
-it (the member may enrol again). Every attempt, done or refused, becomes an
-``admin_actions`` row and a log line naming the admin (by its token's name),
-the action and the member: never a subject.
+it (the member may enrol again). Deciding a subject's review signs its outcome
+(:func:`central_registry.reviews.decide`), here or from ``credence registry
+reviews decide``. Every attempt, done or refused, becomes an ``admin_actions``
+row and a log line naming the admin (by its token's name), the action and the
+member or review: never a subject.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from central_registry import membership
+from central_registry import membership, reviews
 from central_registry.config import RegistryConfig
 from central_registry.keyring import RegistryKeys
 from central_registry.models import AdminAction
@@ -128,6 +130,29 @@ class ConsoleActions:
         membership.set_state(
             session, member_id, state, config=config, keys=keys, scorecard=scorecard, now=now
         )
+
+    def decide_review(self, admin: str, review_id: str, outcome: str, statement: str) -> str:
+        """Decide an open review for ``admin``: the registry signs the outcome; what happened.
+
+        Raises:
+            CredenceError: the decision was refused (logged as refused, nothing changed).
+        """
+        now = self._clock()
+        action = f"review {outcome[:16]}"
+        try:
+            with self._sessions.begin() as session:
+                reviews.decide(
+                    session, review_id, outcome=outcome, statement=statement, reviewer=admin,
+                    key=self._keys.signing, now=now,
+                )  # fmt: skip
+                record(session, admin=admin, action=action, member_id="",
+                       outcome=f"ok: review {review_id}", now=now)  # fmt: skip
+        except CredenceError as exc:
+            with self._sessions.begin() as session:
+                record(session, admin=admin, action=action, member_id="",
+                       outcome=f"refused: review {review_id[:64]}: {exc}", now=now)  # fmt: skip
+            raise
+        return f"review {review_id} {outcome}: the subject sees the signed outcome"
 
     def login(self, admin: str) -> None:
         """Log that ``admin`` logged in."""

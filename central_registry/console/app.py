@@ -35,6 +35,8 @@ from central_registry.console.actions import ConsoleActions
 from central_registry.console.admin_tokens import Admin
 from central_registry.console.chart import latency_chart
 from central_registry.console.sessions import COOKIE_NAME, ConsoleSession
+from central_registry.contests import MAX_STATEMENT
+from central_registry.reviews import OUTCOMES
 from credence.clock import Clock
 from credence.errors import (
     AlreadyExists,
@@ -59,6 +61,7 @@ NAV = (
     ("/log", "Log"),
     ("/alarms", "Alarms"),
     ("/contests", "Contests"),
+    ("/reviews", "Reviews"),
 )
 #: What the members page says after each action.
 DONE = {
@@ -196,6 +199,8 @@ class Console:
             Route("/log", self._page(self._log), methods=["GET"]),
             Route("/alarms", self._page(self._alarms), methods=["GET"]),
             Route("/contests", self._page(self._contests), methods=["GET"]),
+            Route("/reviews", self._page(self._reviews), methods=["GET"]),
+            Route("/reviews/decide", self._decide_review, methods=["POST"]),
         ]
         if (metrics := metrics_app()) is not None:
             routes.append(Route("/metrics", _RawApp(metrics)))
@@ -401,7 +406,41 @@ class Console:
                             alarms=alarms)  # fmt: skip
 
     def _contests(self, request: Request, admin: Admin, session: ConsoleSession) -> Response:
+        now = self._now()
         with self._sessions() as db:
-            contests = views.open_contests(db)
+            contests, ages = views.open_contests(db, now), views.contests_by_age(db, now)
         return self._render(request, "contests.html", "Open contests", admin=admin,
-                            session=session, contests=contests)  # fmt: skip
+                            session=session, contests=contests, ages=ages)  # fmt: skip
+
+    def _reviews(self, request: Request, admin: Admin, session: ConsoleSession,
+                 *, error: str = "", status: int = 200) -> Response:  # fmt: skip
+        with self._sessions() as db:
+            queue = views.open_reviews(db)
+        done, review = request.query_params.get("done", ""), request.query_params.get("review", "")
+        message = f"Review {review} {done}: the subject sees the signed outcome" if (
+            done in OUTCOMES and review.isalnum()
+        ) else ""  # fmt: skip
+        return self._render(request, "reviews.html", "Reviews", admin=admin, session=session,
+                            status=status, reviews=queue, message=message, error=error,
+                            max_statement=MAX_STATEMENT)  # fmt: skip
+
+    async def _decide_review(self, request: Request) -> Response:
+        try:
+            form = await _form(request)
+            admin, session = await run_in_threadpool(self._admin, request)
+            sessions.check_csrf(self._key, session, form.get("csrf"))
+        except CredenceError as exc:
+            _log.warning("console: review decision refused: %s", exc)
+            return Response(str(exc), status_code=http_status(exc), media_type="text/plain")
+        review_id, outcome = form.get("review_id", ""), form.get("outcome", "")
+        try:
+            await run_in_threadpool(
+                self._sources.actions.decide_review, admin.name, review_id, outcome,
+                form.get("statement", ""),
+            )  # fmt: skip
+        except CredenceError as exc:
+            return await run_in_threadpool(
+                self._reviews, request, admin, session, error=str(exc), status=http_status(exc)
+            )
+        query = urlencode({"done": outcome, "review": review_id})
+        return RedirectResponse(f"/reviews?{query}", status_code=HTTPStatus.SEE_OTHER)

@@ -3,7 +3,8 @@
 Plain functions over a :class:`~sqlalchemy.orm.Session` returning small frozen
 records the templates render. Nothing here reads or returns a subject
 reference, an identifier, a grant id or a query id: members and agencies by
-their own ids, contests by agency and age, alarms by kind and count.
+their own ids, contests by agency, age and due date, alarms by kind and count;
+reviews by their ids, age and the subject's statement (what a person reviews).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from central_registry import contests, reviews
 from central_registry.agency_stats import AgencyStats, AgencySummary
 from central_registry.models import AdminAction, Alarm, Contest, Member, TreeHead
 from central_registry.store import member_rows
 from central_registry.transparency import log_size
+from credence.contest_clock import ContestAges, age_bucket, contest_ages, is_overdue
 from credence.errors import CredenceError
 from credence.manifest import TrustedManifest
 from credence.pki import load_certificate_pem
@@ -148,24 +151,73 @@ def alarms(session: Session) -> Sequence[Alarm]:
 
 @dataclass(frozen=True)
 class ContestRow:
-    """An open contest: which agency, which kind of record, filed when (never whose)."""
+    """An open contest: which agency, which kind of record, filed and due when (never whose)."""
 
     agency: str
     record_kind: str
     filed_at: datetime
+    #: filed_at + the manifest's contest deadline; None for contests older than the clock.
+    due_at: datetime | None
+    #: Its age bucket (:data:`credence.contest_clock.AGE_BUCKETS`).
+    age: str
+    #: Open past due_at: the agency's contested records do not count in verdicts.
+    overdue: bool
 
 
-def open_contests(session: Session) -> list[ContestRow]:
-    """Open contests, oldest first."""
+def open_contests(session: Session, now: datetime) -> list[ContestRow]:
+    """Open contests, oldest first, with their age and whether overdue at ``now``."""
     rows = session.execute(
-        select(Contest.agency, Contest.record_kind, Contest.filed_at)
+        select(Contest.agency, Contest.record_kind, Contest.filed_at, Contest.due_at)
         .where(Contest.state == "open")
         .order_by(Contest.filed_at)
         .limit(PAGE_ROWS)
     )
-    return [ContestRow(agency, kind, filed_at) for agency, kind, filed_at in rows]
+    return [
+        ContestRow(
+            agency,
+            kind,
+            filed_at,
+            due_at,
+            age_bucket(now - filed_at),
+            is_overdue(due_at, open_=True, now=now),
+        )
+        for agency, kind, filed_at, due_at in rows
+    ]
+
+
+def contests_by_age(session: Session, now: datetime) -> ContestAges:
+    """Every open contest counted by age bucket, and how many are overdue, at ``now``."""
+    return contest_ages(contests.open_clocks(session), now)
 
 
 def admin_actions(session: Session, limit: int = 50) -> Sequence[AdminAction]:
     """The newest admin actions."""
     return session.scalars(select(AdminAction).order_by(AdminAction.id.desc()).limit(limit)).all()
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    """An open review as the queue shows it: ids, age, agencies told, the subject's statement.
+
+    The statement is what the operator is asked to read; the subject is not named.
+    """
+
+    review_id: str
+    verdict_id: str
+    requested_at: datetime
+    agencies: tuple[str, ...]
+    statement: str
+
+
+def open_reviews(session: Session) -> list[ReviewRow]:
+    """Open reviews, oldest first."""
+    return [
+        ReviewRow(
+            row.review_id,
+            row.verdict_id,
+            row.requested_at,
+            tuple(a for a in row.agencies.split(",") if a),
+            row.statement,
+        )
+        for row in reviews.open_reviews(session, PAGE_ROWS)
+    ]

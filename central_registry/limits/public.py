@@ -174,7 +174,9 @@ class PublicGate:
 
 
 #: Field limits of subject access requests (a proof is a short compact JWS).
-_SUBJECT_FIELDS = {"subject_proof": 4096, "grant_id": 64, "agency": 64, "record_kind": 32}
+_SUBJECT_FIELDS = {
+    "subject_proof": 4096, "grant_id": 64, "agency": 64, "record_kind": 32, "verdict_id": 64,
+}  # fmt: skip
 
 
 def check_subject_access(request: Message) -> None:

@@ -6,6 +6,9 @@
     credence me contest  --key K --binding B --agency A --statement TEXT [--kind K]
     credence me contests --key K --binding B [--json]
     credence me records  --key K --binding B [--json]
+    credence me review   --key K --binding B VERDICT_ID --statement TEXT
+    credence me reviews  --key K --binding B [--json]
+    credence me explanations --key K --binding B [--json]
     credence me portal   --key K --binding B [--port N]
 
 ``--key`` is the subject's personal key; ``--binding`` the binding an
@@ -15,6 +18,11 @@ no identifier is ever sent). The federation file says where the registry is.
 (:mod:`credence.client.receipts`). ``records`` asks every agency which of
 your records it holds; each answer is sealed to a key made for that request,
 so only this command can read it (:mod:`credence.client.subject_records`).
+``explanations`` shows, in plain words, how each credit verdict about you was
+reached (signed by the registry, checked here; :mod:`credence.explanations`).
+``review`` asks for a person to look at a verdict about you (its id is in
+``lookups``); the registry's operator decides and ``reviews`` shows the
+outcome the registry signed, checked here.
 ``portal`` serves the same on a web page on 127.0.0.1 (:mod:`credence.portal`).
 """
 
@@ -35,8 +43,9 @@ from credence.cli.command import Handler, command, subcommands
 from credence.cli.federation import Federation, add_federation_option
 from credence.cli.options import read_binding
 from credence.client.receipts import save_receipts
-from credence.client.subject import SubjectClient
+from credence.client.subject import ReviewView, SubjectClient
 from credence.client.subject_records import AgencyAnswer, fetch_records
+from credence.explanations import describe
 from credence.keys import load_signing_key
 from credence.transparency.log_audit import log_client
 from credence.transparency.tile_reader import TileReader
@@ -47,6 +56,7 @@ EXAMPLES = """examples:
   credence me lookups --key me.key --binding me.binding.jwt
   credence me revoke --key me.key --binding me.binding.jwt 4f1c...
   credence me records --key me.key --binding me.binding.jwt
+  credence me review --key me.key --binding me.binding.jwt 9d2e... --statement "paid in full"
   credence me portal --key me.key --binding me.binding.jwt
   credence me contest --key me.key --binding me.binding.jwt --agency court \\
       --statement "This judgment was paid in full in March."
@@ -101,8 +111,23 @@ def register(parser: argparse.ArgumentParser) -> None:
         "credence me contests --key me.key --binding me.binding.jwt", _contests,
     )  # fmt: skip
     subject_command(
+        "explanations", "how each credit verdict about you was reached, in plain words",
+        "credence me explanations --key me.key --binding me.binding.jwt", _explanations,
+    )  # fmt: skip
+    subject_command(
         "records", "the records every agency holds about you, sealed to you alone",
         "credence me records --key me.key --binding me.binding.jwt", _records,
+    )  # fmt: skip
+    review = subject_command(
+        "review", "ask for a person to review a verdict about you",
+        "credence me review --key me.key --binding me.binding.jwt VERDICT_ID "
+        "--statement 'the debt was paid'", _review, machine=False,
+    )  # fmt: skip
+    review.add_argument("verdict_id", help="the verdict's id, as `credence me lookups` shows it")
+    review.add_argument("--statement", required=True, help="what a person should look at")
+    subject_command(
+        "reviews", "your requests for review and their outcomes",
+        "credence me reviews --key me.key --binding me.binding.jwt", _reviews,
     )  # fmt: skip
     portal = subject_command(
         "portal", "a web page of your own on this computer: lookups, grants, records, disputes",
@@ -123,6 +148,7 @@ def _client(args: argparse.Namespace) -> SubjectClient:
         subject_key=load_signing_key(args.key),
         subject_ref_hex=subject,
         registry_id=federation.registry.get("member_id", "registry"),
+        manifest=lambda: federation.manifest(datetime.now(UTC)),
     )
 
 
@@ -176,10 +202,18 @@ def _when(stamp: str) -> str:
 def _contest_block(row: dict[str, Any]) -> list[str]:
     kind = words(row["record_kind"]) + " records" if row.get("record_kind") else "all records"
     resolved = f", resolved {_when(row['resolved_at'])}" if row.get("resolved_at") else ""
-    return [
+    block = [
         f"contest {row.get('contest_id', '?')} at {row.get('agency', '?')} ({kind})",
         f"{words(row.get('state', ''))}; filed {_when(row.get('filed_at', ''))}{resolved}",
     ]
+    due = _when(row.get("due_at", ""))
+    if row.get("overdue"):
+        block.append(
+            f"OVERDUE: the agency had until {due}; until it answers, the record does not count"
+        )
+    elif row.get("state") == "open" and row.get("due_at"):
+        block.append(f"the agency must answer by {due}")
+    return block
 
 
 def _lookup_block(row: dict[str, Any]) -> list[str]:
@@ -187,6 +221,7 @@ def _lookup_block(row: dict[str, Any]) -> list[str]:
         f"{_when(row.get('at', ''))}  {row.get('requester', '?')}",
         f"{words(row.get('purpose', ''))}: {_listing(row.get('kinds', []))}",
         f"{row.get('outcome', '?')}; basis: {row.get('basis', '?')}",
+        *([f"verdict {row['verdict_id']}"] if row.get("verdict_id") else []),
     ]
 
 
@@ -296,6 +331,19 @@ def _contests(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explanations(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        explanations = client.explanations()
+    if args.json:
+        _emit_json(_rows(explanations))
+    else:
+        _print_blocks(
+            [describe(explanation) for explanation in explanations],
+            "no credit verdict about you has been served (or all have expired)",
+        )
+    return 0
+
+
 def _day(stamp: str) -> str:
     """``2026-03-01T00:00:00Z`` -> ``2026-03-01``."""
     return stamp[:10] if stamp else "?"
@@ -313,6 +361,11 @@ def _held_line(row: dict[str, Any]) -> str:
         parts.append(f"{row['days_overdue']} days overdue")
     if row.get("disputed"):
         parts.append("disputed")
+    if row.get("contest_due_at"):
+        parts.append(
+            f"contested: the agency must answer by {_when(row['contest_due_at'])}; "
+            "after that, until it answers, the record does not count"
+        )
     return "; ".join(parts)
 
 
@@ -352,6 +405,55 @@ def _records(args: argparse.Namespace) -> int:
         _print_blocks([_records_block(row) for row in rows], "the federation has no agencies")
     # Every agency was asked: one that could not be read leaves the answer incomplete.
     return 1 if any("problem" in row for row in rows) else 0
+
+
+def _told(agencies: list[str]) -> str:
+    return ", ".join(agencies) if agencies else "none yet (the registry keeps trying)"
+
+
+def _review(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        review = client.request_review(args.verdict_id, args.statement)
+    print(
+        f"review {review.review_id} of verdict {review.verdict_id} asked for (log entry "
+        f"{review.log_index}); agencies told: {_told(list(review.agencies))}"
+    )
+    return 0
+
+
+def _review_row(view: ReviewView) -> dict[str, Any]:
+    row = _rows([view.record])[0]
+    row.pop("outcome", None)
+    if view.outcome is not None:
+        row["outcome"] = _rows([view.outcome])[0]
+    return row
+
+
+def _review_block(row: dict[str, Any]) -> list[str]:
+    block = [f"review {row.get('review_id', '?')} of verdict {row.get('verdict_id', '?')}"]
+    outcome = row.get("outcome")
+    if outcome is None:
+        block.append(
+            f"open since {_when(row.get('requested_at', ''))}, agencies told: "
+            f"{_told(row.get('agencies', []))}"
+        )
+    else:
+        block.append(
+            f"{outcome.get('outcome', '?')} on {_when(outcome.get('decided_at', ''))} by "
+            f"{outcome.get('reviewer', '?')}: {outcome.get('statement', '')}"
+        )
+    block.append(f"you said: {row.get('statement', '')}")
+    return block
+
+
+def _reviews(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = [_review_row(view) for view in client.reviews()]
+    if args.json:
+        _emit_json(rows)
+    else:
+        _print_blocks([_review_block(row) for row in rows], "you have asked for no review")
+    return 0
 
 
 def _portal(args: argparse.Namespace) -> int:

@@ -29,8 +29,11 @@ SUBJECT_ACCESS_TYP = "subject-access+jwt"
 MAX_PROOF_LIFETIME = timedelta(minutes=5)
 MAX_PROOF_SIZE = 4096
 ACTIONS = frozenset(
-    {"list-lookups", "list-grants", "revoke-grant", "contest", "list-contests", "list-records"}
-)
+    {
+        "list-lookups", "list-grants", "revoke-grant", "contest", "list-contests", "list-records",
+        "request-review", "list-reviews", "list-explanations",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
