@@ -149,20 +149,37 @@ def _manifest(federation: Federation, args: argparse.Namespace, now: datetime) -
     return manifest
 
 
-def _check(args: argparse.Namespace) -> int:
+def _inputs(args: argparse.Namespace) -> tuple[str, str, datetime, TrustedManifest]:
+    """The requester the verdict must name, the verdict file's text, now, the manifest held."""
     federation = Federation(args.federation)
     requester = args.requester or federation.member(args.role)["member_id"]
     text = read_text(args.file, "verdict file")
     now = datetime.now(UTC)
-    manifest = _manifest(federation, args, now)
+    return requester, text, now, _manifest(federation, args, now)
+
+
+def _verified(
+    text: str, manifest: TrustedManifest, now: datetime, requester: str
+) -> tuple[Verdict, dict[str, Any]]:
+    """The verdict file checked under ``manifest`` (:func:`credence.verdicts.verify_verdict_file`).
+
+    Raises:
+        VerificationError: as :func:`credence.verdicts.verify_verdict_file`.
+        InvalidInput: as :func:`credence.verdicts.verify_verdict_file`.
+    """
+    return verify_verdict_file(
+        text,
+        registry_keys=manifest.registry_keys,
+        now=now,
+        requester=requester,
+        issuer=manifest.registry.member_id,
+    )
+
+
+def _check(args: argparse.Namespace) -> int:
+    requester, text, now, manifest = _inputs(args)
     try:
-        verdict, claims = verify_verdict_file(
-            text,
-            registry_keys=manifest.registry_keys,
-            now=now,
-            requester=requester,
-            issuer=manifest.registry.member_id,
-        )
+        verdict, claims = _verified(text, manifest, now, requester)
         readd_verdict(verdict, manifest)
         logged = _logged(args, verdict, manifest, now)
     except (VerificationError, InvalidInput) as exc:
@@ -205,20 +222,10 @@ def _refused(args: argparse.Namespace, exc: Exception) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    federation = Federation(args.federation)
-    requester = args.requester or federation.member(args.role)["member_id"]
-    text = read_text(args.file, "verdict file")
     signed = read_text(args.explanation, "explanation file")
-    now = datetime.now(UTC)
-    manifest = _manifest(federation, args, now)
+    requester, text, now, manifest = _inputs(args)
     try:
-        verdict, _ = verify_verdict_file(
-            text,
-            registry_keys=manifest.registry_keys,
-            now=now,
-            requester=requester,
-            issuer=manifest.registry.member_id,
-        )
+        verdict, _ = _verified(text, manifest, now, requester)
         envelope, _ = read_verdict_file(text)
         explanation = verify_explanation(Envelope.from_json(signed), verdict, envelope, manifest)
     except (VerificationError, InvalidInput) as exc:
