@@ -5,11 +5,9 @@ person should look at. The registry keeps the review open, appends a row to
 its transparency log (ids only, :func:`central_registry.log.rows.review_row`),
 and tells every agency whose answer the verdict was built from with a
 :class:`~credence.v1.agency_pb2.ReviewNotice` it signs, one per agency (the
-audience), over the fan-out's mTLS channels. A node that cannot be reached
-does not fail the request: ``Review.agencies`` lists the agencies told so
-far, and :func:`retry_notices_periodically` tells the others later, while the
-review is open and its verdict's row is kept. An operator decides (upheld or
-corrected, with a statement): the registry signs a
+audience), over the fan-out's mTLS channels; one it cannot reach is told
+later (:mod:`central_registry.review_notices`). An operator decides (upheld
+or corrected, with a statement): the registry signs a
 :class:`~credence.v1.registry_pb2.ReviewOutcome` the subject reads.
 
 Functions taking a ``Session`` run in the caller's transaction.
@@ -17,47 +15,39 @@ Functions taking a ``Session`` run in the caller's transaction.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
-import grpc
-import grpc.aio
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from central_registry.contests import MAX_STATEMENT
-from central_registry.fanout import AgencyTarget, FanOut
 from central_registry.log.entries import append_entries
 from central_registry.log.rows import review_row
 from central_registry.models import Review, VerdictRecord
 from central_registry.transparency import lock_log
 from credence import payloads
-from credence.clock import Clock
 from credence.envelope import Envelope, sign
 from credence.errors import (
-    CredenceError,
     FailedPrecondition,
     InvalidInput,
     NotFound,
     ResourceExhausted,
 )
 from credence.keys import SigningKey
-from credence.manifest import TrustedManifest
-from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2, registry_pb2
+from credence.v1 import common_pb2, registry_pb2
 
 __all__ = [
     "MAX_LISTED",
     "MAX_OPEN_PER_SUBJECT",
     "OUTCOMES",
     "decide",
-    "notify",
     "open_review",
     "open_reviews",
     "review_record",
     "reviews_for",
+    "split_agencies",
 ]
 
 _log = logging.getLogger(__name__)
@@ -68,13 +58,6 @@ OUTCOMES = ("upheld", "corrected")
 MAX_OPEN_PER_SUBJECT = 20
 #: Reviews ListMyReviews returns at most (the newest).
 MAX_LISTED = 200
-#: Open reviews one retry pass looks at (the oldest).
-RETRY_BATCH = 100
-#: A review is retried by the background pass only this long after it was asked
-#: for, so the pass does not race the request's own notices.
-RETRY_AFTER = timedelta(seconds=30)
-#: Seconds between two passes telling agencies a review's request could not reach.
-RETRY_SECONDS = 30.0
 
 
 def check_statement(text: str, *, what: str = "a review") -> str:
@@ -91,7 +74,8 @@ def check_statement(text: str, *, what: str = "a review") -> str:
     return trimmed
 
 
-def _split(column: str) -> list[str]:
+def split_agencies(column: str) -> list[str]:
+    """The member ids of a comma-joined column (``answered``, ``agencies``)."""
     return [part for part in column.split(",") if part]
 
 
@@ -166,167 +150,6 @@ def open_review(
     return review
 
 
-def signed_notice(review: Review, agency: str, key: SigningKey) -> Envelope:
-    """The registry-signed notice of ``review`` for ``agency`` alone."""
-    notice = agency_pb2.ReviewNotice(
-        review_id=review.review_id,
-        verdict_id=review.verdict_id,
-        query_id=review.query_id,
-        subject=common_pb2.SubjectRef(type=review.subject_type, ref=review.subject_ref),  # type: ignore[arg-type]
-        statement=review.statement,
-        agency=agency,
-    )
-    notice.requested_at.FromDatetime(review.requested_at)
-    return sign(payloads.REVIEW_NOTICE, notice.SerializeToString(), [key])
-
-
-def untold(session: Session, review: Review) -> list[str]:
-    """The agencies the verdict was built from that have not been told of ``review``."""
-    verdict = session.get(VerdictRecord, review.verdict_id)
-    if verdict is None:
-        return []  # erased with its lookup's data: nobody left to tell about
-    told = set(_split(review.agencies))
-    return [agency for agency in _split(verdict.answered) if agency not in told]
-
-
-def mark_told(session: Session, review_id: str, agencies: Sequence[str]) -> Review:
-    """Add ``agencies`` to those told of the review; the review.
-
-    Raises:
-        NotFound: no such review.
-    """
-    review = session.get(Review, review_id, with_for_update=True)
-    if review is None:
-        raise NotFound(f"no review {review_id}")
-    told = _split(review.agencies)
-    review.agencies = ",".join([*told, *(a for a in sorted(agencies) if a not in told)])
-    return review
-
-
-async def notify(
-    fanout: FanOut,
-    manifest: TrustedManifest,
-    notices: dict[str, Envelope],
-    *,
-    deadline: float,
-) -> list[str]:
-    """Send each agency its signed notice in parallel; the agencies that took it.
-
-    An agency that is not active, cannot be reached or refuses is left out
-    (and logged): it is told on a later pass.
-    """
-
-    async def tell(agency: str, notice: Envelope) -> str | None:
-        try:
-            member = manifest.active_member(agency)
-            target = AgencyTarget(agency, member.endpoint, manifest.member_keys(agency))
-            stub = agency_pb2_grpc.AgencyNodeServiceStub(fanout.channel(target))
-            await stub.NotifyReview(
-                agency_pb2.NotifyReviewRequest(notice=notice.to_proto()), timeout=deadline
-            )
-        except grpc.aio.AioRpcError as exc:
-            _log.warning("review notice not taken by %s (%s): will retry", agency, exc.code().name)
-            return None
-        except CredenceError as exc:
-            _log.warning("review notice for %s not sent (%s): will retry", agency, exc)
-            return None
-        return agency
-
-    told = await asyncio.gather(*(tell(agency, notice) for agency, notice in notices.items()))
-    return [agency for agency in told if agency is not None]
-
-
-async def tell_agencies(
-    review_id: str,
-    *,
-    sessions: sessionmaker[Session],
-    fanout: FanOut,
-    manifest: TrustedManifest,
-    key: SigningKey,
-    deadline: float,
-) -> Review:
-    """Notify the agencies not yet told of a review; the review as then stored.
-
-    Raises:
-        NotFound: no such review.
-    """
-
-    def notices() -> dict[str, Envelope]:
-        with sessions() as session:
-            review = session.get(Review, review_id)
-            if review is None:
-                raise NotFound(f"no review {review_id}")
-            return {
-                agency: signed_notice(review, agency, key) for agency in untold(session, review)
-            }
-
-    pending = await asyncio.to_thread(notices)
-    told = await notify(fanout, manifest, pending, deadline=deadline) if pending else []
-
-    def keep() -> Review:
-        with sessions.begin() as session:
-            return mark_told(session, review_id, told)
-
-    return await asyncio.to_thread(keep)
-
-
-def open_with_untold(session: Session, now: datetime) -> list[str]:
-    """Open reviews (the oldest, at most :data:`RETRY_BATCH`) some agency was not told of."""
-    rows = session.scalars(
-        select(Review)
-        .where(Review.state == "open", Review.requested_at <= now - RETRY_AFTER)
-        .order_by(Review.requested_at)
-        .limit(RETRY_BATCH)
-    )
-    return [review.review_id for review in rows if untold(session, review)]
-
-
-async def retry_notices(
-    *,
-    sessions: sessionmaker[Session],
-    fanout: FanOut,
-    manifest: TrustedManifest,
-    key: SigningKey,
-    deadline: float,
-    now: datetime,
-) -> int:
-    """One pass: tell the agencies open reviews could not reach; how many reviews it retried."""
-
-    def pending() -> list[str]:
-        with sessions() as session:
-            return open_with_untold(session, now)
-
-    retried = await asyncio.to_thread(pending)
-    for review_id in retried:
-        await tell_agencies(
-            review_id, sessions=sessions, fanout=fanout, manifest=manifest, key=key,
-            deadline=deadline,
-        )  # fmt: skip
-    return len(retried)
-
-
-async def retry_notices_periodically(
-    *,
-    sessions: sessionmaker[Session],
-    fanout: FanOut,
-    manifest: Callable[[], TrustedManifest],
-    key: SigningKey,
-    deadline: float,
-    clock: Clock,
-    interval: float = RETRY_SECONDS,
-) -> None:
-    """Every ``interval`` seconds, :func:`retry_notices` with the current manifest."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await retry_notices(
-                sessions=sessions, fanout=fanout, manifest=manifest(), key=key,
-                deadline=deadline, now=clock(),
-            )  # fmt: skip
-        except Exception:
-            _log.exception("retrying review notices failed; will retry")
-
-
 def decide(
     session: Session,
     review_id: str,
@@ -383,7 +206,7 @@ def review_record(review: Review) -> registry_pb2.ReviewRecord:
         query_id=review.query_id,
         statement=review.statement,
         state=review.state,
-        agencies=_split(review.agencies),
+        agencies=split_agencies(review.agencies),
         log_index=review.log_index or 0,
     )
     record.requested_at.FromDatetime(review.requested_at)

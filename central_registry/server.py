@@ -44,7 +44,7 @@ from central_registry.log.entries import erase_expired
 from central_registry.lookups import Lookups
 from central_registry.manifest_cache import ManifestCache
 from central_registry.metrics import CountedLookups, agency_observer, watch_log
-from central_registry.reviews import retry_notices_periodically
+from central_registry.review_notices import retry_notices_periodically
 from central_registry.service_members import RegistryServicer
 from central_registry.service_public import (
     EnrolmentServicer,

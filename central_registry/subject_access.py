@@ -18,7 +18,7 @@ import asyncio
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from central_registry import contests, grants, reviews
+from central_registry import contests, grants, review_notices, reviews
 from central_registry.fanout import FanOut
 from central_registry.keyring import RegistryKeys
 from central_registry.log.entries import entries_for_subject
@@ -219,7 +219,7 @@ class SubjectAccess:
         """Open a human review of a verdict about the subject, logged; tell its agencies.
 
         An agency that cannot be reached now is told on a later pass
-        (:func:`central_registry.reviews.retry_notices_periodically`).
+        (:func:`central_registry.review_notices.retry_notices_periodically`).
 
         Raises:
             VerificationError: the proof is not the subject's, or not for this action.
@@ -247,7 +247,7 @@ class SubjectAccess:
                 return review.review_id
 
         review_id = await asyncio.to_thread(keep)
-        review = await reviews.tell_agencies(
+        review = await review_notices.tell_agencies(
             review_id, sessions=self._sessions, fanout=self._fanout,
             manifest=self._manifests.current(), key=self._keys.signing,
             deadline=self._notice_deadline,

@@ -38,7 +38,7 @@ from support.registry import init_registry, run
 from agency_node import database as node_database
 from agency_node.models import ReviewNotice
 from central_registry import config as registry_config
-from central_registry import reviews
+from central_registry import review_notices
 from central_registry.keyring import load_keys
 from central_registry.models import AdminAction, LogEntry, Review, VerdictRecord
 from central_registry.server import RegistryThread
@@ -557,7 +557,7 @@ def test_an_agency_not_reached_does_not_fail_the_request_and_is_told_on_a_later_
 
     def retry(at: datetime) -> int:
         return fed.registry.run(
-            reviews.retry_notices(
+            review_notices.retry_notices(
                 sessions=sessions,
                 fanout=running.fanout,
                 manifest=running.manifests.current(),
@@ -568,7 +568,7 @@ def test_an_agency_not_reached_does_not_fail_the_request_and_is_told_on_a_later_
         )
 
     assert retry(datetime.now(UTC)) == 0  # the request's own attempt is not raced
-    assert retry(datetime.now(UTC) + reviews.RETRY_AFTER) == 1
+    assert retry(datetime.now(UTC) + review_notices.RETRY_AFTER) == 1
     assert [n.review_id for n in _notices(fed, BANK.name) if n.query_id == query_id] == [
         review.review_id
     ]
@@ -576,5 +576,5 @@ def test_an_agency_not_reached_does_not_fail_the_request_and_is_told_on_a_later_
         (view,) = [v for v in client.reviews() if v.record.review_id == review.review_id]
     assert list(view.record.agencies) == [COURT.name, BANK.name]
     # Everyone told: the next pass retries nothing, and the court kept its notice once.
-    assert retry(datetime.now(UTC) + reviews.RETRY_AFTER) == 0
+    assert retry(datetime.now(UTC) + review_notices.RETRY_AFTER) == 0
     assert len([n for n in _notices(fed, COURT.name) if n.query_id == query_id]) == 1

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from support.fixtures import Schema
 
-from central_registry import database, reviews
+from central_registry import database, review_notices, reviews
 from central_registry.contests import MAX_STATEMENT
 from central_registry.log.entries import entries_for_subject
 from central_registry.models import LogEntry, Review, VerdictRecord
@@ -84,7 +84,7 @@ def test_a_review_is_kept_open_and_logged_under_the_subject_with_ids_only(
         assert entry.reason == "review of verdict v1"
         assert entry.basis == "human review"
         assert "paid" not in " ".join(str(v) for v in vars(entry).values())
-        assert reviews.untold(session, review) == ["court-1", "bank-1"]
+        assert review_notices.untold(session, review) == ["court-1", "bank-1"]
         record = reviews.review_record(review)
     assert (record.state, record.verdict_id, record.log_index) == ("open", "v1", 0)
     assert not record.HasField("outcome")
@@ -211,28 +211,30 @@ def test_notices_are_one_per_agency_and_the_told_ones_are_not_told_again(
     with sessions.begin() as session:
         review = _ask(session, "v1", statement="look again")
     notice = verify_message(
-        reviews.signed_notice(review, "court-1", key), payloads.REVIEW_NOTICE,
+        review_notices.signed_notice(review, "court-1", key), payloads.REVIEW_NOTICE,
         KeySet([key.public]), agency_pb2.ReviewNotice,
     )  # fmt: skip
     assert (notice.agency, notice.review_id, notice.query_id, notice.statement) == (
         "court-1", review.review_id, "q-v1", "look again",
     )  # fmt: skip
     with sessions.begin() as session:
-        reviews.mark_told(session, review.review_id, ["court-1"])
+        review_notices.mark_told(session, review.review_id, ["court-1"])
     with sessions() as session:
         stored = session.get(Review, review.review_id)
         assert stored is not None
-        assert reviews.untold(session, stored) == ["bank-1"]
+        assert review_notices.untold(session, stored) == ["bank-1"]
         # Only reviews older than the request's own attempt are retried.
-        assert reviews.open_with_untold(session, NOW) == []
-        assert reviews.open_with_untold(session, NOW + reviews.RETRY_AFTER) == [review.review_id]
+        assert review_notices.open_with_untold(session, NOW) == []
+        assert review_notices.open_with_untold(session, NOW + review_notices.RETRY_AFTER) == [
+            review.review_id
+        ]
     with sessions.begin() as session:
-        reviews.mark_told(session, review.review_id, ["bank-1", "court-1"])
+        review_notices.mark_told(session, review.review_id, ["bank-1", "court-1"])
     with sessions() as session:
         stored = session.get(Review, review.review_id)
         assert stored is not None
         assert stored.agencies == "court-1,bank-1"
-        assert reviews.open_with_untold(session, NOW + timedelta(days=1)) == []
+        assert review_notices.open_with_untold(session, NOW + timedelta(days=1)) == []
 
 
 def test_open_reviews_are_counted_by_age_and_queued_oldest_first(
