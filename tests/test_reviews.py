@@ -20,18 +20,16 @@ from __future__ import annotations
 import csv
 import json
 import re
-import ssl
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from sqlalchemy import func, select
+from support.console import admin_console, csrf_of
 from support.inprocess import FANOUT_DEADLINE_SECONDS, InProcessFederation
 from support.registry import init_registry, run
 
@@ -166,27 +164,6 @@ def _notices(fed: InProcessFederation, agency: str) -> list[ReviewNotice]:
         engine.dispose()
 
 
-@contextmanager
-def _console(fed: InProcessFederation) -> Iterator[httpx.Client]:
-    """Admin alice's session on the console, over HTTPS."""
-    context = ssl.create_default_context(cadata=fed.ca_pem.decode())
-    with httpx.Client(
-        base_url=f"https://127.0.0.1:{fed.registry.console_port}", verify=context, timeout=30
-    ) as client:
-        token = (fed.root / TOKEN_FILE).read_text()
-        logged_in = client.post(
-            "/login", data={"csrf": _csrf(client.get("/login").text), "token": token}
-        )
-        assert logged_in.status_code == 303, logged_in.text
-        yield client
-
-
-def _csrf(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found, page[:400]
-    return found.group(1)
-
-
 def test_a_subject_asks_for_review_the_agencies_and_operator_see_it_and_the_outcome_comes_back(
     fed: InProcessFederation, people: list[Person], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -227,14 +204,14 @@ def test_a_subject_asks_for_review_the_agencies_and_operator_see_it_and_the_outc
     assert queued["verdict_id"] == verdict.verdict_id
     assert queued["agencies_told"] == [BANK.name, COURT.name]
     assert queued["statement"] == statement
-    with _console(fed) as console:
+    with admin_console(fed, (fed.root / TOKEN_FILE).read_text()) as console:
         page = console.get("/reviews")
         assert page.status_code == 200
         assert review_id in page.text
         assert statement in page.text
         assert person.ref not in page.text  # the queue names no subject
         decided = console.post("/reviews/decide", data={
-            "csrf": _csrf(page.text), "review_id": review_id, "outcome": "corrected",
+            "csrf": csrf_of(page.text), "review_id": review_id, "outcome": "corrected",
             "statement": "The bank's record was out of date; it is corrected.",
         })  # fmt: skip
         assert decided.status_code == 303
@@ -243,7 +220,7 @@ def test_a_subject_asks_for_review_the_agencies_and_operator_see_it_and_the_outc
         assert f'id="review-{review_id}"' not in after.text
         # A second decision, from the console: refused, and says why.
         again = console.post("/reviews/decide", data={
-            "csrf": _csrf(after.text), "review_id": review_id, "outcome": "upheld",
+            "csrf": csrf_of(after.text), "review_id": review_id, "outcome": "upheld",
             "statement": "no",
         })  # fmt: skip
         assert again.status_code == 409
@@ -578,3 +555,42 @@ def test_an_agency_not_reached_does_not_fail_the_request_and_is_told_on_a_later_
     # Everyone told: the next pass retries nothing, and the court kept its notice once.
     assert retry(datetime.now(UTC) + review_notices.RETRY_AFTER) == 0
     assert len([n for n in _notices(fed, COURT.name) if n.query_id == query_id]) == 1
+
+
+def test_the_console_decides_nothing_without_an_admin_session_and_its_csrf_token(
+    fed: InProcessFederation, people: list[Person]
+) -> None:
+    person = people[1]
+    sessions = session_factory(fed.registry.running.engine)
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        session.add(VerdictRecord(
+            verdict_id="6" * 32, query_id="5" * 32, subject_type=1,
+            subject_ref=bytes.fromhex(person.ref), requester=LENDER, answered=COURT.name,
+            issued_at=now, expires_at=now + timedelta(days=1),
+        ))  # fmt: skip
+    with _client(fed, person) as client:
+        review = client.request_review("6" * 32, "Console test.")
+    decision = {"review_id": review.review_id, "outcome": "corrected", "statement": "forged"}
+
+    with admin_console(fed, None) as anonymous:
+        assert anonymous.get("/reviews").headers["location"] == "/login"
+        # A pre-login session's CSRF token is no admin's.
+        csrf = csrf_of(anonymous.get("/login").text)
+        refused = anonymous.post("/reviews/decide", data={**decision, "csrf": csrf})
+        assert refused.status_code == 401
+    with admin_console(fed, (fed.root / TOKEN_FILE).read_text()) as console:
+        for form in ({**decision}, {**decision, "csrf": "x" * 43}):
+            refused = console.post("/reviews/decide", data=form)
+            assert refused.status_code == 401
+            assert "did not come from your console session" in refused.text
+        page = console.get("/reviews")
+        wrong = console.post("/reviews/decide", data={**decision, "outcome": "removed",
+                                                       "csrf": csrf_of(page.text)})  # fmt: skip
+        assert wrong.status_code == 400
+        assert "outcome must be one of upheld, corrected" in wrong.text
+        assert f'id="review-{review.review_id}"' in wrong.text  # still queued
+    with sessions() as session:
+        stored = session.get(Review, review.review_id)
+        assert stored is not None
+        assert (stored.state, stored.outcome, stored.reviewer) == ("open", None, "")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 from central_registry.server import RegistryThread
 from credence.client import enrol as client_enrol
@@ -56,3 +60,24 @@ def console_federation(root: Path) -> Iterator[InProcessFederation]:
         yield federation
     finally:
         federation.stop()
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token of a console page's forms."""
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, page[:400]
+    return found.group(1)
+
+
+@contextmanager
+def admin_console(fed: InProcessFederation, token: str | None) -> Iterator[httpx.Client]:
+    """An HTTPS client of the registry's console, logged in with ``token`` (None: anonymous)."""
+    context = ssl.create_default_context(cadata=fed.ca_pem.decode())
+    with httpx.Client(
+        base_url=f"https://127.0.0.1:{fed.registry.console_port}", verify=context, timeout=30
+    ) as client:
+        if token is not None:
+            login = client.post("/login", data={"csrf": csrf_of(client.get("/login").text),
+                                                 "token": token})  # fmt: skip
+            assert login.status_code == 303, login.text
+        yield client
