@@ -31,6 +31,7 @@ LONG_RUNNING = {"node serve", "registry serve", "dev up", "me portal"}
 REPORTS = {
     "node audit": "cannot reach the registry",  # the registry's log is down
     "verdict check": "verdict file type is None",  # offline: the file is no verdict
+    "verdict explain": "verdict file type is None",  # offline: the verdict file is no verdict
 }
 #: Commands that work on local files alone: they still succeed (exit 0).
 LOCAL = {
@@ -123,9 +124,11 @@ def arguments(name: str, context: dict[str, Any], tmp_path: Path) -> list[str]:
         "me contest": [*me, "--agency", "court", "--statement", "paid in full"],
         "me contests": me,
         "me records": me,
+        "me explanations": me,
         "verify": ["reg:CN:ORG000001"],
         "screen": [str(files / "in.csv"), "--out", str(tmp_path / "out.csv")],
         "verdict check": [str(files / "verdict.json")],
+        "verdict explain": [str(files / "verdict.json"), str(files / "verdict.json")],
         "consent request": [
             "--requester", "demo-company", "--purpose", "credit_assessment",
             "--kinds", "blacklist", "--days", "7", "--uses", "1",
