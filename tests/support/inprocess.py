@@ -17,6 +17,7 @@ from agency_node.server import RunningNode, start_node
 from central_registry.server import RegistryThread
 from credence.client import enrol as client_enrol
 from credence.client.requester import MemberCredentials, Requester
+from credence.clock import Clock, utc_now
 from credence.dev import synthetic
 from credence.errors import CredenceError
 from credence.grants import tokens
@@ -79,6 +80,20 @@ class InProcessFederation:
     def node_dir(self, name: str) -> Path:
         return self.root / name
 
+    def federation_file(self, company: str) -> Path:
+        """A federation file naming this registry and ``company``: what ``credence me`` reads."""
+        path = self.root / "federation.json"
+        registry = {
+            "member_id": "registry",
+            "address": self.address,
+            "public_address": self.public,
+            "http_url": f"https://127.0.0.1:{self.registry.http_port}",
+            "ca_cert": str(self.registry_dir / "ca.crt"),
+            "root_keys": str(self.root / "root.jwks.json"),
+        }
+        path.write_text(json.dumps({"registry": registry, "company": {"member_id": company}}))
+        return path
+
     def enrol_member(self, member_id: str, role: str, *approve: str) -> Member:
         tls_key, signing_key = generate_tls_key(), SigningKey.generate()
         client_enrol.enrol(
@@ -110,6 +125,7 @@ class InProcessFederation:
         endpoint: str | None = None,
         settings: dict[str, object] | None = None,
         witnessed: bool = True,
+        clock: Clock = utc_now,
     ) -> RunningNode:
         """Enrol, approve, import and start an agency node.
 
@@ -119,6 +135,7 @@ class InProcessFederation:
         ``node.toml`` keys. ``witnessed`` waits until the node answers (a
         cosigned checkpoint reached it); a caller that must first connect
         the endpoint waits itself (:func:`support.witnessed.wait_witnessed`).
+        ``clock`` is the node's (a test moving the federation's time).
         """
         node_dir = self.node_dir(profile.name)
         listen = f"127.0.0.1:{free_port()}"
@@ -144,7 +161,7 @@ class InProcessFederation:
         records = node_dir / "records.csv"
         records.write_text(synthetic.agency_csv(profile, subjects, 7, datetime.now(UTC).date()))
         run("node", "import", "--dir", node_dir, records)
-        node = start_node(node_dir)
+        node = start_node(node_dir, clock=clock)
         self.nodes[profile.name] = node
         self._wait_until_asked(profile.name)
         if witnessed:
