@@ -4,8 +4,9 @@ From the attacker's side: another local user or a web page without the login
 link, a second use of the link, a request naming another host (DNS
 rebinding) and a form without its CSRF token are refused, and the desk saw no
 call that changes anything. Then each page in words, the withdraw-with-
-confirmation flow, a dispute, markup in a requester's name shown as text,
-and every string a page uses coming from the one catalogue.
+confirmation flow, a dispute and its clock, an explanation of a score, a
+review asked for and its signed decision, markup in a requester's name shown
+as text, and every string a page uses coming from the one catalogue.
 """
 
 from __future__ import annotations
@@ -20,21 +21,53 @@ from pathlib import Path
 import httpx
 import pytest
 
+from credence.client.subject import ReviewView
 from credence.client.subject_records import AgencyAnswer
-from credence.errors import InvalidInput, NotFound
+from credence.errors import AlreadyExists, CredenceError, InvalidInput, NotFound
 from credence.portal import app as portal_app
 from credence.portal import views
 from credence.portal.access import COOKIE_NAME
 from credence.portal.serving import PortalServer, bind_loopback, serve_portal
 from credence.portal.strings import CATALOGUES, ENGLISH, Catalogue
-from credence.v1 import common_pb2, registry_pb2, subject_records_pb2
+from credence.v1 import common_pb2, manifest_pb2, registry_pb2, subject_records_pb2
 
 NOW = datetime(2026, 12, 2, 1, 30, tzinfo=UTC)
 PORTAL = Path(portal_app.__file__).parent
+SCORECARD = "https://registry.example:8443/scorecard"
 
 
 def _at(message: object, name: str, when: datetime) -> None:
     getattr(message, name).FromDatetime(when)
+
+
+def _explanation(verdict_id: str, requester: str, scorecard_url: str) -> registry_pb2.Explanation:
+    """A credit verdict: 600 base, -180 in all, 420 in band C; two reasons cost, one gave."""
+    explanation = registry_pb2.Explanation(
+        verdict_id=verdict_id, query_id="q1", requester=requester,
+        purpose=common_pb2.PURPOSE_CREDIT_ASSESSMENT, scorecard_version="sc-2026.1",
+        manifest_version=7, scorecard_url=scorecard_url, base_points=600, points_total=-180,
+        min_score=300, max_score=850, score=420, band="C",
+        bands=[manifest_pb2.ScoreBand(lower=600, upper=850, name="A"),
+               manifest_pb2.ScoreBand(lower=300, upper=449, name="C"),
+               manifest_pb2.ScoreBand(lower=450, upper=599, name="B")],
+        reasons=[
+            registry_pb2.ExplainedReason(
+                reason_code="D01", text="Court judgment on record", characteristic="judgments",
+                points=-120, score_without=540, band_without="B",
+            ),
+            registry_pb2.ExplainedReason(
+                reason_code="L02", text="", characteristic="late_payments", points=-60,
+                score_without=480, band_without="B",
+            ),
+            registry_pb2.ExplainedReason(
+                reason_code="H01", text="Years of paying on time.", points=15, score_without=405,
+                band_without="C",
+            ),
+        ],
+        provisional=True, disputed=True, credit_answering=1, credit_expected=2,
+    )  # fmt: skip
+    _at(explanation, "issued_at", NOW - timedelta(minutes=5))
+    return explanation
 
 
 @dataclass
@@ -46,11 +79,14 @@ class MemoryDesk:
     revoked: dict[str, datetime] = field(default_factory=dict)
     filed: list[registry_pb2.ContestRecord] = field(default_factory=list)
     refuse_contest: str = ""
+    asked: list[ReviewView] = field(default_factory=list)
+    refuse_review: CredenceError | None = None
+    scorecard_url: str = SCORECARD
 
     def lookups(self) -> list[registry_pb2.LookupRecord]:
         served = registry_pb2.LookupRecord(
             query_id="q1", requester=self.requester, outcome="served", basis="consent g1",
-            purpose=common_pb2.PURPOSE_CREDIT_ASSESSMENT,
+            purpose=common_pb2.PURPOSE_CREDIT_ASSESSMENT, verdict_id="v1",
             kinds=[common_pb2.VERDICT_KIND_BLACKLIST, common_pb2.VERDICT_KIND_CREDIT],
         )  # fmt: skip
         _at(served, "at", NOW - timedelta(minutes=5))
@@ -107,6 +143,38 @@ class MemoryDesk:
     def agencies(self) -> dict[str, tuple[str, ...]]:
         return {"bank-1": ("loan_default", "late_payment"), "court-1": ("court_judgment",)}
 
+    def explanations(self) -> list[registry_pb2.Explanation]:
+        return [_explanation("v1", self.requester, self.scorecard_url)]
+
+    def request_review(self, verdict_id: str, statement: str) -> registry_pb2.ReviewRecord:
+        if verdict_id != "v1":
+            raise NotFound(f"no verdict {verdict_id} about you: name one from your lookups")
+        if self.refuse_review is not None:
+            raise self.refuse_review
+        self.changes.append(("review", verdict_id, statement))
+        record = registry_pb2.ReviewRecord(
+            review_id=f"r{len(self.asked) + 1}", verdict_id=verdict_id, query_id="q1",
+            statement=statement, state="open", agencies=["bank-1", "court-1"],
+        )  # fmt: skip
+        _at(record, "requested_at", NOW)
+        self.asked.append(ReviewView(record, None))
+        return record
+
+    def reviews(self) -> list[ReviewView]:
+        return list(self.asked)
+
+    def decide(self, outcome: str, statement: str) -> None:
+        """The operator's decision on the first review, signed (here: only built)."""
+        record = registry_pb2.ReviewRecord()
+        record.CopyFrom(self.asked[0].record)
+        record.state = outcome
+        decided = registry_pb2.ReviewOutcome(
+            review_id=record.review_id, verdict_id=record.verdict_id, outcome=outcome,
+            statement=statement, reviewer="ops-anna",
+        )  # fmt: skip
+        _at(decided, "decided_at", NOW + timedelta(days=2))
+        self.asked[0] = ReviewView(record, decided)
+
 
 @dataclass
 class Running:
@@ -143,7 +211,10 @@ def _csrf(page: str) -> str:
     return found.group(1)
 
 
-PAGES = ["/lookups", "/grants", "/records", "/contests", "/grants/revoke?grant=g1"]
+PAGES = [
+    "/lookups", "/grants", "/records", "/contests", "/grants/revoke?grant=g1", "/explanations",
+    "/reviews", "/reviews?verdict=v1",
+]  # fmt: skip
 
 
 def test_without_the_login_link_every_page_is_refused(portal: Running) -> None:
@@ -203,6 +274,9 @@ def test_a_form_without_its_csrf_token_changes_nothing(portal: Running) -> None:
             assert ENGLISH["error.csrf"] in response.text
         contest = {"agency": "court-1", "statement": "paid", "csrf": "f" * 64}
         assert client.post("/contests", data=contest).status_code == 403
+        review = {"verdict_id": "v1", "statement": "look again"}
+        assert client.post("/reviews", data=review).status_code == 403
+        assert client.post("/reviews", data={**review, "csrf": "f" * 64}).status_code == 403
         not_a_form = client.post(
             "/grants/revoke", content=b'{"grant_id": "g1"}', headers={"content-type": "text/json"}
         )
@@ -211,6 +285,7 @@ def test_a_form_without_its_csrf_token_changes_nothing(portal: Running) -> None:
         assert too_big.status_code == 400
     assert portal.desk.changes == []
     assert portal.desk.revoked == {}
+    assert portal.desk.asked == []
 
 
 def test_pages_speak_in_words_and_forbid_scripts_and_framing(portal: Running) -> None:
@@ -234,8 +309,10 @@ def test_pages_speak_in_words_and_forbid_scripts_and_framing(portal: Running) ->
             assert page.headers["x-frame-options"] == "DENY"
             for machine in ("PURPOSE_", "VERDICT_KIND_", "<script"):
                 assert machine not in page.text, (path, machine)
-            # Nothing is fetched from elsewhere: every link and stylesheet is local.
-            assert not re.search(r'(?:src|href|action)="(?!/|#)', page.text), path
+            # Nothing is fetched from elsewhere: every stylesheet, image and form is local;
+            # the one link away is the registry's published scorecard, for the person to open.
+            local = page.text.replace(f'<a href="{SCORECARD}" rel="noreferrer">', "<a>")
+            assert not re.search(r'(?:src|href|action)="(?!/|#)', local), path
             assert '<meta name="viewport"' in page.text
         assert client.get("/portal.css").headers["content-type"].startswith("text/css")
 
@@ -330,3 +407,178 @@ def test_a_taken_port_is_refused_saying_what_to_do() -> None:
         taken.close()
     with pytest.raises(InvalidInput, match=r"--port must be 0\.\.65535, got 70000"):
         bind_loopback(70000)
+
+
+def test_an_explanation_shows_the_sums_the_bands_and_what_each_reason_cost(
+    portal: Running,
+) -> None:
+    with portal.logged_in() as client:
+        page = client.get("/explanations")
+    assert page.status_code == 200
+    text = page.text
+    assert "Score for demo-company, 2026-12-02 at 01:25 UTC" in text
+    assert "deciding on a loan or credit" in text
+    assert "420, in the band “C”" in text
+    assert '<meter min="300" max="850" value="420"' in text
+    assert "Score 420 on a scale from 300 to 850" in text
+    # The band edges, lowest first, the subject's own marked.
+    bands = re.findall(
+        r'<tr( class="yours")?><th scope="row">(\w)</th><td>(\d+)</td><td>(\d+)</td>', text
+    )
+    assert bands == [(' class="yours"', "C", "300", "449"), ("", "B", "450", "599"),
+                     ("", "A", "600", "850")]  # fmt: skip
+    assert "600 points" in text  # where every score starts
+    assert "-180 points" in text  # what the records changed, in total
+    # Each reason in words (the characteristic when the scorecard gives no text), what it
+    # cost and the what-if.
+    first = text.index("Court judgment on record (code D01)")
+    assert text.index("late payments (code L02)") > first
+    assert "It took 120 points off your score." in text
+    assert "Without this, your score would be 540, in the band “B”." in text
+    assert "Without this, your score would be 480, in the band “B”." in text
+    # A reason that gave points says so; the scorecard's full stop is not doubled.
+    assert "Years of paying on time (code H01)" in text
+    assert "It added 15 points to your score." in text
+    assert "provisional: 1 of the 2 credit agencies answered" in text
+    assert ENGLISH["explanations.disputed"] in text
+    assert "version sc-2026.1 (published in federation manifest 7)" in text
+    assert f'<a href="{SCORECARD}" rel="noreferrer">Read the scorecard</a>' in text
+    # Its own review form: the verdict named, the statement labelled.
+    assert '<input type="hidden" name="verdict_id" value="v1">' in text
+    assert '<label for="statement-v1">Ask a person to review this score</label>' in text
+
+
+def test_a_scorecard_address_that_is_not_a_web_page_is_not_a_link() -> None:
+    desk = MemoryDesk(scorecard_url="javascript:alert(1)")
+    [view] = views.explanation_views(Catalogue(), desk.explanations())
+    assert view.scorecard_url == ""
+    server, link = serve_portal(desk)
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            client.get(link.removeprefix(server.url))
+            page = client.get("/explanations").text
+        assert "javascript:" not in page
+        assert "Read the scorecard" not in page
+        assert "version sc-2026.1" in page
+    finally:
+        server.stop()
+
+
+def test_without_credit_scores_the_explanations_page_says_so() -> None:
+    assert views.explanation_views(Catalogue(), []) == []
+    empty = registry_pb2.Explanation(verdict_id="v9", score=700, band="A")
+    [view] = views.explanation_views(Catalogue(), [empty])
+    assert view.reasons == []
+    assert view.notes == []
+
+
+def test_a_review_is_asked_for_from_a_lookup_and_its_signed_decision_shown(
+    portal: Running,
+) -> None:
+    with portal.logged_in() as client:
+        lookups = client.get("/lookups").text
+        # The served lookup links to the review form with its verdict; the refused one does not.
+        assert lookups.count('href="/reviews?verdict=') == 1
+        assert 'href="/reviews?verdict=v1#new"' in lookups
+        form = client.get("/reviews?verdict=v1")
+        assert 'name="verdict_id" value="v1"' in form.text
+        assert ENGLISH["reviews.next"] in form.text
+        assert ENGLISH["reviews.none"] in form.text
+        csrf = _csrf(form.text)
+        for data, problem in (
+            ({"verdict_id": " ", "statement": "Look again."}, ENGLISH["reviews.verdict_missing"]),
+            ({"verdict_id": "v1", "statement": " "}, ENGLISH["reviews.statement_missing"]),
+            ({"verdict_id": "v1", "statement": "x" * 2001}, "under 2000 characters"),
+        ):
+            refused = client.post("/reviews", data={**data, "csrf": csrf})
+            assert refused.status_code == 400, data
+            assert problem in refused.text
+        unknown = client.post(
+            "/reviews", data={"verdict_id": "v-nope", "statement": "Not mine.", "csrf": csrf}
+        )
+        assert unknown.status_code == 404
+        assert "no verdict v-nope about you: name one from your lookups" in unknown.text
+        assert "Not mine." in unknown.text  # what the subject wrote is kept
+        assert "Traceback" not in unknown.text
+        assert portal.desk.changes == []
+        asked = client.post(
+            "/reviews",
+            data={"verdict_id": "v1", "statement": "The late payment was the bank's error.",
+                  "csrf": csrf},
+        )  # fmt: skip
+        # Sent, then shown by a GET: reloading that page does not ask again.
+        assert asked.status_code == 303
+        assert asked.headers["location"] == "/reviews?sent=r1#review-r1"
+        sent = client.get("/reviews?sent=r1")
+        assert "Your review r1 was asked for. Agencies told: bank-1, court-1." in sent.text
+        assert "was asked for" not in client.get("/reviews?sent=r9").text
+        assert ENGLISH["review.open"] in sent.text
+        assert "The late payment was the bank&#39;s error." in sent.text
+        assert ENGLISH["reviews.signed"] not in sent.text
+        portal.desk.decide("corrected", "The bank confirmed the error; the score was redone.")
+        decided = client.get("/reviews").text
+    assert ENGLISH["review.corrected"] in decided
+    assert ENGLISH["review.open"] not in decided
+    assert "The bank confirmed the error; the score was redone." in decided
+    assert "ops-anna" in decided
+    assert "2026-12-04 at 01:30 UTC" in decided
+    assert ENGLISH["reviews.signed"] in decided
+    assert portal.desk.changes == [("review", "v1", "The late payment was the bank's error.")]
+
+
+def test_a_second_review_of_the_same_verdict_is_refused_beside_the_form(portal: Running) -> None:
+    portal.desk.refuse_review = AlreadyExists("a review of verdict v1 is already open (r1)")
+    with portal.logged_in() as client:
+        page = client.get("/reviews?verdict=v1").text
+        again = client.post(
+            "/reviews", data={"verdict_id": "v1", "statement": "Again.", "csrf": _csrf(page)}
+        )
+    assert again.status_code == 409
+    assert "a review of verdict v1 is already open (r1)" in again.text
+    assert 'id="problem"' in again.text
+    assert "Again." in again.text
+    assert portal.desk.changes == []
+
+
+def test_the_review_form_of_an_explanation_asks_for_that_verdict(portal: Running) -> None:
+    with portal.logged_in() as client:
+        page = client.get("/explanations").text
+        asked = client.post(
+            "/reviews", data={"verdict_id": "v1", "statement": "Why band C?", "csrf": _csrf(page)}
+        )
+        sent = client.get(asked.headers["location"])
+    assert "Your review r1 was asked for" in sent.text
+    assert portal.desk.changes == [("review", "v1", "Why band C?")]
+
+
+def test_a_dispute_past_its_due_date_says_the_record_no_longer_counts() -> None:
+    t = Catalogue()
+    due = registry_pb2.ContestRecord(contest_id="c1", agency="court-1", state="open")
+    _at(due, "filed_at", NOW - timedelta(days=31))
+    _at(due, "due_at", NOW - timedelta(days=1))
+    due.overdue = True
+    waiting = registry_pb2.ContestRecord(contest_id="c2", agency="bank-1", state="open")
+    _at(waiting, "filed_at", NOW)
+    _at(waiting, "due_at", NOW + timedelta(days=30))
+    older = registry_pb2.ContestRecord(contest_id="c0", agency="bank-1", state="upheld")
+    rows = {row.contest_id: row for row in views.contest_views(t, [due, waiting, older])}
+    assert rows["c1"].due == "2026-12-01"
+    assert rows["c1"].overdue == (
+        "The agency did not answer by 2026-12-01. Until it does, this record does not count "
+        "in any verdict."
+    )
+    assert rows["c2"].due == "2027-01-01"
+    assert rows["c2"].overdue == ""
+    assert rows["c0"].due == "no date"
+    desk = MemoryDesk(filed=[due, waiting])
+    server, link = serve_portal(desk)
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            client.get(link.removeprefix(server.url))
+            page = client.get("/contests").text
+    finally:
+        server.stop()
+    assert page.count("The agency did not answer by 2026-12-01.") == 1
+    assert "2027-01-01" in page

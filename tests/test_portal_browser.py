@@ -6,7 +6,11 @@ portal`` (the real command, its own process, their own key and binding
 files), opens the link it prints, sees the lookup made moments before,
 disputes the court's record and the lender's next verdict is marked disputed,
 withdraws the consent and the lender's next lookup is refused, which the
-lookups page then shows. The pages' accessibility tree names every control,
+lookups page then shows. Another person, whose bank history cost points, reads
+the explanation of a credit score given moments before, asks for a person to
+review it in the browser and sees the review open; the operator decides it
+with ``credence registry reviews decide`` and the person sees the decision
+signed by the registry. The pages' accessibility tree names every control,
 keeps headings in order and has its landmarks; a phone-sized window shows
 every page without sideways scrolling. Screenshots go under the test's
 temporary directory. Chromium is Debian's (/usr/bin/chromium); without it the
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +38,7 @@ import pytest
 from support.browser import TIMEOUT_MS, chromium_page, require_browser
 from support.fixtures import StartFederation
 from support.inprocess import InProcessFederation
+from support.registry import run
 
 from credence.dev import synthetic
 from credence.errors import PermissionDenied
@@ -88,15 +94,30 @@ def _listed_person(fed: InProcessFederation) -> str:
     raise AssertionError("the synthetic court lists no person")
 
 
-@pytest.fixture(scope="module")
-def person(fed: InProcessFederation, tmp_path_factory: pytest.TempPathFactory) -> Person:
-    identifier = _listed_person(fed)
+def _person(
+    fed: InProcessFederation, identifier: str, tmp_path_factory: pytest.TempPathFactory
+) -> Person:
+    """``identifier`` with a consent for the lender and their own key and binding files."""
     consent, grant_id, key, binding = fed.consent(identifier, requester=LENDER, idp="idp")
     directory = tmp_path_factory.mktemp("person")
     key_file, binding_file = directory / "me.key", directory / "me.binding.jwt"
     save_signing_key(key_file, key)
     binding_file.write_text(binding)
     return Person(identifier, consent, grant_id, key_file, binding_file)
+
+
+@pytest.fixture(scope="module")
+def person(fed: InProcessFederation, tmp_path_factory: pytest.TempPathFactory) -> Person:
+    return _person(fed, _listed_person(fed), tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def scored(
+    fed: InProcessFederation, person: Person, tmp_path_factory: pytest.TempPathFactory
+) -> Person:
+    """A person with a bank history (not the court's person): their score has reasons."""
+    history = synthetic.expected([BANK], 60).persons_with_history
+    return _person(fed, next(p for p in history if p != person.identifier), tmp_path_factory)
 
 
 def _federation_file(fed: InProcessFederation) -> Path:
@@ -111,8 +132,8 @@ def _federation_file(fed: InProcessFederation) -> Path:
     return path
 
 
-@pytest.fixture
-def portal_link(fed: InProcessFederation, person: Person) -> Iterator[str]:
+@contextmanager
+def _portal(fed: InProcessFederation, person: Person) -> Iterator[str]:
     """``credence me portal`` as the person runs it; its printed login link."""
     command: list[str | Path] = [
         sys.executable, "-m", "credence.cli", "me", "portal", "--key", person.key_file,
@@ -147,6 +168,18 @@ def portal_link(fed: InProcessFederation, person: Person) -> Iterator[str]:
         assert process.stdout is not None
         process.stdout.close()
     assert process.returncode == 0, "".join(printed)
+
+
+@pytest.fixture
+def portal_link(fed: InProcessFederation, person: Person) -> Iterator[str]:
+    with _portal(fed, person) as link:
+        yield link
+
+
+@pytest.fixture
+def scored_link(fed: InProcessFederation, scored: Person) -> Iterator[str]:
+    with _portal(fed, scored) as link:
+        yield link
 
 
 @pytest.fixture
@@ -252,4 +285,76 @@ def test_a_person_sees_revokes_and_disputes_in_the_browser(
         page.screenshot(path=shots / f"phone-{name}.png", full_page=True)
     saved = sorted(path.name for path in shots.iterdir())
     assert len(saved) == 9, saved
+    assert all((shots / name).stat().st_size > 1000 for name in saved)
+
+
+def test_a_person_reads_why_their_score_and_has_a_person_review_it(
+    fed: InProcessFederation, scored: Person, scored_link: str, page: Page, tmp_path: Path
+) -> None:
+    shots = tmp_path / "screenshots"
+    base = scored_link.split("/login/", maxsplit=1)[0]
+    verdict = _verdict(fed, scored)
+    assert verdict.credit.reason_codes, "the bank's history should cost points"
+
+    # The lookup made moments before links to a review of its verdict.
+    page.goto(scored_link)
+    page.wait_for_url(f"{base}/lookups")
+    row = page.locator("tbody tr").first
+    assert row.locator(f"a[data-verdict='{verdict.verdict_id}']").count() == 1
+
+    # Its explanation: the score and band, the bands' edges, the reasons with what-ifs.
+    page.click("nav a[href='/explanations']")
+    page.wait_for_url(f"{base}/explanations")
+    card = page.locator(f"#explanation-{verdict.verdict_id}")
+    text = card.inner_text()
+    assert LENDER in text
+    assert "deciding on a loan or credit" in text
+    assert f"{verdict.credit.score}, in the band “{verdict.credit.band}”" in text
+    assert card.locator("tr.yours").count() == 1
+    reasons = card.locator("ol.reasons li")
+    assert 1 <= reasons.count() <= 4
+    assert reasons.count() == len(verdict.credit.reason_codes)
+    for code, item in zip(verdict.credit.reason_codes, reasons.all(), strict=True):
+        assert f"(code {code})" in item.inner_text()
+        assert re.search(r"Without this, your score would be \d+, in the band", item.inner_text())
+    assert "Read the scorecard" in text
+    _accessible(page, "explanations")
+    page.screenshot(path=shots / "explanations.png", full_page=True)
+
+    # Ask a person to review it, from the explanation; the review is open.
+    statement = "The late payment was the bank's own error."
+    card.get_by_label("Ask a person to review this score").fill(statement)
+    card.get_by_role("button", name="Ask for the review").click()
+    page.wait_for_url(re.compile(r"/reviews\?sent=\w+#review-\w+$"))
+    assert "was asked for" in page.get_by_role("status").inner_text()
+    [review] = page.locator("section[data-state]").all()
+    review_id = (review.get_attribute("id") or "").removeprefix("review-")
+    assert "Open: waiting for a person to decide" in review.inner_text()
+    assert statement in review.inner_text()
+    assert BANK.name in review.inner_text()  # the agency whose records the score counted
+    _accessible(page, "reviews")
+    page.screenshot(path=shots / "review-open.png", full_page=True)
+
+    # The operator decides; the person sees the decision, signed by the registry.
+    decision = "The bank confirmed the payment was late; the score stands."
+    run("registry", "reviews", "decide", "--dir", fed.registry_dir, review_id,
+        "--outcome", "upheld", "--statement", decision)  # fmt: skip
+    page.reload()  # a GET: the request is not sent twice
+    [review] = page.locator("section[data-state]").all()
+    assert review.get_attribute("id") == f"review-{review_id}"
+    decided = review.inner_text()
+    assert "Decided: the answer stands" in decided
+    assert decision in decided
+    assert "This decision is signed by the registry." in decided
+    _accessible(page, "reviews decided")
+    page.screenshot(path=shots / "review-decided.png", full_page=True)
+
+    page.set_viewport_size(PHONE)
+    for name in ("explanations", "reviews"):
+        page.goto(f"{base}/{name}")
+        fits = page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert fits, f"{name} scrolls sideways on a phone"
+        page.screenshot(path=shots / f"phone-{name}.png", full_page=True)
+    saved = sorted(path.name for path in shots.iterdir())
+    assert len(saved) == 5, saved
     assert all((shots / name).stat().st_size > 1000 for name in saved)

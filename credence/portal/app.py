@@ -2,13 +2,14 @@
 
 Pages: who looked me up, my permissions (withdraw one after a confirmation),
 my records at each agency (sealed to this page, opened here), my disputes
-(send one, see where each stands). Every page but the login link needs the
+(send one, see where each stands and by when the agency must answer), why
+my credit scores are what they are (the registry's signed explanations), and
+reviews by a person (ask for one, see its signed decision). Every page but the login link needs the
 session (:mod:`.access`); every form carries its CSRF token; a request naming
 another host is refused. Responses forbid framing, scripts, third-party
 requests and caching. The subject's gRPC calls run in worker threads.
 
-A page is a route, a template and catalogue keys: pages for explanations
-and human reviews of verdicts join :data:`NAV` the same way.
+A page is a route, a template and catalogue keys.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -29,10 +30,13 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
 
 from credence.errors import (
+    AlreadyExists,
     CredenceError,
+    FailedPrecondition,
     InvalidInput,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
 )
 from credence.portal import views
@@ -54,6 +58,8 @@ NAV = (
     ("/grants", "nav.grants"),
     ("/records", "nav.records"),
     ("/contests", "nav.contests"),
+    ("/explanations", "nav.explanations"),
+    ("/reviews", "nav.reviews"),
 )
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'none'; style-src 'self'; form-action 'self'; "
@@ -73,6 +79,9 @@ def _status(exc: CredenceError) -> int:
         (PermissionDenied, HTTPStatus.FORBIDDEN),
         (NotFound, HTTPStatus.NOT_FOUND),
         (InvalidInput, HTTPStatus.BAD_REQUEST),
+        (AlreadyExists, HTTPStatus.CONFLICT),
+        (FailedPrecondition, HTTPStatus.CONFLICT),
+        (ResourceExhausted, HTTPStatus.TOO_MANY_REQUESTS),
     ):
         if isinstance(exc, kind):
             return int(status)
@@ -129,6 +138,9 @@ class Portal:
             Route("/records", self._page(self._records), methods=["GET"]),
             Route("/contests", self._page(self._contests), methods=["GET"]),
             Route("/contests", self._page(self._contest), methods=["POST"]),
+            Route("/explanations", self._page(self._explanations), methods=["GET"]),
+            Route("/reviews", self._page(self._reviews), methods=["GET"]),
+            Route("/reviews", self._page(self._review), methods=["POST"]),
         ]
         return Starlette(routes=routes)
 
@@ -311,3 +323,64 @@ class Portal:
             )
         message = self._t("contests.filed", contest_id=contest_id, agency=agency, flagged=flagged)
         return await self._contests_page(request, session, message=message)
+
+    async def _explanations(self, request: Request, session: str) -> Response:
+        explanations = await run_in_threadpool(self._desk.explanations)
+        rows = views.explanation_views(self._t, explanations)
+        return self._render(
+            request, "explanations.html", "explanations.title", session,
+            explanations=rows, limit=MAX_STATEMENT_CHARS,
+        )  # fmt: skip
+
+    async def _reviews_page(
+        self, request: Request, session: str, *, problem: str = "",
+        form: dict[str, str] | None = None, status: int = 200,
+    ) -> Response:  # fmt: skip
+        reviews = await run_in_threadpool(self._desk.reviews)
+        chosen = dict(form or {})
+        chosen.setdefault("verdict_id", request.query_params.get("verdict", ""))
+        # After a review was asked for (?sent=ID), say so in the words of the stored review.
+        sent = request.query_params.get("sent")
+        message = ""
+        for record in (review.record for review in reviews if review.record.review_id == sent):
+            told = ", ".join(record.agencies) or self._t("reviews.told_none")
+            message = self._t("reviews.sent", review_id=record.review_id, agencies=told)
+        return self._render(
+            request, "reviews.html", "reviews.title", session, status=status,
+            reviews=views.review_views(self._t, reviews), form=chosen, message=message,
+            problem=problem, limit=MAX_STATEMENT_CHARS,
+        )  # fmt: skip
+
+    async def _reviews(self, request: Request, session: str) -> Response:
+        return await self._reviews_page(request, session)
+
+    async def _review(self, request: Request, session: str) -> Response:
+        form = await self._posted(request, session)
+        verdict_id = form.get("verdict_id", "").strip()
+        statement = form.get("statement", "").strip()
+        problem = ""
+        if not verdict_id:
+            problem = self._t("reviews.verdict_missing")
+        elif not statement:
+            problem = self._t("reviews.statement_missing")
+        elif len(statement) > MAX_STATEMENT_CHARS:
+            problem = self._t("reviews.statement_long", limit=MAX_STATEMENT_CHARS)
+        if problem:
+            return await self._reviews_page(
+                request, session, problem=problem, form=form, status=HTTPStatus.BAD_REQUEST
+            )
+        try:
+            review = await run_in_threadpool(self._desk.request_review, verdict_id, statement)
+        except CredenceError as exc:
+            # An unknown verdict, one not about this subject, a review already asked for:
+            # the registry's words, beside the form, which keeps what the subject wrote.
+            return await self._reviews_page(
+                request, session, problem=str(exc), form=form, status=_status(exc)
+            )
+        # Post/redirect/get: reloading the page the subject lands on does not ask again.
+        response = RedirectResponse(
+            f"/reviews?sent={quote(review.review_id, safe='')}#review-{quote(review.review_id)}",
+            status_code=HTTPStatus.SEE_OTHER,
+        )
+        response.headers.update(SECURITY_HEADERS)
+        return response

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
-from credence.client.subject import SubjectClient
+from credence.client.subject import ReviewView, SubjectClient
 from credence.client.subject_records import AgencyAnswer, fetch_records
 from credence.manifest import TrustedManifest
 from credence.v1 import registry_pb2
@@ -29,6 +29,9 @@ class SubjectDesk(Protocol):
     def contests(self) -> list[registry_pb2.ContestRecord]: ...  # noqa: D102
     def records(self) -> list[AgencyAnswer]: ...  # noqa: D102
     def agencies(self) -> dict[str, tuple[str, ...]]: ...  # noqa: D102
+    def explanations(self) -> list[registry_pb2.Explanation]: ...  # noqa: D102
+    def request_review(self, verdict_id: str, statement: str) -> registry_pb2.ReviewRecord: ...  # noqa: D102
+    def reviews(self) -> list[ReviewView]: ...  # noqa: D102
 
 
 class ClientDesk:
@@ -108,6 +111,35 @@ class ClientDesk:
             for member in sorted(self._manifest().members.values(), key=lambda m: m.member_id)
             if member.is_active and member.role_name == "agency"
         }
+
+    def explanations(self) -> list[registry_pb2.Explanation]:
+        """See :meth:`SubjectClient.explanations`.
+
+        Raises:
+            VerificationError: an explanation is not the registry's, or its figures do not
+                follow from the scorecard.
+            CredenceError: refused, or the registry could not be reached.
+        """
+        return self._client.explanations()
+
+    def request_review(self, verdict_id: str, statement: str) -> registry_pb2.ReviewRecord:
+        """See :meth:`SubjectClient.request_review`.
+
+        Raises:
+            NotFound: no such verdict about the subject.
+            FailedPrecondition: a review of that verdict is open already.
+            CredenceError: refused, or the registry could not be reached.
+        """
+        return self._client.request_review(verdict_id, statement)
+
+    def reviews(self) -> list[ReviewView]:
+        """See :meth:`SubjectClient.reviews`.
+
+        Raises:
+            VerificationError: a decision is not signed by the registry, or not this review's.
+            CredenceError: refused, or the registry could not be reached.
+        """
+        return self._client.reviews()
 
     def close(self) -> None:
         """Close the channel to the registry."""

@@ -23,6 +23,8 @@ ENGLISH: Mapping[str, str] = {
     "nav.grants": "My permissions",
     "nav.records": "My records",
     "nav.contests": "My disputes",
+    "nav.explanations": "Why my scores",
+    "nav.reviews": "Reviews by a person",
     # Who looked me up.
     "lookups.title": "Who looked me up",
     "lookups.intro": "Every time a member of the federation asked about you, including "
@@ -41,6 +43,7 @@ ENGLISH: Mapping[str, str] = {
     "basis.consent": "your permission {grant_id}",
     "basis.other": "{basis}",
     "basis.none": "none given",
+    "lookups.review": "Ask a person to review this answer",
     # My permissions.
     "grants.title": "My permissions",
     "grants.intro": "The permissions you gave, and the legal mandates about you. Once you "
@@ -119,6 +122,91 @@ ENGLISH: Mapping[str, str] = {
     "contests.statement_missing": "Say what is wrong with the records before sending.",
     "contests.statement_long": "Keep your statement under {limit} characters.",
     "contests.agency_missing": "Pick the agency that holds the records.",
+    "contests.due_at": "Answer due by",
+    "contests.no_due": "no date",
+    "contests.overdue": "The agency did not answer by {day}. Until it does, this record does "
+    "not count in any verdict.",
+    # Why my scores.
+    "explanations.title": "Why my scores",
+    "explanations.intro": "Each credit score the federation gave about you, and how it was "
+    "worked out: the points every score starts from, what the agencies' records added or "
+    "took away in total, and the main reasons, with the score you would have had without "
+    "each. The registry signed each explanation; it never says which agency a figure came "
+    "from.",
+    "explanations.none": "No credit score has been given about you.",
+    "explanations.heading": "Score for {requester}, {when}",
+    "explanations.who": "Asked by",
+    "explanations.when": "When",
+    "explanations.why": "Why",
+    "explanations.score": "Your score",
+    "explanations.score_is": "{score}, in the band \u201c{band}\u201d",
+    "explanations.meter": "Score {score} on a scale from {low} to {high}",
+    "explanations.bands": "The bands of the scorecard",
+    "explanations.band": "Band",
+    "explanations.from": "From",
+    "explanations.to": "To",
+    "explanations.yours": "Yours",
+    "explanations.yours_mark": "your score is in this band",
+    "explanations.base": "Points every score starts from",
+    "explanations.added": "What the agencies' records changed, in total",
+    "explanations.points": "{points} points",
+    "explanations.reasons": "The main reasons",
+    "explanations.no_reasons": "No record cost you points.",
+    "explanations.reason": "{text} (code {code})",
+    "explanations.reason_cost": "It took {points} points off your score.",
+    "explanations.reason_gain": "It added {points} points to your score.",
+    "explanations.without": "Without this, your score would be {score}, in the band "
+    "\u201c{band}\u201d.",
+    "explanations.provisional": "This score is provisional: {answering} of the {expected} "
+    "credit agencies answered, fewer than the scorecard asks for.",
+    "explanations.disputed": "You dispute a record this score counted: the agency has not "
+    "resolved it yet.",
+    "explanations.scorecard": "Scorecard",
+    "explanations.scorecard_is": "version {version} (published in federation manifest {manifest})",
+    "explanations.scorecard_read": "Read the scorecard",
+    "explanations.verdict": "Reference",
+    "explanations.review": "Ask a person to review this score",
+    "explanations.review_help": "A person at the registry will look at this score again, "
+    "and the agencies whose records it counted are told. Say what you want them to look at.",
+    # Reviews by a person.
+    "reviews.title": "Reviews by a person",
+    "reviews.intro": "You can ask for a person to look again at any answer the federation "
+    "gave about you. Your request is written in the registry's public log, the agencies "
+    "whose records the answer counted are told, and a person at the registry decides: "
+    "either the answer stands or it is corrected. Their decision, with their reasons, "
+    "appears here, signed by the registry.",
+    "reviews.new": "Ask for a review",
+    "reviews.verdict": "Reference of the answer",
+    "reviews.verdict_help": "The reference shown beside a lookup or a score (the links "
+    '"Ask a person to review" fill it in).',
+    "reviews.statement": "What should the person look at, in your words",
+    "reviews.statement_help": "For example: the late payment in this score was my bank's "
+    "error and was corrected.",
+    "reviews.next": "What happens next: the request is logged and the agencies are told at "
+    "once; the decision appears on this page when a person has made it.",
+    "reviews.send": "Ask for the review",
+    "reviews.sent": "Your review {review_id} was asked for. Agencies told: {agencies}.",
+    "reviews.verdict_missing": "Give the reference of the answer to review.",
+    "reviews.statement_missing": "Say what the person should look at before sending.",
+    "reviews.statement_long": "Keep your statement under {limit} characters.",
+    "reviews.mine": "Reviews you asked for",
+    "reviews.none": "You have not asked for any review.",
+    "reviews.heading": "Review {review_id}",
+    "reviews.of": "Of the answer",
+    "reviews.asked": "Asked for",
+    "reviews.yours": "What you said",
+    "reviews.told": "Agencies told",
+    "reviews.told_none": "none",
+    "reviews.state": "State",
+    "reviews.decision": "The decision",
+    "reviews.decided": "Decided",
+    "reviews.reviewer": "By",
+    "reviews.reasons": "Their reasons",
+    "reviews.signed": "This decision is signed by the registry.",
+    "review.open": "Open: waiting for a person to decide",
+    "review.upheld": "Decided: the answer stands",
+    "review.corrected": "Decided: the answer was corrected",
+    "review.unknown": "{name}",
     "state.open": "Open: the agency is looking at it",
     "state.upheld": "Closed: the agency kept the records as they were",
     "state.corrected": "Closed: the agency corrected the records",

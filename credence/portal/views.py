@@ -12,19 +12,24 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from credence.client.subject import ReviewView
 from credence.client.subject_records import AgencyAnswer
 from credence.portal.strings import Catalogue
 from credence.v1 import common_pb2, registry_pb2
 
 __all__ = [
     "ContestView",
+    "ExplanationView",
     "GrantView",
     "LookupView",
     "RecordsView",
+    "ReviewStatusView",
     "contest_views",
+    "explanation_views",
     "grant_views",
     "lookup_views",
     "records_views",
+    "review_views",
 ]
 
 
@@ -90,6 +95,7 @@ class LookupView:
     outcome: str
     refused: bool
     basis: str
+    verdict_id: str
 
 
 def lookup_views(t: Catalogue, lookups: Sequence[registry_pb2.LookupRecord]) -> list[LookupView]:
@@ -116,6 +122,7 @@ def lookup_views(t: Catalogue, lookups: Sequence[registry_pb2.LookupRecord]) -> 
                 outcome=outcome,
                 refused=refused,
                 basis=basis,
+                verdict_id=lookup.verdict_id,
             )
         )
     return rows
@@ -230,6 +237,8 @@ class ContestView:
     state: str
     filed: str
     resolved: str
+    due: str
+    overdue: str
 
 
 def contest_views(
@@ -253,6 +262,169 @@ def contest_views(
                     if contest.HasField("resolved_at")
                     else t("contests.not_yet")
                 ),
+                due=_day(contest.due_at) if contest.HasField("due_at") else t("contests.no_due"),
+                # The registry says when the clock ran out; the notice names the day it did.
+                overdue=t("contests.overdue", day=_day(contest.due_at)) if contest.overdue else "",
+            )
+        )
+    return rows
+
+
+def _signed(points: int) -> str:
+    """Points with their sign: ``+12``, ``-40``, ``0``."""
+    return f"{points:+d}" if points else "0"
+
+
+@dataclass(frozen=True)
+class BandRow:
+    """One band of the scorecard."""
+
+    name: str
+    lower: int
+    upper: int
+    yours: bool
+
+
+@dataclass(frozen=True)
+class ReasonRow:
+    """One principal reason of a score, in words."""
+
+    what: str
+    points: str
+    without: str
+
+
+@dataclass(frozen=True)
+class ExplanationView:
+    """One credit verdict's explanation."""
+
+    verdict_id: str
+    heading: str
+    who: str
+    when: str
+    why: str
+    score: int
+    score_words: str
+    low: int
+    high: int
+    bands: list[BandRow]
+    base: str
+    added: str
+    reasons: list[ReasonRow]
+    notes: list[str]
+    scorecard: str
+    scorecard_url: str
+
+
+def explanation_view(t: Catalogue, explanation: registry_pb2.Explanation) -> ExplanationView:
+    """An explanation in words: the sums, the band edges and the reasons with what-ifs."""
+    reasons = [
+        ReasonRow(
+            what=t(
+                "explanations.reason",
+                text=(reason.text or _plain(reason.characteristic)).rstrip("."),
+                code=reason.reason_code,
+            ),
+            points=t(
+                "explanations.reason_cost" if reason.points < 0 else "explanations.reason_gain",
+                points=abs(reason.points),
+            ),
+            without=t("explanations.without", score=reason.score_without, band=reason.band_without),
+        )
+        for reason in explanation.reasons
+    ]
+    notes = []
+    if explanation.provisional:
+        notes.append(
+            t(
+                "explanations.provisional",
+                answering=explanation.credit_answering,
+                expected=explanation.credit_expected,
+            )
+        )
+    if explanation.disputed:
+        notes.append(t("explanations.disputed"))
+    bands = sorted(explanation.bands, key=lambda band: band.lower)
+    url = explanation.scorecard_url
+    return ExplanationView(
+        verdict_id=explanation.verdict_id,
+        heading=t(
+            "explanations.heading",
+            requester=explanation.requester,
+            when=when(t, explanation.issued_at),
+        ),
+        who=explanation.requester,
+        when=when(t, explanation.issued_at),
+        why=purpose_words(t, explanation.purpose),
+        score=explanation.score,
+        score_words=t("explanations.score_is", score=explanation.score, band=explanation.band),
+        low=explanation.min_score,
+        high=explanation.max_score,
+        bands=[
+            BandRow(band.name, band.lower, band.upper, band.name == explanation.band)
+            for band in bands
+        ],
+        base=t("explanations.points", points=explanation.base_points),
+        added=t("explanations.points", points=_signed(explanation.points_total)),
+        reasons=reasons,
+        notes=notes,
+        scorecard=t(
+            "explanations.scorecard_is",
+            version=explanation.scorecard_version,
+            manifest=explanation.manifest_version,
+        ),
+        # Only a web address becomes a link: never a javascript: or data: one.
+        scorecard_url=url if url.startswith("https://") else "",
+    )
+
+
+def explanation_views(
+    t: Catalogue, explanations: Sequence[registry_pb2.Explanation]
+) -> list[ExplanationView]:
+    """The explanations newest first, in words."""
+    newest = sorted(explanations, key=lambda item: item.issued_at.ToNanoseconds(), reverse=True)
+    return [explanation_view(t, explanation) for explanation in newest]
+
+
+@dataclass(frozen=True)
+class ReviewStatusView:
+    """One review and where it stands."""
+
+    review_id: str
+    verdict_id: str
+    statement: str
+    asked: str
+    told: str
+    state: str
+    decided: str
+    reviewer: str
+    reasons: str
+    outcome: str
+
+
+def review_views(t: Catalogue, reviews: Sequence[ReviewView]) -> list[ReviewStatusView]:
+    """The subject's reviews newest first; a decided one with its signed outcome."""
+    rows = []
+    newest = sorted(
+        reviews, key=lambda item: item.record.requested_at.ToNanoseconds(), reverse=True
+    )
+    for review in newest:
+        record, outcome = review.record, review.outcome
+        state = outcome.outcome if outcome is not None else record.state
+        rows.append(
+            ReviewStatusView(
+                review_id=record.review_id,
+                verdict_id=record.verdict_id,
+                statement=record.statement,
+                asked=when(t, record.requested_at),
+                told=", ".join(record.agencies) or t("reviews.told_none"),
+                state=t(f"review.{state}")
+                if t.has(f"review.{state}")
+                else t("review.unknown", name=state),
+                decided=when(t, outcome.decided_at) if outcome is not None else "",
+                reviewer=outcome.reviewer if outcome is not None else "",
+                reasons=outcome.statement if outcome is not None else "",
+                outcome=state if outcome is not None else "",
             )
         )
     return rows
