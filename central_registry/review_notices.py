@@ -31,6 +31,7 @@ from credence.envelope import Envelope, sign
 from credence.errors import CredenceError, NotFound
 from credence.keys import SigningKey
 from credence.manifest import TrustedManifest
+from credence.storage import reader
 from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2
 
 __all__ = [
@@ -139,7 +140,7 @@ async def tell_agencies(
     """
 
     def notices() -> dict[str, Envelope]:
-        with sessions() as session:
+        with reader(sessions()) as session:
             review = session.get(Review, review_id)
             if review is None:
                 raise NotFound(f"no review {review_id}")
@@ -180,7 +181,7 @@ async def retry_notices(
     """One pass: tell the agencies open reviews could not reach; how many reviews it retried."""
 
     def pending() -> list[str]:
-        with sessions() as session:
+        with reader(sessions()) as session:
             return open_with_untold(session, now)
 
     retried = await asyncio.to_thread(pending)

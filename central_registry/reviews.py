@@ -16,6 +16,7 @@ Functions taking a ``Session`` run in the caller's transaction.
 from __future__ import annotations
 
 import logging
+import unicodedata
 import uuid
 from datetime import datetime
 
@@ -63,13 +64,21 @@ MAX_LISTED = 200
 def check_statement(text: str, *, what: str = "a review") -> str:
     """The statement trimmed.
 
+    Control characters other than newline and tab are refused: operators read
+    statements on terminals, where an escape sequence would act, not show.
+
     Raises:
-        InvalidInput: empty, or longer than :data:`MAX_STATEMENT` characters.
+        InvalidInput: empty, longer than :data:`MAX_STATEMENT` characters, or
+            holding control characters.
     """
     trimmed = text.strip()
     if not trimmed or len(trimmed) > MAX_STATEMENT:
         raise InvalidInput(
             f"{what} needs a statement of 1..{MAX_STATEMENT} characters (got {len(trimmed)})"
+        )
+    if any(unicodedata.category(char) == "Cc" and char not in "\n\t" for char in trimmed):
+        raise InvalidInput(
+            f"{what}'s statement holds control characters: send text, lines and tabs only"
         )
     return trimmed
 

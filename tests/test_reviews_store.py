@@ -70,9 +70,9 @@ def test_a_review_is_kept_open_and_logged_under_the_subject_with_ids_only(
     with sessions.begin() as session:
         _verdict(session, "v1")
     with sessions.begin() as session:
-        review = _ask(session, "v1", statement="  The judgment was paid in March.  ")
+        review = _ask(session, "v1", statement="  The judgment was paid\n\tin March.  ")
     assert review.state == "open"
-    assert review.statement == "The judgment was paid in March."  # trimmed
+    assert review.statement == "The judgment was paid\n\tin March."  # trimmed
     assert review.query_id == "q-v1"
     assert review.agencies == ""
     with sessions() as session:
@@ -106,13 +106,22 @@ def test_another_subjects_or_an_unknown_or_expired_verdict_is_not_found_and_noth
         assert log_size(session) == 0
 
 
-@pytest.mark.parametrize("statement", ["", "   ", "x" * (MAX_STATEMENT + 1)])
-def test_an_empty_or_oversized_statement_is_refused_and_nothing_kept(
-    sessions: sessionmaker[Session], statement: str
+@pytest.mark.parametrize(
+    ("statement", "reason"),
+    [
+        ("", r"statement of 1\.\.4000"),
+        ("   ", r"statement of 1\.\.4000"),
+        ("x" * (MAX_STATEMENT + 1), r"statement of 1\.\.4000"),
+        ("paid\x1b[2J\x1b]0;owned\x07", "control characters"),
+        ("pa\x85id", "control characters"),
+    ],
+)
+def test_an_empty_oversized_or_escape_laden_statement_is_refused_and_nothing_kept(
+    sessions: sessionmaker[Session], statement: str, reason: str
 ) -> None:
     with sessions.begin() as session:
         _verdict(session, "v1")
-    with pytest.raises(InvalidInput, match=r"statement of 1\.\.4000"), sessions.begin() as session:
+    with pytest.raises(InvalidInput, match=reason), sessions.begin() as session:
         _ask(session, "v1", statement=statement)
     with sessions() as session:
         assert _count(session) == 0
