@@ -35,6 +35,7 @@ from support.inprocess import InProcessFederation
 
 from agency_node import database as node_database
 from agency_node.models import Record
+from central_registry import lookup_single
 from central_registry.models import VerdictRecord
 from central_registry.verdict_records import erase_expired_records
 from credence import payloads
@@ -45,7 +46,7 @@ from credence.client.pinned import fetch_manifest
 from credence.client.subject import SubjectClient
 from credence.dev import synthetic
 from credence.envelope import Envelope, sign
-from credence.errors import CredenceError
+from credence.errors import ClaimMismatch, CredenceError, WrongPayloadType
 from credence.explanations import open_explanation
 from credence.grants import tokens
 from credence.keys import SigningKey, load_signing_key, save_signing_key
@@ -408,3 +409,35 @@ def test_the_rows_go_at_their_data_life(
     with _subject_client(federation, person.ref, person.key) as client:
         assert client.explanations() == []
         assert all(not record.verdict_id for record in client.lookups())
+
+
+def test_the_lender_refuses_an_explanation_that_does_not_follow(
+    federation: InProcessFederation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    person = _person(federation, tmp_path / "person", skip=2)
+    real = lookup_single._explanation
+
+    def lying(ctx: Any, manifest: Any, aggregated: Any, verdict: Envelope) -> Envelope:
+        # Signed by the registry's own key, but ten points more than the sum gives.
+        explanation = registry_pb2.Explanation.FromString(
+            real(ctx, manifest, aggregated, verdict).payload
+        )
+        explanation.points_total += 10
+        payload = explanation.SerializeToString(deterministic=True)
+        return sign(payloads.EXPLANATION, payload, [ctx.keys.signing])
+
+    def mistyped(ctx: Any, manifest: Any, aggregated: Any, verdict: Envelope) -> Envelope:
+        signed = real(ctx, manifest, aggregated, verdict)
+        return sign(payloads.VERDICT, signed.payload, [ctx.keys.signing])
+
+    grant = agency_pb2.Grant(consent_token=person.consent_file.read_text())
+    for forged, error, reason in ((lying, ClaimMismatch, "score"),
+                                  (mistyped, WrongPayloadType, "payload type")):  # fmt: skip
+        monkeypatch.setattr(lookup_single, "_explanation", forged)
+        with federation.requester("acme") as lender, pytest.raises(error, match=reason):
+            lender.request_verdict(
+                federation.subject(person.identifier),
+                kinds=("blacklist", "credit"),
+                purpose="credit_assessment",
+                grant=grant,
+            )
