@@ -594,3 +594,12 @@ def test_the_console_decides_nothing_without_an_admin_session_and_its_csrf_token
         stored = session.get(Review, review.review_id)
         assert stored is not None
         assert (stored.state, stored.outcome, stored.reviewer) == ("open", None, "")
+
+    # The queue's size by age is a metric, with no review, verdict or subject in it.
+    with admin_console(fed, None) as anonymous:
+        scraped = anonymous.get("/metrics").text
+    counts = re.findall(r'^credence_registry_open_reviews\{age="under_1d"\} (\S+)$', scraped, re.M)
+    assert counts
+    assert float(counts[0]) >= 1
+    for secret in (review.review_id, "6" * 32, person.ref):
+        assert secret not in scraped
