@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from agency_node import database
@@ -103,10 +104,25 @@ class ReviewDesk:
             agency_pb2.ReviewNotice,
         )
         check_notice(notice, self._member_id)
+        try:
+            was_answered, new = self._keep(notice, envelope_bytes)
+        except IntegrityError:
+            # Kept meanwhile by a concurrent delivery of the same notice (PostgreSQL).
+            was_answered, new = self._keep(notice, envelope_bytes)
+        if new:
+            # Ids only: no subject reference, no statement.
+            _log.info(
+                "review %s of verdict %s asked for (query %s, answered here: %s)",
+                notice.review_id, notice.verdict_id, notice.query_id, was_answered,
+            )  # fmt: skip
+        return was_answered
+
+    def _keep(self, notice: agency_pb2.ReviewNotice, envelope_bytes: bytes) -> tuple[bool, bool]:
+        """Keep the notice unless kept already: (whether the query was answered, kept now)."""
         with self._sessions.begin() as session:
             kept = session.get(ReviewNotice, notice.review_id)
             if kept is not None:
-                return kept.answered_query  # a retry or a replay: nothing new to keep
+                return kept.answered_query, False  # a retry or a replay: nothing new to keep
             was_answered = answered(session, notice.query_id)
             session.add(
                 ReviewNotice(
@@ -121,12 +137,7 @@ class ReviewDesk:
                     notice=envelope_bytes,
                 )
             )
-        # Ids only: no subject reference, no statement.
-        _log.info(
-            "review %s of verdict %s asked for (query %s, answered here: %s)",
-            notice.review_id, notice.verdict_id, notice.query_id, was_answered,
-        )  # fmt: skip
-        return was_answered
+        return was_answered, True
 
 
 @dataclass(frozen=True)
