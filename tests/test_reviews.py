@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -165,8 +166,12 @@ def _notices(fed: InProcessFederation, agency: str) -> list[ReviewNotice]:
 
 
 def test_a_subject_asks_for_review_the_agencies_and_operator_see_it_and_the_outcome_comes_back(
-    fed: InProcessFederation, people: list[Person], capsys: pytest.CaptureFixture[str]
+    fed: InProcessFederation,
+    people: list[Person],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO)
     person = people[0]
     verdict = _verdict(fed, person)
 
@@ -196,6 +201,14 @@ def test_a_subject_asks_for_review_the_agencies_and_operator_see_it_and_the_outc
     code, out, _ = _cli(capsys, "node", "reviews", "--dir", fed.node_dir(COURT.name))
     assert f"{review_id}  verdict {verdict.verdict_id}" in out
     assert "answered here" in out
+    # One line per node and one at the registry, with ids only: no subject, no statement.
+    lines = [r.getMessage() for r in caplog.records if review_id in r.getMessage()]
+    noted = [r for r in caplog.records if r.name == "agency_node.review_notices"]
+    assert len([r for r in noted if review_id in r.getMessage()]) == 2
+    assert any(f"of verdict {verdict.verdict_id} (query" in line for line in lines)
+    for line in lines:
+        assert person.ref not in line
+        assert "paid in full" not in line
 
     # The operator's queue: the command line and the console.
     code, out, _ = _cli(capsys, "registry", "reviews", "list", "--dir", fed.registry_dir, "--json")
