@@ -84,6 +84,12 @@ def test_the_printed_steps_open_the_persons_portal(tmp_path: Path) -> None:
                 assert page.status_code == 200
                 assert person["grant_id"] in page.text
                 assert "Permission for demo-company" in page.text
+                # The explanations and reviews pages read the registry-signed lists.
+                for path, heading in (("/explanations", "Why my scores"),
+                                      ("/reviews", "Reviews by a person")):  # fmt: skip
+                    page = browser.get(grants.copy_with(path=path))
+                    assert page.status_code == 200, page.text
+                    assert f"<h1>{heading}</h1>" in page.text
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=30) == 0

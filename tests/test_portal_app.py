@@ -194,15 +194,21 @@ class Running:
             yield client
 
 
-@pytest.fixture
-def portal() -> Iterator[Running]:
-    desk = MemoryDesk()
+@contextmanager
+def serving(desk: MemoryDesk) -> Iterator[Running]:
+    """The portal over ``desk`` on loopback, stopped on leaving."""
     server, link = serve_portal(desk)
     server.start()
     try:
         yield Running(desk, server, link)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def portal() -> Iterator[Running]:
+    with serving(MemoryDesk()) as running:
+        yield running
 
 
 def _csrf(page: str) -> str:
@@ -365,17 +371,11 @@ def test_a_dispute_is_sent_and_its_state_shown(portal: Running) -> None:
 
 def test_markup_in_a_name_is_shown_as_text() -> None:
     desk = MemoryDesk(requester='<img src=x onerror="alert(1)">')
-    server, link = serve_portal(desk)
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            client.get(link.removeprefix(server.url))
-            for path in ("/lookups", "/grants"):
-                page = client.get(path).text
-                assert "<img" not in page
-                assert "&lt;img src=x" in page
-    finally:
-        server.stop()
+    with serving(desk) as running, running.logged_in() as client:
+        for path in ("/lookups", "/grants", "/explanations"):
+            page = client.get(path).text
+            assert "<img" not in page
+            assert "&lt;img src=x" in page
 
 
 def test_every_string_shown_comes_from_the_catalogue() -> None:
@@ -452,17 +452,11 @@ def test_a_scorecard_address_that_is_not_a_web_page_is_not_a_link() -> None:
     desk = MemoryDesk(scorecard_url="javascript:alert(1)")
     [view] = views.explanation_views(Catalogue(), desk.explanations())
     assert view.scorecard_url == ""
-    server, link = serve_portal(desk)
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            client.get(link.removeprefix(server.url))
-            page = client.get("/explanations").text
-        assert "javascript:" not in page
-        assert "Read the scorecard" not in page
-        assert "version sc-2026.1" in page
-    finally:
-        server.stop()
+    with serving(desk) as running, running.logged_in() as client:
+        page = client.get("/explanations").text
+    assert "javascript:" not in page
+    assert "Read the scorecard" not in page
+    assert "version sc-2026.1" in page
 
 
 def test_without_credit_scores_the_explanations_page_says_so() -> None:
@@ -571,14 +565,7 @@ def test_a_dispute_past_its_due_date_says_the_record_no_longer_counts() -> None:
     assert rows["c2"].due == "2027-01-01"
     assert rows["c2"].overdue == ""
     assert rows["c0"].due == "no date"
-    desk = MemoryDesk(filed=[due, waiting])
-    server, link = serve_portal(desk)
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            client.get(link.removeprefix(server.url))
-            page = client.get("/contests").text
-    finally:
-        server.stop()
+    with serving(MemoryDesk(filed=[due, waiting])) as running, running.logged_in() as client:
+        page = client.get("/contests").text
     assert page.count("The agency did not answer by 2026-12-01.") == 1
     assert "2027-01-01" in page

@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -216,6 +216,16 @@ def _accessible(page: Page, name: str) -> None:
         assert re.search(rf"^\s*- {landmark}\b", tree, re.MULTILINE), f"{name}: no {landmark}"
 
 
+def _fits_a_phone(page: Page, base: str, names: tuple[str, ...], shots: Path) -> None:
+    """Each page ``names`` fits a phone-sized window's width; a screenshot of each."""
+    page.set_viewport_size(PHONE)
+    for name in names:
+        page.goto(f"{base}/{name}")
+        fits = page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert fits, f"{name} scrolls sideways on a phone"
+        page.screenshot(path=shots / f"phone-{name}.png", full_page=True)
+
+
 def test_a_person_sees_revokes_and_disputes_in_the_browser(
     fed: InProcessFederation, person: Person, portal_link: str, page: Page, tmp_path: Path
 ) -> None:
@@ -246,10 +256,18 @@ def test_a_person_sees_revokes_and_disputes_in_the_browser(
     page.wait_for_url(re.compile(r"/contests\?agency="))
     _accessible(page, "contests")
     page.get_by_label("What is wrong, in your words").fill("This judgment was paid in March.")
+    sent_between = datetime.now(UTC)
     page.get_by_role("button", name="Send the dispute").click()
     status = page.get_by_role("status")
     assert f"was sent to {COURT.name}" in status.inner_text()
     assert "Open: the agency is looking at it" in page.locator("tbody").inner_text()
+    # The clock: the agency has the federation's 30 days from the filing to answer.
+    due = page.locator("tbody tr").first.locator("td[data-label='Answer due by']").inner_text()
+    deadline = timedelta(days=30)
+    assert due in {
+        f"{sent_between + deadline:%Y-%m-%d}",
+        f"{datetime.now(UTC) + deadline:%Y-%m-%d}",
+    }
     page.screenshot(path=shots / "contests.png", full_page=True)
     assert _verdict(fed, person).blacklist.disputed
     page.click("nav a[href='/records']")
@@ -277,12 +295,7 @@ def test_a_person_sees_revokes_and_disputes_in_the_browser(
     assert "PERMISSION_DENIED" not in refused
 
     # A phone-sized window: every page fits its width.
-    page.set_viewport_size(PHONE)
-    for name in ("lookups", "grants", "records", "contests"):
-        page.goto(f"{base}/{name}")
-        fits = page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-        assert fits, f"{name} scrolls sideways on a phone"
-        page.screenshot(path=shots / f"phone-{name}.png", full_page=True)
+    _fits_a_phone(page, base, ("lookups", "grants", "records", "contests"), shots)
     saved = sorted(path.name for path in shots.iterdir())
     assert len(saved) == 9, saved
     assert all((shots / name).stat().st_size > 1000 for name in saved)
@@ -349,12 +362,7 @@ def test_a_person_reads_why_their_score_and_has_a_person_review_it(
     _accessible(page, "reviews decided")
     page.screenshot(path=shots / "review-decided.png", full_page=True)
 
-    page.set_viewport_size(PHONE)
-    for name in ("explanations", "reviews"):
-        page.goto(f"{base}/{name}")
-        fits = page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-        assert fits, f"{name} scrolls sideways on a phone"
-        page.screenshot(path=shots / f"phone-{name}.png", full_page=True)
+    _fits_a_phone(page, base, ("explanations", "reviews"), shots)
     saved = sorted(path.name for path in shots.iterdir())
     assert len(saved) == 5, saved
     assert all((shots / name).stat().st_size > 1000 for name in saved)

@@ -248,8 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if person:
         print()
         print(textwrap.fill(f"Open the portal as {person['id']}, the person in this story, to "
-                            "see the same lookups, their consent, their records and disputes "
-                            "in a browser (with its virtualenv active: `. .venv/bin/activate`):",
+                            "see the same lookups, their consent, their records and disputes, "
+                            "why their scores are what they are, and to ask a person to review "
+                            "one, in a browser (with its virtualenv active: "
+                            "`. .venv/bin/activate`):",
                             WIDTH))  # fmt: skip
         for step in portal_steps(person, directory.resolve(), kept=args.keep is not None):
             print("\n".join(fold_example(f"{INDENT}{step}", WIDTH)))
