@@ -376,6 +376,10 @@ def test_markup_in_a_name_is_shown_as_text() -> None:
             page = client.get(path).text
             assert "<img" not in page
             assert "&lt;img src=x" in page
+        # A link's verdict reference cannot break out of the form field it fills.
+        form = client.get("/reviews", params={"verdict": '"><img src=x>'}).text
+        assert "<img" not in form
+        assert 'value="&#34;&gt;&lt;img src=x&gt;"' in form
 
 
 def test_every_string_shown_comes_from_the_catalogue() -> None:
