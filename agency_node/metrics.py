@@ -36,6 +36,7 @@ from agency_node.disputes import open_filings
 from agency_node.import_progress import running_import
 from agency_node.models import AuditAlarm
 from credence.contest_clock import contest_ages
+from credence.ops.contest_gauges import contest_gauges
 from credence.ops.metrics import LatestServer, MetricsListener
 from credence.storage import reader, session_factory
 
@@ -128,19 +129,11 @@ class _NodeFigures(Collector):
             filings = open_filings(session).values()
         term, now = deadline(), clock()
         ages = contest_ages(((filed, filed + term) for filed in filings), now)
-        by_age = GaugeMetricFamily(
-            "credence_node_open_contests",
-            "Subjects' contests of this node's records still open, by age since filing.",
-            labels=["age"],
-        )
-        for label, count in ages.by_age.items():
-            by_age.add_metric([label], count)
-        yield by_age
-        yield GaugeMetricFamily(
-            "credence_node_overdue_contests",
-            "Open contests past the manifest's deadline: their records do not count in "
-            "answers until resolved.",
-            value=ages.overdue,
+        yield from contest_gauges(
+            "credence_node",
+            ages,
+            whose="Subjects' contests of this node's records",
+            overdue="their records do not count in answers until resolved.",
         )
 
 

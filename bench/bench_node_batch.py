@@ -92,9 +92,11 @@ _COLUMNS = (
     Record.expires_at,
     Record.disputed,
     Record.days_overdue,
+    Record.contest_due_at,
 )
 _RAW_COLUMNS = (
-    "subject_ref, kind, category, status, occurred_at, expires_at, disputed, days_overdue"
+    "subject_ref, kind, category, status, occurred_at, expires_at, disputed, days_overdue, "
+    "contest_due_at"
 )
 
 

@@ -30,8 +30,9 @@ from central_registry.fanout import Observe
 from central_registry.lookups import Lookups
 from central_registry.models import TreeHead
 from credence.clock import Clock
-from credence.contest_clock import ContestAges, contest_ages
+from credence.contest_clock import contest_ages
 from credence.errors import CredenceError
+from credence.ops.contest_gauges import contest_gauges
 from credence.ops.metrics import LATENCY_BUCKETS, LatestServer
 from credence.storage import session_factory
 from credence.transparency.checkpoint import parse_checkpoint
@@ -153,7 +154,13 @@ class _LogFigures(Collector):
             )
             ages = contest_ages(contests.open_clocks(session), now)
             review_ages = reviews.open_review_ages(session, now)
-        yield from _contest_families(ages)
+        yield from contest_gauges(
+            "credence_registry",
+            ages,
+            whose="Subjects' contests",
+            overdue="the agency's contested records do not count in verdicts until it "
+            "resolves them.",
+        )
         open_reviews = GaugeMetricFamily(
             "credence_registry_open_reviews",
             "Subjects' requests for human review not decided yet, by age since asked.",
@@ -182,23 +189,6 @@ class _LogFigures(Collector):
                 "Seconds since the registry signed the latest checkpoint its witnesses cosigned.",
                 value=max(0.0, (now - cosigned_at).total_seconds()),
             )
-
-
-def _contest_families(ages: ContestAges) -> Iterator[Metric]:
-    by_age = GaugeMetricFamily(
-        "credence_registry_open_contests",
-        "Subjects' contests still open, by age since filing.",
-        labels=["age"],
-    )
-    for label, count in ages.by_age.items():
-        by_age.add_metric([label], count)
-    yield by_age
-    yield GaugeMetricFamily(
-        "credence_registry_overdue_contests",
-        "Open contests past the manifest's deadline: the agency's contested records do "
-        "not count in verdicts until it resolves them.",
-        value=ages.overdue,
-    )
 
 
 def _checkpoint_size(note: bytes) -> int | None:

@@ -99,26 +99,6 @@ def _bind(fed: InProcessFederation, ref: str, directory: Path) -> Subject:
     return Subject(ref, key, binding, binding_file, key_file)
 
 
-def _federation_file(fed: InProcessFederation) -> Path:
-    path = fed.root / "federation.json"
-    path.write_text(
-        json.dumps(
-            {
-                "registry": {
-                    "member_id": "registry",
-                    "address": fed.address,
-                    "public_address": fed.public,
-                    "http_url": f"https://127.0.0.1:{fed.registry.http_port}",
-                    "ca_cert": str(fed.registry_dir / "ca.crt"),
-                    "root_keys": str(fed.root / "root.jwks.json"),
-                },
-                "company": {"member_id": "idp"},
-            }
-        )
-    )
-    return path
-
-
 @dataclass
 class Seen:
     """What the registry's relay handled, and how often each node was asked."""
@@ -182,7 +162,7 @@ def test_the_subject_reads_every_agencys_records_and_the_registry_sees_only_ciph
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     subject = _bind(federation, _held_by_every_agency(federation), tmp_path)
-    federation_file = _federation_file(federation)
+    federation_file = federation.federation_file("idp")
     caplog.set_level(logging.DEBUG)
     args = ["me", "records", "--key", str(subject.key_file), "--binding",
             str(subject.binding_file), "--federation", str(federation_file)]  # fmt: skip
