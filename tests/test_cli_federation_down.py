@@ -35,15 +35,15 @@ REPORTS = {
 }
 #: Commands that work on local files alone: they still succeed (exit 0).
 LOCAL = {
-    "node disputes list", "node migrate", "node purge",
+    "node disputes list", "node migrate", "node purge", "node reviews",
     "registry migrate", "registry members list", "registry admin-token", "consent request",
-    "dev status", "dev down",
+    "registry reviews list", "dev status", "dev down",
 }  # fmt: skip
 #: Refused on local grounds before any network (exit 1 all the same).
 LOCAL_REFUSAL = {
     "node init", "node install", "node import", "node disputes resolve", "registry init",
     "registry members approve", "registry members suspend", "registry members reinstate",
-    "node open-answer",
+    "node open-answer", "registry reviews decide",
 }  # fmt: skip
 
 
@@ -108,6 +108,12 @@ def arguments(name: str, context: dict[str, Any], tmp_path: Path) -> list[str]:
         "node purge": ["--dir", agency],
         "node audit": ["--dir", agency],
         "node open-answer": ["--dir", agency, "no-such-query"],
+        "node reviews": ["--dir", agency],
+        "registry reviews list": ["--dir", registry["data_dir"]],
+        "registry reviews decide": [
+            "--dir", registry["data_dir"], "no-such-review", "--outcome", "upheld",
+            "--statement", "the verdict stands",
+        ],
         "registry init": ["--dir", registry["data_dir"]],
         "registry migrate": ["--dir", registry["data_dir"]],
         "registry members list": ["--dir", registry["data_dir"]],
@@ -125,6 +131,8 @@ def arguments(name: str, context: dict[str, Any], tmp_path: Path) -> list[str]:
         "me contests": me,
         "me records": me,
         "me explanations": me,
+        "me review": [*me, "no-such-verdict", "--statement", "please look again"],
+        "me reviews": me,
         "verify": ["reg:CN:ORG000001"],
         "screen": [str(files / "in.csv"), "--out", str(tmp_path / "out.csv")],
         "verdict check": [str(files / "verdict.json")],
