@@ -62,6 +62,8 @@ TABLES = {
     "admin_tokens",
     "admin_actions",
     "alarms",
+    "verdict_records",
+    "reviews",
 }
 REF_A = "aa" * 32
 REF_B = "bb" * 32
@@ -178,7 +180,7 @@ def test_migrations_create_the_schema_from_empty(make_engine: Callable[[bool], E
     assert set(inspect(engine).get_table_names()) == set()
     database.upgrade_schema(engine)
     assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
-    assert database.schema_revision(engine) == database.schema_head() == "0008"
+    assert database.schema_revision(engine) == database.schema_head() == "0009"
     database.require_current_schema(engine)
     database.upgrade_schema(engine)  # idempotent
     assert database.schema_is_current(engine)
@@ -198,7 +200,7 @@ def test_unmigrated_database_is_refused_with_the_fix(
     # Only a SQLite file names its data directory; a server URL does not.
     data_dir = tmp_path.resolve() if backend == "sqlite" else "<data dir>"
     expected = (
-        "database schema is at revision none (never migrated), the code needs 0008: "
+        "database schema is at revision none (never migrated), the code needs 0009: "
         f"run `credence registry migrate --dir {data_dir}`"
     )
     with pytest.raises(FailedPrecondition) as caught:
