@@ -265,6 +265,9 @@ def test_a_record_stops_counting_past_its_contests_due_date_until_resolved(
         capsys, "me", "contests", *me_args, "--json").splitlines())}  # fmt: skip
     assert rows[court_contest]["overdue"] is True
     assert rows[bank_contest]["overdue"] is True
+    # Each agency's sealed answer says when the record's contest fell due.
+    held = " ".join(_cli(capsys, "me", "records", *me_args).split())
+    assert f"the agency's answer is due by {due:%Y-%m-%d %H:%M} UTC" in held
 
     # The agency is told: its disputes list, and one warning per contest in its log.
     monkeypatch.setattr("agency_node.cli.utc_now", clock)

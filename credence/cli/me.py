@@ -363,8 +363,8 @@ def _held_line(row: dict[str, Any]) -> str:
         parts.append("disputed")
     if row.get("contest_due_at"):
         parts.append(
-            f"contested: the agency must answer by {_when(row['contest_due_at'])}; "
-            "after that, until it answers, the record does not count"
+            f"contested: the agency's answer is due by {_when(row['contest_due_at'])}; "
+            "from then until it answers, the record does not count"
         )
     return "; ".join(parts)
 
