@@ -101,20 +101,9 @@ def _listed_people(fed: InProcessFederation) -> list[str]:
         )
 
 
-def _federation_file(fed: InProcessFederation) -> Path:
-    path = fed.root / "federation.json"
-    registry = {
-        "member_id": "registry", "address": fed.address, "public_address": fed.public,
-        "http_url": f"https://127.0.0.1:{fed.registry.http_port}",
-        "ca_cert": str(fed.registry_dir / "ca.crt"), "root_keys": str(fed.root / "root.jwks.json"),
-    }  # fmt: skip
-    path.write_text(json.dumps({"registry": registry, "company": {"member_id": LENDER}}))
-    return path
-
-
 @pytest.fixture(scope="module")
 def people(fed: InProcessFederation, tmp_path_factory: pytest.TempPathFactory) -> list[Person]:
-    federation_file = _federation_file(fed)
+    federation_file = fed.federation_file(LENDER)
     found = []
     for index, identifier in enumerate(_listed_people(fed)[:2]):
         consent, _, key, binding = fed.consent(identifier, requester=LENDER, idp="idp")
@@ -128,13 +117,7 @@ def people(fed: InProcessFederation, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def _verdict(fed: InProcessFederation, person: Person) -> registry_pb2.Verdict:
-    grant = agency_pb2.Grant(consent_token=person.consent)
-    with fed.requester(LENDER) as lender:
-        verified = lender.request_verdict(
-            fed.subject(person.identifier), kinds=("blacklist", "credit"),
-            purpose="credit_assessment", grant=grant,
-        )  # fmt: skip
-    return verified.verdict
+    return fed.credit_verdict(person.identifier, requester=LENDER, consent=person.consent)
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:

@@ -24,6 +24,7 @@ from credence.grants import tokens
 from credence.keys import KeySet, SigningKey, load_signing_key, private_key_pem
 from credence.pki import generate_tls_key, make_csr
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for
+from credence.v1 import agency_pb2, registry_pb2
 from support.registry import free_port, init_registry, run, set_config
 from support.witnessed import wait_witnessed
 
@@ -76,6 +77,17 @@ class InProcessFederation:
         return Requester(
             self.address, self.members[member_id].credentials, root_keys=self.root_keys
         )
+
+    def credit_verdict(
+        self, identifier: str, *, requester: str, consent: str
+    ) -> registry_pb2.Verdict:
+        """``requester``'s blacklist and credit verdict for a credit decision, under ``consent``."""
+        with self.requester(requester) as client:
+            verified = client.request_verdict(
+                self.subject(identifier), kinds=("blacklist", "credit"),
+                purpose="credit_assessment", grant=agency_pb2.Grant(consent_token=consent),
+            )  # fmt: skip
+        return verified.verdict
 
     def node_dir(self, name: str) -> Path:
         return self.root / name
