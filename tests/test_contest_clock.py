@@ -40,6 +40,7 @@ from agency_node.models import Record
 from central_registry.server import RegistryThread
 from credence.cli import main
 from credence.client.requester import Requester, VerifiedVerdict
+from credence.client.results import ScreenRow
 from credence.client.subject import SubjectClient
 from credence.dev import synthetic
 from credence.errors import CredenceError
@@ -216,6 +217,11 @@ def test_a_record_stops_counting_past_its_contests_due_date_until_resolved(
 ) -> None:
     first, _, key, binding = fed.consent(PERSON, requester="acme", idp="idp")
     second = fed.consent(PERSON, requester="acme", idp="idp")[0]
+    screening = [
+        ScreenRow(identifier, fed.subject(identifier), agency_pb2.Grant(consent_token=token))
+        for identifier in (PERSON, OTHER)
+        for token in [fed.consent(identifier, requester="acme", idp="idp")[0]]
+    ]
     nobody = _verdict(fed, clock, NOBODY, fed.consent(NOBODY, requester="acme", idp="idp")[0])
     before = _verdict(fed, clock, PERSON, first)
     assert before.status == "listed"
@@ -247,6 +253,11 @@ def test_a_record_stops_counting_past_its_contests_due_date_until_resolved(
     assert not overdue.verdict.credit.disputed
     assert overdue.verdict.credit.score == nobody.verdict.credit.score
     assert list(overdue.verdict.credit.reason_codes) == list(nobody.verdict.credit.reason_codes)
+    # The screening path (membership filter, batch reads) stops counting it too.
+    with _requester(fed, clock) as acme:
+        screened = {o.row_key: o for o in acme.screen(screening, purpose="credit_assessment")}
+    statuses = {key: o.verdict.status for key, o in screened.items() if o.verdict is not None}
+    assert statuses == {PERSON: "clear", OTHER: "listed"}, "the other judgment is uncontested"
 
     # The subject is told, through the real CLI (their own clock agrees with the federation's).
     monkeypatch.setattr(
