@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli_run import run_cli
 
-from credence.cli import main, progress
+from credence.cli import progress
 from credence.dev import federation as dev_federation
 
 pytestmark = pytest.mark.slow
@@ -43,13 +44,7 @@ def cli(
     monkeypatch.setenv("CREDENCE_FEDERATION", federation["path"])
 
     def run(*args: str | Path) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            code = main([str(arg) for arg in args])
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_cli(capsys, *args)
 
     return run
 

@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 import pytest
 from sqlalchemy import func, select
+from support.cli_run import run_cli
 from support.fixtures import StartFederation
 from support.inprocess import InProcessFederation
 
@@ -158,13 +159,7 @@ def cli(
     monkeypatch.setenv("CREDENCE_FEDERATION", str(federation_file))
 
     def run(*args: str | Path) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            code = main([str(arg) for arg in args])
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_cli(capsys, *args)
 
     return run
 

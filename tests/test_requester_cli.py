@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli_run import run_cli
 
-from credence.cli import main
 from credence.client.requester import MemberCredentials, Requester
 from credence.client.screening import (
     COLUMNS,
@@ -51,17 +51,6 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     finally:
         stubborn = dev_federation.down(directory)
         assert stubborn == [], f"processes that ignored SIGTERM: {stubborn}"
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    """Run ``credence ARGS`` in-process: exit code, stdout, stderr."""
-    capsys.readouterr()
-    try:
-        code = main([str(arg) for arg in args])
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(err: str) -> str:
@@ -103,7 +92,7 @@ def test_verify_listed_and_clear_organisations_as_json(
     federation: tuple[Path, FederationDoc], capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, document = federation
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "verify", sample(document, "listed_organisation"), "--federation", path, "--json"
     )
     assert code == 0
@@ -112,7 +101,7 @@ def test_verify_listed_and_clear_organisations_as_json(
     assert listed["categories"] == ["dishonest_debtor"]
     assert listed["requester"] == "demo-company"
     assert listed["key_ids"]
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "verify", sample(document, "clear_organisation"), "--federation", path, "--json"
     )
     assert code == 0
@@ -138,7 +127,7 @@ def test_verify_prints_the_verdict_and_the_key(
     federation: tuple[Path, FederationDoc], capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, document = federation
-    code, out, _ = run(capsys, "verify", sample(document, "disputed"), "--federation", path)
+    code, out, _ = run_cli(capsys, "verify", sample(document, "disputed"), "--federation", path)
     assert code == 0
     assert f"subject   {sample(document, 'disputed')} (organisation)" in out
     assert "coverage  2 of 2 agencies answered" in out
@@ -153,7 +142,7 @@ def test_verify_person_with_the_sample_consent(
 ) -> None:
     path, document = federation
     person = sample(document, "person_with_consent", 0)
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "verify", "--person", person["id"], "--grant", person["consent"],
         "--purpose", "credit_assessment", "--kinds", "blacklist,credit",
         "--federation", path, "--json",
@@ -170,7 +159,7 @@ def test_verify_person_without_consent_is_refused_in_one_line(
 ) -> None:
     path, document = federation
     person = sample(document, "person_with_consent", 0)
-    code, out, err = run(capsys, "verify", "--person", person["id"], "--federation", path)
+    code, out, err = run_cli(capsys, "verify", "--person", person["id"], "--federation", path)
     assert code == 1
     assert out == ""
     assert "pass --grant FILE" in one_line_error(err)
@@ -181,7 +170,7 @@ def test_verify_person_with_a_grant_for_another_purpose_is_refused(
 ) -> None:
     path, document = federation
     person = sample(document, "person_with_consent", 0)
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys, "verify", "--person", person["id"], "--grant", person["consent"],
         "--purpose", "tenancy_screening", "--federation", path,
     )  # fmt: skip
@@ -197,18 +186,20 @@ def test_saved_verdict_checks_yes_and_tampered_no(
     path, document = federation
     saved = tmp_path / "verdict.json"
     org = sample(document, "listed_organisation", 1)
-    code, _, _ = run(capsys, "verify", org, "--federation", path, "--out", saved)
+    code, _, _ = run_cli(capsys, "verify", org, "--federation", path, "--out", saved)
     assert code == 0
-    code, out, _ = run(capsys, "verdict", "check", saved, "--federation", path)
+    code, out, _ = run_cli(capsys, "verdict", "check", saved, "--federation", path)
     assert code == 0
     assert out.startswith("yes: verdict ")
     assert "issued to demo-company" in out
-    code, out, _ = run(capsys, "verdict", "check", saved, "--federation", path, "--json")
+    code, out, _ = run_cli(capsys, "verdict", "check", saved, "--federation", path, "--json")
     assert code == 0
     assert json.loads(out)["valid"] is True
 
     # Another member holding the file: not issued to them.
-    code, out, _ = run(capsys, "verdict", "check", saved, "--federation", path, "--as", "authority")
+    code, out, _ = run_cli(
+        capsys, "verdict", "check", saved, "--federation", path, "--as", "authority"
+    )
     assert code == 1
     assert out.startswith("no: verdict was issued to 'demo-company', not 'demo-authority'")
 
@@ -219,7 +210,7 @@ def test_saved_verdict_checks_yes_and_tampered_no(
     document_json["envelope"]["payload"] = payload[:10] + flipped + payload[11:]
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(document_json))
-    code, out, _ = run(capsys, "verdict", "check", tampered, "--federation", path, "--json")
+    code, out, _ = run_cli(capsys, "verdict", "check", tampered, "--federation", path, "--json")
     assert code == 1
     result = json.loads(out)
     assert result["valid"] is False
@@ -228,12 +219,12 @@ def test_saved_verdict_checks_yes_and_tampered_no(
     # The JWS of another verdict next to this envelope.
     other = tmp_path / "other.json"
     clear = sample(document, "clear_organisation", 1)
-    assert run(capsys, "verify", clear, "--federation", path, "--out", other)[0] == 0
+    assert run_cli(capsys, "verify", clear, "--federation", path, "--out", other)[0] == 0
     document_json = json.loads(saved.read_text())
     document_json["jws"] = json.loads(other.read_text())["jws"]
     mixed = tmp_path / "mixed.json"
     mixed.write_text(json.dumps(document_json))
-    code, out, _ = run(capsys, "verdict", "check", mixed, "--federation", path)
+    code, out, _ = run_cli(capsys, "verdict", "check", mixed, "--federation", path)
     assert code == 1
     assert out.startswith("no: verdict file's JWS and envelope disagree on ")
 
@@ -261,7 +252,7 @@ def test_screen_reports_bad_rows_with_reasons_and_keeps_going(
         f"{sample(document, 'clear_organisation', 2)},\n"
     )
     out = tmp_path / "results.jsonl"
-    code, stdout, err = run(capsys, "screen", source, "--out", out, "--federation", path)
+    code, stdout, err = run_cli(capsys, "screen", source, "--out", out, "--federation", path)
     assert code == 0, err
     assert "8 rows written" in stdout
     rows = {row["row_key"]: row for row in map(json.loads, out.read_text().splitlines())}
@@ -294,12 +285,12 @@ def test_screen_refuses_to_overwrite_without_resume(
     source.write_text("identifier\nreg:CN:ORG000000\n")
     out = tmp_path / "results.csv"
     out.write_text("something\n")
-    code, _, err = run(capsys, "screen", source, "--out", out, "--federation", path)
+    code, _, err = run_cli(capsys, "screen", source, "--out", out, "--federation", path)
     assert code == 1
     assert "pass --resume" in one_line_error(err)
     source.write_text("name\nx\n")
     out.unlink()
-    code, _, err = run(capsys, "screen", source, "--out", out, "--federation", path)
+    code, _, err = run_cli(capsys, "screen", source, "--out", out, "--federation", path)
     assert code == 1
     assert "no 'identifier' column" in one_line_error(err)
 
@@ -355,7 +346,7 @@ def test_screen_killed_mid_run_resumes_without_looking_anyone_up_twice(
     assert 0 < len(first) < 5000, "the first run was stopped before the end"
     assert stdout.startswith(f"{len(first)} rows written")
 
-    code, stdout, err = run(
+    code, stdout, err = run_cli(
         capsys, "screen", source, "--out", out, "--as", "identity_verifier",
         "--message-size", "25", "--resume", "--federation", path,
     )  # fmt: skip
@@ -428,7 +419,7 @@ def test_consent_request_then_issue_then_verify_the_person(
     path, document = federation
     person = sample(document, "person_with_consent", 2)
     request = tmp_path / "request.jwt"
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys, "consent", "request", "--person", person["id"], "--requester", "demo-company",
         "--purpose", "credit_assessment", "--kinds", "blacklist,credit", "--days", "7",
         "--uses", "1", "--key", person["subject_key"], "--binding", person["binding"],
@@ -437,20 +428,20 @@ def test_consent_request_then_issue_then_verify_the_person(
     assert code == 0, err
     assert "written to" in out
     consent = tmp_path / "consent.jwt"
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys, "consent", "issue", request, "--binding", person["binding"],
         "--out", consent, "--federation", path,
     )  # fmt: skip
     assert code == 0, err
     grant_id = out.split("grant ")[1].split(",")[0]
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys, "verify", "--person", person["id"], "--grant", consent,
         "--federation", path, "--json",
     )  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["grant_id"] == grant_id
     # One use only: the second lookup is refused.
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys, "verify", "--person", person["id"], "--grant", consent, "--federation", path
     )
     assert code == 1
@@ -465,7 +456,7 @@ def test_consent_request_for_another_person_than_the_binding_is_refused(
     path, document = federation
     person = sample(document, "person_with_consent", 2)
     other = sample(document, "person_with_consent", 1)
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys, "consent", "request", "--person", other["id"], "--requester", "demo-company",
         "--purpose", "credit_assessment", "--kinds", "credit", "--days", "7", "--uses", "1",
         "--key", person["subject_key"], "--binding", person["binding"],
@@ -483,10 +474,10 @@ def test_missing_federation_file_is_one_line_exit_1(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     missing = tmp_path / "nowhere.json"
-    code, _, err = run(capsys, "verify", "reg:CN:ORG000001", "--federation", missing)
+    code, _, err = run_cli(capsys, "verify", "reg:CN:ORG000001", "--federation", missing)
     assert code == 1
     assert "not found: start a federation" in one_line_error(err)
-    code, _, err = run(capsys, "verdict", "check", tmp_path / "v.json", "--federation", missing)
+    code, _, err = run_cli(capsys, "verdict", "check", tmp_path / "v.json", "--federation", missing)
     assert code == 1
     one_line_error(err)
 
@@ -510,7 +501,7 @@ def test_missing_federation_file_is_one_line_exit_1(
 def test_bad_usage_exits_2(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], message: str
 ) -> None:
-    code, _, err = run(capsys, *args, "--federation", tmp_path / "absent.json")
+    code, _, err = run_cli(capsys, *args, "--federation", tmp_path / "absent.json")
     assert code == 2
     assert message in err
 
@@ -522,7 +513,7 @@ def test_bad_usage_exits_2(
 def test_every_command_has_help_with_an_example(
     capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
-    code, out, _ = run(capsys, *command, "--help")
+    code, out, _ = run_cli(capsys, *command, "--help")
     assert code == 0
     assert "example" in out
     assert "credence " in out.split("example", 1)[1]
