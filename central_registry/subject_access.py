@@ -76,7 +76,10 @@ class SubjectAccess:
             subject_ref = bytes.fromhex(proof.subject_ref)
             entries = entries_for_subject(session, subject_ref, now)
             served = verdict_ids(
-                session, subject_ref, [e.query_id for e in entries if e.outcome == "dispatched"]
+                session,
+                subject_ref,
+                [e.query_id for e in entries if e.outcome == "dispatched"],
+                now,
             )
             for entry in entries:
                 outcome = "served" if entry.outcome == "dispatched" else "refused"

@@ -115,13 +115,17 @@ def explanations_for_subject(
     return [bytes(data) for data in session.scalars(statement) if data is not None]
 
 
-def verdict_ids(session: Session, subject_ref: bytes, query_ids: Iterable[str]) -> dict[str, str]:
-    """Query id -> the id of the verdict served for it, among a subject's rows."""
+def verdict_ids(
+    session: Session, subject_ref: bytes, query_ids: Iterable[str], now: datetime
+) -> dict[str, str]:
+    """Query id -> the id of the verdict served for it, among a subject's unexpired rows."""
     wanted = list(query_ids)
     if not wanted:
         return {}
     statement = select(VerdictRecord.query_id, VerdictRecord.verdict_id).where(
-        VerdictRecord.subject_ref == bytes(subject_ref), VerdictRecord.query_id.in_(wanted)
+        VerdictRecord.subject_ref == bytes(subject_ref),
+        VerdictRecord.query_id.in_(wanted),
+        VerdictRecord.expires_at > require_utc(now),
     )
     return {str(row[0]): str(row[1]) for row in session.execute(statement)}
 

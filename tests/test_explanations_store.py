@@ -101,12 +101,11 @@ def test_each_lookup_names_the_verdict_served_for_it(sessions: sessionmaker[Sess
         _served(session, "a")
         _served(session, "b", explanation=None)
         _served(session, "c", subject=OTHER)
+        _served(session, "gone", minutes_ago=90, life=timedelta(minutes=60))
+    asked = ["q-a", "q-b", "q-c", "q-gone", "q-none"]
     with sessions() as session:
-        assert verdict_ids(session, ME, ["q-a", "q-b", "q-c", "q-none"]) == {
-            "q-a": "v-a",
-            "q-b": "v-b",
-        }
-        assert verdict_ids(session, ME, []) == {}
+        assert verdict_ids(session, ME, asked, NOW) == {"q-a": "v-a", "q-b": "v-b"}
+        assert verdict_ids(session, ME, [], NOW) == {}
 
 
 def test_rows_are_erased_at_their_data_life(sessions: sessionmaker[Session]) -> None:
