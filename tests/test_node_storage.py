@@ -35,6 +35,7 @@ TABLES = {
     "seen_tree_heads",
     "witnessed_checkpoints",
     "answer_vectors",
+    "review_notices",
 }
 
 
@@ -118,7 +119,7 @@ def test_unmigrated_database_is_refused_with_the_fix(
 def test_database_at_another_revision_is_refused(engine: Engine) -> None:
     with engine.begin() as connection:
         connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0000'")
-    with pytest.raises(FailedPrecondition, match="at revision 0000, the code needs 0004"):
+    with pytest.raises(FailedPrecondition, match="at revision 0000, the code needs 0005"):
         database.require_current_schema(engine)
 
 
