@@ -130,7 +130,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "credence me reviews --key me.key --binding me.binding.jwt", _reviews,
     )  # fmt: skip
     portal = subject_command(
-        "portal", "a web page of your own on this computer: lookups, grants, records, disputes",
+        "portal", "a web page on this machine: lookups, grants, records, disputes, scores, reviews",
         "credence me portal --key me.key --binding me.binding.jwt", _portal, machine=False,
     )  # fmt: skip
     portal.add_argument(
