@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import unicodedata
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from central_registry.contests import MAX_STATEMENT
@@ -40,10 +40,12 @@ from credence.keys import SigningKey
 from credence.v1 import common_pb2, registry_pb2
 
 __all__ = [
+    "DECIDED_KEPT",
     "MAX_LISTED",
     "MAX_OPEN_PER_SUBJECT",
     "OUTCOMES",
     "decide",
+    "erase_decided_reviews",
     "open_review",
     "open_reviews",
     "review_record",
@@ -57,6 +59,9 @@ _log = logging.getLogger(__name__)
 OUTCOMES = ("upheld", "corrected")
 #: Open reviews a subject may have at once: each reaches people, so it is bounded.
 MAX_OPEN_PER_SUBJECT = 20
+#: How long a decided review is kept at least, so the subject can read its
+#: outcome: it goes then, or with its verdict's row if that lives longer.
+DECIDED_KEPT = timedelta(days=90)
 #: Reviews ListMyReviews returns at most (the newest).
 MAX_LISTED = 200
 
@@ -257,3 +262,19 @@ def open_review_ages(session: Session, now: datetime) -> dict[str, int]:
         name = next(name for name, bound in AGE_BUCKETS if bound is None or days < bound)
         counts[name] += 1
     return counts
+
+
+def erase_decided_reviews(session: Session, now: datetime) -> int:
+    """Delete the decided reviews past :data:`DECIDED_KEPT` whose verdict row is gone.
+
+    An open review stays until a person decides it, however old. Returns how many went.
+    """
+    kept_verdicts = select(VerdictRecord.verdict_id)
+    result = session.execute(
+        delete(Review).where(
+            Review.state != "open",
+            Review.decided_at <= now - DECIDED_KEPT,
+            Review.verdict_id.not_in(kept_verdicts),
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

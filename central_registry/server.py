@@ -32,7 +32,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy import Engine
 
 from central_registry import config as registry_config
-from central_registry import database, membership
+from central_registry import database, membership, reviews
 from central_registry.agency_stats import AgencyStats
 from central_registry.console.actions import ConsoleActions
 from central_registry.console.app import Console, ConsoleSources
@@ -394,8 +394,10 @@ async def _housekeeping(
     def erase() -> int:
         with sessions.begin() as session:
             now = clock()
-            # Served verdicts' rows go at their data life, in the same pass.
+            # Served verdicts' rows go at their data life, in the same pass, and
+            # decided reviews once both their verdict's row and DECIDED_KEPT are past.
             erase_expired_records(session, now)
+            reviews.erase_decided_reviews(session, now)
             return erase_expired(session, now - config.log_retention)
 
     def drop() -> int:

@@ -20,6 +20,7 @@ from central_registry.contests import MAX_STATEMENT
 from central_registry.log.entries import entries_for_subject
 from central_registry.models import LogEntry, Review, VerdictRecord
 from central_registry.transparency import log_size
+from central_registry.verdict_records import erase_expired_records
 from credence import payloads
 from credence.envelope import Envelope, verify_message
 from credence.errors import FailedPrecondition, InvalidInput, NotFound, ResourceExhausted
@@ -266,3 +267,32 @@ def test_open_reviews_are_counted_by_age_and_queued_oldest_first(
         assert [r.verdict_id for r in reviews.reviews_for(session, ME)] == ["v0", "v1", "v2"]
         assert reviews.reviews_for(session, OTHER) == []
         assert session.scalar(select(func.count()).select_from(LogEntry)) == 3
+
+
+def test_decided_reviews_go_once_their_verdict_row_and_the_kept_time_are_past(
+    sessions: sessionmaker[Session],
+) -> None:
+    key = SigningKey.generate()
+    with sessions.begin() as session:
+        _verdict(session, "v-old", expires_at=NOW + timedelta(days=1))
+        _verdict(session, "v-open", expires_at=NOW + timedelta(days=1))
+        _verdict(session, "v-long", expires_at=NOW + timedelta(days=400))
+    with sessions.begin() as session:
+        old, still_open, long_lived = (
+            _ask(session, v).review_id for v in ("v-old", "v-open", "v-long")
+        )
+    with sessions.begin() as session:
+        for review_id in (old, long_lived):
+            reviews.decide(session, review_id, outcome="upheld", statement="checked",
+                           reviewer="alice", key=key, now=NOW)  # fmt: skip
+    later = NOW + reviews.DECIDED_KEPT + timedelta(days=1)
+    with sessions.begin() as session:
+        # Kept time not yet past: nothing goes, though v-old's row has expired.
+        assert erase_expired_records(session, NOW + timedelta(days=2)) == 2
+        assert reviews.erase_decided_reviews(session, NOW + timedelta(days=2)) == 0
+    with sessions.begin() as session:
+        assert reviews.erase_decided_reviews(session, later) == 1
+    with sessions() as session:
+        left = {review.review_id: review.state for review in session.scalars(select(Review))}
+    # The open one stays however old; the decided one whose verdict row lives stays.
+    assert left == {still_open: "open", long_lived: "upheld"}
