@@ -175,11 +175,6 @@ def schema() -> Schema:
     return database
 
 
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return database.session_factory(engine)
-
-
 def _contested(session: Session, record_id: str, *contests: tuple[str, datetime]) -> int:
     """A record with an open dispute per (contest id, filing time); its clock from the oldest."""
     record = Record(

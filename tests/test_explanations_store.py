@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from support.fixtures import Schema
 
@@ -30,7 +29,6 @@ from central_registry.verdict_records import (
     insert_rows,
     verdict_ids,
 )
-from credence.storage import session_factory
 
 NOW = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
 ME, OTHER = bytes([1]) * 32, bytes([2]) * 32
@@ -40,11 +38,6 @@ ME, OTHER = bytes([1]) * 32, bytes([2]) * 32
 def schema() -> Schema:
     """The registry's database."""
     return database
-
-
-@pytest.fixture
-def sessions(make_engine: Callable[[bool], Engine]) -> sessionmaker[Session]:
-    return session_factory(make_engine(True))
 
 
 def _served(

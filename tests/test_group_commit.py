@@ -52,11 +52,6 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return database.session_factory(engine)
-
-
 class _CountingLog(LookupLog):
     """The lookup log, keeping the size of each group it was handed."""
 

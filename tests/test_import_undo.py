@@ -41,11 +41,6 @@ def schema() -> Schema:
     return database
 
 
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return database.session_factory(engine)
-
-
 def _write(path: Path, numbers: range, amount: str = "10.00") -> Path:
     with path.open("w", encoding="utf-8") as out:
         out.write(",".join(FIELDS) + "\n")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from support.fixtures import Schema
 
@@ -32,11 +32,6 @@ ROWS = 120
 @pytest.fixture
 def schema() -> Schema:
     return database
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return database.session_factory(engine)
 
 
 def _identifier(n: int) -> str:

@@ -38,11 +38,6 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return database.session_factory(engine)
-
-
 def _grant(sessions: sessionmaker[Session], grant_id: str, subject: bytes, max_uses: int) -> None:
     with sessions.begin() as session:
         grant_rows.add_grant(

@@ -80,11 +80,6 @@ def schema() -> Schema:
 
 
 @pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return database.session_factory(engine)
-
-
-@pytest.fixture
 def write_csv(tmp_path: Path) -> Callable[..., Path]:
     def _write(rows: list[Row], name: str = "records.csv", header: list[str] | None = None) -> Path:
         path = tmp_path / name

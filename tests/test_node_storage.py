@@ -50,11 +50,6 @@ def schema() -> Schema:
     return database
 
 
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return database.session_factory(engine)
-
-
 def _record(record_id: str = "r1", **overrides: object) -> Record:
     fields: dict[str, object] = {
         "subject_ref": bytes(32),

@@ -80,11 +80,6 @@ def schema() -> Schema:
     return database
 
 
-@pytest.fixture
-def sessions(make_engine: Callable[[bool], Engine]) -> sessionmaker[Session]:
-    return database.session_factory(make_engine(True))
-
-
 def _enrol(session: Session, member_id: str = "agency-a", role: str = "agency") -> None:
     member_rows.add_enrolment(
         session,

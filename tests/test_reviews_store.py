@@ -7,11 +7,10 @@ names ids, never the statement; a decision is signed once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from support.fixtures import Schema
 
@@ -25,7 +24,6 @@ from credence import payloads
 from credence.envelope import Envelope, verify_message
 from credence.errors import FailedPrecondition, InvalidInput, NotFound, ResourceExhausted
 from credence.keys import KeySet, SigningKey
-from credence.storage import session_factory
 from credence.v1 import agency_pb2, registry_pb2
 
 NOW = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
@@ -36,11 +34,6 @@ ME, OTHER = bytes([1]) * 32, bytes([2]) * 32
 def schema() -> Schema:
     """The registry's database."""
     return database
-
-
-@pytest.fixture
-def sessions(make_engine: Callable[[bool], Engine]) -> sessionmaker[Session]:
-    return session_factory(make_engine(True))
 
 
 def _verdict(session: Session, verdict_id: str, subject: bytes = ME, **changes: object) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from support.blind import unmask
 from support.fixtures import Schema
@@ -69,11 +69,6 @@ def sqlite_url(tmp_path: Path) -> str:
 def schema() -> Schema:
     """The node's database: ``engine`` (support.fixtures) on SQLite and on PostgreSQL."""
     return database
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return database.session_factory(engine)
 
 
 @pytest.fixture

@@ -12,7 +12,9 @@ from typing import Protocol
 
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
+from credence.storage import session_factory
 from support.inprocess import InProcessFederation, start
 
 
@@ -68,3 +70,9 @@ def make_engine(database_url: str, schema: Schema) -> Iterator[MakeEngine]:
 def engine(make_engine: MakeEngine) -> Engine:
     """The module's ``schema`` on ``database_url``, migrated to the newest revision."""
     return make_engine(True)
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    """Sessions on :func:`engine`: the module's ``schema``, migrated to the newest revision."""
+    return session_factory(engine)
