@@ -10,7 +10,6 @@ reach the registry through ReportAlarm over mutual TLS, bounded and rate-limited
 from __future__ import annotations
 
 import re
-import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,14 @@ import grpc
 import httpx
 import pytest
 from sqlalchemy import func, select
-from support.console import TOKEN_FILE, console_federation, enrol
+from support.console import (
+    TOKEN_FILE,
+    admin_console,
+    admin_token,
+    console_federation,
+    csrf_of,
+    enrol,
+)
 from support.inprocess import InProcessFederation
 from support.registry import init_registry, run
 
@@ -50,31 +56,15 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessFederatio
         yield federation
 
 
-def _client(fed: InProcessFederation) -> httpx.Client:
-    context = ssl.create_default_context(cadata=fed.ca_pem.decode())
-    return httpx.Client(
-        base_url=f"https://127.0.0.1:{fed.registry.console_port}", verify=context, timeout=30
-    )
-
-
-def _csrf(page: httpx.Response) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert found, page.text[:400]
-    return found.group(1)
-
-
-def _token(fed: InProcessFederation) -> str:
-    return (fed.root / TOKEN_FILE).read_text()
-
-
 def _login(client: httpx.Client, token: str) -> httpx.Response:
-    return client.post("/login", data={"csrf": _csrf(client.get("/login")), "token": token})
+    """Log in with ``token`` through the login form: the console's answer, unchecked."""
+    return client.post("/login", data={"csrf": csrf_of(client.get("/login").text), "token": token})
 
 
 @pytest.fixture
 def admin(fed: InProcessFederation) -> Iterator[httpx.Client]:
-    with _client(fed) as client:
-        assert _login(client, _token(fed)).headers["location"] == "/members"
+    with admin_console(fed, None) as client:
+        assert _login(client, admin_token(fed)).headers["location"] == "/members"
         yield client
 
 
@@ -108,7 +98,7 @@ def _add(fed: InProcessFederation, *rows: object) -> None:
 
 
 def test_the_login_cookie_is_host_only_secure_httponly_strict(fed: InProcessFederation) -> None:
-    with _client(fed) as client:
+    with admin_console(fed, None) as client:
         page = client.get("/login")
     assert page.status_code == 200
     cookie = page.headers["set-cookie"]
@@ -124,7 +114,7 @@ def test_the_login_cookie_is_host_only_secure_httponly_strict(fed: InProcessFede
 
 def test_metrics_are_served_beside_the_console_for_prometheus(fed: InProcessFederation) -> None:
     pytest.importorskip("prometheus_client", reason="/metrics is mounted with prometheus-client")
-    with _client(fed) as client:
+    with admin_console(fed, None) as client:
         scraped = client.get("/metrics")
     assert scraped.status_code == 200
     assert "process_cpu_seconds_total" in scraped.text
@@ -132,7 +122,7 @@ def test_metrics_are_served_beside_the_console_for_prometheus(fed: InProcessFede
 
 @pytest.mark.parametrize("path", PAGES)
 def test_every_page_needs_a_login(fed: InProcessFederation, path: str) -> None:
-    with _client(fed) as client:
+    with admin_console(fed, None) as client:
         response = client.get(path)
     assert response.status_code == 303
     assert response.headers["location"] == "/login"
@@ -140,7 +130,7 @@ def test_every_page_needs_a_login(fed: InProcessFederation, path: str) -> None:
 
 def test_a_wrong_token_is_refused_and_logs_no_one_in(fed: InProcessFederation) -> None:
     before = _actions(fed)
-    with _client(fed) as client:
+    with admin_console(fed, None) as client:
         forged = admin_tokens.new_token()
         refused = _login(client, forged)
         assert refused.status_code == 401
@@ -156,7 +146,7 @@ def test_an_expired_token_is_refused(fed: InProcessFederation) -> None:
     hashed = admin_tokens.token_hash(token)
     expired = past + timedelta(days=1)
     _add(fed, AdminToken(token_hash=hashed, name="bob", created_at=past, expires_at=expired))
-    with _client(fed) as client:
+    with admin_console(fed, None) as client:
         refused = _login(client, token)
         assert refused.status_code == 401
         assert "expired" in refused.text
@@ -164,9 +154,9 @@ def test_an_expired_token_is_refused(fed: InProcessFederation) -> None:
 
 
 def test_a_login_form_without_its_csrf_token_is_refused(fed: InProcessFederation) -> None:
-    with _client(fed) as client:
+    with admin_console(fed, None) as client:
         client.get("/login")
-        refused = client.post("/login", data={"csrf": "x" * 43, "token": _token(fed)})
+        refused = client.post("/login", data={"csrf": "x" * 43, "token": admin_token(fed)})
         assert refused.status_code == 401
         assert client.get("/members").status_code == 303
 
@@ -176,7 +166,7 @@ def test_a_forged_or_altered_cookie_is_refused(
 ) -> None:
     genuine = admin.cookies[COOKIE_NAME]
     body, _, mac = genuine.partition(".")
-    with _client(fed) as client:
+    with admin_console(fed, None) as client:
         # Same signature, a different body; and a body with a signature of our own.
         for cookie in (f"{body[:-2]}AA.{mac}", f"{body}.{'A' * len(mac)}", "e30.e30"):
             client.cookies.set(COOKIE_NAME, cookie)
@@ -199,8 +189,8 @@ def test_a_member_action_without_its_csrf_token_changes_nothing(
 
 def test_an_action_without_a_session_changes_nothing(fed: InProcessFederation) -> None:
     before = _actions(fed)
-    with _client(fed) as client:
-        csrf = _csrf(client.get("/login"))  # a pre-login session's token is no admin's
+    with admin_console(fed, None) as client:
+        csrf = csrf_of(client.get("/login").text)  # a pre-login session's token is no admin's
         refused = client.post(
             "/members/action", data={"member_id": "bank-a", "action": "suspend", "csrf": csrf}
         )
@@ -217,7 +207,7 @@ def test_an_oversized_form_is_refused_unread(admin: httpx.Client) -> None:
 def test_a_revoked_token_ends_its_sessions(fed: InProcessFederation) -> None:
     run("registry", "admin-token", "--dir", fed.registry_dir, "--name", "carol",
         "--out", fed.root / "carol.token")  # fmt: skip
-    with _client(fed) as client:
+    with admin_console(fed, None) as client:
         assert _login(client, (fed.root / "carol.token").read_text()).status_code == 303
         assert client.get("/members").status_code == 200
         run("registry", "admin-token", "--dir", fed.registry_dir, "--revoke", "carol")
@@ -244,7 +234,7 @@ def test_approve_refuse_suspend_and_reinstate_are_done_and_logged(
     enrol(fed, "spam-1", "company", approve=False)
     page = admin.get("/members")
     assert 'id="pending-shop-7"' in page.text
-    csrf = _csrf(page)
+    csrf = csrf_of(page.text)
 
     def act(action: str, member_id: str) -> httpx.Response:
         return admin.post(
@@ -279,7 +269,7 @@ def test_approve_refuse_suspend_and_reinstate_are_done_and_logged(
 def test_a_member_suspended_in_the_console_is_refused_by_the_registry(
     fed: InProcessFederation, admin: httpx.Client
 ) -> None:
-    csrf = _csrf(admin.get("/members"))
+    csrf = csrf_of(admin.get("/members").text)
     with fed.requester("bank-a") as client:
         client.refresh_manifest()
         done = admin.post(

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import re
 import secrets
-import ssl
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from sqlalchemy import insert, select
+from support.console import admin_console, admin_token, issue_admin_token
 from support.inprocess import InProcessFederation
-from support.registry import init_registry, run
+from support.registry import init_registry
 
 from agency_node import database as node_database
 from agency_node.audit import AuditReport
@@ -50,8 +49,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessFederatio
         subject = (expected.listed_organisations + expected.clear_organisations)[0]
         with federation.requester("lender") as client:
             client.verify_organisation(federation.subject(subject))
-        run("registry", "admin-token", "--dir", registry_dir, "--name", "alice",
-            "--out", root / "alice.token")  # fmt: skip
+        issue_admin_token(federation)
         yield federation
     finally:
         federation.stop()
@@ -80,14 +78,7 @@ def _registry_alarms(fed: InProcessFederation) -> list[tuple[str, str, int]]:
 
 def _console_page(fed: InProcessFederation, path: str) -> str:
     """``path`` of the console, logged in as alice."""
-    context = ssl.create_default_context(cadata=fed.ca_pem.decode())
-    base = f"https://127.0.0.1:{fed.registry.console_port}"
-    with httpx.Client(base_url=base, verify=context, timeout=30) as client:
-        login = client.get("/login")
-        found = re.search(r'name="csrf" value="([^"]+)"', login.text)
-        assert found
-        token = (fed.root / "alice.token").read_text()
-        assert client.post("/login", data={"csrf": found[1], "token": token}).status_code == 303
+    with admin_console(fed, admin_token(fed)) as client:
         page = client.get(path)
         assert page.status_code == 200
         return page.text

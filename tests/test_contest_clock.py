@@ -20,16 +20,16 @@ import functools
 import json
 import logging
 import re
-import ssl
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select
+from support.cli_run import run_cli
+from support.console import admin_console, admin_token, issue_admin_token
 from support.inprocess import FANOUT_DEADLINE_SECONDS, InProcessFederation
 from support.registry import init_registry, run
 
@@ -38,8 +38,7 @@ from agency_node import database as node_database
 from agency_node.manifest_holder import load_manifest
 from agency_node.models import Record
 from central_registry.server import RegistryThread
-from credence.cli import main
-from credence.client.requester import Requester, VerifiedVerdict
+from credence.client.requester import VerifiedVerdict
 from credence.client.results import ScreenRow
 from credence.client.subject import SubjectClient
 from credence.dev import synthetic
@@ -97,8 +96,7 @@ def fed(
         _import(federation, COURT.name, "CLK-1", PERSON, "court_judgment,judgment_debt")
         _import(federation, COURT.name, "CLK-2", OTHER, "court_judgment,judgment_debt")
         _import(federation, BANK.name, "CLK-3", PERSON, "loan_default,consumer_loan")
-        run("registry", "admin-token", "--dir", registry_dir, "--name", "alice",
-            "--out", root / "alice.token")  # fmt: skip
+        issue_admin_token(federation)
         yield federation
     finally:
         federation.stop()
@@ -116,20 +114,10 @@ def _import(
     run("node", "import", "--dir", fed.node_dir(agency), path)
 
 
-def _requester(fed: InProcessFederation, clock: FederationClock) -> Requester:
-    return Requester(
-        fed.address, fed.members["acme"].credentials, root_keys=fed.root_keys, clock=clock
-    )
-
-
 def _verdict(
     fed: InProcessFederation, clock: FederationClock, identifier: str, token: str
 ) -> VerifiedVerdict:
-    with _requester(fed, clock) as acme:
-        return acme.request_verdict(
-            fed.subject(identifier), kinds=("blacklist", "credit"), purpose="credit_assessment",
-            grant=agency_pb2.Grant(consent_token=token),
-        )  # fmt: skip
+    return fed.credit_verdict(identifier, requester="acme", consent=token, clock=clock)
 
 
 def _subject(
@@ -172,27 +160,8 @@ def _wait_answering(fed: InProcessFederation, clock: FederationClock) -> None:
             time.sleep(0.05)
 
 
-@contextmanager
-def _console(fed: InProcessFederation) -> Iterator[httpx.Client]:
-    """The operator's console over HTTPS, logged in as alice."""
-    context = ssl.create_default_context(cadata=fed.ca_pem.decode())
-    with httpx.Client(
-        base_url=f"https://127.0.0.1:{fed.registry.console_port}", verify=context, timeout=30
-    ) as client:
-        login = client.get("/login")
-        csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
-        assert csrf, login.text[:400]
-        token = (fed.root / "alice.token").read_text()
-        assert (
-            client.post("/login", data={"csrf": csrf.group(1), "token": token}).status_code == 303
-        )
-        yield client
-
-
 def _cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> str:
-    capsys.readouterr()
-    code = main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
+    code, out, err = run_cli(capsys, *args)
     assert code == 0, err
     return out
 
@@ -254,7 +223,7 @@ def test_a_record_stops_counting_past_its_contests_due_date_until_resolved(
     assert overdue.verdict.credit.score == nobody.verdict.credit.score
     assert list(overdue.verdict.credit.reason_codes) == list(nobody.verdict.credit.reason_codes)
     # The screening path (membership filter, batch reads) stops counting it too.
-    with _requester(fed, clock) as acme:
+    with fed.requester("acme", clock=clock) as acme:
         screened = {o.row_key: o for o in acme.screen(screening, purpose="credit_assessment")}
     statuses = {key: o.verdict.status for key, o in screened.items() if o.verdict is not None}
     assert statuses == {PERSON: "clear", OTHER: "listed"}, "the other judgment is uncontested"
@@ -299,7 +268,7 @@ def test_a_record_stops_counting_past_its_contests_due_date_until_resolved(
     assert fed.subject(PERSON).hex() not in caplog.text
 
     # The operator is told: the console's contests page and the metrics, by age, no ids.
-    with _console(fed) as console:
+    with admin_console(fed, admin_token(fed)) as console:
         page = console.get("/contests")
         scraped = console.get("/metrics").text
     assert page.status_code == 200

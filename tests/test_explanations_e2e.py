@@ -124,31 +124,9 @@ def _person(fed: InProcessFederation, directory: Path, skip: int = 0) -> Person:
     )
 
 
-def _federation_file(fed: InProcessFederation) -> Path:
-    acme = fed.members["acme"].credentials
-    folder = fed.root / "acme"
-    folder.mkdir(exist_ok=True)
-    (folder / "tls.key").write_bytes(acme.key_pem)
-    (folder / "tls.crt").write_bytes(acme.cert_pem)
-    path = fed.root / "federation.json"
-    path.write_text(json.dumps({
-        "registry": {
-            "member_id": "registry", "address": fed.address, "public_address": fed.public,
-            "http_url": f"https://127.0.0.1:{fed.registry.http_port}",
-            "ca_cert": str(fed.registry_dir / "ca.crt"),
-            "root_keys": str(fed.root / "root.jwks.json"),
-        },
-        "company": {
-            "member_id": "acme", "key": str(folder / "tls.key"), "cert": str(folder / "tls.crt"),
-        },
-        "pseudonymisation_key": str(fed.registry_dir / "pseudonymisation.key"),
-    }))  # fmt: skip
-    return path
-
-
 @pytest.fixture(scope="module")
 def federation_file(federation: InProcessFederation) -> Path:
-    return _federation_file(federation)
+    return federation.federation_file("acme", as_company=True)
 
 
 @pytest.fixture

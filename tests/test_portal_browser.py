@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import re
 import signal
 import subprocess
@@ -43,7 +42,7 @@ from support.registry import run
 from credence.dev import synthetic
 from credence.errors import PermissionDenied
 from credence.keys import save_signing_key
-from credence.v1 import agency_pb2, registry_pb2
+from credence.v1 import registry_pb2
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page, ViewportSize
@@ -120,24 +119,12 @@ def scored(
     return _person(fed, next(p for p in history if p != person.identifier), tmp_path_factory)
 
 
-def _federation_file(fed: InProcessFederation) -> Path:
-    path = fed.root / "federation.json"
-    registry = {
-        "member_id": "registry", "address": fed.address, "public_address": fed.public,
-        "http_url": f"https://127.0.0.1:{fed.registry.http_port}",
-        "ca_cert": str(fed.registry_dir / "ca.crt"), "root_keys": str(fed.root / "root.jwks.json"),
-    }  # fmt: skip
-    # A subject needs only the registry; the file format also names a member.
-    path.write_text(json.dumps({"registry": registry, "company": {"member_id": LENDER}}))
-    return path
-
-
 @contextmanager
 def _portal(fed: InProcessFederation, person: Person) -> Iterator[str]:
     """``credence me portal`` as the person runs it; its printed login link."""
     command: list[str | Path] = [
         sys.executable, "-m", "credence.cli", "me", "portal", "--key", person.key_file,
-        "--binding", person.binding_file, "--federation", _federation_file(fed),
+        "--binding", person.binding_file, "--federation", fed.federation_file(LENDER),
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     printed: list[str] = []
@@ -189,13 +176,7 @@ def page(browser_ready: None, tmp_path: Path) -> Iterator[Page]:
 
 
 def _verdict(fed: InProcessFederation, person: Person) -> registry_pb2.Verdict:
-    grant = agency_pb2.Grant(consent_token=person.consent)
-    with fed.requester(LENDER) as lender:
-        verified = lender.request_verdict(
-            fed.subject(person.identifier), kinds=("blacklist", "credit"),
-            purpose="credit_assessment", grant=grant,
-        )  # fmt: skip
-    return verified.verdict
+    return fed.credit_verdict(person.identifier, requester=LENDER, consent=person.consent).verdict
 
 
 _CONTROL = re.compile(r"^\s*- (textbox|combobox|button|link|checkbox|radio|img)\b(.*)$")

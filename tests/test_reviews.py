@@ -24,13 +24,13 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from sqlalchemy import func, select
-from support.console import admin_console, csrf_of
+from support.cli_run import run_cli
+from support.console import admin_console, admin_token, csrf_of, issue_admin_token
 from support.inprocess import FANOUT_DEADLINE_SECONDS, InProcessFederation
 from support.registry import init_registry, run
 
@@ -42,7 +42,6 @@ from central_registry.keyring import load_keys
 from central_registry.models import AdminAction, LogEntry, Review, VerdictRecord
 from central_registry.server import RegistryThread
 from credence import payloads
-from credence.cli import main
 from credence.client.subject import SubjectClient
 from credence.dev import synthetic
 from credence.envelope import sign
@@ -57,7 +56,6 @@ pytestmark = pytest.mark.slow
 
 COURT, BANK = synthetic.AGENCY_PROFILES[0], synthetic.AGENCY_PROFILES[2]
 LENDER = "lender"
-TOKEN_FILE = "alice.token"
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +71,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessFederatio
         federation.enrol_member(LENDER, "company")
         federation.add_agency(COURT)
         federation.add_agency(BANK)
-        run("registry", "admin-token", "--dir", registry_dir, "--name", "alice",
-            "--out", root / TOKEN_FILE)  # fmt: skip
+        issue_admin_token(federation)
         yield federation
     finally:
         federation.stop()
@@ -117,14 +114,7 @@ def people(fed: InProcessFederation, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def _verdict(fed: InProcessFederation, person: Person) -> registry_pb2.Verdict:
-    return fed.credit_verdict(person.identifier, requester=LENDER, consent=person.consent)
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(arg) for arg in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return fed.credit_verdict(person.identifier, requester=LENDER, consent=person.consent).verdict
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:
@@ -159,11 +149,11 @@ def test_a_subject_asks_for_review_the_agencies_and_operator_see_it_and_the_outc
     verdict = _verdict(fed, person)
 
     # The subject finds the verdict among their lookups and asks for review.
-    code, out, _ = _cli(capsys, "me", "lookups", *person.args, "--json")
+    code, out, _ = run_cli(capsys, "me", "lookups", *person.args, "--json")
     assert code == 0
     assert verdict.verdict_id in {row.get("verdict_id") for row in _json_lines(out)}
     statement = "The court judgment was paid in full in March; please look again."
-    code, out, err = _cli(capsys, "me", "review", *person.args, verdict.verdict_id,
+    code, out, err = run_cli(capsys, "me", "review", *person.args, verdict.verdict_id,
                           "--statement", statement)  # fmt: skip
     assert code == 0, err
     found = re.search(r"review ([0-9a-f]{32}) of verdict", out)
@@ -174,14 +164,14 @@ def test_a_subject_asks_for_review_the_agencies_and_operator_see_it_and_the_outc
 
     # Each agency that answered holds the registry's notice, its own answer found.
     for agency in (COURT.name, BANK.name):
-        code, out, _ = _cli(capsys, "node", "reviews", "--dir", fed.node_dir(agency), "--json")
+        code, out, _ = run_cli(capsys, "node", "reviews", "--dir", fed.node_dir(agency), "--json")
         assert code == 0
         (row,) = [r for r in _json_lines(out) if r["review_id"] == review_id]
         assert row["verdict_id"] == verdict.verdict_id
         assert row["query_id"] == verdict.query_id
         assert row["answered_query"] is True
         assert row["statement"] == statement
-    code, out, _ = _cli(capsys, "node", "reviews", "--dir", fed.node_dir(COURT.name))
+    code, out, _ = run_cli(capsys, "node", "reviews", "--dir", fed.node_dir(COURT.name))
     assert f"{review_id}  verdict {verdict.verdict_id}" in out
     assert "answered here" in out
     # One line per node and one at the registry, with ids only: no subject, no statement.
@@ -194,13 +184,15 @@ def test_a_subject_asks_for_review_the_agencies_and_operator_see_it_and_the_outc
         assert "paid in full" not in line
 
     # The operator's queue: the command line and the console.
-    code, out, _ = _cli(capsys, "registry", "reviews", "list", "--dir", fed.registry_dir, "--json")
+    code, out, _ = run_cli(
+        capsys, "registry", "reviews", "list", "--dir", fed.registry_dir, "--json"
+    )
     assert code == 0
     (queued,) = [r for r in _json_lines(out) if r["review_id"] == review_id]
     assert queued["verdict_id"] == verdict.verdict_id
     assert queued["agencies_told"] == [BANK.name, COURT.name]
     assert queued["statement"] == statement
-    with admin_console(fed, (fed.root / TOKEN_FILE).read_text()) as console:
+    with admin_console(fed, admin_token(fed)) as console:
         page = console.get("/reviews")
         assert page.status_code == 200
         assert review_id in page.text
@@ -230,24 +222,24 @@ def test_a_subject_asks_for_review_the_agencies_and_operator_see_it_and_the_outc
     assert any(outcome.startswith(f"refused: review {review_id}") for _, _, outcome in logged)
 
     # The subject sees the registry-signed outcome.
-    code, out, _ = _cli(capsys, "me", "reviews", *person.args, "--json")
+    code, out, _ = run_cli(capsys, "me", "reviews", *person.args, "--json")
     assert code == 0
     (mine,) = [r for r in _json_lines(out) if r["review_id"] == review_id]
     assert mine["state"] == "corrected"
     assert mine["outcome"]["reviewer"] == "alice"
     assert mine["outcome"]["statement"] == "The bank's record was out of date; it is corrected."
-    code, out, _ = _cli(capsys, "me", "reviews", *person.args)
+    code, out, _ = run_cli(capsys, "me", "reviews", *person.args)
     assert "corrected on " in out
     assert "by alice: The bank's record was out of date" in out
 
     # Deciding twice from the command line is refused too.
-    code, _, err = _cli(capsys, "registry", "reviews", "decide", "--dir", fed.registry_dir,
+    code, _, err = run_cli(capsys, "registry", "reviews", "decide", "--dir", fed.registry_dir,
                         review_id, "--outcome", "upheld", "--statement", "no")  # fmt: skip
     assert code != 0
     assert "decided already" in err
 
     # The review is in the log, under the subject, with ids only.
-    code, out, _ = _cli(capsys, "me", "lookups", *person.args, "--json")
+    code, out, _ = run_cli(capsys, "me", "lookups", *person.args, "--json")
     (entry,) = [r for r in _json_lines(out) if r.get("query_id") == review_id]
     assert entry["basis"] == "human review"
     assert verdict.verdict_id in entry["outcome"]
@@ -264,12 +256,12 @@ def test_the_operator_decides_from_the_command_line_and_the_subject_reads_it_in_
         (open_view,) = [v for v in client.reviews() if v.record.review_id == review.review_id]
     assert open_view.outcome is None
     assert open_view.record.state == "open"
-    code, out, _ = _cli(capsys, "me", "reviews", *person.args)
+    code, out, _ = run_cli(capsys, "me", "reviews", *person.args)
     words = " ".join(out.split())  # the text is wrapped to 80 columns
     assert f"review {review.review_id} of verdict {verdict.verdict_id}" in words
     assert f"open since {datetime.now(UTC):%Y-%m-%d}" in words
     assert f"agencies told: {BANK.name}, {COURT.name}" in words
-    code, out, err = _cli(capsys, "registry", "reviews", "decide", "--dir", fed.registry_dir,
+    code, out, err = run_cli(capsys, "registry", "reviews", "decide", "--dir", fed.registry_dir,
                           review.review_id, "--outcome", "upheld", "--statement",
                           "The court's judgment stands.")  # fmt: skip
     assert code == 0, err
@@ -575,7 +567,7 @@ def test_the_console_decides_nothing_without_an_admin_session_and_its_csrf_token
         csrf = csrf_of(anonymous.get("/login").text)
         refused = anonymous.post("/reviews/decide", data={**decision, "csrf": csrf})
         assert refused.status_code == 401
-    with admin_console(fed, (fed.root / TOKEN_FILE).read_text()) as console:
+    with admin_console(fed, admin_token(fed)) as console:
         for form in ({**decision}, {**decision, "csrf": "x" * 43}):
             refused = console.post("/reviews/decide", data=form)
             assert refused.status_code == 401

@@ -45,6 +45,17 @@ def enrol(fed: InProcessFederation, member_id: str, role: str, *, approve: bool)
     return fed.members[member_id]
 
 
+def issue_admin_token(fed: InProcessFederation) -> None:
+    """Issue admin alice's token with the CLI, into ``fed.root / TOKEN_FILE``."""
+    run("registry", "admin-token", "--dir", fed.registry_dir, "--name", "alice",
+        "--out", fed.root / TOKEN_FILE)  # fmt: skip
+
+
+def admin_token(fed: InProcessFederation) -> str:
+    """Admin alice's token, as :func:`issue_admin_token` wrote it."""
+    return (fed.root / TOKEN_FILE).read_text()
+
+
 @contextmanager
 def console_federation(root: Path) -> Iterator[InProcessFederation]:
     """A registry serving its console on a free loopback port, a company (bank-a), an
@@ -55,8 +66,7 @@ def console_federation(root: Path) -> Iterator[InProcessFederation]:
     try:
         enrol(federation, "bank-a", "company", approve=True)
         enrol(federation, "court-1", "agency", approve=True)
-        run("registry", "admin-token", "--dir", registry_dir, "--name", "alice",
-            "--out", root / TOKEN_FILE)  # fmt: skip
+        issue_admin_token(federation)
         yield federation
     finally:
         federation.stop()

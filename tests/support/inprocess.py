@@ -17,6 +17,7 @@ from agency_node.server import RunningNode, start_node
 from central_registry.server import RegistryThread
 from credence.client import enrol as client_enrol
 from credence.client.requester import MemberCredentials, Requester
+from credence.client.results import VerifiedVerdict
 from credence.clock import Clock, utc_now
 from credence.dev import synthetic
 from credence.errors import CredenceError
@@ -24,7 +25,7 @@ from credence.grants import tokens
 from credence.keys import KeySet, SigningKey, load_signing_key, private_key_pem
 from credence.pki import generate_tls_key, make_csr
 from credence.subjects import PseudonymisationKey, SubjectRef, ref_for
-from credence.v1 import agency_pb2, registry_pb2
+from credence.v1 import agency_pb2
 from support.registry import free_port, init_registry, run, set_config
 from support.witnessed import wait_witnessed
 
@@ -73,27 +74,37 @@ class InProcessFederation:
     def subject(self, identifier: str) -> SubjectRef:
         return ref_for(self.pseudonymisation, identifier)
 
-    def requester(self, member_id: str) -> Requester:
+    def requester(self, member_id: str, *, clock: Clock = utc_now) -> Requester:
+        """``member_id``'s client of the registry, verifying at ``clock``'s time."""
         return Requester(
-            self.address, self.members[member_id].credentials, root_keys=self.root_keys
-        )
+            self.address, self.members[member_id].credentials, root_keys=self.root_keys,
+            clock=clock,
+        )  # fmt: skip
 
     def credit_verdict(
-        self, identifier: str, *, requester: str, consent: str
-    ) -> registry_pb2.Verdict:
-        """``requester``'s blacklist and credit verdict for a credit decision, under ``consent``."""
-        with self.requester(requester) as client:
-            verified = client.request_verdict(
+        self, identifier: str, *, requester: str, consent: str, clock: Clock = utc_now
+    ) -> VerifiedVerdict:
+        """``requester``'s blacklist and credit verdict for a credit decision, under ``consent``.
+
+        ``clock`` is the requester's (a test moving the federation's time).
+        """
+        with self.requester(requester, clock=clock) as client:
+            return client.request_verdict(
                 self.subject(identifier), kinds=("blacklist", "credit"),
                 purpose="credit_assessment", grant=agency_pb2.Grant(consent_token=consent),
             )  # fmt: skip
-        return verified.verdict
 
     def node_dir(self, name: str) -> Path:
         return self.root / name
 
-    def federation_file(self, company: str) -> Path:
-        """A federation file naming this registry and ``company``: what ``credence me`` reads."""
+    def federation_file(self, company: str, *, as_company: bool = False) -> Path:
+        """A federation file naming this registry and ``company``: what ``credence me`` reads.
+
+        A subject needs only the registry; the file format also names a member.
+        ``as_company`` also writes ``company``'s TLS key and certificate and
+        names them and the pseudonymisation key: what ``credence verify`` reads
+        to ask as that company.
+        """
         path = self.root / "federation.json"
         registry = {
             "member_id": "registry",
@@ -103,7 +114,19 @@ class InProcessFederation:
             "ca_cert": str(self.registry_dir / "ca.crt"),
             "root_keys": str(self.root / "root.jwks.json"),
         }
-        path.write_text(json.dumps({"registry": registry, "company": {"member_id": company}}))
+        document: dict[str, object] = {"registry": registry, "company": {"member_id": company}}
+        if as_company:
+            credentials = self.members[company].credentials
+            folder = self.root / company
+            folder.mkdir(exist_ok=True)
+            (folder / "tls.key").write_bytes(credentials.key_pem)
+            (folder / "tls.crt").write_bytes(credentials.cert_pem)
+            document["company"] = {
+                "member_id": company, "key": str(folder / "tls.key"),
+                "cert": str(folder / "tls.crt"),
+            }  # fmt: skip
+            document["pseudonymisation_key"] = str(self.registry_dir / "pseudonymisation.key")
+        path.write_text(json.dumps(document))
         return path
 
     def enrol_member(self, member_id: str, role: str, *approve: str) -> Member:
