@@ -34,7 +34,6 @@ from support.inprocess import FANOUT_DEADLINE_SECONDS, InProcessFederation
 from support.registry import init_registry, run
 
 from agency_node import config as node_config
-from agency_node import database as node_database
 from agency_node.manifest_holder import load_manifest
 from agency_node.models import Record
 from central_registry.server import RegistryThread
@@ -130,25 +129,13 @@ def _subject(
 
 
 def _contest_due(fed: InProcessFederation, agency: str, record_id: str) -> datetime | None:
-    engine = node_database.create_engine_for(node_database.sqlite_url_for(fed.node_dir(agency)))
-    try:
-        with node_database.session_factory(engine)() as session:
-            return session.scalar(
-                select(Record.contest_due_at).where(Record.record_id == record_id)
-            )
-    finally:
-        engine.dispose()
+    with fed.node_session(agency) as session:
+        return session.scalar(select(Record.contest_due_at).where(Record.record_id == record_id))
 
 
 def _record_exists(fed: InProcessFederation, agency: str, record_id: str) -> bool:
-    engine = node_database.create_engine_for(node_database.sqlite_url_for(fed.node_dir(agency)))
-    try:
-        with node_database.session_factory(engine)() as session:
-            return (
-                session.scalar(select(Record.id).where(Record.record_id == record_id)) is not None
-            )
-    finally:
-        engine.dispose()
+    with fed.node_session(agency) as session:
+        return session.scalar(select(Record.id).where(Record.record_id == record_id)) is not None
 
 
 def _wait_answering(fed: InProcessFederation, clock: FederationClock) -> None:

@@ -34,7 +34,6 @@ from support.cli_run import run_cli
 from support.fixtures import StartFederation
 from support.inprocess import InProcessFederation
 
-from agency_node import database as node_database
 from agency_node.models import Record
 from central_registry import lookup_single
 from central_registry.models import VerdictRecord
@@ -95,12 +94,8 @@ class Person:
 
 
 def _refs(fed: InProcessFederation, agency: str) -> set[bytes]:
-    engine = node_database.create_engine_for(node_database.sqlite_url_for(fed.node_dir(agency)))
-    try:
-        with node_database.session_factory(engine)() as session:
-            return {bytes(ref) for ref in session.scalars(select(Record.subject_ref))}
-    finally:
-        engine.dispose()
+    with fed.node_session(agency) as session:
+        return {bytes(ref) for ref in session.scalars(select(Record.subject_ref))}
 
 
 def _person(fed: InProcessFederation, directory: Path, skip: int = 0) -> Person:

@@ -34,7 +34,6 @@ from support.console import admin_console, admin_token, csrf_of, issue_admin_tok
 from support.inprocess import FANOUT_DEADLINE_SECONDS, InProcessFederation
 from support.registry import init_registry, run
 
-from agency_node import database as node_database
 from agency_node.models import ReviewNotice
 from central_registry import config as registry_config
 from central_registry import review_notices
@@ -130,12 +129,8 @@ def _registry_counts(fed: InProcessFederation) -> tuple[int, int]:
 
 
 def _notices(fed: InProcessFederation, agency: str) -> list[ReviewNotice]:
-    engine = node_database.create_engine_for(node_database.sqlite_url_for(fed.node_dir(agency)))
-    try:
-        with node_database.session_factory(engine)() as session:
-            return list(session.scalars(select(ReviewNotice)))
-    finally:
-        engine.dispose()
+    with fed.node_session(agency) as session:
+        return list(session.scalars(select(ReviewNotice)))
 
 
 def test_a_subject_asks_for_review_the_agencies_and_operator_see_it_and_the_outcome_comes_back(

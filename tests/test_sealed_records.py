@@ -25,7 +25,6 @@ from sqlalchemy import select
 from support.fixtures import StartFederation
 from support.inprocess import InProcessFederation
 
-from agency_node import database as node_database
 from agency_node.models import Record
 from agency_node.subject_records import RecordDesk, amount_band
 from central_registry.record_access import RecordAccess, RecordAccessLimits
@@ -66,12 +65,8 @@ class Subject:
 
 
 def _records(fed: InProcessFederation, agency: str) -> list[Record]:
-    engine = node_database.create_engine_for(node_database.sqlite_url_for(fed.node_dir(agency)))
-    try:
-        with node_database.session_factory(engine)() as session:
-            return list(session.scalars(select(Record)))
-    finally:
-        engine.dispose()
+    with fed.node_session(agency) as session:
+        return list(session.scalars(select(Record)))
 
 
 def _held_by_every_agency(fed: InProcessFederation, skip: int = 0) -> str:

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
+from agency_node import database as node_database
 from agency_node.server import RunningNode, start_node
 from central_registry.server import RegistryThread
 from credence.client import enrol as client_enrol
@@ -96,6 +101,16 @@ class InProcessFederation:
 
     def node_dir(self, name: str) -> Path:
         return self.root / name
+
+    @contextmanager
+    def node_session(self, name: str) -> Iterator[Session]:
+        """A session on node ``name``'s own database, for a test to read; disposed after."""
+        engine = node_database.create_engine_for(node_database.sqlite_url_for(self.node_dir(name)))
+        try:
+            with node_database.session_factory(engine)() as session:
+                yield session
+        finally:
+            engine.dispose()
 
     def federation_file(self, company: str, *, as_company: bool = False) -> Path:
         """A federation file naming this registry and ``company``: what ``credence me`` reads.
