@@ -14,7 +14,12 @@ node is up again, until its next attempt up to 5 s later. A call (or
 :meth:`FanOut.channel`) that finds its node's channel so is given a fresh
 channel instead, which dials at once: a node that has come up is answered by
 the very next lookup, a dead one still refuses that dial at once. A node is
-redialled so at most every :data:`REDIAL_SECONDS`, however busy the registry.
+redialled so at most every :data:`REDIAL_SECONDS`, however busy the registry;
+a call that finds a channel in backoff opened before the call began, too
+recently to be replaced, waits for the rest of that time and redials rather
+than report a refusal that may predate the node's start. A dead node so
+costs a call at most :data:`REDIAL_SECONDS`, and every UNAVAILABLE a lookup
+reports comes from a dial made during it.
 
 Nothing a node sends counts until it is checked: the signature by one of that
 agency's keys from the manifest, the payload type, and that the answer is to
@@ -134,13 +139,16 @@ class _Stubs:
             _RECOVER_MASKS, response_deserializer=agency_pb2.RecoverMasksResponse.FromString
         )
 
-    def in_backoff(self, now: float) -> bool:
-        """Whether the channel is in reconnect backoff and old enough to be replaced."""
+    def failing(self) -> bool:
+        """Whether the channel is in reconnect backoff (its last dial was refused)."""
         return (
-            now - self.opened >= REDIAL_SECONDS
-            and self.channel.get_state(try_to_connect=False)
+            self.channel.get_state(try_to_connect=False)
             is grpc.ChannelConnectivity.TRANSIENT_FAILURE
         )
+
+    def in_backoff(self, now: float) -> bool:
+        """Whether the channel is in reconnect backoff and old enough to be replaced."""
+        return now - self.opened >= REDIAL_SECONDS and self.failing()
 
 
 class _Invalid(Exception):
@@ -226,6 +234,28 @@ class FanOut:
             channel = grpc.aio.secure_channel(target.endpoint, self._credentials, self._options)
             stubs = self._stubs[key] = _Stubs(channel, now)
         return stubs
+
+    async def _live_stubs(
+        self, target: AgencyTarget, since: float, end: float
+    ) -> tuple[_Stubs, float] | None:
+        """The stubs to call ``target`` with, and the seconds left until ``end``.
+
+        A channel in backoff that was opened before ``since`` (the call's start)
+        and is too young to replace is waited out and replaced, so a refusal the
+        call reports comes from a dial made after it began. None: no time left.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            stubs = self._stubs_for(target)
+            remaining = end - loop.time()
+            if remaining <= 0:
+                return None
+            if stubs.opened >= since or not stubs.failing():
+                return stubs, remaining
+            wait = stubs.opened + REDIAL_SECONDS - time.monotonic()
+            if wait >= remaining:
+                return stubs, remaining
+            await asyncio.sleep(max(wait, 0.0))
 
     def _close_later(self, channel: grpc.aio.Channel) -> None:
         """Close a replaced channel without holding up the call that replaced it."""
@@ -344,11 +374,15 @@ class FanOut:
     async def _recover(
         self, target: AgencyTarget, body: bytes, end: float
     ) -> agency_pb2.RecoverMasksResponse | str:
-        remaining = await self._slot(end)
-        if remaining is None:
+        since = time.monotonic()
+        if await self._slot(end) is None:
             return f"no recovery share within {self._deadline} s"
         try:
-            return await self._stubs_for(target).recover_masks(body, timeout=remaining)
+            live = await self._live_stubs(target, since, end)
+            if live is None:
+                return f"no recovery share within {self._deadline} s"
+            stubs, remaining = live
+            return await stubs.recover_masks(body, timeout=remaining)
         except grpc.aio.AioRpcError as error:
             if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
                 return f"no recovery share within {self._deadline} s"
@@ -405,11 +439,15 @@ class FanOut:
     async def _ask_once(
         self, target: AgencyTarget, request: bytes, expected: _Expected, end: float
     ) -> AgencyOutcome:
-        remaining = await self._slot(end)
-        if remaining is None:
+        since = time.monotonic()
+        if await self._slot(end) is None:
             return self._timed_out(target, self._deadline)
         try:
-            response = await self._stubs_for(target).answer_query(
+            live = await self._live_stubs(target, since, end)
+            if live is None:
+                return self._timed_out(target, self._deadline)
+            stubs, remaining = live
+            response = await stubs.answer_query(
                 request, timeout=remaining, metadata=tracing.outgoing_metadata()
             )
         except grpc.aio.AioRpcError as error:
@@ -450,13 +488,15 @@ class FanOut:
         item_ids: tuple[str, ...],
         end: float,
     ) -> BatchReply:
-        remaining = await self._slot(end)
-        if remaining is None:
+        since = time.monotonic()
+        if await self._slot(end) is None:
             return BatchReply(target, failure=self._timed_out(target, self._batch_deadline))
         try:
-            call = self._stubs_for(target).answer_batch(
-                timeout=remaining, metadata=tracing.outgoing_metadata()
-            )
+            live = await self._live_stubs(target, since, end)
+            if live is None:
+                return BatchReply(target, failure=self._timed_out(target, self._batch_deadline))
+            stubs, remaining = live
+            call = stubs.answer_batch(timeout=remaining, metadata=tracing.outgoing_metadata())
             await call.write(request)
             await call.done_writing()
             response = await call.read()

@@ -702,6 +702,59 @@ def test_a_node_up_after_refused_dials_answers_the_very_next_lookup(
     assert not listed(cluster, after)
 
 
+def test_a_refusal_from_before_the_lookup_began_is_not_reported_as_its_outcome(
+    cluster: Cluster,
+) -> None:
+    # The narrow case: a dial refused moments before the node came up, too recently
+    # for the channel to be replaced. The lookup waits out the rest of
+    # REDIAL_SECONDS and dials again, rather than report that old refusal.
+    court = cluster.nodes[COURT].port
+
+    async def scenario() -> tuple[AgencyOutcome, AgencyOutcome, float]:
+        forwarding = False
+        writers: list[asyncio.StreamWriter] = []
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        async def gate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)
+            if not forwarding:  # the node is not up yet: the dial is dropped
+                writer.close()
+                return
+            node_reader, node_writer = await asyncio.open_connection("127.0.0.1", court)
+            writers.append(node_writer)
+            await asyncio.gather(pipe(reader, node_writer), pipe(node_reader, writer))
+
+        server = await asyncio.start_server(gate, "127.0.0.1", 0)
+        target = cluster.target(COURT, port=int(server.sockets[0].getsockname()[1]))
+        fanout = cluster.fanout(deadline=30.0)
+        loop = asyncio.get_running_loop()
+        try:
+            (before,) = await fanout.query([target], cluster.query(CLEAR_ORG))
+            forwarding = True  # the node is up, an instant after its dial was refused
+            started = loop.time()
+            (after,) = await fanout.query([target], cluster.query(CLEAR_ORG))
+            return before, after, loop.time() - started
+        finally:
+            await fanout.close()
+            server.close()
+            for writer in writers:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+            await server.wait_closed()
+
+    before, after, seconds = run(scenario)
+    assert before.state == UNAVAILABLE, before.reason
+    assert after.state == ANSWERED, after.reason
+    assert seconds < 10, "the wait is the rest of REDIAL_SECONDS, not a reconnect backoff"
+
+
 def test_a_dead_node_fails_fast_on_every_lookup_and_is_redialled_sparingly(
     cluster: Cluster, dead_port: int
 ) -> None:
