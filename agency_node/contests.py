@@ -25,10 +25,9 @@ from credence.clock import Clock
 from credence.envelope import Envelope, sign, verify_message
 from credence.errors import InvalidInput, NotFound
 from credence.keys import SigningKey
+from credence.statements import MAX_STATEMENT
 from credence.storage import immediate_writer
 from credence.v1 import agency_pb2
-
-MAX_STATEMENT_CHARS = 4000
 
 
 class ContestDesk:
@@ -66,8 +65,8 @@ class ContestDesk:
         )
         if not contest.contest_id or len(contest.subject.ref) != 32:
             raise InvalidInput("contest needs a contest_id and a 32-byte subject reference")
-        if len(contest.statement) > MAX_STATEMENT_CHARS:
-            raise InvalidInput(f"contest statement is over {MAX_STATEMENT_CHARS} characters")
+        if len(contest.statement) > MAX_STATEMENT:
+            raise InvalidInput(f"contest statement is over {MAX_STATEMENT} characters")
         now = self._clock()
         filed = filed_at(contest, now)
         due = filed + self._manifests.current().contest_deadline

@@ -26,15 +26,15 @@ from credence import payloads
 from credence.clock import Clock
 from credence.envelope import Envelope, verify_message
 from credence.errors import InvalidInput, WrongAudience
+from credence.statements import MAX_STATEMENT
 from credence.storage import immediate_writer
 from credence.v1 import agency_pb2
 
-__all__ = ["MAX_STATEMENT_CHARS", "ReviewDesk", "ReviewNoticeRow", "list_notices"]
+__all__ = ["ReviewDesk", "ReviewNoticeRow", "list_notices"]
 
 _log = logging.getLogger(__name__)
 
 #: The longest statement a subject can give (the registry's bound).
-MAX_STATEMENT_CHARS = 4000
 #: Ids are the registry's (uuid hex, query ids): at most the columns' 64 characters.
 _MAX_ID_CHARS = 64
 #: Notices ``credence node reviews`` lists at most (the newest).
@@ -59,8 +59,8 @@ def check_notice(notice: agency_pb2.ReviewNotice, member_id: str) -> None:
             raise InvalidInput(f"review notice {name} must be 1..{_MAX_ID_CHARS} characters")
     if len(notice.subject.ref) != 32:
         raise InvalidInput("review notice subject reference must be 32 bytes")
-    if len(notice.statement) > MAX_STATEMENT_CHARS:
-        raise InvalidInput(f"review notice statement is over {MAX_STATEMENT_CHARS} characters")
+    if len(notice.statement) > MAX_STATEMENT:
+        raise InvalidInput(f"review notice statement is over {MAX_STATEMENT} characters")
     if not notice.HasField("requested_at"):
         raise InvalidInput("review notice has no requested_at")
 

@@ -39,10 +39,10 @@ from credence.errors import (
 from credence.grants.subject_proofs import SubjectProof
 from credence.manifest import TrustedManifest
 from credence.rpc.tls import channel_credentials
+from credence.statements import MAX_STATEMENT, check_statement
 from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2, manifest_pb2, registry_pb2
 
 OUTCOMES = ("upheld", "corrected", "removed")
-MAX_STATEMENT = 4000
 CONTEST_TIMEOUT = 10.0
 
 
@@ -73,8 +73,7 @@ def signed_contest(
         raise InvalidInput(
             f"{request.agency} holds {', '.join(agency.record_kinds)}, not {request.record_kind}"
         )
-    if not request.statement.strip() or len(request.statement) > MAX_STATEMENT:
-        raise InvalidInput(f"a contest needs a statement of 1..{MAX_STATEMENT} characters")
+    check_statement(request.statement, what="a contest")
     contest = agency_pb2.Contest(
         contest_id=uuid.uuid4().hex,
         subject=common_pb2.SubjectRef(

@@ -16,14 +16,12 @@ Functions taking a ``Session`` run in the caller's transaction.
 from __future__ import annotations
 
 import logging
-import unicodedata
 import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from central_registry.contests import MAX_STATEMENT
 from central_registry.log.entries import append_entries
 from central_registry.log.rows import review_row
 from central_registry.models import Review, VerdictRecord
@@ -37,6 +35,7 @@ from credence.errors import (
     ResourceExhausted,
 )
 from credence.keys import SigningKey
+from credence.statements import check_statement
 from credence.v1 import common_pb2, registry_pb2
 
 __all__ = [
@@ -66,28 +65,6 @@ DECIDED_KEPT = timedelta(days=90)
 MAX_LISTED = 200
 
 
-def check_statement(text: str, *, what: str = "a review") -> str:
-    """The statement trimmed.
-
-    Control characters other than newline and tab are refused: operators read
-    statements on terminals, where an escape sequence would act, not show.
-
-    Raises:
-        InvalidInput: empty, longer than :data:`MAX_STATEMENT` characters, or
-            holding control characters.
-    """
-    trimmed = text.strip()
-    if not trimmed or len(trimmed) > MAX_STATEMENT:
-        raise InvalidInput(
-            f"{what} needs a statement of 1..{MAX_STATEMENT} characters (got {len(trimmed)})"
-        )
-    if any(unicodedata.category(char) == "Cc" and char not in "\n\t" for char in trimmed):
-        raise InvalidInput(
-            f"{what}'s statement holds control characters: send text, lines and tabs only"
-        )
-    return trimmed
-
-
 def split_agencies(column: str) -> list[str]:
     """The member ids of a comma-joined column (``answered``, ``agencies``)."""
     return [part for part in column.split(",") if part]
@@ -111,7 +88,7 @@ def open_review(
         FailedPrecondition: a review of the verdict is open already.
         ResourceExhausted: the subject has :data:`MAX_OPEN_PER_SUBJECT` open reviews.
     """
-    statement = check_statement(statement)
+    statement = check_statement(statement, what="a review")
     # The log's writer lock first: two requests for one verdict take turns.
     lock_log(session)
     verdict = session.get(VerdictRecord, verdict_id)

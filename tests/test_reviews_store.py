@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from support.fixtures import Schema
 
 from central_registry import database, review_notices, reviews
-from central_registry.contests import MAX_STATEMENT
 from central_registry.log.entries import entries_for_subject
 from central_registry.models import LogEntry, Review, VerdictRecord
 from central_registry.transparency import log_size
@@ -24,6 +23,7 @@ from credence import payloads
 from credence.envelope import Envelope, verify_message
 from credence.errors import FailedPrecondition, InvalidInput, NotFound, ResourceExhausted
 from credence.keys import KeySet, SigningKey
+from credence.statements import MAX_STATEMENT
 from credence.v1 import agency_pb2, registry_pb2
 
 NOW = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)

@@ -28,6 +28,7 @@ from central_registry.verdict_writes import VerdictOutcome, VerdictWrite
 from credence.cli import main
 from credence.client.subject import SubjectClient
 from credence.dev import synthetic
+from credence.errors import InvalidInput
 from credence.grants import tokens
 from credence.keys import SigningKey
 from credence.rpc.tls import channel_credentials
@@ -207,6 +208,10 @@ def test_contest_flags_the_record_and_its_resolution_is_visible(
     assert before.status == "listed"
     assert not before.verdict.blacklist.disputed
     with _subject_client(federation, person, key) as me:
+        # An escape sequence for the operator's terminal is refused, and nothing is filed.
+        with pytest.raises(InvalidInput, match="control characters"):
+            me.contest("court", "Paid.\x1b]0;owned\x07\x1b[2J")
+        assert me.contests() == []
         contest_id, flagged = me.contest("court", "This judgment was paid in full.")
     assert flagged == 1
     with federation.requester("acme") as acme:

@@ -35,7 +35,6 @@ from central_registry.console.actions import ConsoleActions
 from central_registry.console.admin_tokens import Admin
 from central_registry.console.chart import latency_chart
 from central_registry.console.sessions import COOKIE_NAME, ConsoleSession
-from central_registry.contests import MAX_STATEMENT
 from central_registry.reviews import OUTCOMES
 from credence.clock import Clock
 from credence.errors import (
@@ -48,6 +47,7 @@ from credence.errors import (
     Unauthenticated,
 )
 from credence.manifest import TrustedManifest
+from credence.statements import MAX_STATEMENT
 from credence.storage import session_factory
 
 _log = logging.getLogger(__name__)
