@@ -31,6 +31,8 @@ def test_demo_tells_the_whole_story_and_cleans_up(tmp_path: Path) -> None:
         "LISTED",
         "dishonest_debtor",
         "signatures verified",
+        "the registry's signed explanation, checked against the verdict",
+        "without them the score would be",
         "refused  a person is never looked up on the public-register basis",
         "10,000/10,000",
         "the refused attempt is in the log too",

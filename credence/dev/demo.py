@@ -25,6 +25,7 @@ from credence.client.requester import MemberCredentials, Requester, ScreenRow, V
 from credence.client.subject import SubjectClient
 from credence.dev import federation as dev_federation
 from credence.errors import CredenceError
+from credence.explanations import describe
 from credence.keys import KeySet, load_signing_key
 from credence.subjects import PseudonymisationKey, ref_for
 from credence.v1 import agency_pb2
@@ -58,6 +59,12 @@ class Story:
     def refused(self, text: str) -> None:
         """A refusal, as it should be."""
         print(f"   {self._c(RED, 'refused')}  {text}")
+
+    def lines(self, texts: Sequence[str]) -> None:
+        """Sentences, each wrapped within :data:`WIDTH` columns under the step."""
+        for text in texts:
+            for line in textwrap.wrap(text, WIDTH - 2 * len(INDENT), break_long_words=False):
+                print(f"{INDENT}{INDENT}{line}")
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         """A readable table within :data:`WIDTH` columns; the last column wraps at words."""
@@ -160,6 +167,9 @@ def run(directory: Path, story: Story) -> dict[str, str]:
               "yes" if credit.provisional else "no", (credit.status or "-").upper()]],
         )  # fmt: skip
         story.ok("signature verified; the person's consent allows 3 uses for credit assessment")
+        if credit.explanation is not None:
+            story.ok("the registry's signed explanation, checked against the verdict:")
+            story.lines(describe(credit.explanation)[1:])
 
         story.title("The same check without consent")
         try:
