@@ -471,6 +471,9 @@ class Review(Base):
     state: Mapped[str] = mapped_column(String(16))
     #: The agencies told (those that answered the query), comma-separated.
     agencies: Mapped[str] = mapped_column(Text)
+    #: The agencies the verdict was built from not told yet, comma-separated:
+    #: what the retry pass looks for, so reviews told in full cost it nothing.
+    untold: Mapped[str] = mapped_column(Text, default="", server_default="")
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
     #: Index of the review's transparency log entry.
     log_index: Mapped[int | None] = mapped_column(BigInteger)

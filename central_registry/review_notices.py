@@ -70,11 +70,9 @@ def signed_notice(review: Review, agency: str, key: SigningKey) -> Envelope:
 
 def untold(session: Session, review: Review) -> list[str]:
     """The agencies the verdict was built from that have not been told of ``review``."""
-    verdict = session.get(VerdictRecord, review.verdict_id)
-    if verdict is None:
+    if session.get(VerdictRecord, review.verdict_id) is None:
         return []  # erased with its lookup's data: nobody left to tell about
-    told = set(split_agencies(review.agencies))
-    return [agency for agency in split_agencies(verdict.answered) if agency not in told]
+    return split_agencies(review.untold)
 
 
 def mark_told(session: Session, review_id: str, agencies: Sequence[str]) -> Review:
@@ -88,6 +86,7 @@ def mark_told(session: Session, review_id: str, agencies: Sequence[str]) -> Revi
         raise NotFound(f"no review {review_id}")
     told = split_agencies(review.agencies)
     review.agencies = ",".join([*told, *(a for a in sorted(agencies) if a not in told)])
+    review.untold = ",".join(a for a in split_agencies(review.untold) if a not in agencies)
     return review
 
 
@@ -159,14 +158,24 @@ async def tell_agencies(
 
 
 def open_with_untold(session: Session, now: datetime) -> list[str]:
-    """Open reviews (the oldest, at most :data:`RETRY_BATCH`) some agency was not told of."""
-    rows = session.scalars(
-        select(Review)
-        .where(Review.state == "open", Review.requested_at <= now - RETRY_AFTER)
-        .order_by(Review.requested_at)
-        .limit(RETRY_BATCH)
+    """Open reviews (the oldest, at most :data:`RETRY_BATCH`) some agency was not told of.
+
+    Only those still untold whose verdict's row is kept: reviews told in full,
+    or whose verdict was erased, never fill the pass.
+    """
+    return list(
+        session.scalars(
+            select(Review.review_id)
+            .join(VerdictRecord, VerdictRecord.verdict_id == Review.verdict_id)
+            .where(
+                Review.state == "open",
+                Review.untold != "",
+                Review.requested_at <= now - RETRY_AFTER,
+            )
+            .order_by(Review.requested_at)
+            .limit(RETRY_BATCH)
+        )
     )
-    return [review.review_id for review in rows if untold(session, review)]
 
 
 async def retry_notices(

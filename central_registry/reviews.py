@@ -129,6 +129,7 @@ def open_review(
         statement=statement,
         state="open",
         agencies="",
+        untold=verdict.answered,
         requested_at=now,
         log_index=log_index,
     )

@@ -345,6 +345,7 @@ REGISTRY = Component(
                     "statement": "please have a person look at this",
                     "state": "upheld",
                     "agencies": "court-1",
+                    "untold": "bank-1",
                     "requested_at": NOW,
                     "log_index": 2**40,
                     "decided_at": NOW + timedelta(days=2),

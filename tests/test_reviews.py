@@ -510,8 +510,11 @@ def test_an_agency_not_reached_does_not_fail_the_request_and_is_told_on_a_later_
     # The agency becomes reachable (here: the verdict's second agency is the bank).
     with sessions.begin() as session:
         record = session.get(VerdictRecord, verdict_id)
+        stored = session.get(Review, review.review_id)
         assert record is not None
-        record.answered = f"{COURT.name},{BANK.name}"
+        assert stored is not None
+        assert stored.untold == "gone"
+        record.answered, stored.untold = f"{COURT.name},{BANK.name}", BANK.name
     running = fed.registry.running
     key = load_keys(registry_config.load_config(fed.registry_dir)).signing
 

@@ -240,6 +240,38 @@ def test_notices_are_one_per_agency_and_the_told_ones_are_not_told_again(
         assert review_notices.open_with_untold(session, NOW + timedelta(days=1)) == []
 
 
+def test_the_retry_pass_reaches_an_untold_review_behind_a_full_batch_of_told_ones(
+    sessions: sessionmaker[Session],
+) -> None:
+    # More open reviews than one pass takes, all told in full or with their
+    # verdict erased, asked before the one an agency was not told of: none of
+    # them may fill the pass and hide it.
+    crowd = review_notices.RETRY_BATCH + 5
+    with sessions.begin() as session:
+        for index in range(crowd + 1):
+            subject = index.to_bytes(32, "big")
+            _verdict(session, f"v{index}", subject, issued_at=NOW - timedelta(hours=2))
+            session.flush()
+            review = reviews.open_review(
+                session, verdict_id=f"v{index}", subject_ref=subject, statement="look",
+                registry_id="registry", now=NOW - timedelta(minutes=crowd + 1 - index),
+            )  # fmt: skip
+            if index < crowd:
+                review_notices.mark_told(session, review.review_id, ["court-1", "bank-1"])
+            else:
+                last = review.review_id
+        # One more, untold, whose verdict row is gone: nobody is left to tell.
+        _verdict(session, "gone", OTHER)
+        session.flush()
+        reviews.open_review(
+            session, verdict_id="gone", subject_ref=OTHER, statement="look",
+            registry_id="registry", now=NOW - timedelta(hours=1),
+        )  # fmt: skip
+        session.delete(session.get(VerdictRecord, "gone"))
+    with sessions() as session:
+        assert review_notices.open_with_untold(session, NOW + timedelta(hours=1)) == [last]
+
+
 def test_open_reviews_are_counted_by_age_and_queued_oldest_first(
     sessions: sessionmaker[Session],
 ) -> None:

@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("statement", sa.Text(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("agencies", sa.Text(), nullable=False),
+        sa.Column("untold", sa.Text(), server_default="", nullable=False),
         sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("log_index", sa.BigInteger(), nullable=True),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
