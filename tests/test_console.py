@@ -33,6 +33,7 @@ from agency_node.audit import AlarmReporter
 from central_registry import alarms as registry_alarms
 from central_registry import database
 from central_registry.console import admin_tokens
+from central_registry.console.app import MAX_FORM_BYTES
 from central_registry.console.sessions import COOKIE_NAME
 from central_registry.models import AdminAction, AdminToken, Alarm, Contest
 from central_registry.models import Member as MemberRow
@@ -200,8 +201,11 @@ def test_an_action_without_a_session_changes_nothing(fed: InProcessFederation) -
 
 
 def test_an_oversized_form_is_refused_unread(admin: httpx.Client) -> None:
-    refused = admin.post("/members/action", data={"member_id": "x" * 5000, "action": "suspend"})
+    refused = admin.post(
+        "/members/action", data={"member_id": "x" * MAX_FORM_BYTES, "action": "suspend"}
+    )
     assert refused.status_code == 400
+    assert f"at most {MAX_FORM_BYTES} bytes" in refused.text
 
 
 def test_a_revoked_token_ends_its_sessions(fed: InProcessFederation) -> None:

@@ -37,6 +37,7 @@ from support.registry import init_registry, run
 from agency_node.models import ReviewNotice
 from central_registry import config as registry_config
 from central_registry import review_notices
+from central_registry.console.app import MAX_FORM_BYTES
 from central_registry.keyring import load_keys
 from central_registry.models import AdminAction, LogEntry, Review, VerdictRecord
 from central_registry.server import RegistryThread
@@ -48,6 +49,7 @@ from credence.errors import ClaimMismatch, FailedPrecondition, VerificationError
 from credence.grants.subject_proofs import sign_subject_proof
 from credence.keys import SigningKey, save_signing_key
 from credence.rpc.tls import channel_credentials
+from credence.statements import MAX_STATEMENT
 from credence.storage import session_factory
 from credence.v1 import agency_pb2, agency_pb2_grpc, common_pb2, registry_pb2, registry_pb2_grpc
 
@@ -589,3 +591,24 @@ def test_the_console_decides_nothing_without_an_admin_session_and_its_csrf_token
     assert float(counts[0]) >= 1
     for secret in (review.review_id, "6" * 32, person.ref):
         assert secret not in scraped
+
+    # The longest statement in any script fits the console's form; one more byte
+    # of form than the bound is refused unread, and decides nothing.
+    longest = "审" * MAX_STATEMENT
+    with admin_console(fed, admin_token(fed)) as console:
+        csrf = csrf_of(console.get("/reviews").text)
+        too_big = console.post("/reviews/decide", data={
+            **decision, "csrf": csrf, "statement": longest, "pad": "x" * MAX_FORM_BYTES,
+        })  # fmt: skip
+        assert too_big.status_code == 400
+        with sessions() as session:
+            stored = session.get(Review, review.review_id)
+            assert stored is not None
+            assert stored.state == "open"
+        decided = console.post("/reviews/decide", data={**decision, "csrf": csrf,
+                                                         "statement": longest})  # fmt: skip
+        assert decided.status_code == 303
+    with sessions() as session:
+        stored = session.get(Review, review.review_id)
+        assert stored is not None
+        assert (stored.state, stored.outcome_statement) == ("corrected", longest)

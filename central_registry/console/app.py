@@ -53,8 +53,10 @@ from credence.storage import session_factory
 _log = logging.getLogger(__name__)
 
 _HERE = Path(__file__).parent
-#: A console form is a few short fields; a larger body is refused unread.
-MAX_FORM_BYTES = 4096
+#: A console form is a few short fields and at most one statement; a larger body
+#: is refused unread. A decision's statement of MAX_STATEMENT characters in any
+#: script, UTF-8 and percent-encoded, takes up to 9 bytes a character.
+MAX_FORM_BYTES = 40_000
 NAV = (
     ("/members", "Members"),
     ("/agencies", "Agencies"),
