@@ -18,6 +18,7 @@ from central_registry import config as registry_config
 from central_registry import database, reviews
 from central_registry.console.actions import ConsoleActions
 from central_registry.keyring import load_keys
+from central_registry.models import split_names
 from credence.cli.command import Subcommands, command, subcommands
 from credence.clock import utc_now
 from credence.encoding import format_time
@@ -76,7 +77,7 @@ def _list(args: argparse.Namespace) -> int:
                     "verdict_id": row.verdict_id,
                     "requested_at": format_time(row.requested_at),
                     "age_hours": round((now - row.requested_at).total_seconds() / 3600, 1),
-                    "agencies_told": [a for a in row.agencies.split(",") if a],
+                    "agencies_told": list(split_names(row.agencies)),
                     "statement": row.statement,
                 }
                 for row in reviews.open_reviews(session)

@@ -23,8 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from central_registry.fanout import AgencyTarget, FanOut
-from central_registry.models import Review, VerdictRecord
-from central_registry.reviews import split_agencies
+from central_registry.models import Review, VerdictRecord, join_names, split_names
 from credence import payloads
 from credence.clock import Clock
 from credence.envelope import Envelope, sign
@@ -72,7 +71,7 @@ def untold(session: Session, review: Review) -> list[str]:
     """The agencies the verdict was built from that have not been told of ``review``."""
     if session.get(VerdictRecord, review.verdict_id) is None:
         return []  # erased with its lookup's data: nobody left to tell about
-    return split_agencies(review.untold)
+    return list(split_names(review.untold))
 
 
 def mark_told(session: Session, review_id: str, agencies: Sequence[str]) -> Review:
@@ -84,9 +83,9 @@ def mark_told(session: Session, review_id: str, agencies: Sequence[str]) -> Revi
     review = session.get(Review, review_id, with_for_update=True)
     if review is None:
         raise NotFound(f"no review {review_id}")
-    told = split_agencies(review.agencies)
-    review.agencies = ",".join([*told, *(a for a in sorted(agencies) if a not in told)])
-    review.untold = ",".join(a for a in split_agencies(review.untold) if a not in agencies)
+    told = split_names(review.agencies)
+    review.agencies = join_names([*told, *(a for a in sorted(agencies) if a not in told)])
+    review.untold = join_names(a for a in split_names(review.untold) if a not in agencies)
     return review
 
 

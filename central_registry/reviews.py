@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from central_registry.log.entries import append_entries
 from central_registry.log.rows import review_row
-from central_registry.models import Review, VerdictRecord
+from central_registry.models import Review, VerdictRecord, split_names
 from central_registry.transparency import lock_log
 from credence import payloads
 from credence.envelope import Envelope, sign
@@ -49,7 +49,6 @@ __all__ = [
     "open_reviews",
     "review_record",
     "reviews_for",
-    "split_agencies",
 ]
 
 _log = logging.getLogger(__name__)
@@ -63,11 +62,6 @@ MAX_OPEN_PER_SUBJECT = 20
 DECIDED_KEPT = timedelta(days=90)
 #: Reviews ListMyReviews returns at most (the newest).
 MAX_LISTED = 200
-
-
-def split_agencies(column: str) -> list[str]:
-    """The member ids of a comma-joined column (``answered``, ``agencies``)."""
-    return [part for part in column.split(",") if part]
 
 
 def open_review(
@@ -198,7 +192,7 @@ def review_record(review: Review) -> registry_pb2.ReviewRecord:
         query_id=review.query_id,
         statement=review.statement,
         state=review.state,
-        agencies=split_agencies(review.agencies),
+        agencies=split_names(review.agencies),
         log_index=review.log_index or 0,
     )
     record.requested_at.FromDatetime(review.requested_at)

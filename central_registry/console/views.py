@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from central_registry import contests, reviews
 from central_registry.agency_stats import AgencyStats, AgencySummary
-from central_registry.models import AdminAction, Alarm, Contest, Member, TreeHead
+from central_registry.models import AdminAction, Alarm, Contest, Member, TreeHead, split_names
 from central_registry.store import member_rows
 from central_registry.transparency import log_size
 from credence.contest_clock import ContestAges, age_bucket, contest_ages, is_overdue
@@ -216,7 +216,7 @@ def open_reviews(session: Session) -> list[ReviewRow]:
             row.review_id,
             row.verdict_id,
             row.requested_at,
-            tuple(a for a in row.agencies.split(",") if a),
+            split_names(row.agencies),
             row.statement,
         )
         for row in reviews.open_reviews(session, PAGE_ROWS)
