@@ -38,17 +38,14 @@ from central_registry.console.sessions import COOKIE_NAME, ConsoleSession
 from central_registry.reviews import OUTCOMES
 from credence.clock import Clock
 from credence.errors import (
-    AlreadyExists,
     CredenceError,
-    FailedPrecondition,
     InvalidInput,
-    NotFound,
-    PermissionDenied,
     Unauthenticated,
 )
 from credence.manifest import TrustedManifest
 from credence.statements import MAX_STATEMENT
 from credence.storage import session_factory
+from credence.web import http_status as web_status
 
 _log = logging.getLogger(__name__)
 
@@ -85,17 +82,7 @@ SECURITY_HEADERS = (
 
 def http_status(exc: CredenceError) -> int:
     """The HTTP status the console answers a refused request with."""
-    for kind, status in (
-        (Unauthenticated, HTTPStatus.UNAUTHORIZED),
-        (PermissionDenied, HTTPStatus.FORBIDDEN),
-        (NotFound, HTTPStatus.NOT_FOUND),
-        (AlreadyExists, HTTPStatus.CONFLICT),
-        (FailedPrecondition, HTTPStatus.CONFLICT),
-        (InvalidInput, HTTPStatus.BAD_REQUEST),
-    ):
-        if isinstance(exc, kind):
-            return int(status)
-    return int(HTTPStatus.INTERNAL_SERVER_ERROR)
+    return web_status(exc, otherwise=HTTPStatus.INTERNAL_SERVER_ERROR)
 
 
 def metrics_app() -> ASGIApp | None:

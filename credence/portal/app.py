@@ -30,19 +30,14 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
 
 from credence.errors import (
-    AlreadyExists,
     CredenceError,
-    FailedPrecondition,
     InvalidInput,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
 )
 from credence.portal import views
 from credence.portal.access import COOKIE_NAME, PortalAccess
 from credence.portal.desk import SubjectDesk
 from credence.portal.strings import Catalogue
+from credence.web import http_status
 
 __all__ = ["MAX_FORM_BYTES", "MAX_STATEMENT_CHARS", "NAV", "Portal"]
 
@@ -74,18 +69,8 @@ Page = Callable[[Request, str], Awaitable[Response]]
 
 
 def _status(exc: CredenceError) -> int:
-    for kind, status in (
-        (Unauthenticated, HTTPStatus.UNAUTHORIZED),
-        (PermissionDenied, HTTPStatus.FORBIDDEN),
-        (NotFound, HTTPStatus.NOT_FOUND),
-        (InvalidInput, HTTPStatus.BAD_REQUEST),
-        (AlreadyExists, HTTPStatus.CONFLICT),
-        (FailedPrecondition, HTTPStatus.CONFLICT),
-        (ResourceExhausted, HTTPStatus.TOO_MANY_REQUESTS),
-    ):
-        if isinstance(exc, kind):
-            return int(status)
-    return int(HTTPStatus.BAD_GATEWAY)
+    # Anything else went wrong at the registry, the portal's upstream.
+    return http_status(exc, otherwise=HTTPStatus.BAD_GATEWAY)
 
 
 async def _form(request: Request) -> dict[str, str]:
