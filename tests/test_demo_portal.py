@@ -7,16 +7,12 @@ link it prints and read the person's own lookups and records.
 
 from __future__ import annotations
 
-import re
 import shlex
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import httpx
 import pytest
+from support.portal import running_portal
 
 from credence.cli import main
 from credence.dev import demo
@@ -44,25 +40,6 @@ def test_steps_for_a_removed_federation_keep_the_next_one_at_the_same_paths() ->
     assert "--key /tmp/d/subjects/p.key " in kept[1]
 
 
-def _portal_link(process: subprocess.Popen[str]) -> str:
-    printed: list[str] = []
-    found = threading.Event()
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            printed.append(line)
-            if "/login/" in line:
-                found.set()
-        found.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    assert found.wait(START_SECONDS), "".join(printed)
-    links = re.findall(r"http://127\.0\.0\.1:\d+/login/\S+", "".join(printed))
-    assert len(links) == 1, "".join(printed)
-    return str(links[0])
-
-
 def test_the_printed_steps_open_the_persons_portal(tmp_path: Path) -> None:
     directory = tmp_path / "demo"
     try:
@@ -72,28 +49,20 @@ def test_the_printed_steps_open_the_persons_portal(tmp_path: Path) -> None:
         assert dev_federation.down(directory) == []
         up, portal = demo.portal_steps(person, directory.resolve(), kept=True)
         assert main(shlex.split(up)[1:]) == 0
-        command = [sys.executable, "-m", "credence.cli", *shlex.split(portal)[1:]]
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        try:
-            link = _portal_link(process)
-            with httpx.Client(timeout=START_SECONDS, follow_redirects=True) as browser:
-                grants = browser.get(link).url.copy_with(path="/grants")
-                page = browser.get(grants)
-                assert page.status_code == 200
-                assert person["grant_id"] in page.text
-                assert "Permission for demo-company" in page.text
-                # The explanations and reviews pages read the registry-signed lists.
-                for path, heading in (("/explanations", "Why my scores"),
-                                      ("/reviews", "Reviews by a person")):  # fmt: skip
-                    page = browser.get(grants.copy_with(path=path))
-                    assert page.status_code == 200, page.text
-                    assert f"<h1>{heading}</h1>" in page.text
-        finally:
-            process.send_signal(signal.SIGINT)
-            assert process.wait(timeout=30) == 0
-            assert process.stdout is not None
-            process.stdout.close()
+        with (
+            running_portal(shlex.split(portal)[1:], start_seconds=START_SECONDS) as link,
+            httpx.Client(timeout=START_SECONDS, follow_redirects=True) as browser,
+        ):
+            grants = browser.get(link).url.copy_with(path="/grants")
+            page = browser.get(grants)
+            assert page.status_code == 200
+            assert person["grant_id"] in page.text
+            assert "Permission for demo-company" in page.text
+            # The explanations and reviews pages read the registry-signed lists.
+            for path, heading in (("/explanations", "Why my scores"),
+                                  ("/reviews", "Reviews by a person")):  # fmt: skip
+                page = browser.get(grants.copy_with(path=path))
+                assert page.status_code == 200, page.text
+                assert f"<h1>{heading}</h1>" in page.text
     finally:
         assert dev_federation.down(directory) == []

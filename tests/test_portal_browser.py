@@ -22,10 +22,6 @@ from __future__ import annotations
 import csv
 import itertools
 import re
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +33,7 @@ import pytest
 from support.browser import TIMEOUT_MS, chromium_page, require_browser
 from support.fixtures import StartFederation
 from support.inprocess import InProcessFederation
+from support.portal import running_portal
 from support.registry import run
 
 from credence.dev import synthetic
@@ -122,39 +119,12 @@ def scored(
 @contextmanager
 def _portal(fed: InProcessFederation, person: Person) -> Iterator[str]:
     """``credence me portal`` as the person runs it; its printed login link."""
-    command: list[str | Path] = [
-        sys.executable, "-m", "credence.cli", "me", "portal", "--key", person.key_file,
-        "--binding", person.binding_file, "--federation", fed.federation_file(LENDER),
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    printed: list[str] = []
-    found = threading.Event()
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            printed.append(line)
-            if "/login/" in line:
-                found.set()
-        found.set()  # the command ended: say what it printed
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert found.wait(TIMEOUT_MS / 1000), "".join(printed)
-        [link] = re.findall(r"http://127\.0\.0\.1:\d+/login/\S+", "".join(printed))
+    with running_portal(
+        ["me", "portal", "--key", person.key_file, "--binding", person.binding_file,
+         "--federation", fed.federation_file(LENDER)],
+        start_seconds=TIMEOUT_MS / 1000,
+    ) as link:  # fmt: skip
         yield link
-    finally:
-        process.send_signal(signal.SIGINT)  # Ctrl+C, as the person stops it
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        reader.join(timeout=10)
-        assert process.stdout is not None
-        process.stdout.close()
-    assert process.returncode == 0, "".join(printed)
 
 
 @pytest.fixture
